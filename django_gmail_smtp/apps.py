@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class GmailSmtpConfig(AppConfig):
+    name = "django_gmail_smtp"
+    label = "gmail_smtp"
+    verbose_name = _("Gmail SMTP")
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,376 @@
+"""The catalogue of Gmail failure causes: what happened and what to change.
+
+Written once and used by the backend (exception messages), ``gmail_check`` and
+the admin. Diagnosis goes by reply code, enhanced status code and the ``?p=``
+slug of Google's help link, never by the session id at the end of the reply.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass
+
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
+
+__all__ = ["CATALOGUE", "Cause", "cause", "explain_exception", "explain_reply"]
+
+APP_PASSWORDS_URL = "https://myaccount.google.com/apppasswords"
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One known failure: a stable id, what it means, and the fix."""
+
+    id: str
+    summary: str | Promise
+    fix: str | Promise
+    temporary: bool = False
+    url: str = ""
+
+    def explain(self) -> str:
+        text = _("Cause: %(summary)s Fix: %(fix)s") % {"summary": self.summary, "fix": self.fix}
+        return f"{text} {self.url}".rstrip() + f" [{self.id}]"
+
+
+def _c(id: str, summary: Promise, fix: Promise, *, temporary: bool = False, url: str = "") -> Cause:
+    return Cause(id, summary, fix, temporary, url)
+
+
+CATALOGUE: dict[str, Cause] = {
+    c.id: c
+    for c in (
+        # Sign-in.
+        _c(
+            "bad_credentials",
+            _("Gmail did not accept the username and password (535 5.7.8)."),
+            _(
+                "Use the full Gmail address as the username and a 16-letter app password "
+                "(or OAuth2), not the account password. Changing the account password "
+                "revokes all app passwords: create a new one."
+            ),
+            url=APP_PASSWORDS_URL,
+        ),
+        _c(
+            "app_password_required",
+            _("The account has 2-Step Verification on and was given its normal password (534 5.7.9)."),
+            _("Create an app password and use it as the password."),
+            url=APP_PASSWORDS_URL,
+        ),
+        _c(
+            "web_login_required",
+            _("Google's risk check blocked this sign-in from a new place (534 5.7.14)."),
+            _(
+                "Sign in to the account once from a web browser, then try again; "
+                "an app password or OAuth2 avoids this check."
+            ),
+            temporary=True,
+        ),
+        _c(
+            "too_many_logins",
+            _("Gmail refused the sign-in: too many login attempts (454 4.7.0)."),
+            _("Reuse one connection for many messages instead of signing in for each, and wait a few minutes."),
+            temporary=True,
+        ),
+        _c(
+            "auth_required",
+            _("Gmail requires signing in before sending (530 5.7.0)."),
+            _(
+                "Set both the username and the password: when either is empty the backend "
+                "does not sign in at all."
+            ),
+        ),
+        _c(
+            "starttls_required",
+            _("Gmail refused a command because STARTTLS was not used first (530 5.7.0)."),
+            _("On port 587 turn STARTTLS on (EMAIL_USE_TLS = True, or 'use_tls': True in MAILERS OPTIONS)."),
+        ),
+        _c(
+            "auth_not_offered",
+            _("The server did not offer sign-in (no AUTH in its EHLO reply): TLS is not in use."),
+            _("On port 587 turn STARTTLS on (EMAIL_USE_TLS = True); on port 465 use implicit TLS (EMAIL_USE_SSL = True)."),
+        ),
+        _c(
+            "starttls_not_offered",
+            _("STARTTLS is configured but the server does not offer it."),
+            _(
+                "Check the host and port: Gmail offers STARTTLS on smtp.gmail.com:587. "
+                "On port 465 use implicit TLS (EMAIL_USE_SSL = True) instead."
+            ),
+        ),
+        _c(
+            "tls_required",
+            _("Refused to send the password over an unencrypted connection."),
+            _("Use STARTTLS on port 587 or implicit TLS on port 465; only a loopback server may be used without TLS."),
+        ),
+        _c(
+            "auth_line_too_long",
+            _("Gmail rejected an over-long AUTH command line (555 5.5.2)."),
+            _("Send 'AUTH XOAUTH2' alone and the token after the 334 reply; upgrade django-gmail-smtp if you see this."),
+        ),
+        # Sending.
+        _c(
+            "throttled",
+            _("Gmail is throttling this account or connection (421 4.7.0)."),
+            _("Retry later with backoff, on a new connection; send fewer messages per minute."),
+            temporary=True,
+        ),
+        _c(
+            "temporary",
+            _("Gmail reported a temporary problem (4xx)."),
+            _("Retry later with backoff."),
+            temporary=True,
+        ),
+        _c(
+            "daily_quota",
+            _("The account's daily sending limit is used up (550 5.4.5)."),
+            _(
+                "Wait: the limit is counted over a rolling 24 hours (about 500 messages for personal "
+                "accounts, 2,000 for Workspace). Retrying now makes it worse."
+            ),
+            url="https://support.google.com/a/answer/166852",
+        ),
+        _c(
+            "message_too_large",
+            _("The message is larger than Gmail accepts (552 5.2.3)."),
+            _("Keep the encoded message under 35,882,577 bytes (about 25 MB of attachments); link large files instead."),
+        ),
+        _c(
+            "too_many_recipients",
+            _("Too many recipients for one message (452 4.5.3)."),
+            _("Send to at most 100 recipients per message; split larger lists."),
+        ),
+        _c(
+            "bad_recipient",
+            _("Gmail rejected a recipient address as invalid (553 5.1.3)."),
+            _("Check the recipient addresses for typos and stray characters."),
+        ),
+        _c(
+            "envelope_syntax",
+            _("Gmail could not parse a command (555 5.5.2): a malformed sender or recipient address."),
+            _("Check the From and recipient addresses."),
+        ),
+        _c(
+            "bad_ehlo",
+            _("Gmail rejected the EHLO name this machine introduced itself with (501 5.5.4)."),
+            _("Give the machine an ASCII host name (the EHLO name comes from socket.getfqdn())."),
+        ),
+        _c(
+            "idle_timeout",
+            _("Gmail closed the connection after it was idle too long (451 4.4.2)."),
+            _("Open a new connection; keep connections only while sending."),
+            temporary=True,
+        ),
+        _c(
+            "disconnected",
+            _("The server closed the connection unexpectedly."),
+            _("Open a new connection and retry; if it keeps happening, check the port and TLS mode."),
+            temporary=True,
+        ),
+        _c(
+            "smtputf8_required",
+            _("An address has non-ASCII characters before the @, which needs SMTPUTF8."),
+            _("Use a server that offers SMTPUTF8 (Gmail does) or an ASCII address."),
+        ),
+        # Network and TLS, seen by the client.
+        _c(
+            "tls_on_starttls_port",
+            _("Implicit TLS was used on a port that expects STARTTLS (wrong version number)."),
+            _("Use port 587 with STARTTLS (EMAIL_USE_TLS = True) or port 465 with implicit TLS (EMAIL_USE_SSL = True)."),
+        ),
+        _c(
+            "plain_on_tls_port",
+            _("The server did not greet: this port expects implicit TLS from the first byte."),
+            _(
+                "Use implicit TLS on port 465 (EMAIL_USE_SSL = True, django-environ 'smtp+ssl://'), "
+                "or STARTTLS on port 587. django-environ's 'smtps://' means STARTTLS."
+            ),
+        ),
+        _c(
+            "no_greeting",
+            _("The connection opened but the server never greeted."),
+            _(
+                "Something between you and the server swallows SMTP: check the port, the TLS mode "
+                "(465 needs implicit TLS) and any firewall or proxy."
+            ),
+        ),
+        _c(
+            "port_blocked",
+            _("The connection attempt timed out: outbound SMTP looks blocked."),
+            _(
+                "Many hosts block outbound ports 25/465/587 (e.g. Google Cloud, AWS EC2 and Azure by default "
+                "for 25; some PaaS and corporate networks for all). Try the other port (465/587), ask "
+                "the host to open it, or use an HTTP mail API."
+            ),
+        ),
+        _c(
+            "connection_refused",
+            _("The server refused the connection: nothing listens on that host and port."),
+            _("Check the host and port (Gmail: smtp.gmail.com, 587 or 465)."),
+        ),
+        _c(
+            "network_unreachable",
+            _("The network is unreachable (often a broken IPv6 route)."),
+            _("Check the machine's routes; if only IPv6 is broken, prefer IPv4 for the mail host."),
+        ),
+        _c(
+            "dns_failure",
+            _("The mail server's host name could not be resolved."),
+            _("Check the host name for typos (Gmail: smtp.gmail.com) and the machine's DNS settings."),
+        ),
+        _c(
+            "cert_untrusted",
+            _("The server's certificate is not signed by a trusted authority."),
+            _(
+                "Install the system CA bundle (e.g. ca-certificates, or certifi), or point "
+                "GMAIL_SMTP['SSL_CAFILE'] at your proxy's CA file. Never turn verification off."
+            ),
+        ),
+        _c(
+            "cert_hostname_mismatch",
+            _("The server's certificate is for a different host name."),
+            _("Connect using the host name on the certificate (smtp.gmail.com), not an IP address or alias."),
+        ),
+        _c(
+            "cert_expired",
+            _("The server's certificate has expired or is not yet valid."),
+            _("Check the machine's clock; otherwise the server's certificate must be renewed."),
+        ),
+        _c(
+            "tls_failed",
+            _("The TLS handshake failed."),
+            _("Check the port and TLS mode; a proxy may be intercepting the connection."),
+        ),
+        _c(
+            "timeout",
+            _("The server stopped answering within the timeout."),
+            _("Retry; if it persists, check the network or raise the timeout a little (10-30 s)."),
+            temporary=True,
+        ),
+        # Configuration.
+        _c(
+            "password_missing",
+            _("No password is configured, so the backend would not sign in."),
+            _("Set EMAIL_HOST_PASSWORD (or 'password' in MAILERS OPTIONS) to a 16-letter app password."),
+            url=APP_PASSWORDS_URL,
+        ),
+        _c(
+            "tls_and_ssl",
+            _("STARTTLS and implicit TLS are both turned on."),
+            _("Turn one off: port 587 uses STARTTLS (use_tls), port 465 implicit TLS (use_ssl)."),
+        ),
+    )
+}
+
+
+def cause(cause_id: str) -> Cause:
+    """Return the catalogue entry ``cause_id`` (``KeyError`` if unknown)."""
+    return CATALOGUE[cause_id]
+
+
+_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def explain_reply(code: int, text: str | bytes) -> Cause | None:
+    """Map an SMTP reply (code and text, possibly multi-line) to a known cause."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    low = text.lower()
+    m = _ENHANCED.search(text)
+    status = m.group(0) if m else ""
+    if code == 535:
+        return CATALOGUE["bad_credentials"]
+    if code == 534:
+        if status == "5.7.14" or "weblogin" in low or "log in via your web browser" in low:
+            return CATALOGUE["web_login_required"]
+        return CATALOGUE["app_password_required"]
+    if code == 454 and "login" in low:
+        return CATALOGUE["too_many_logins"]
+    if code == 530:
+        return CATALOGUE["starttls_required" if "starttls" in low else "auth_required"]
+    if code == 550 and status == "5.4.5":
+        return CATALOGUE["daily_quota"]
+    if code == 552 or status == "5.2.3":
+        return CATALOGUE["message_too_large"]
+    if code == 452 and (status == "4.5.3" or "too many recipients" in low):
+        return CATALOGUE["too_many_recipients"]
+    if code == 553 or status == "5.1.3":
+        return CATALOGUE["bad_recipient"]
+    if code == 555:
+        return CATALOGUE["auth_line_too_long" if "too long" in low else "envelope_syntax"]
+    if code == 501 and status == "5.5.4":
+        return CATALOGUE["bad_ehlo"]
+    if code == 451 and status == "4.4.2":
+        return CATALOGUE["idle_timeout"]
+    if code == 421:
+        return CATALOGUE["throttled"]
+    if 400 <= code < 500:
+        return CATALOGUE["temporary"]
+    return None
+
+
+def explain_exception(
+    exc: BaseException, *, stage: str = "", port: int | None = None, use_ssl: bool = False
+) -> Cause | None:
+    """Map an exception raised while talking to the server to a known cause.
+
+    ``stage`` is where it happened (``connect``, ``greeting``, ``starttls``,
+    ``ehlo``, ``auth``, ``mail``...); ``port``/``use_ssl`` tell a silent
+    implicit-TLS port from a blocked one.
+    """
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        for code, text in exc.recipients.values():
+            found = explain_reply(code, text)
+            if found:
+                return found
+        return None
+    if isinstance(exc, smtplib.SMTPResponseException):
+        found = explain_reply(exc.smtp_code, exc.smtp_error)
+        if found is None and stage == "starttls":
+            return CATALOGUE["starttls_not_offered"]
+        return found
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        text = str(exc).lower()
+        if "starttls" in text:
+            return CATALOGUE["starttls_not_offered"]
+        if "auth" in text:
+            return CATALOGUE["auth_not_offered"]
+        if "smtputf8" in text:
+            return CATALOGUE["smtputf8_required"]
+        return None
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = f"{exc.verify_message} {exc}".lower()
+        if "hostname" in reason or "ip address mismatch" in reason:
+            return CATALOGUE["cert_hostname_mismatch"]
+        if "expired" in reason or "not yet valid" in reason:
+            return CATALOGUE["cert_expired"]
+        return CATALOGUE["cert_untrusted"]
+    if isinstance(exc, ssl.SSLError):
+        if "wrong_version_number" in str(exc).lower() or "wrong version number" in str(exc).lower():
+            return CATALOGUE["tls_on_starttls_port"]
+        return CATALOGUE["tls_failed"]
+    silent = isinstance(exc, TimeoutError) or (
+        isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" in str(exc)
+    )
+    if silent:
+        if stage == "connect":
+            return CATALOGUE["port_blocked"]
+        if stage in ("greeting", "ehlo", "starttls") and port == 465 and not use_ssl:
+            return CATALOGUE["plain_on_tls_port"]
+        if stage == "greeting":
+            return CATALOGUE["no_greeting"]
+        return CATALOGUE["timeout"]
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return CATALOGUE["disconnected"]
+    if isinstance(exc, socket.gaierror):
+        return CATALOGUE["dns_failure"]
+    if isinstance(exc, ConnectionRefusedError):
+        return CATALOGUE["connection_refused"]
+    if isinstance(exc, OSError) and exc.errno in (101, 113):  # ENETUNREACH, EHOSTUNREACH
+        return CATALOGUE["network_unreachable"]
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return CATALOGUE["disconnected"]
+    return None

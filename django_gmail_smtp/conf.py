@@ -1,0 +1,329 @@
+"""The one configuration resolver, with provenance.
+
+Every value the backend, the checks and ``gmail_check`` use comes from
+:func:`resolve`, which also records where it came from. Precedence, highest
+first (documented in the README):
+
+1. keyword arguments (``get_connection(host=...)``) or, on Django 6.1, the
+   mailer's ``MAILERS[alias]["OPTIONS"]``;
+2. Django settings set explicitly (``EMAIL_*`` when ``MAILERS`` is not used;
+   ``GMAIL_SMTP`` for this app's own knobs);
+3. the environment (``EMAIL_URL`` in django-environ syntax, ``GMAIL_SMTP_*``);
+4. defaults (Gmail's for a Gmail host or no host, Django's otherwise).
+
+Settings are read at call time, never at import time, so ``override_settings``
+works.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import django
+from django.conf import settings
+
+from .exceptions import GmailConfigError
+
+__all__ = [
+    "APP_SETTINGS",
+    "GMAIL_HOSTS",
+    "SmtpConfig",
+    "Value",
+    "app_setting",
+    "is_gmail_host",
+    "is_loopback",
+    "normalize_app_password",
+    "resolve",
+]
+
+GMAIL_HOSTS = frozenset({"smtp.gmail.com", "smtp.googlemail.com", "smtp-relay.gmail.com"})
+DEFAULT_HOST = "smtp.gmail.com"
+DEFAULT_TIMEOUT = 10.0
+
+# Option name -> legacy Django setting (used only when MAILERS is not in use).
+LEGACY_SETTINGS = {
+    "host": "EMAIL_HOST",
+    "port": "EMAIL_PORT",
+    "username": "EMAIL_HOST_USER",
+    "password": "EMAIL_HOST_PASSWORD",
+    "use_tls": "EMAIL_USE_TLS",
+    "use_ssl": "EMAIL_USE_SSL",
+    "timeout": "EMAIL_TIMEOUT",
+    "ssl_certfile": "EMAIL_SSL_CERTFILE",
+    "ssl_keyfile": "EMAIL_SSL_KEYFILE",
+}
+OPTIONS = (*LEGACY_SETTINGS, "ssl_cafile")
+
+# GMAIL_SMTP keys and their defaults. Never remove a key without a deprecation.
+APP_SETTINGS: dict[str, Any] = {
+    "SSL_CAFILE": None,
+    "TRANSCRIPT": False,
+}
+# GMAIL_SMTP key -> option it provides a value for.
+APP_SETTING_OPTIONS = {"SSL_CAFILE": "ssl_cafile"}
+# Environment variable -> option.
+ENV_OPTIONS = {"GMAIL_SMTP_SSL_CAFILE": "ssl_cafile", "GMAIL_SMTP_TIMEOUT": "timeout"}
+
+SOURCE_ARGUMENT = "argument"
+SOURCE_OPTIONS = "options"
+SOURCE_SETTINGS = "settings"
+SOURCE_ENVIRONMENT = "environment"
+SOURCE_DEFAULT = "default"
+
+
+@dataclass(frozen=True)
+class Value:
+    """Where one resolved value came from: a source kind and the exact place."""
+
+    source: str
+    origin: str
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """A fully resolved SMTP configuration. The password never appears in ``repr``."""
+
+    host: str
+    port: int
+    username: str
+    password: str = field(repr=False)
+    use_tls: bool
+    use_ssl: bool
+    timeout: float | None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_cafile: str | None = None
+    alias: str | None = None
+    provenance: Mapping[str, Value] = field(default_factory=dict, compare=False)
+
+    @property
+    def security(self) -> str:
+        """``"ssl"`` (implicit TLS), ``"starttls"`` or ``"none"``."""
+        if self.use_ssl:
+            return "ssl"
+        return "starttls" if self.use_tls else "none"
+
+    @property
+    def is_gmail(self) -> bool:
+        return is_gmail_host(self.host)
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.username and self.password)
+
+    def describe(self) -> list[tuple[str, str, Value]]:
+        """(option, printable value, provenance) rows; the password is redacted."""
+        rows = []
+        for name in OPTIONS:
+            value = getattr(self, name)
+            if name == "password":
+                shown = f"<{len(value)} characters, hidden>" if value else "<not set>"
+            else:
+                shown = "<not set>" if value in (None, "") else str(value)
+            rows.append((name, shown, self.provenance.get(name, Value(SOURCE_DEFAULT, "default"))))
+        return rows
+
+
+def is_gmail_host(host: str | None) -> bool:
+    return bool(host) and str(host).lower().rstrip(".") in GMAIL_HOSTS
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for ``localhost`` and loopback IP addresses (no DNS lookup)."""
+    if not host:
+        return False
+    name = str(host).strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+_APP_PASSWORD = re.compile(r"[A-Za-z]{4}(?:[\s\u00a0]*[A-Za-z]{4}){3}")
+
+
+def normalize_app_password(password: str) -> str:
+    """Strip the spaces from an app password pasted as Google shows it (``abcd efgh ijkl mnop``).
+
+    Anything that is not four groups of four letters is returned unchanged.
+    """
+    candidate = password.strip()
+    if _APP_PASSWORD.fullmatch(candidate):
+        return re.sub(r"[\s\u00a0]", "", candidate)
+    return password
+
+
+def app_setting(name: str) -> Any:
+    """A ``GMAIL_SMTP`` knob, read now (not at import) so ``override_settings`` works."""
+    configured = getattr(settings, "GMAIL_SMTP", None) or {}
+    return configured.get(name, APP_SETTINGS[name])
+
+
+def mailers_enabled() -> bool:
+    """True on Django 6.1+ when the project defines ``MAILERS``."""
+    return django.VERSION >= (6, 1) and hasattr(settings, "MAILERS")
+
+
+def _legacy_setting(name: str) -> tuple[bool, Any]:
+    """(explicitly set?, value) for a deprecated ``EMAIL_*`` setting.
+
+    On Django 6.1 reading ``settings.EMAIL_*`` from outside Django emits a
+    deprecation warning; the project already got one for setting it, so the
+    value is read from the settings holder directly.
+    """
+    if not settings.is_overridden(name):
+        return False, None
+    if django.VERSION >= (6, 1):
+        return True, getattr(settings._wrapped, name)
+    return True, getattr(settings, name)
+
+
+def _environment() -> dict[str, tuple[Any, str]]:
+    """Option values from ``EMAIL_URL`` (django-environ syntax) and ``GMAIL_SMTP_*``."""
+    found: dict[str, tuple[Any, str]] = {}
+    url = os.environ.get("EMAIL_URL")
+    if url:
+        import environ  # django-environ; imported lazily, only when EMAIL_URL is set
+
+        try:
+            parsed = environ.Env.email_url_config(url)
+        except Exception as exc:
+            raise GmailConfigError(
+                f"The EMAIL_URL environment variable is not a valid email URL ({exc}).",
+                hint="Use smtp+tls://USER:APP_PASSWORD@smtp.gmail.com:587 or "
+                "smtp+ssl://USER:APP_PASSWORD@smtp.gmail.com:465, with '@' written %40 "
+                "and spaces %20.",
+            ) from None
+        for option, setting in LEGACY_SETTINGS.items():
+            if parsed.get(setting) not in (None, ""):
+                found[option] = (parsed[setting], "EMAIL_URL")
+        for setting in ("EMAIL_USE_TLS", "EMAIL_USE_SSL"):
+            if setting in parsed:
+                # The URL's scheme decides the mode: the other one is off.
+                found.setdefault("use_tls", (False, "EMAIL_URL"))
+                found.setdefault("use_ssl", (False, "EMAIL_URL"))
+    for variable, option in ENV_OPTIONS.items():
+        raw = os.environ.get(variable)
+        if raw:
+            found[option] = (raw, variable)
+    return found
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def resolve(
+    options: Mapping[str, Any] | None = None,
+    *,
+    alias: str | None = None,
+) -> SmtpConfig:
+    """Resolve the SMTP configuration for a backend instance.
+
+    ``options`` are the keyword arguments given to the backend (``None`` values
+    mean "not given", as ``send_mail()`` passes them). ``alias`` is the
+    ``MAILERS`` alias on Django 6.1 (keyword arguments are then its OPTIONS);
+    without an alias the legacy ``EMAIL_*`` settings are consulted.
+    """
+    options = dict(options or {})
+    values: dict[str, Any] = {}
+    provenance: dict[str, Value] = {}
+
+    def take(option: str, value: Any, source: str, origin: str) -> None:
+        if option not in values and value is not None and value != "":
+            values[option] = value
+            provenance[option] = Value(source, origin)
+
+    if alias is not None:
+        for option in OPTIONS:
+            take(option, options.get(option), SOURCE_OPTIONS, f"MAILERS[{alias!r}]['OPTIONS'][{option!r}]")
+    else:
+        for option in OPTIONS:
+            take(option, options.get(option), SOURCE_ARGUMENT, f"{option}= argument")
+        for option, setting in LEGACY_SETTINGS.items():
+            is_set, value = _legacy_setting(setting)
+            if is_set:
+                take(option, value, SOURCE_SETTINGS, setting)
+    for key, option in APP_SETTING_OPTIONS.items():
+        take(option, app_setting(key), SOURCE_SETTINGS, f"GMAIL_SMTP[{key!r}]")
+    for option, (value, variable) in _environment().items():
+        take(option, value, SOURCE_ENVIRONMENT, variable)
+
+    default = Value(SOURCE_DEFAULT, "default")
+    if "host" not in values:
+        values["host"] = DEFAULT_HOST
+        provenance["host"] = Value(SOURCE_DEFAULT, "Gmail default")
+    host = str(values["host"])
+    gmail = is_gmail_host(host)
+    explicit_tls = "use_tls" in values
+    explicit_ssl = "use_ssl" in values
+    use_tls = _to_bool(values.get("use_tls", False))
+    use_ssl = _to_bool(values.get("use_ssl", False))
+    port = values.get("port")
+    if use_tls and use_ssl:
+        raise GmailConfigError(
+            "STARTTLS (use_tls / EMAIL_USE_TLS) and implicit TLS (use_ssl / EMAIL_USE_SSL) "
+            "are both on; they are mutually exclusive.",
+            hint="Turn one off: port 587 uses STARTTLS, port 465 implicit TLS.",
+            check_id="gmail_smtp.E001",
+        )
+    if gmail and not explicit_tls and not explicit_ssl:
+        # Gmail: the port decides the mode; no port means 587 + STARTTLS.
+        use_ssl = port is not None and int(port) == 465
+        use_tls = not use_ssl
+        provenance["use_tls"] = provenance["use_ssl"] = Value(SOURCE_DEFAULT, "Gmail default")
+    if port is None:
+        if gmail or alias is not None:
+            port = 465 if use_ssl else 587 if use_tls else 25
+            provenance["port"] = Value(SOURCE_DEFAULT, "Gmail default" if gmail else "default")
+        else:
+            port = 25  # Django's EMAIL_PORT default
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        where = provenance.get("port", default).origin
+        raise GmailConfigError(
+            f"The SMTP port {port!r} (from {where}) is not a number.",
+            hint="Use 587 (STARTTLS) or 465 (implicit TLS).",
+        ) from None
+
+    timeout: float | None = DEFAULT_TIMEOUT
+    if "timeout" in values:
+        try:
+            timeout = float(values["timeout"])
+        except (TypeError, ValueError):
+            raise GmailConfigError(
+                f"The SMTP timeout {values['timeout']!r} (from {provenance['timeout'].origin}) "
+                "is not a number of seconds.",
+                hint="Use for example 10.",
+            ) from None
+    else:
+        provenance["timeout"] = Value(SOURCE_DEFAULT, "default (10 s; Django's is None)")
+
+    password = str(values.get("password", ""))
+    if gmail or is_loopback(host):
+        password = normalize_app_password(password)
+
+    return SmtpConfig(
+        host=host,
+        port=port,
+        username=str(values.get("username", "")),
+        password=password,
+        use_tls=use_tls,
+        use_ssl=use_ssl,
+        timeout=timeout,
+        ssl_certfile=values.get("ssl_certfile"),
+        ssl_keyfile=values.get("ssl_keyfile"),
+        ssl_cafile=values.get("ssl_cafile"),
+        alias=alias,
+        provenance=provenance,
+    )

@@ -1,0 +1,88 @@
+"""Exceptions: configuration mistakes, and SMTP failures that carry a Gmail cause.
+
+Configuration errors subclass ``ImproperlyConfigured`` so that ``fail_silently``
+never hides them. SMTP and network failures keep their original ``smtplib`` /
+``OSError`` type (callers' ``except`` clauses keep working) and gain a
+:class:`~django_gmail_smtp.causes.Cause` that says what happened and what to do.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from .causes import Cause
+
+__all__ = ["GmailConfigError", "GmailSMTPError", "TLSRequiredError", "with_cause"]
+
+
+class GmailConfigError(ImproperlyConfigured, ValueError):
+    """A setting is wrong or missing; the message names it and says the fix.
+
+    Also a ``ValueError``, as Django raises for ``EMAIL_USE_TLS``/``EMAIL_USE_SSL``.
+    """
+
+    def __init__(self, message: str, *, hint: str = "", check_id: str = "") -> None:
+        self.message = str(message)
+        self.hint = str(hint)
+        self.check_id = check_id
+        text = f"{self.message} {self.hint}".strip()
+        super().__init__(f"{text} ({check_id})" if check_id else text)
+
+
+class GmailSMTPError(Exception):
+    """Mixin for SMTP and network failures explained by a Gmail cause.
+
+    Never raised on its own: every instance is also an ``smtplib`` exception or
+    an ``OSError`` (see :func:`with_cause`), so ``except SMTPAuthenticationError``
+    and ``except OSError`` keep working.
+    """
+
+    cause: Cause | None = None
+    stage: str = ""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.cause is None:
+            return text
+        return f"{text}\n{self.cause.explain()}"
+
+
+class TLSRequiredError(GmailSMTPError, ConnectionError):
+    """Refused to sign in because the connection is not encrypted."""
+
+
+_subclasses: dict[type[BaseException], type[GmailSMTPError]] = {}
+
+
+def with_cause(exc: BaseException, cause: Cause | None, stage: str = "") -> BaseException:
+    """Return ``exc`` as an instance of a subclass of its own type that carries ``cause``.
+
+    The new exception has the same ``args`` and attributes (``smtp_code``,
+    ``smtp_error``, ``errno``, ``verify_code`` ...), so code that inspects them
+    behaves as before.
+    """
+    if isinstance(exc, GmailSMTPError):
+        if cause is not None and exc.cause is None:
+            exc.cause = cause
+        if stage and not exc.stage:
+            exc.stage = stage
+        return exc
+    base = type(exc)
+    sub = _subclasses.get(base)
+    if sub is None:
+        sub = type(f"Gmail{base.__name__}", (GmailSMTPError, base), {"__module__": __name__})
+        _subclasses[base] = sub
+    try:
+        new: Any = sub(*exc.args)
+    except Exception:  # an exception type with an unusual constructor: keep the original
+        return exc
+    new.__dict__.update(exc.__dict__)
+    new.cause = cause
+    new.stage = stage
+    new.__cause__ = exc.__cause__
+    new.__context__ = exc.__context__
+    new.__traceback__ = exc.__traceback__
+    return new
