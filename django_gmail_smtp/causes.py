@@ -78,10 +78,7 @@ CATALOGUE: dict[str, Cause] = {
         _c(
             "auth_required",
             _("Gmail requires signing in before sending (530 5.7.0)."),
-            _(
-                "Set both the username and the password: when either is empty the backend "
-                "does not sign in at all."
-            ),
+            _("Set both the username and the password: when either is empty the backend does not sign in at all."),
         ),
         _c(
             "starttls_required",
@@ -91,7 +88,9 @@ CATALOGUE: dict[str, Cause] = {
         _c(
             "auth_not_offered",
             _("The server did not offer sign-in (no AUTH in its EHLO reply): TLS is not in use."),
-            _("On port 587 turn STARTTLS on (EMAIL_USE_TLS = True); on port 465 use implicit TLS (EMAIL_USE_SSL = True)."),
+            _(
+                "On port 587 turn STARTTLS on (EMAIL_USE_TLS = True); on port 465 use implicit TLS (EMAIL_USE_SSL = True)."
+            ),
         ),
         _c(
             "starttls_not_offered",
@@ -109,7 +108,9 @@ CATALOGUE: dict[str, Cause] = {
         _c(
             "auth_line_too_long",
             _("Gmail rejected an over-long AUTH command line (555 5.5.2)."),
-            _("Send 'AUTH XOAUTH2' alone and the token after the 334 reply; upgrade django-gmail-smtp if you see this."),
+            _(
+                "Send 'AUTH XOAUTH2' alone and the token after the 334 reply; upgrade django-gmail-smtp if you see this."
+            ),
         ),
         # Sending.
         _c(
@@ -136,7 +137,9 @@ CATALOGUE: dict[str, Cause] = {
         _c(
             "message_too_large",
             _("The message is larger than Gmail accepts (552 5.2.3)."),
-            _("Keep the encoded message under 35,882,577 bytes (about 25 MB of attachments); link large files instead."),
+            _(
+                "Keep the encoded message under 35,882,577 bytes (about 25 MB of attachments); link large files instead."
+            ),
         ),
         _c(
             "too_many_recipients",
@@ -179,7 +182,9 @@ CATALOGUE: dict[str, Cause] = {
         _c(
             "tls_on_starttls_port",
             _("Implicit TLS was used on a port that expects STARTTLS (wrong version number)."),
-            _("Use port 587 with STARTTLS (EMAIL_USE_TLS = True) or port 465 with implicit TLS (EMAIL_USE_SSL = True)."),
+            _(
+                "Use port 587 with STARTTLS (EMAIL_USE_TLS = True) or port 465 with implicit TLS (EMAIL_USE_SSL = True)."
+            ),
         ),
         _c(
             "plain_on_tls_port",

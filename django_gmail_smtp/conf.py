@@ -258,7 +258,6 @@ def resolve(
     for option, (value, variable) in _environment().items():
         take(option, value, SOURCE_ENVIRONMENT, variable)
 
-    default = Value(SOURCE_DEFAULT, "default")
     if "host" not in values:
         values["host"] = DEFAULT_HOST
         provenance["host"] = Value(SOURCE_DEFAULT, "Gmail default")
@@ -268,7 +267,15 @@ def resolve(
     explicit_ssl = "use_ssl" in values
     use_tls = _to_bool(values.get("use_tls", False))
     use_ssl = _to_bool(values.get("use_ssl", False))
-    port = values.get("port")
+    port: int | None = None
+    if "port" in values:
+        try:
+            port = int(values["port"])
+        except (TypeError, ValueError):
+            raise GmailConfigError(
+                f"The SMTP port {values['port']!r} (from {provenance['port'].origin}) is not a number.",
+                hint="Use 587 (STARTTLS) or 465 (implicit TLS).",
+            ) from None
     if use_tls and use_ssl:
         raise GmailConfigError(
             "STARTTLS (use_tls / EMAIL_USE_TLS) and implicit TLS (use_ssl / EMAIL_USE_SSL) "
@@ -278,7 +285,7 @@ def resolve(
         )
     if gmail and not explicit_tls and not explicit_ssl:
         # Gmail: the port decides the mode; no port means 587 + STARTTLS.
-        use_ssl = port is not None and int(port) == 465
+        use_ssl = port == 465
         use_tls = not use_ssl
         provenance["use_tls"] = provenance["use_ssl"] = Value(SOURCE_DEFAULT, "Gmail default")
     if port is None:
@@ -287,14 +294,6 @@ def resolve(
             provenance["port"] = Value(SOURCE_DEFAULT, "Gmail default" if gmail else "default")
         else:
             port = 25  # Django's EMAIL_PORT default
-    try:
-        port = int(port)
-    except (TypeError, ValueError):
-        where = provenance.get("port", default).origin
-        raise GmailConfigError(
-            f"The SMTP port {port!r} (from {where}) is not a number.",
-            hint="Use 587 (STARTTLS) or 465 (implicit TLS).",
-        ) from None
 
     timeout: float | None = DEFAULT_TIMEOUT
     if "timeout" in values:

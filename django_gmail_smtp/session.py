@@ -103,7 +103,7 @@ class RecordingSMTP(_Recording, smtplib.SMTP):
         return sock  # type: ignore[no-any-return]
 
 
-class RecordingSMTP_SSL(_Recording, smtplib.SMTP_SSL):  # noqa: N801 - mirrors smtplib's name
+class RecordingSMTP_SSL(_Recording, smtplib.SMTP_SSL):
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         self.on_stage("connect")
         self.transcript.add(INFO, f"Connecting to {host}:{port} (implicit TLS)")
@@ -138,9 +138,7 @@ class SMTPSession:
         self.stage = stage
 
     def _fail(self, exc: BaseException) -> BaseException:
-        found = explain_exception(
-            exc, stage=self.stage, port=self.config.port, use_ssl=self.config.use_ssl
-        )
+        found = explain_exception(exc, stage=self.stage, port=self.config.port, use_ssl=self.config.use_ssl)
         return with_cause(exc, found, self.stage)
 
     @property
