@@ -47,6 +47,7 @@ class EmailBackend(BaseEmailBackend):
         ssl_keyfile: str | None = None,
         ssl_certfile: str | None = None,
         ssl_cafile: str | None = None,
+        account: str | None = None,
         **kwargs: Any,
     ) -> None:
         # fail_silently is ours: passing it on would trigger Django 6.1's deprecation warning.
@@ -65,6 +66,7 @@ class EmailBackend(BaseEmailBackend):
                 "ssl_keyfile": ssl_keyfile,
                 "ssl_certfile": ssl_certfile,
                 "ssl_cafile": ssl_cafile,
+                "account": account,
             },
             alias=self.alias,
         )

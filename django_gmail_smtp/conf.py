@@ -37,6 +37,8 @@ __all__ = [
     "app_setting",
     "is_gmail_host",
     "is_loopback",
+    "legacy_setting",
+    "mailers_enabled",
     "normalize_app_password",
     "resolve",
 ]
@@ -61,6 +63,10 @@ OPTIONS = (*LEGACY_SETTINGS, "ssl_cafile")
 
 # GMAIL_SMTP keys and their defaults. Never remove a key without a deprecation.
 APP_SETTINGS: dict[str, Any] = {
+    # Name of a stored GmailAccount to send with (keyword/OPTIONS "account" wins).
+    "ACCOUNT": None,
+    # Verified Gmail "Send mail as" aliases that DEFAULT_FROM_EMAIL/SERVER_EMAIL may use.
+    "FROM_ALIASES": (),
     "SSL_CAFILE": None,
     "TRANSCRIPT": False,
 }
@@ -71,6 +77,7 @@ ENV_OPTIONS = {"GMAIL_SMTP_SSL_CAFILE": "ssl_cafile", "GMAIL_SMTP_TIMEOUT": "tim
 
 SOURCE_ARGUMENT = "argument"
 SOURCE_OPTIONS = "options"
+SOURCE_DATABASE = "database"
 SOURCE_SETTINGS = "settings"
 SOURCE_ENVIRONMENT = "environment"
 SOURCE_DEFAULT = "default"
@@ -171,7 +178,7 @@ def mailers_enabled() -> bool:
     return django.VERSION >= (6, 1) and hasattr(settings, "MAILERS")
 
 
-def _legacy_setting(name: str) -> tuple[bool, Any]:
+def legacy_setting(name: str) -> tuple[bool, Any]:
     """(explicitly set?, value) for a deprecated ``EMAIL_*`` setting.
 
     On Django 6.1 reading ``settings.EMAIL_*`` from outside Django emits a
@@ -249,8 +256,15 @@ def resolve(
     else:
         for option in OPTIONS:
             take(option, options.get(option), SOURCE_ARGUMENT, f"{option}= argument")
+    account = options.get("account") or app_setting("ACCOUNT")
+    if account:
+        from .accounts import account_options  # lazy: the ORM is only needed for stored accounts
+
+        for option, value in (account_options(str(account)) or {}).items():
+            take(option, value, SOURCE_DATABASE, f"stored account {account!r}")
+    if alias is None:
         for option, setting in LEGACY_SETTINGS.items():
-            is_set, value = _legacy_setting(setting)
+            is_set, value = legacy_setting(setting)
             if is_set:
                 take(option, value, SOURCE_SETTINGS, setting)
     for key, option in APP_SETTING_OPTIONS.items():

@@ -168,6 +168,7 @@ class SMTPSession:
             client = RecordingSMTP(**kwargs)
         client.transcript = self.transcript  # type: ignore[attr-defined]
         client.on_stage = self._set_stage  # type: ignore[attr-defined]
+        client._host = cfg.host  # starttls() verifies this name; connect() alone doesn't set it
         self.client = client
         try:
             code, message = client.connect(cfg.host, cfg.port)

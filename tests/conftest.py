@@ -1,0 +1,30 @@
+"""Shared fixtures: backends wired to the Gmail sandbox (fixtures come from our pytest plugin)."""
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from django_gmail_smtp.backend import EmailBackend
+
+# Tests that deliberately use Django's legacy mail API see Django's own
+# deprecation warnings on 6.1 for *their* use; only those exact messages are
+# ignored, so a warning caused by our code still fails the 6.1 run.
+LEGACY_API = [
+    pytest.mark.filterwarnings("ignore:The EMAIL_\\w+ setting is deprecated"),
+    pytest.mark.filterwarnings("ignore:get_connection\\(\\) is deprecated"),
+    pytest.mark.filterwarnings("ignore:The 'fail_silently' argument is deprecated"),
+    pytest.mark.filterwarnings("ignore:The 'connection' argument is deprecated"),
+    pytest.mark.filterwarnings("ignore:The 'auth_user' and 'auth_password' arguments are deprecated"),
+    pytest.mark.filterwarnings("ignore:Passing positional argument"),
+]
+
+
+@pytest.fixture
+def make_backend(gmail_sandbox: Any) -> Callable[..., EmailBackend]:
+    """``make_backend(mode="starttls", **overrides)``: our backend pointed at the sandbox."""
+
+    def make(mode: str = "starttls", **overrides: Any) -> EmailBackend:
+        return EmailBackend(**(gmail_sandbox.mailer_options(mode) | overrides))
+
+    return make
