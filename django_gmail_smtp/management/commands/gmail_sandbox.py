@@ -1,0 +1,230 @@
+"""``manage.py gmail_sandbox``: run the Gmail-like sandbox SMTP server in the foreground."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext as _
+
+from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER, ReceivedMessage
+
+if TYPE_CHECKING:
+    from django_gmail_smtp.sandbox.server import GmailSandbox
+
+BACKEND = "django_gmail_smtp.backend.EmailBackend"
+POLL_SECONDS = 0.2
+
+
+def literal(value: object) -> str:
+    """``value`` as Python source, strings in double quotes (paths with backslashes stay valid)."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a local Gmail-like SMTP server (STARTTLS and implicit TLS, loopback only), print the "
+        "settings that point Django at it, and list the messages it receives."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1", help="Loopback address to listen on (default 127.0.0.1).")
+        parser.add_argument("--starttls-port", type=int, default=2587, help="STARTTLS port, like Gmail's 587.")
+        parser.add_argument("--ssl-port", type=int, default=2465, help="Implicit-TLS port, like Gmail's 465.")
+        parser.add_argument(
+            "--dir", default=".sandbox", help="Folder for ca.pem and the received messages (default .sandbox)."
+        )
+        parser.add_argument("--user", default=SANDBOX_USER, help=f"Account to accept (default {SANDBOX_USER}).")
+        parser.add_argument("--password", default=SANDBOX_PASSWORD, help="Its password (default: the sandbox's).")
+        parser.add_argument("--ready-file", help="Write a JSON file with host, ports, ca_file and user once listening.")
+        parser.add_argument("--max-seconds", type=float, help="Stop by itself after this many seconds.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.verbosity: int = options["verbosity"]
+        try:
+            from django_gmail_smtp.sandbox.server import GmailSandbox, PortInUseError
+        except ImportError as error:
+            raise CommandError(
+                _('The Gmail sandbox needs the "sandbox" extra: pip install "django-gmail-smtp[sandbox]" (%(error)s).')
+                % {"error": error}
+            ) from error
+        arrived: queue.Queue[ReceivedMessage] = queue.Queue()
+        try:
+            sandbox = GmailSandbox(
+                options["host"],
+                options["starttls_port"],
+                options["ssl_port"],
+                users={options["user"]: options["password"]},
+                state_dir=Path(options["dir"]),
+                keep_files=True,
+                on_message=arrived.put,
+            )
+        except ValueError as error:
+            raise CommandError(str(error)) from error
+        try:
+            sandbox.start()
+        except PortInUseError as error:
+            raise CommandError(
+                _("Port %(port)s on %(host)s is already in use. Pick another with --starttls-port / --ssl-port.")
+                % {"port": error.port, "host": error.host}
+            ) from error
+        except OSError as error:
+            raise CommandError(_("The Gmail sandbox could not start: %(error)s") % {"error": error}) from error
+
+        ready_file = Path(options["ready_file"]) if options["ready_file"] else None
+        stop = threading.Event()
+        with self._stop_on_signals(stop):
+            try:
+                self._print_settings(sandbox, options["user"], options["password"])
+                if ready_file is not None:
+                    self._write_ready_file(ready_file, sandbox, options["user"], options["password"])
+                self._serve(arrived, stop, options["max_seconds"])
+            finally:
+                sandbox.stop()
+                self._print_arrived(arrived)
+                if ready_file is not None:
+                    ready_file.unlink(missing_ok=True)
+        if self.verbosity >= 1:
+            self.stdout.write(_("Gmail sandbox stopped."))
+
+    @contextmanager
+    def _stop_on_signals(self, stop: threading.Event) -> Iterator[None]:
+        """Ctrl-C and SIGTERM set ``stop`` (no KeyboardInterrupt traceback); restored after."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+
+        previous: dict[signal.Signals, Callable[[int, FrameType | None], Any] | int | None] = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, handler)
+        try:
+            yield
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+
+    def _serve(self, arrived: queue.Queue[ReceivedMessage], stop: threading.Event, max_seconds: float | None) -> None:
+        deadline = time.monotonic() + max_seconds if max_seconds is not None else None
+        while not stop.is_set():
+            wait = POLL_SECONDS
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    return
+            with suppress(queue.Empty):
+                self._print_message(arrived.get(timeout=wait))
+
+    def _print_arrived(self, arrived: queue.Queue[ReceivedMessage]) -> None:
+        while True:
+            try:
+                self._print_message(arrived.get_nowait())
+            except queue.Empty:
+                return
+
+    def _print_message(self, message: ReceivedMessage) -> None:
+        if self.verbosity < 1:
+            return
+        try:
+            subject = str(message.message.get("Subject", ""))
+        except Exception:  # a message too broken to parse is still listed
+            subject = "?"
+        self.stdout.write(
+            _("%(time)s  from %(sender)s to %(recipients)s: “%(subject)s” (%(size)s bytes)")
+            % {
+                "time": time.strftime("%H:%M:%S"),
+                "sender": message.mail_from or "<>",
+                "recipients": ", ".join(message.rcpt_tos),
+                "subject": subject,
+                "size": message.size,
+            }
+        )
+        self.stdout.flush()
+
+    def _write_ready_file(self, path: Path, sandbox: GmailSandbox, user: str, password: str) -> None:
+        info = {
+            "host": sandbox.host,
+            "starttls_port": sandbox.starttls_port,
+            "ssl_port": sandbox.ssl_port,
+            "ca_file": sandbox.ca_file,
+            "user": user,
+            "password": password,
+            "state_dir": str(sandbox.state_dir),
+            "pid": os.getpid(),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        partial.replace(path)  # pollers never see half a file
+
+    def _print_settings(self, sandbox: GmailSandbox, user: str, password: str) -> None:
+        if self.verbosity < 1:
+            return
+        host, port, ca_file = sandbox.host, sandbox.starttls_port, sandbox.ca_file
+        write = self.stdout.write
+        write(
+            self.style.SUCCESS(
+                _(
+                    "Gmail sandbox listening on %(host)s: STARTTLS port %(starttls_port)s, implicit TLS port %(ssl_port)s."
+                )
+                % {"host": host, "starttls_port": port, "ssl_port": sandbox.ssl_port}
+            )
+        )
+        write(_("Sign in as %(user)s with the password %(password)s.") % {"user": user, "password": password})
+        write(_("The server certificate is signed by the CA in %(ca_file)s.") % {"ca_file": ca_file})
+        write(_("Received messages are saved in %(folder)s.") % {"folder": Path(str(sandbox.state_dir)) / "messages"})
+        write("")
+        write(self.style.MIGRATE_HEADING(_("Settings for Django 5.2 (settings.py):")))
+        for line in [
+            f"EMAIL_BACKEND = {literal(BACKEND)}",
+            f"EMAIL_HOST = {literal(host)}",
+            f"EMAIL_PORT = {port}",
+            "EMAIL_USE_TLS = True",
+            f"EMAIL_HOST_USER = {literal(user)}",
+            f"EMAIL_HOST_PASSWORD = {literal(password)}",
+            f'GMAIL_SMTP = {{"SSL_CAFILE": {literal(ca_file)}}}',
+        ]:
+            write("    " + line)
+        write("")
+        write(self.style.MIGRATE_HEADING(_("Settings for Django 6.1 (MAILERS):")))
+        for line in [
+            "MAILERS = {",
+            '    "default": {',
+            f'        "BACKEND": {literal(BACKEND)},',
+            '        "OPTIONS": {',
+            f'            "host": {literal(host)},',
+            f'            "port": {port},',
+            '            "use_tls": True,',
+            f'            "username": {literal(user)},',
+            f'            "password": {literal(password)},',
+            f'            "ssl_cafile": {literal(ca_file)},',
+            "        },",
+            "    },",
+            "}",
+        ]:
+            write("    " + line)
+        write("")
+        write(self.style.MIGRATE_HEADING(_("Or in the environment:")))
+        credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
+        write(f"    EMAIL_URL=smtp+tls://{credentials}@{host}:{port}")
+        write(f"    GMAIL_SMTP_SSL_CAFILE={ca_file}")
+        write("")
+        write(
+            _("For implicit TLS use port %(ssl_port)s with EMAIL_USE_SSL = True (or %(url)s).")
+            % {"ssl_port": sandbox.ssl_port, "url": f"EMAIL_URL=smtp+ssl://{credentials}@{host}:{sandbox.ssl_port}"}
+        )
+        write(_("Quit with CONTROL-C."))
+        self.stdout.flush()
