@@ -7,3 +7,8 @@ class GmailSmtpConfig(AppConfig):
     label = "gmail_smtp"
     verbose_name = _("Gmail SMTP")
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from .checks import register_checks
+
+        register_checks()

@@ -26,6 +26,7 @@ from typing import Any
 
 import django
 from django.conf import settings
+from django.utils.translation import gettext as _
 
 from .exceptions import GmailConfigError
 
@@ -65,6 +66,8 @@ OPTIONS = (*LEGACY_SETTINGS, "ssl_cafile")
 APP_SETTINGS: dict[str, Any] = {
     # Name of a stored GmailAccount to send with (keyword/OPTIONS "account" wins).
     "ACCOUNT": None,
+    # Fernet keys for stored account secrets, current first; None: derived from SECRET_KEY.
+    "ENCRYPTION_KEYS": None,
     # Verified Gmail "Send mail as" aliases that DEFAULT_FROM_EMAIL/SERVER_EMAIL may use.
     "FROM_ALIASES": (),
     "SSL_CAFILE": None,
@@ -203,10 +206,12 @@ def _environment() -> dict[str, tuple[Any, str]]:
             parsed = environ.Env.email_url_config(url)
         except Exception as exc:
             raise GmailConfigError(
-                f"The EMAIL_URL environment variable is not a valid email URL ({exc}).",
-                hint="Use smtp+tls://USER:APP_PASSWORD@smtp.gmail.com:587 or "
-                "smtp+ssl://USER:APP_PASSWORD@smtp.gmail.com:465, with '@' written %40 "
-                "and spaces %20.",
+                _("The EMAIL_URL environment variable is not a valid email URL (%(error)s).") % {"error": exc},
+                hint=_(
+                    "Use smtp+tls://USER:APP_PASSWORD@smtp.gmail.com:587 or "
+                    "smtp+ssl://USER:APP_PASSWORD@smtp.gmail.com:465, with '@' written %40 and spaces %20."
+                ),
+                check_id="gmail_smtp.E009",
             ) from None
         for option, setting in LEGACY_SETTINGS.items():
             if parsed.get(setting) not in (None, ""):
@@ -287,14 +292,18 @@ def resolve(
             port = int(values["port"])
         except (TypeError, ValueError):
             raise GmailConfigError(
-                f"The SMTP port {values['port']!r} (from {provenance['port'].origin}) is not a number.",
-                hint="Use 587 (STARTTLS) or 465 (implicit TLS).",
+                _("The SMTP port %(value)r (from %(origin)s) is not a number.")
+                % {"value": values["port"], "origin": provenance["port"].origin},
+                hint=_("Use 587 (STARTTLS) or 465 (implicit TLS)."),
+                check_id="gmail_smtp.E010",
             ) from None
     if use_tls and use_ssl:
         raise GmailConfigError(
-            "STARTTLS (use_tls / EMAIL_USE_TLS) and implicit TLS (use_ssl / EMAIL_USE_SSL) "
-            "are both on; they are mutually exclusive.",
-            hint="Turn one off: port 587 uses STARTTLS, port 465 implicit TLS.",
+            _(
+                "STARTTLS (use_tls / EMAIL_USE_TLS) and implicit TLS (use_ssl / EMAIL_USE_SSL) "
+                "are both on; they are mutually exclusive."
+            ),
+            hint=_("Turn one off: port 587 uses STARTTLS, port 465 implicit TLS."),
             check_id="gmail_smtp.E001",
         )
     if gmail and not explicit_tls and not explicit_ssl:
@@ -315,9 +324,10 @@ def resolve(
             timeout = float(values["timeout"])
         except (TypeError, ValueError):
             raise GmailConfigError(
-                f"The SMTP timeout {values['timeout']!r} (from {provenance['timeout'].origin}) "
-                "is not a number of seconds.",
-                hint="Use for example 10.",
+                _("The SMTP timeout %(value)r (from %(origin)s) is not a number of seconds.")
+                % {"value": values["timeout"], "origin": provenance["timeout"].origin},
+                hint=_("Use a number of seconds, for example 10."),
+                check_id="gmail_smtp.E010",
             ) from None
     else:
         provenance["timeout"] = Value(SOURCE_DEFAULT, "default (10 s; Django's is None)")

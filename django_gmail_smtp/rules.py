@@ -1,24 +1,87 @@
 """Validation rules over a resolved configuration, written once.
 
-Each rule is a plain function ``rule(config) -> list[Problem]``. The system
-checks, the admin form and ``gmail_check`` all call them, so a mistake reads
-the same everywhere. Ids are stable and never reused.
+Each rule is a plain function over a resolved :class:`~django_gmail_smtp.conf.SmtpConfig`
+(and, for project-level rules, plain setting values) returning :class:`Problem`\\ s.
+The system checks, the admin form and ``gmail_check`` all call them, so a
+mistake reads the same everywhere: one sentence naming the setting and where its
+value came from, and a hint that says what to change. Ids are stable and never
+reused (see :data:`CHECK_IDS`).
+
+What callers use:
+
+- :func:`check_config` -- every problem of one resolved configuration;
+- :func:`check_senders` -- ``DEFAULT_FROM_EMAIL`` / ``SERVER_EMAIL`` against the account;
+- :func:`check_app_settings` -- the ``GMAIL_SMTP`` dict itself;
+- :func:`check_deploy_config` and :func:`check_transcript` -- production-only findings;
+- :func:`problem_from_error` -- a :class:`GmailConfigError` raised by ``conf.resolve()``;
+- :func:`raise_for_blocking` -- what the backend refuses to start with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from email.utils import parseaddr
+from typing import Any, cast
 
-from django.utils.functional import Promise
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils.functional import Promise, lazy
 from django.utils.translation import gettext_lazy as _
 
-from .conf import SmtpConfig
+from .conf import APP_SETTINGS, LEGACY_SETTINGS, SOURCE_DEFAULT, SmtpConfig, is_loopback
 from .exceptions import GmailConfigError
 
-__all__ = ["BLOCKING_RULES", "CONFIG_RULES", "Problem", "check_config", "raise_for_blocking"]
+__all__ = [
+    "BLOCKING_RULES",
+    "CHECK_IDS",
+    "CONFIG_RULES",
+    "ERROR",
+    "WARNING",
+    "Problem",
+    "check_app_settings",
+    "check_config",
+    "check_deploy_config",
+    "check_senders",
+    "check_transcript",
+    "problem_from_error",
+    "raise_for_blocking",
+    "setting_name",
+    "signs_in_with_password",
+]
 
 ERROR, WARNING = "error", "warning"
+
+# Every id this app reports, with what it means. Never reuse an id: retire it
+# with a comment ("gmail_smtp.W009: reserved, was ...") instead.
+CHECK_IDS: Mapping[str, str] = {
+    "gmail_smtp.E001": "STARTTLS and implicit TLS are both on",
+    "gmail_smtp.E002": "neither STARTTLS nor implicit TLS is on for a Gmail host",
+    "gmail_smtp.E003": "port 465 with STARTTLS (django-environ's smtps:// trap)",
+    "gmail_smtp.E004": "port 587 with implicit TLS",
+    "gmail_smtp.E005": "no username for a Gmail host",
+    "gmail_smtp.E006": "the username is not an e-mail address",
+    "gmail_smtp.E007": "no password for a Gmail host",
+    "gmail_smtp.E008": "the timeout is zero or negative",
+    "gmail_smtp.E009": "EMAIL_URL is not a valid email URL",
+    "gmail_smtp.E010": "the port or the timeout is not a number",
+    "gmail_smtp.E011": "an unknown key in GMAIL_SMTP",
+    "gmail_smtp.E012": "GMAIL_SMTP is not a dict",
+    "gmail_smtp.E013": "GMAIL_SMTP['FROM_ALIASES'] is not a list of e-mail addresses",
+    "gmail_smtp.W001": "the password does not look like a 16-letter app password",
+    "gmail_smtp.W002": "the host is not a Gmail server (silent for loopback hosts)",
+    "gmail_smtp.W003": "the port is not one of Gmail's",
+    "gmail_smtp.W004": "the timeout is longer than 60 seconds",
+    "gmail_smtp.W005": "DEFAULT_FROM_EMAIL is not the account or a declared alias",
+    "gmail_smtp.W006": "SERVER_EMAIL is not the account or a declared alias",
+    "gmail_smtp.W007": "GMAIL_SMTP['TRANSCRIPT'] is on (deploy)",
+    "gmail_smtp.W008": "the host is a loopback address while DEBUG is False (deploy)",
+}
+
+APP_PASSWORDS_PAGE = "https://myaccount.google.com/apppasswords"
+RELAY_HOST = "smtp-relay.gmail.com"
+MAX_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -38,47 +101,448 @@ class Problem:
 Rule = Callable[[SmtpConfig], list[Problem]]
 
 
-def _origin(config: SmtpConfig, option: str) -> str:
+def _interpolate(template: str, values: Mapping[str, Any]) -> str:
+    return str(template) % {key: str(value) for key, value in values.items()}
+
+
+# Interpolation done when the text is shown, so it is translated into the
+# language active then (the admin's request, ``manage.py check``), not now.
+_format = cast(Callable[..., Promise], lazy(_interpolate, str))
+
+
+def _text(template: str | Promise, **values: Any) -> Promise:
+    """A translatable sentence with ``%(name)s`` placeholders, filled in lazily."""
+    return _format(template, values)
+
+
+def _quote(value: Any) -> str:
+    return repr(str(value))
+
+
+# -- naming settings and where values came from ------------------------------------------
+
+
+def setting_name(config: SmtpConfig, option: str) -> str:
+    """The setting a user edits to change ``option`` for this configuration.
+
+    ``MAILERS['alias']['OPTIONS']['port']`` on Django 6.1 with ``MAILERS``,
+    ``EMAIL_PORT`` otherwise.
+    """
+    if config.alias is not None:
+        return f"MAILERS[{config.alias!r}]['OPTIONS'][{option!r}]"
+    return LEGACY_SETTINGS.get(option, option)
+
+
+def _mailer(config: SmtpConfig) -> str:
+    return f"MAILERS[{config.alias!r}]" if config.alias is not None else ""
+
+
+def _came_from(config: SmtpConfig, option: str, origin: str) -> bool:
     value = config.provenance.get(option)
-    return value.origin if value else option
+    return value is not None and value.origin == origin
+
+
+def _origin(config: SmtpConfig, option: str) -> str | Promise:
+    """Where the value of ``option`` came from, naming the mailer when it is a MAILERS one."""
+    value = config.provenance.get(option)
+    if value is None or value.source == SOURCE_DEFAULT:
+        origin: str | Promise = _("Gmail's default") if value and value.origin.startswith("Gmail") else _("the default")
+    else:
+        origin = value.origin
+    if config.alias is None or str(origin).startswith("MAILERS["):
+        return origin
+    return _text(_("%(origin)s, for %(mailer)s"), origin=origin, mailer=_mailer(config))
+
+
+def _named(config: SmtpConfig, option: str) -> str | Promise:
+    """Where ``option`` was set, or the setting to set it in when it was not."""
+    value = config.provenance.get(option)
+    if value is None or value.source == SOURCE_DEFAULT:
+        return setting_name(config, option)
+    return _origin(config, option)
+
+
+def _is_email(address: str) -> bool:
+    try:
+        validate_email(address)
+    except ValidationError:
+        return False
+    return True
+
+
+# -- rules over one resolved configuration ------------------------------------------------
+
+
+def signs_in_with_password(config: SmtpConfig) -> bool:
+    """True when this configuration signs in with a password.
+
+    The hook for OAuth2 (XOAUTH2): a configuration that signs in with a token
+    will return False here, which waives E007 (no password) and W001 (not an
+    app password). Every configuration signs in with a password for now.
+    """
+    return True
+
+
+def check_tls_on(config: SmtpConfig) -> list[Problem]:
+    """E002: Gmail accepts no sign-in and no mail without TLS."""
+    if not config.is_gmail or config.use_tls or config.use_ssl:
+        return []
+    return [
+        Problem(
+            "gmail_smtp.E002",
+            ERROR,
+            _text(
+                _(
+                    "STARTTLS (%(tls)s) and implicit TLS (%(ssl)s) are both off for the Gmail "
+                    "host %(host)s, but Gmail requires TLS before signing in and sending."
+                ),
+                tls=_named(config, "use_tls"),
+                ssl=_named(config, "use_ssl"),
+                host=_quote(config.host),
+            ),
+            _text(
+                _("Set %(tls)s = True with port 587, or %(ssl)s = True with port 465."),
+                tls=setting_name(config, "use_tls"),
+                ssl=setting_name(config, "use_ssl"),
+            ),
+        )
+    ]
+
+
+def check_tls_before_sign_in(config: SmtpConfig) -> list[Problem]:
+    """E002 when there are credentials to send: the form of it the backend refuses to start with."""
+    return check_tls_on(config) if config.has_credentials else []
 
 
 def check_port_matches_mode(config: SmtpConfig) -> list[Problem]:
-    """Gmail's 465 speaks TLS from the first byte, 587 expects STARTTLS."""
+    """E003/E004: Gmail's 465 speaks TLS from the first byte, 587 expects STARTTLS."""
     if not config.is_gmail:
         return []
+    message: Promise
+    hint: Promise
+    from_url = _came_from(config, "use_tls", "EMAIL_URL") or _came_from(config, "use_ssl", "EMAIL_URL")
     if config.port == 465 and config.use_tls:
+        if from_url:
+            message = _text(
+                _(
+                    "STARTTLS on port 465 (from %(origin)s) would hang, because django-environ's "
+                    "smtps:// and smtp+tls:// schemes both mean STARTTLS while port 465 expects "
+                    "implicit TLS."
+                ),
+                origin=_origin(config, "use_tls"),
+            )
+            hint = _(
+                "Write EMAIL_URL as smtp+ssl://USER:APP_PASSWORD@smtp.gmail.com:465 for "
+                "implicit TLS, or smtp+tls://USER:APP_PASSWORD@smtp.gmail.com:587 for STARTTLS."
+            )
+        else:
+            message = _text(
+                _(
+                    "Port 465 (from %(port)s) expects implicit TLS, but STARTTLS is on "
+                    "(%(tls)s), so the connection would hang."
+                ),
+                port=_origin(config, "port"),
+                tls=_origin(config, "use_tls"),
+            )
+            hint = _text(
+                _("Set %(ssl)s = True and %(tls)s = False to keep port 465, or set %(port)s = 587 to keep STARTTLS."),
+                ssl=setting_name(config, "use_ssl"),
+                tls=setting_name(config, "use_tls"),
+                port=setting_name(config, "port"),
+            )
+        return [Problem("gmail_smtp.E003", ERROR, message, hint)]
+    if config.port == 587 and config.use_ssl:
+        if from_url:
+            message = _text(
+                _(
+                    "Implicit TLS on port 587 (from %(origin)s) would fail (WRONG_VERSION_NUMBER), "
+                    "because django-environ's smtp+ssl:// scheme means implicit TLS while port 587 "
+                    "expects STARTTLS."
+                ),
+                origin=_origin(config, "use_ssl"),
+            )
+            hint = _(
+                "Write EMAIL_URL as smtp+tls://USER:APP_PASSWORD@smtp.gmail.com:587 for "
+                "STARTTLS, or smtp+ssl://USER:APP_PASSWORD@smtp.gmail.com:465 for implicit TLS."
+            )
+        else:
+            message = _text(
+                _(
+                    "Port 587 (from %(port)s) expects STARTTLS, but implicit TLS is on (%(ssl)s), "
+                    "so the TLS handshake would fail (WRONG_VERSION_NUMBER)."
+                ),
+                port=_origin(config, "port"),
+                ssl=_origin(config, "use_ssl"),
+            )
+            hint = _text(
+                _(
+                    "Set %(tls)s = True and %(ssl)s = False to keep port 587, or set "
+                    "%(port)s = 465 to keep implicit TLS."
+                ),
+                tls=setting_name(config, "use_tls"),
+                ssl=setting_name(config, "use_ssl"),
+                port=setting_name(config, "port"),
+            )
+        return [Problem("gmail_smtp.E004", ERROR, message, hint)]
+    return []
+
+
+def _needs_credentials(config: SmtpConfig) -> bool:
+    """Gmail hosts need a sign-in; the Workspace relay may allow the server's IP instead."""
+    if not config.is_gmail:
+        return False
+    relay = config.host.lower().rstrip(".") == RELAY_HOST
+    return not (relay and not config.username and not config.password)
+
+
+def check_credentials(config: SmtpConfig) -> list[Problem]:
+    """E005/E006/E007: Django signs in only when both are set; Gmail needs the full address."""
+    if not _needs_credentials(config):
+        return []
+    problems = []
+    if not config.username:
+        problems.append(
+            Problem(
+                "gmail_smtp.E005",
+                ERROR,
+                _text(
+                    _(
+                        "%(setting)s is not set, so mail for the Gmail host %(host)s would be sent "
+                        "without signing in and Gmail would refuse it (530 Authentication Required)."
+                    ),
+                    setting=setting_name(config, "username"),
+                    host=_quote(config.host),
+                ),
+                _text(
+                    _(
+                        "Set %(setting)s to the full address of the Gmail account that sends, for "
+                        "example 'you@gmail.com'."
+                    ),
+                    setting=setting_name(config, "username"),
+                ),
+            )
+        )
+    elif not _is_email(config.username):
+        example = f"{config.username}@gmail.com" if "@" not in config.username else "you@gmail.com"
+        problems.append(
+            Problem(
+                "gmail_smtp.E006",
+                ERROR,
+                _text(
+                    _(
+                        "The Gmail username %(username)s (from %(origin)s) is not an e-mail address, "
+                        "but Gmail signs in only with the account's full address."
+                    ),
+                    username=_quote(config.username),
+                    origin=_origin(config, "username"),
+                ),
+                _text(
+                    _("Set %(setting)s to the full address, for example %(example)s."),
+                    setting=setting_name(config, "username"),
+                    example=_quote(example),
+                ),
+            )
+        )
+    if signs_in_with_password(config) and not config.password:
+        problems.append(
+            Problem(
+                "gmail_smtp.E007",
+                ERROR,
+                _text(
+                    _(
+                        "%(setting)s is not set, so mail for the Gmail host %(host)s would be sent "
+                        "without signing in and Gmail would refuse it (530 Authentication Required)."
+                    ),
+                    setting=setting_name(config, "password"),
+                    host=_quote(config.host),
+                ),
+                _text(
+                    _(
+                        "Create an app password at %(url)s (it needs 2-Step Verification) and set "
+                        "%(setting)s to it, read from an environment variable rather than written "
+                        "in settings.py."
+                    ),
+                    url=APP_PASSWORDS_PAGE,
+                    setting=setting_name(config, "password"),
+                ),
+            )
+        )
+    return problems
+
+
+def _looks_like_app_password(password: str) -> bool:
+    letters = "".join(password.split())  # spaces as Google shows them, incl. non-breaking ones
+    return len(letters) == 16 and letters.isascii() and letters.isalpha()
+
+
+def check_app_password(config: SmtpConfig) -> list[Problem]:
+    """W001: Gmail takes only app passwords (16 letters) over SMTP, never the account's own.
+
+    The message never contains the password or any part of it.
+    """
+    if not config.is_gmail or not config.password or not signs_in_with_password(config):
+        return []
+    if _looks_like_app_password(config.password):
+        return []
+    if _came_from(config, "password", "EMAIL_URL"):
+        hint = _text(
+            _(
+                "Create an app password at %(url)s and put its 16 letters in EMAIL_URL, writing "
+                "'@' in the username as %%40 and any spaces as %%20; changing the account password "
+                "revokes old app passwords."
+            ),
+            url=APP_PASSWORDS_PAGE,
+        )
+    else:
+        hint = _text(
+            _(
+                "Create an app password at %(url)s and set %(setting)s to its 16 letters (the "
+                "spaces may stay); changing the account password revokes old app passwords."
+            ),
+            url=APP_PASSWORDS_PAGE,
+            setting=setting_name(config, "password"),
+        )
+    return [
+        Problem(
+            "gmail_smtp.W001",
+            WARNING,
+            _text(
+                _(
+                    "The password from %(origin)s is not 16 letters, so it does not look like a "
+                    "Gmail app password, and Gmail rejects the account's own password "
+                    "(535 BadCredentials or 534 InvalidSecondFactor)."
+                ),
+                origin=_origin(config, "password"),
+            ),
+            hint,
+        )
+    ]
+
+
+def check_host(config: SmtpConfig) -> list[Problem]:
+    """W002: this backend is for Gmail; loopback hosts (the sandbox) are fine."""
+    if config.is_gmail or is_loopback(config.host):
+        return []
+    return [
+        Problem(
+            "gmail_smtp.W002",
+            WARNING,
+            _text(
+                _(
+                    "The SMTP host %(host)s (from %(origin)s) is not a Gmail server, so this "
+                    "backend's Gmail defaults and checks do not fit it."
+                ),
+                host=_quote(config.host),
+                origin=_origin(config, "host"),
+            ),
+            _text(
+                _(
+                    "Set %(setting)s = 'smtp.gmail.com'; if you use this backend with another "
+                    "server on purpose, add 'gmail_smtp.W002' to SILENCED_SYSTEM_CHECKS."
+                ),
+                setting=setting_name(config, "host"),
+            ),
+        )
+    ]
+
+
+def check_port(config: SmtpConfig) -> list[Problem]:
+    """W003: Gmail listens on 587 (STARTTLS) and 465 (implicit TLS); the relay also on 25.
+
+    A port left to the default is not reported: it follows the TLS mode, and E002
+    already reports a Gmail host without TLS (whose default port is 25).
+    """
+    port = config.provenance.get("port")
+    if not config.is_gmail or port is None or port.source == SOURCE_DEFAULT:
+        return []
+    relay = config.host.lower().rstrip(".") == RELAY_HOST
+    if config.port in ((25, 465, 587) if relay else (465, 587)):
+        return []
+    return [
+        Problem(
+            "gmail_smtp.W003",
+            WARNING,
+            _text(
+                _(
+                    "Port %(port)s (from %(origin)s) is not one of Gmail's submission ports, "
+                    "587 (STARTTLS) and 465 (implicit TLS)."
+                ),
+                port=config.port,
+                origin=_origin(config, "port"),
+            ),
+            _text(
+                _("Set %(port)s = 587 with %(tls)s = True, or %(port)s = 465 with %(ssl)s = True."),
+                port=setting_name(config, "port"),
+                tls=setting_name(config, "use_tls"),
+                ssl=setting_name(config, "use_ssl"),
+            ),
+        )
+    ]
+
+
+def check_timeout(config: SmtpConfig) -> list[Problem]:
+    """E008 (zero or negative: no connection possible) / W004 (none, or over 60 s: long hangs)."""
+    timeout = config.timeout
+    setting = setting_name(config, "timeout")
+    if timeout is not None and timeout <= 0:
         return [
             Problem(
-                "gmail_smtp.E003",
+                "gmail_smtp.E008",
                 ERROR,
-                _("Port 465 (from %(port)s) expects implicit TLS, but STARTTLS is configured (%(tls)s): "
-                  "the connection would hang.")
-                % {"port": _origin(config, "port"), "tls": _origin(config, "use_tls")},
-                _("Use implicit TLS on 465 (EMAIL_USE_SSL = True, or django-environ's smtp+ssl://), "
-                  "or port 587 with STARTTLS. django-environ's smtps:// means STARTTLS."),
+                _text(
+                    _(
+                        "The SMTP timeout %(timeout)s s (from %(origin)s) is not positive, so no "
+                        "connection could be made."
+                    ),
+                    timeout=f"{timeout:g}",
+                    origin=_origin(config, "timeout"),
+                ),
+                _text(_("Set %(setting)s to a number of seconds such as 10."), setting=setting),
             )
         ]
-    if config.port == 587 and config.use_ssl:
+    if timeout is None or timeout > MAX_TIMEOUT:
+        if timeout is None:
+            message = _text(
+                _(
+                    "No SMTP timeout is set (%(origin)s), so a blocked port or a stalled server "
+                    "would hang the request forever."
+                ),
+                origin=_origin(config, "timeout"),
+            )
+        else:
+            message = _text(
+                _(
+                    "The SMTP timeout %(timeout)s s (from %(origin)s) is longer than 60 seconds, "
+                    "so a blocked port or a stalled server would hang the request that long."
+                ),
+                timeout=f"{timeout:g}",
+                origin=_origin(config, "timeout"),
+            )
         return [
             Problem(
-                "gmail_smtp.E004",
-                ERROR,
-                _("Port 587 (from %(port)s) expects STARTTLS, but implicit TLS is configured (%(ssl)s).")
-                % {"port": _origin(config, "port"), "ssl": _origin(config, "use_ssl")},
-                _("Use STARTTLS on 587 (EMAIL_USE_TLS = True, EMAIL_USE_SSL = False) or port 465 "
-                  "with implicit TLS."),
+                "gmail_smtp.W004",
+                WARNING,
+                message,
+                _text(_("Set %(setting)s to 10-30 seconds."), setting=setting),
             )
         ]
     return []
 
 
 # Rules whose errors make sending impossible: the backend refuses to start with them.
-BLOCKING_RULES: tuple[Rule, ...] = (check_port_matches_mode,)
+BLOCKING_RULES: tuple[Rule, ...] = (check_port_matches_mode, check_tls_before_sign_in)
 
 
 # Every rule over one resolved configuration, in report order.
-CONFIG_RULES: tuple[Rule, ...] = (check_port_matches_mode,)
+CONFIG_RULES: tuple[Rule, ...] = (
+    check_tls_on,
+    check_port_matches_mode,
+    check_credentials,
+    check_app_password,
+    check_host,
+    check_port,
+    check_timeout,
+)
 
 
 def check_config(config: SmtpConfig) -> list[Problem]:
@@ -92,3 +556,230 @@ def raise_for_blocking(config: SmtpConfig) -> None:
         for problem in rule(config):
             if problem.is_error:
                 raise GmailConfigError(str(problem.message), hint=str(problem.hint), check_id=problem.id)
+
+
+def problem_from_error(exc: GmailConfigError, config_name: str = "") -> Problem:
+    """The error ``conf.resolve()`` raised, as a Problem: E001, E009 or E010.
+
+    ``config_name`` (``MAILERS['default']``) is put in front of the message so
+    that, with several mailers, it says which one.
+    """
+    check_id = exc.check_id or "gmail_smtp.E010"
+    message: str | Promise = exc.message
+    if config_name:
+        message = _text(_("%(mailer)s: %(message)s"), mailer=config_name, message=exc.message)
+    return Problem(check_id, ERROR, message, exc.hint)
+
+
+# -- project-level rules: the configuration plus setting values -----------------------------
+
+
+def _address(value: str) -> str:
+    return parseaddr(str(value))[1].strip().lower()
+
+
+def _valid_aliases(from_aliases: Any) -> set[str]:
+    if isinstance(from_aliases, str) or not isinstance(from_aliases, Sequence | set | frozenset):
+        return set()
+    return {_address(alias) for alias in from_aliases if isinstance(alias, str)}
+
+
+def _check_sender(
+    config: SmtpConfig,
+    setting: str,
+    value: str,
+    from_aliases: Any,
+    check_id: str,
+    consequence: Promise,
+) -> list[Problem]:
+    if not config.is_gmail or not config.username or not _is_email(config.username):
+        return []  # E005/E006 already say what is wrong with the account
+    address = _address(value)
+    if address == config.username.strip().lower() or address in _valid_aliases(from_aliases):
+        return []
+    return [
+        Problem(
+            check_id,
+            WARNING,
+            _text(
+                _(
+                    "%(setting)s %(value)s is neither the Gmail account %(account)s (from "
+                    "%(origin)s) nor listed in GMAIL_SMTP['FROM_ALIASES'], so Gmail will rewrite "
+                    "the From address of %(consequence)s to the account."
+                ),
+                setting=setting,
+                value=_quote(value),
+                account=_quote(config.username),
+                origin=_origin(config, "username"),
+                consequence=consequence,
+            ),
+            _text(
+                _(
+                    "Add %(address)s as a verified 'Send mail as' address in Gmail (Settings, "
+                    "Accounts) and list it in GMAIL_SMTP['FROM_ALIASES'], or set %(setting)s to "
+                    "the account's address and put other addresses in Reply-To."
+                ),
+                address=_quote(address or value),
+                setting=setting,
+            ),
+        )
+    ]
+
+
+def check_default_from_email(config: SmtpConfig, default_from_email: str, from_aliases: Any = ()) -> list[Problem]:
+    """W005: mail sent without a from_email goes out as the account, not DEFAULT_FROM_EMAIL."""
+    return _check_sender(
+        config,
+        "DEFAULT_FROM_EMAIL",
+        default_from_email,
+        from_aliases,
+        "gmail_smtp.W005",
+        _("mail sent without a from_email"),
+    )
+
+
+def check_server_email(config: SmtpConfig, server_email: str, from_aliases: Any = ()) -> list[Problem]:
+    """W006: error mail to ADMINS (and mail to MANAGERS) is sent from SERVER_EMAIL."""
+    return _check_sender(
+        config,
+        "SERVER_EMAIL",
+        server_email,
+        from_aliases,
+        "gmail_smtp.W006",
+        _("error mail to ADMINS and mail to MANAGERS"),
+    )
+
+
+def check_senders(
+    config: SmtpConfig,
+    *,
+    default_from_email: str,
+    server_email: str,
+    from_aliases: Any = (),
+    admin_mail: bool = True,
+) -> list[Problem]:
+    """W005/W006 for one configuration.
+
+    ``admin_mail``: whether ``ADMINS`` or ``MANAGERS`` is set (``SERVER_EMAIL``
+    is used only then). ``from_aliases`` is ``GMAIL_SMTP['FROM_ALIASES']``.
+    """
+    problems = check_default_from_email(config, default_from_email, from_aliases)
+    if admin_mail:
+        problems += check_server_email(config, server_email, from_aliases)
+    return problems
+
+
+def check_app_settings(gmail_smtp: Any) -> list[Problem]:
+    """E011/E012/E013: the ``GMAIL_SMTP`` setting itself (``None`` when it is not set)."""
+    if gmail_smtp is None:
+        return []
+    if not isinstance(gmail_smtp, Mapping):
+        return [
+            Problem(
+                "gmail_smtp.E012",
+                ERROR,
+                _text(_("GMAIL_SMTP is a %(type)s, not a dict."), type=type(gmail_smtp).__name__),
+                _("Write it as a dict, for example GMAIL_SMTP = {'TRANSCRIPT': False}."),
+            )
+        ]
+    problems = []
+    for key in gmail_smtp:
+        if key in APP_SETTINGS:
+            continue
+        matches = difflib.get_close_matches(str(key).upper(), APP_SETTINGS, n=1)
+        if matches:
+            message = _text(
+                _("GMAIL_SMTP has an unknown key %(key)s; did you mean %(match)s?"),
+                key=_quote(key),
+                match=_quote(matches[0]),
+            )
+            hint = _text(_("Rename %(key)s to %(match)s."), key=_quote(key), match=_quote(matches[0]))
+        else:
+            message = _text(_("GMAIL_SMTP has an unknown key %(key)s."), key=_quote(key))
+            hint = _text(
+                _("Remove it; the known keys are %(known)s."),
+                known=", ".join(sorted(APP_SETTINGS)),
+            )
+        problems.append(Problem("gmail_smtp.E011", ERROR, message, hint))
+    problems += _check_from_aliases(gmail_smtp.get("FROM_ALIASES", ()))
+    return problems
+
+
+def _check_from_aliases(from_aliases: Any) -> list[Problem]:
+    hint = _(
+        "Write GMAIL_SMTP['FROM_ALIASES'] = ['alias@example.com', ...], listing only verified 'Send mail as' addresses."
+    )
+    if isinstance(from_aliases, str) or not isinstance(from_aliases, Sequence | set | frozenset):
+        return [
+            Problem(
+                "gmail_smtp.E013",
+                ERROR,
+                _text(
+                    _("GMAIL_SMTP['FROM_ALIASES'] is a %(type)s, not a list of e-mail addresses."),
+                    type=type(from_aliases).__name__,
+                ),
+                hint,
+            )
+        ]
+    return [
+        Problem(
+            "gmail_smtp.E013",
+            ERROR,
+            _text(
+                _("GMAIL_SMTP['FROM_ALIASES'] contains %(entry)s, which is not an e-mail address."),
+                entry=_quote(alias),
+            ),
+            hint,
+        )
+        for alias in from_aliases
+        if not isinstance(alias, str) or not _is_email(_address(alias))
+    ]
+
+
+def check_transcript(transcript: Any) -> list[Problem]:
+    """W007 (deploy): the transcript log holds every SMTP command and reply."""
+    if not transcript:
+        return []
+    return [
+        Problem(
+            "gmail_smtp.W007",
+            WARNING,
+            _(
+                "GMAIL_SMTP['TRANSCRIPT'] is on, so every SMTP command and reply, with sender and "
+                "recipient addresses, is logged to the 'django_gmail_smtp.transcript' logger."
+            ),
+            _(
+                "Set GMAIL_SMTP['TRANSCRIPT'] = False in production settings and turn it on only "
+                "while investigating a delivery problem."
+            ),
+        )
+    ]
+
+
+def check_deploy_config(config: SmtpConfig, *, debug: bool) -> list[Problem]:
+    """W008 (deploy): a loopback host (the sandbox) in production keeps mail on this machine."""
+    if debug or not is_loopback(config.host):
+        return []
+    return [
+        Problem(
+            "gmail_smtp.W008",
+            WARNING,
+            _text(
+                _(
+                    "The SMTP host %(host)s (from %(origin)s) is a loopback address, such as the "
+                    "Gmail sandbox's, while DEBUG is False, so mail would stay on this machine "
+                    "instead of going to Gmail."
+                ),
+                host=_quote(config.host),
+                origin=_origin(config, "host"),
+            ),
+            _text(
+                _(
+                    "Set %(setting)s = 'smtp.gmail.com' in production settings; if a local relay "
+                    "forwards your mail on purpose, add 'gmail_smtp.W008' to "
+                    "SILENCED_SYSTEM_CHECKS."
+                ),
+                setting=setting_name(config, "host"),
+            ),
+        )
+    ]

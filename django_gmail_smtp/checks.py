@@ -1,0 +1,198 @@
+"""System checks: thin wrappers that turn :mod:`rules` findings into Django check messages.
+
+Registered in :meth:`GmailSmtpConfig.ready() <django_gmail_smtp.apps.GmailSmtpConfig.ready>`
+with the tags ``gmail_smtp`` and ``mail`` (``manage.py check --tag gmail_smtp``);
+the deploy checks also with ``security`` (``manage.py check --deploy``).
+
+Which configurations are checked: every mailer that uses this app's backend --
+``EMAIL_BACKEND`` with the ``EMAIL_*`` settings, or on Django 6.1 with ``MAILERS``
+each alias whose ``BACKEND`` is ``django_gmail_smtp.backend.EmailBackend`` (or a
+subclass).
+
+Nothing here touches the database, whatever ``databases`` holds (Django 6.1
+passes every alias even to a plain ``check``; only checks tagged
+``checks.Tags.database`` are kept for ``check --database ALIAS``). Mailers that
+use an account stored in the database are skipped here; their check belongs in
+a function registered with ``checks.Tags.database`` that queries only the
+aliases in its ``databases`` argument, resolves each mailer with
+:meth:`Mailer.resolve` and reports :func:`config_problems` with
+:func:`to_check_messages`, exactly as :func:`check_mailers` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core import checks
+from django.utils.module_loading import import_string
+
+from . import conf, rules
+from .exceptions import GmailConfigError
+from .rules import Problem
+
+__all__ = [
+    "BACKEND",
+    "TAG",
+    "Mailer",
+    "check_app_settings",
+    "check_deploy",
+    "check_mailers",
+    "config_problems",
+    "gmail_mailers",
+    "register_checks",
+    "to_check_messages",
+]
+
+TAG = "gmail_smtp"
+MAIL_TAG = "mail"  # checks.Tags.mail on Django 6.1; a plain string works on 5.2 too
+BACKEND = "django_gmail_smtp.backend.EmailBackend"
+APP_NAME = "django_gmail_smtp"
+
+
+@dataclass(frozen=True)
+class Mailer:
+    """One configured mailer that uses this app's backend."""
+
+    label: str  # "EMAIL_BACKEND", or "MAILERS['default']" on Django 6.1
+    alias: str | None = None  # the MAILERS alias; None for EMAIL_BACKEND + EMAIL_* settings
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def resolve(self) -> conf.SmtpConfig:
+        """The resolved configuration; raises :class:`GmailConfigError` like the backend would."""
+        return conf.resolve(self.options, alias=self.alias)
+
+
+def _is_ours(backend: Any) -> bool:
+    if backend == BACKEND:
+        return True
+    if not isinstance(backend, str):
+        return False
+    try:
+        backend_class = import_string(backend)
+    except Exception:  # a check must not crash; Django reports a broken BACKEND when it is used
+        return False
+    from .backend import EmailBackend
+
+    return isinstance(backend_class, type) and issubclass(backend_class, EmailBackend)
+
+
+def gmail_mailers() -> list[Mailer]:
+    """The mailers that send through this app's backend, in settings order.
+
+    Reads ``EMAIL_BACKEND`` without Django 6.1's deprecation warning, and never
+    reads it at all when ``MAILERS`` is defined.
+    """
+    if conf.mailers_enabled():
+        mailers = getattr(settings, "MAILERS", None) or {}
+        return [
+            Mailer(f"MAILERS[{alias!r}]", alias, dict(config.get("OPTIONS") or {}))
+            for alias, config in mailers.items()
+            if isinstance(config, Mapping) and _is_ours(config.get("BACKEND"))
+        ]
+    is_set, backend = conf.legacy_setting("EMAIL_BACKEND")
+    return [Mailer("EMAIL_BACKEND")] if is_set and _is_ours(backend) else []
+
+
+def config_problems(config: conf.SmtpConfig) -> list[Problem]:
+    """Every problem of one resolved configuration, with the project's sender settings."""
+    return rules.check_config(config) + rules.check_senders(
+        config,
+        default_from_email=settings.DEFAULT_FROM_EMAIL,
+        server_email=settings.SERVER_EMAIL,
+        from_aliases=_app_setting("FROM_ALIASES", ()),
+        admin_mail=bool(settings.ADMINS or settings.MANAGERS),
+    )
+
+
+def to_check_messages(problems: Iterable[Problem], obj: Any = None) -> list[checks.CheckMessage]:
+    """Problems as ``checks.Error`` / ``checks.Warning``.
+
+    Message and hint stay lazy, so they are translated when printed.
+    """
+    return [
+        (checks.Error if problem.is_error else checks.Warning)(
+            cast(str, problem.message), hint=cast(str, problem.hint), obj=obj, id=problem.id
+        )
+        for problem in problems
+    ]
+
+
+def _app_setting(name: str, default: Any) -> Any:
+    """A GMAIL_SMTP knob that tolerates a malformed GMAIL_SMTP (E012 reports it)."""
+    configured = getattr(settings, "GMAIL_SMTP", None)
+    if not isinstance(configured, Mapping):
+        return default
+    return configured.get(name, default)
+
+
+def _wanted(app_configs: Sequence[AppConfig] | None) -> bool:
+    """Run unless ``manage.py check <app_label> ...`` names other apps only."""
+    return app_configs is None or any(config.name == APP_NAME for config in app_configs)
+
+
+def _settings_mailers() -> list[Mailer]:
+    """The mailers whose configuration comes from settings and the environment alone.
+
+    A mailer that names a stored account (``OPTIONS["account"]`` or
+    ``GMAIL_SMTP["ACCOUNT"]``) needs the database to resolve: it is left to the
+    database-tagged check, so that a plain ``check`` runs no query. Nothing is
+    resolved while ``GMAIL_SMTP`` is not a dict (E012 says so).
+    """
+    gmail_smtp = getattr(settings, "GMAIL_SMTP", None)
+    if gmail_smtp and not isinstance(gmail_smtp, Mapping):
+        return []
+    return [
+        mailer for mailer in gmail_mailers() if not (mailer.options.get("account") or _app_setting("ACCOUNT", None))
+    ]
+
+
+def _resolved(mailer: Mailer) -> tuple[conf.SmtpConfig | None, list[Problem]]:
+    try:
+        return mailer.resolve(), []
+    except GmailConfigError as exc:  # E001, E009, E010
+        config_name = mailer.label if mailer.alias is not None else ""
+        return None, [rules.problem_from_error(exc, config_name)]
+
+
+def check_app_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E011-E013: the ``GMAIL_SMTP`` setting itself."""
+    if not _wanted(app_configs):
+        return []
+    return to_check_messages(rules.check_app_settings(getattr(settings, "GMAIL_SMTP", None)))
+
+
+def check_mailers(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E001-E010, W001-W006 for every mailer that uses this app's backend."""
+    if not _wanted(app_configs):
+        return []
+    messages: list[checks.CheckMessage] = []
+    for mailer in _settings_mailers():
+        config, problems = _resolved(mailer)
+        if config is not None:
+            problems = config_problems(config)
+        messages += to_check_messages(problems, obj=mailer.label)
+    return messages
+
+
+def check_deploy(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W007, W008: only with ``manage.py check --deploy``."""
+    if not _wanted(app_configs):
+        return []
+    messages = to_check_messages(rules.check_transcript(_app_setting("TRANSCRIPT", False)))
+    for mailer in _settings_mailers():
+        config, _problems = _resolved(mailer)  # check_mailers reports a failure to resolve
+        if config is not None:
+            problems = rules.check_deploy_config(config, debug=settings.DEBUG)
+            messages += to_check_messages(problems, obj=mailer.label)
+    return messages
+
+
+def register_checks() -> None:
+    """Register the checks (called once, from ``AppConfig.ready()``)."""
+    checks.register(check_app_settings, TAG, MAIL_TAG)
+    checks.register(check_mailers, TAG, MAIL_TAG)
+    checks.register(check_deploy, TAG, MAIL_TAG, checks.Tags.security, deploy=True)

@@ -1,0 +1,360 @@
+"""The validation rules as pure functions over a resolved configuration."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils.functional import Promise
+
+from django_gmail_smtp import conf, rules
+from django_gmail_smtp.conf import LEGACY_SETTINGS, SmtpConfig, Value
+from django_gmail_smtp.exceptions import GmailConfigError
+
+APP_PASSWORD = "abcdefghijklmnop"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "checks.md"
+
+
+def make(alias: str | None = None, origins: dict[str, Value] | None = None, **values: Any) -> SmtpConfig:
+    """A configuration as if every value came from settings (or from MAILERS OPTIONS)."""
+    fields: dict[str, Any] = {
+        "host": "smtp.gmail.com",
+        "port": 587,
+        "username": "me@gmail.com",
+        "password": APP_PASSWORD,
+        "use_tls": True,
+        "use_ssl": False,
+        "timeout": 10.0,
+    }
+    fields.update(values)
+    provenance = {}
+    for option in fields:
+        if alias is None:
+            provenance[option] = Value(conf.SOURCE_SETTINGS, LEGACY_SETTINGS[option])
+        else:
+            provenance[option] = Value(conf.SOURCE_OPTIONS, f"MAILERS[{alias!r}]['OPTIONS'][{option!r}]")
+    provenance.update(origins or {})
+    return SmtpConfig(alias=alias, provenance=provenance, **fields)
+
+
+def only(problems: list[rules.Problem], check_id: str) -> rules.Problem:
+    found = [problem for problem in problems if problem.id == check_id]
+    assert len(found) == 1, [(p.id, str(p.message)) for p in problems]
+    return found[0]
+
+
+def ids(problems: list[rules.Problem]) -> list[str]:
+    return [problem.id for problem in problems]
+
+
+DEFAULT = Value(conf.SOURCE_DEFAULT, "Gmail default")
+FROM_URL = Value(conf.SOURCE_ENVIRONMENT, "EMAIL_URL")
+
+
+def test_good_configuration_has_no_problems() -> None:
+    assert rules.check_config(make()) == []
+    assert rules.check_config(make(port=465, use_tls=False, use_ssl=True)) == []
+    assert rules.check_config(make(password="abcd efgh ijkl mnop")) == []
+
+
+def test_messages_are_lazy_translatable_text() -> None:
+    problem = only(rules.check_config(make(username="")), "gmail_smtp.E005")
+    assert isinstance(problem.message, Promise)
+    assert isinstance(problem.hint, Promise)
+
+
+def test_e002_no_tls_for_gmail() -> None:
+    problem = only(rules.check_config(make(use_tls=False)), "gmail_smtp.E002")
+    assert problem.is_error
+    assert "EMAIL_USE_TLS" in str(problem.message)
+    assert "EMAIL_USE_SSL" in str(problem.message)
+    assert "'smtp.gmail.com'" in str(problem.message)
+    assert "EMAIL_USE_TLS = True with port 587" in str(problem.hint)
+    assert "EMAIL_USE_SSL = True with port 465" in str(problem.hint)
+
+
+def test_e002_not_for_other_hosts() -> None:
+    assert "gmail_smtp.E002" not in ids(rules.check_config(make(host="127.0.0.1", use_tls=False)))
+
+
+def test_e002_blocks_sending_only_with_credentials() -> None:
+    with pytest.raises(GmailConfigError) as caught:
+        rules.raise_for_blocking(make(use_tls=False))
+    assert caught.value.check_id == "gmail_smtp.E002"
+    rules.raise_for_blocking(make(use_tls=False, username="", password=""))
+
+
+def test_e003_port_465_with_starttls() -> None:
+    problem = only(rules.check_config(make(port=465)), "gmail_smtp.E003")
+    assert "Port 465 (from EMAIL_PORT)" in str(problem.message)
+    assert "STARTTLS is on (EMAIL_USE_TLS)" in str(problem.message)
+    assert "EMAIL_USE_SSL = True" in str(problem.hint)
+    assert "EMAIL_PORT = 587" in str(problem.hint)
+    with pytest.raises(GmailConfigError):
+        rules.raise_for_blocking(make(port=465))
+
+
+def test_e003_smtps_trap_names_email_url() -> None:
+    config = make(port=465, origins={"port": FROM_URL, "use_tls": FROM_URL, "use_ssl": FROM_URL})
+    problem = only(rules.check_config(config), "gmail_smtp.E003")
+    assert "from EMAIL_URL" in str(problem.message)
+    assert "smtps://" in str(problem.message)
+    assert "smtp+ssl://" in str(problem.hint)
+
+
+def test_e004_port_587_with_implicit_tls() -> None:
+    problem = only(rules.check_config(make(use_tls=False, use_ssl=True)), "gmail_smtp.E004")
+    assert "Port 587 (from EMAIL_PORT)" in str(problem.message)
+    assert "implicit TLS is on (EMAIL_USE_SSL)" in str(problem.message)
+    assert "EMAIL_USE_TLS = True" in str(problem.hint)
+    assert "EMAIL_PORT = 465" in str(problem.hint)
+
+
+def test_e004_from_email_url() -> None:
+    config = make(use_tls=False, use_ssl=True, origins={"use_tls": FROM_URL, "use_ssl": FROM_URL})
+    problem = only(rules.check_config(config), "gmail_smtp.E004")
+    assert "smtp+ssl://" in str(problem.message)
+    assert "smtp+tls://" in str(problem.hint)
+
+
+def test_e005_no_username() -> None:
+    problem = only(rules.check_config(make(username="")), "gmail_smtp.E005")
+    assert "EMAIL_HOST_USER is not set" in str(problem.message)
+    assert "530" in str(problem.message)
+    assert "Set EMAIL_HOST_USER to the full address" in str(problem.hint)
+
+
+def test_e006_username_not_an_address() -> None:
+    problem = only(rules.check_config(make(username="john")), "gmail_smtp.E006")
+    assert "'john' (from EMAIL_HOST_USER)" in str(problem.message)
+    assert "not an e-mail address" in str(problem.message)
+    assert "'john@gmail.com'" in str(problem.hint)
+
+
+def test_e007_no_password() -> None:
+    problem = only(rules.check_config(make(password="")), "gmail_smtp.E007")
+    assert "EMAIL_HOST_PASSWORD is not set" in str(problem.message)
+    assert "530" in str(problem.message)
+    assert "https://myaccount.google.com/apppasswords" in str(problem.hint)
+    assert "EMAIL_HOST_PASSWORD" in str(problem.hint)
+
+
+def test_password_waiver_hook_for_oauth2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rules, "signs_in_with_password", lambda config: False)
+    assert ids(rules.check_config(make(password=""))) == []
+    assert ids(rules.check_config(make(password="hunter2"))) == []
+
+
+def test_workspace_relay_may_use_an_ip_allowlist() -> None:
+    relay = "smtp-relay.gmail.com"
+    assert ids(rules.check_config(make(host=relay, username="", password=""))) == []
+    assert ids(rules.check_config(make(host=relay, password=""))) == ["gmail_smtp.E007"]
+    assert ids(rules.check_config(make(host=relay, port=25))) == []
+
+
+def test_credentials_not_checked_for_other_hosts() -> None:
+    assert ids(rules.check_config(make(host="localhost", port=2525, username="", password=""))) == []
+
+
+def test_w001_not_an_app_password_and_never_shown() -> None:
+    secret = "Xq7#Zr9!wK"
+    problem = only(rules.check_config(make(password=secret)), "gmail_smtp.W001")
+    assert not problem.is_error
+    text = f"{problem.message} {problem.hint}"
+    assert "EMAIL_HOST_PASSWORD" in str(problem.message)
+    assert "app password" in str(problem.message)
+    assert "https://myaccount.google.com/apppasswords" in str(problem.hint)
+    assert not any(secret[i : i + 3] in text for i in range(len(secret) - 2))
+
+
+def test_w001_accepts_app_password_with_spaces() -> None:
+    for password in ("abcd efgh ijkl mnop", "abcd\u00a0efgh\u00a0ijkl\u00a0mnop", "ABCDEFGHIJKLMNOP"):
+        assert rules.check_config(make(password=password)) == []
+
+
+def test_w001_in_email_url_mentions_escaping() -> None:
+    config = make(password="hunter2", origins={"password": FROM_URL})
+    problem = only(rules.check_config(config), "gmail_smtp.W001")
+    assert "EMAIL_URL" in str(problem.message)
+    assert "%20" in str(problem.hint)
+
+
+def test_w002_not_a_gmail_host() -> None:
+    problem = only(rules.check_config(make(host="mail.example.com")), "gmail_smtp.W002")
+    assert "'mail.example.com' (from EMAIL_HOST)" in str(problem.message)
+    assert "EMAIL_HOST = 'smtp.gmail.com'" in str(problem.hint)
+    assert "SILENCED_SYSTEM_CHECKS" in str(problem.hint)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]", "sandbox.localhost"])
+def test_w002_silent_for_loopback(host: str) -> None:
+    assert rules.check_config(make(host=host, port=2525, use_tls=False)) == []
+
+
+def test_w003_unusual_port() -> None:
+    problem = only(rules.check_config(make(port=2525)), "gmail_smtp.W003")
+    assert "Port 2525 (from EMAIL_PORT)" in str(problem.message)
+    assert "EMAIL_PORT = 587" in str(problem.hint)
+
+
+def test_w003_not_for_a_default_port() -> None:
+    config = make(use_tls=False, port=25, origins={"port": DEFAULT})
+    assert ids(rules.check_config(config)) == ["gmail_smtp.E002"]
+
+
+def test_e008_timeout_not_positive() -> None:
+    for timeout in (0.0, -1.0):
+        problem = only(rules.check_config(make(timeout=timeout)), "gmail_smtp.E008")
+        assert "(from EMAIL_TIMEOUT)" in str(problem.message)
+        assert "not positive" in str(problem.message)
+        assert "Set EMAIL_TIMEOUT" in str(problem.hint)
+
+
+def test_w004_timeout_too_long() -> None:
+    problem = only(rules.check_config(make(timeout=120.0)), "gmail_smtp.W004")
+    assert "120 s (from EMAIL_TIMEOUT)" in str(problem.message)
+    assert "60 seconds" in str(problem.message)
+    assert "EMAIL_TIMEOUT to 10-30 seconds" in str(problem.hint)
+    assert only(rules.check_config(make(timeout=None)), "gmail_smtp.W004")
+    assert rules.check_config(make(timeout=60.0)) == []
+
+
+def test_mailers_alias_is_named_in_every_message() -> None:
+    config = make(
+        alias="bulk",
+        username="",
+        password="",
+        port=2525,
+        timeout=120.0,
+        origins={"timeout": Value(conf.SOURCE_ENVIRONMENT, "GMAIL_SMTP_TIMEOUT")},
+    )
+    problems = rules.check_config(config)
+    assert ids(problems) == ["gmail_smtp.E005", "gmail_smtp.E007", "gmail_smtp.W003", "gmail_smtp.W004"]
+    for problem in problems:
+        assert "MAILERS['bulk']" in str(problem.message)
+        assert "MAILERS['bulk']['OPTIONS']" in str(problem.hint)
+    assert "GMAIL_SMTP_TIMEOUT, for MAILERS['bulk']" in str(problems[-1].message)
+
+
+def test_e001_from_resolve() -> None:
+    error = GmailConfigError("both on", hint="turn one off", check_id="gmail_smtp.E001")
+    problem = rules.problem_from_error(error, "MAILERS['bulk']")
+    assert (problem.id, problem.level, str(problem.hint)) == ("gmail_smtp.E001", rules.ERROR, "turn one off")
+    assert str(problem.message) == "MAILERS['bulk']: both on"
+
+
+def test_e009_invalid_email_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMAIL_URL", "gmail://me:pw@smtp.gmail.com:587")
+    with pytest.raises(GmailConfigError) as caught:
+        conf.resolve()
+    problem = rules.problem_from_error(caught.value)
+    assert problem.id == "gmail_smtp.E009"
+    assert "EMAIL_URL" in str(problem.message)
+    assert "smtp+tls://" in str(problem.hint)
+
+
+def test_e010_port_not_a_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EMAIL_URL", raising=False)
+    with pytest.raises(GmailConfigError) as caught:
+        conf.resolve({"port": "abc"})
+    problem = rules.problem_from_error(caught.value)
+    assert problem.id == "gmail_smtp.E010"
+    assert "not a number" in str(problem.message)
+
+
+def test_w005_default_from_email_is_not_the_account() -> None:
+    problems = rules.check_senders(make(), default_from_email="webmaster@localhost", server_email="me@gmail.com")
+    problem = only(problems, "gmail_smtp.W005")
+    assert "DEFAULT_FROM_EMAIL 'webmaster@localhost'" in str(problem.message)
+    assert "'me@gmail.com' (from EMAIL_HOST_USER)" in str(problem.message)
+    assert "rewrite" in str(problem.message)
+    assert "GMAIL_SMTP['FROM_ALIASES']" in str(problem.hint)
+    assert "Send mail as" in str(problem.hint)
+    assert "Reply-To" in str(problem.hint)
+
+
+def test_w005_accepts_the_account_and_declared_aliases() -> None:
+    config = make()
+    for sender, aliases in (
+        ("Site <ME@gmail.com>", ()),
+        ("news@example.com", ["News <news@example.com>"]),
+        ("news@example.com", ("NEWS@example.com",)),
+    ):
+        assert rules.check_default_from_email(config, sender, aliases) == []
+
+
+def test_w006_server_email_only_with_admins() -> None:
+    problem = only(
+        rules.check_senders(make(), default_from_email="me@gmail.com", server_email="root@localhost"),
+        "gmail_smtp.W006",
+    )
+    assert "SERVER_EMAIL 'root@localhost'" in str(problem.message)
+    assert "ADMINS" in str(problem.message)
+    assert "SERVER_EMAIL" in str(problem.hint)
+    assert (
+        rules.check_senders(make(), default_from_email="me@gmail.com", server_email="root@localhost", admin_mail=False)
+        == []
+    )
+
+
+def test_senders_not_checked_without_a_usable_account() -> None:
+    for config in (make(username=""), make(username="john"), make(host="localhost")):
+        assert rules.check_senders(config, default_from_email="x@y.com", server_email="x@y.com") == []
+
+
+def test_e011_unknown_key_suggests_the_known_one() -> None:
+    problem = only(rules.check_app_settings({"TRANSCIPT": True}), "gmail_smtp.E011")
+    assert str(problem.message) == "GMAIL_SMTP has an unknown key 'TRANSCIPT'; did you mean 'TRANSCRIPT'?"
+    assert "'TRANSCRIPT'" in str(problem.hint)
+    problem = only(rules.check_app_settings({"from_aliases": []}), "gmail_smtp.E011")
+    assert "did you mean 'FROM_ALIASES'?" in str(problem.message)
+    problem = only(rules.check_app_settings({"COLOUR": "red"}), "gmail_smtp.E011")
+    assert "did you mean" not in str(problem.message)
+    assert "TRANSCRIPT" in str(problem.hint)
+
+
+def test_known_app_settings_pass() -> None:
+    assert rules.check_app_settings(None) == []
+    assert rules.check_app_settings({key: value for key, value in conf.APP_SETTINGS.items()}) == []
+
+
+def test_e012_gmail_smtp_not_a_dict() -> None:
+    problem = only(rules.check_app_settings(["TRANSCRIPT"]), "gmail_smtp.E012")
+    assert "GMAIL_SMTP is a list" in str(problem.message)
+    assert "GMAIL_SMTP = {" in str(problem.hint)
+
+
+def test_e013_from_aliases_must_be_a_list_of_addresses() -> None:
+    problem = only(rules.check_app_settings({"FROM_ALIASES": "news@example.com"}), "gmail_smtp.E013")
+    assert "GMAIL_SMTP['FROM_ALIASES'] is a str" in str(problem.message)
+    assert "['alias@example.com'" in str(problem.hint)
+    problem = only(rules.check_app_settings({"FROM_ALIASES": ["news@example.com", "news"]}), "gmail_smtp.E013")
+    assert "contains 'news'" in str(problem.message)
+
+
+def test_w007_transcript() -> None:
+    assert rules.check_transcript(False) == []
+    problem = only(rules.check_transcript(True), "gmail_smtp.W007")
+    assert "GMAIL_SMTP['TRANSCRIPT'] is on" in str(problem.message)
+    assert "GMAIL_SMTP['TRANSCRIPT'] = False" in str(problem.hint)
+
+
+def test_w008_loopback_host_in_production() -> None:
+    sandbox = make(host="127.0.0.1", port=2525, use_tls=False)
+    problem = only(rules.check_deploy_config(sandbox, debug=False), "gmail_smtp.W008")
+    assert "'127.0.0.1' (from EMAIL_HOST)" in str(problem.message)
+    assert "DEBUG is False" in str(problem.message)
+    assert "EMAIL_HOST = 'smtp.gmail.com'" in str(problem.hint)
+    assert rules.check_deploy_config(sandbox, debug=True) == []
+    assert rules.check_deploy_config(make(), debug=False) == []
+
+
+def test_every_id_is_catalogued_and_documented() -> None:
+    assert all(re.fullmatch(r"gmail_smtp\.[EW]0\d\d", check_id) for check_id in rules.CHECK_IDS)
+    docs = DOCS.read_text(encoding="utf-8")
+    for check_id in rules.CHECK_IDS:
+        assert f"`{check_id}`" in docs, check_id
+    documented = set(re.findall(r"gmail_smtp\.[EW]\d{3}", docs))
+    assert documented == set(rules.CHECK_IDS)
