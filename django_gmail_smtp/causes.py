@@ -255,6 +255,59 @@ CATALOGUE: dict[str, Cause] = {
             _("Retry; if it persists, check the network or raise the timeout a little (10-30 s)."),
             temporary=True,
         ),
+        # Added for gmail_check's staged diagnosis.
+        _c(
+            "dns_timeout",
+            _("The DNS lookup of the mail server's host name did not finish within the timeout."),
+            _(
+                "Check the machine's DNS resolver (/etc/resolv.conf, or the container's DNS "
+                "settings); a working resolver answers in well under a second."
+            ),
+            temporary=True,
+        ),
+        _c(
+            "tls_no_answer",
+            _("The port accepted the connection but never answered the TLS handshake."),
+            _(
+                "Check the port and the TLS mode: Gmail speaks implicit TLS on 465 "
+                "(EMAIL_USE_SSL = True) and STARTTLS on 587 (EMAIL_USE_TLS = True). A firewall "
+                "or proxy that swallows the traffic looks the same."
+            ),
+        ),
+        _c(
+            "no_auth_mechanism",
+            _("The server offers no sign-in method that Python's smtplib supports (PLAIN, LOGIN, CRAM-MD5)."),
+            _("Check the host and port: Gmail offers PLAIN and LOGIN after TLS is in use."),
+        ),
+        _c(
+            "unexpected_reply",
+            _("The server answered with an error that django-gmail-smtp does not recognise."),
+            _("Read the server's reply shown above; run again with -v 2 to see the whole conversation."),
+        ),
+        _c(
+            "unexpected_error",
+            _("An unexpected error happened while talking to the server."),
+            _("Read the error shown above; run again with -v 3 for the details."),
+        ),
+        _c(
+            "username_missing",
+            _("No username is configured, so the backend would not sign in."),
+            _("Set EMAIL_HOST_USER (or 'username' in MAILERS OPTIONS) to the full Gmail address of the account."),
+        ),
+        _c(
+            "credentials_missing",
+            _("Neither a username nor a password is configured, so the backend would not sign in."),
+            _(
+                "Set EMAIL_HOST_USER to the full Gmail address and EMAIL_HOST_PASSWORD to a "
+                "16-letter app password (or 'username' and 'password' in MAILERS OPTIONS)."
+            ),
+            url=APP_PASSWORDS_URL,
+        ),
+        _c(
+            "invalid_setting",
+            _("A mail setting has an invalid value."),
+            _("Correct the setting named in the message."),
+        ),
         # Configuration.
         _c(
             "password_missing",
@@ -275,6 +328,9 @@ def cause(cause_id: str) -> Cause:
     """Return the catalogue entry ``cause_id`` (``KeyError`` if unknown)."""
     return CATALOGUE[cause_id]
 
+
+# OpenSSL's words for "the peer sent plain text where a TLS record was expected".
+_PLAINTEXT_TLS_ERRORS = ("packet length too long", "record layer failure", "unknown protocol")
 
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
@@ -338,12 +394,12 @@ def explain_exception(
             return CATALOGUE["starttls_not_offered"]
         return found
     if isinstance(exc, smtplib.SMTPNotSupportedError):
-        text = str(exc).lower()
-        if "starttls" in text:
+        missing = str(exc).lower()
+        if "starttls" in missing:
             return CATALOGUE["starttls_not_offered"]
-        if "auth" in text:
+        if "auth" in missing:
             return CATALOGUE["auth_not_offered"]
-        if "smtputf8" in text:
+        if "smtputf8" in missing:
             return CATALOGUE["smtputf8_required"]
         return None
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -354,7 +410,11 @@ def explain_exception(
             return CATALOGUE["cert_expired"]
         return CATALOGUE["cert_untrusted"]
     if isinstance(exc, ssl.SSLError):
-        if "wrong_version_number" in str(exc).lower() or "wrong version number" in str(exc).lower():
+        reason = str(exc).lower()
+        if "wrong_version_number" in reason or "wrong version number" in reason:
+            return CATALOGUE["tls_on_starttls_port"]
+        # Newer OpenSSL versions word "plain text where a TLS record was expected" differently.
+        if use_ssl and stage in ("tls", "connect") and any(w in reason for w in _PLAINTEXT_TLS_ERRORS):
             return CATALOGUE["tls_on_starttls_port"]
         return CATALOGUE["tls_failed"]
     silent = isinstance(exc, TimeoutError) or (
@@ -367,6 +427,8 @@ def explain_exception(
             return CATALOGUE["plain_on_tls_port"]
         if stage == "greeting":
             return CATALOGUE["no_greeting"]
+        if stage == "tls":
+            return CATALOGUE["tls_no_answer"]
         return CATALOGUE["timeout"]
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return CATALOGUE["disconnected"]
@@ -378,4 +440,8 @@ def explain_exception(
         return CATALOGUE["network_unreachable"]
     if isinstance(exc, ConnectionResetError | BrokenPipeError):
         return CATALOGUE["disconnected"]
+    if isinstance(exc, UnicodeError) and stage in ("dns", "connect"):
+        return CATALOGUE["dns_failure"]  # a host name the IDNA codec rejects (empty or long label)
+    if isinstance(exc, smtplib.SMTPException) and "no suitable authentication" in str(exc).lower():
+        return CATALOGUE["no_auth_mechanism"]
     return None

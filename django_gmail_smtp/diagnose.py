@@ -1,0 +1,1245 @@
+"""A staged connection test that names the step that failed, the cause and the fix.
+
+Pure library (no printing), shared by ``manage.py gmail_check`` and the admin's
+"Test connection" button. It walks the path the backend takes, one step at a
+time, each bounded by the configuration's timeout:
+
+``config`` (validator rules) -> ``dns`` -> ``connect`` (every address) ->
+``greeting`` / ``tls`` (implicit TLS first, or STARTTLS after the first EHLO) ->
+``ehlo`` -> ``auth`` -> ``send`` (optional) -> ``quit``
+
+and stops at the first failing step, explained from :mod:`~django_gmail_smtp.causes`.
+Secrets never reach the result: the transcript is redacted by the session, and
+every text in the result is scrubbed of the password and its base64 forms.
+
+Typical use::
+
+    from django_gmail_smtp import diagnose
+
+    result = diagnose.check()                   # the legacy EMAIL_* settings
+    result = diagnose.run_check(config)         # an already resolved SmtpConfig
+    if not result.ok:
+        print(result.failed_step, result.cause.id, result.cause.summary, result.cause.fix)
+    document = result.to_dict()                 # valid against diagnose.JSON_SCHEMA
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import smtplib
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
+
+from django.utils.translation import get_language, gettext_lazy, ngettext
+from django.utils.translation import gettext as _
+
+from . import conf, rules
+from .causes import CATALOGUE, Cause, explain_exception
+from .conf import SmtpConfig
+from .exceptions import GmailConfigError, GmailSMTPError
+from .rules import Problem
+from .session import CLIENT, SERVER, SMTPSession, Transcript, make_ssl_context
+
+__all__ = [
+    "EXIT_CODES",
+    "EXIT_OK",
+    "EXIT_UNEXPECTED",
+    "EXIT_USAGE",
+    "FAILED",
+    "JSON_SCHEMA",
+    "OK",
+    "SKIPPED",
+    "STEP_NAMES",
+    "WARNING",
+    "Diagnosis",
+    "Step",
+    "check",
+    "config_error",
+    "run_check",
+]
+
+# -- statuses, steps and exit codes --------------------------------------------------------
+
+OK, WARNING, FAILED, SKIPPED = "ok", "warning", "failed", "skipped"
+STATUSES = (OK, WARNING, FAILED, SKIPPED)
+
+#: Every step name, in the order they can appear. ``ehlo`` appears twice with
+#: STARTTLS (before and after TLS; ``data["tls"]`` tells which). With implicit TLS
+#: ``tls`` comes before ``greeting``.
+STEP_NAMES = ("config", "dns", "connect", "greeting", "tls", "ehlo", "auth", "send", "quit")
+
+EXIT_OK = 0
+#: A bug or an error nobody expected (Django's default CommandError status).
+EXIT_UNEXPECTED = 1
+#: Wrong command-line usage (argparse's status).
+EXIT_USAGE = 2
+#: The exit status for a failure at each step.
+EXIT_CODES: Mapping[str, int] = {
+    "config": 3,
+    "dns": 4,
+    "connect": 5,
+    "greeting": 6,
+    "tls": 7,
+    "ehlo": 8,
+    "auth": 9,
+    "send": 10,
+    "quit": 11,
+}
+
+#: Ports where a server speaks TLS from the first byte (SMTPS, IMAPS, POP3S, HTTPS):
+#: a STARTTLS or plain client waits only briefly for a greeting there.
+IMPLICIT_TLS_PORTS = frozenset({465, 993, 995, 443})
+#: How long to wait for a greeting on those ports (Gmail greets within a second).
+QUICK_WAIT = 3.0
+#: Bound for the extra probes that refine a diagnosis (is it TLS? is it plain SMTP?).
+PROBE_WAIT = 3.0
+
+STEP_TITLES: Mapping[str, Any] = {
+    "config": gettext_lazy("Configuration"),
+    "dns": gettext_lazy("DNS lookup"),
+    "connect": gettext_lazy("TCP connection"),
+    "greeting": gettext_lazy("Server greeting"),
+    "tls": gettext_lazy("TLS"),
+    "ehlo": gettext_lazy("EHLO"),
+    "auth": gettext_lazy("Sign-in"),
+    "send": gettext_lazy("Test message"),
+    "quit": gettext_lazy("QUIT"),
+}
+
+# Rule ids that have a catalogue entry saying the same thing with a stable cause id.
+_RULE_CAUSES = {
+    "gmail_smtp.E001": "tls_and_ssl",
+    "gmail_smtp.E003": "plain_on_tls_port",
+    "gmail_smtp.E004": "tls_on_starttls_port",
+    "gmail_smtp.E005": "username_missing",
+    "gmail_smtp.E007": "password_missing",
+}
+
+_FAMILIES: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
+
+
+# -- secrets -------------------------------------------------------------------------------
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+class _Redactor:
+    """Removes the password and the base64 forms smtplib sends it in from any text."""
+
+    def __init__(self, config: SmtpConfig | None) -> None:
+        self.secrets: list[str] = []
+        if config is not None and len(config.password) >= 4:
+            user, password = config.username, config.password
+            forms = {password, _b64(password), _b64(f"\0{user}\0{password}"), _b64(f"{user}\0{user}\0{password}")}
+            self.secrets = sorted(forms, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "<redacted>")
+        return text
+
+
+# -- results -------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    """One step of the test: what was done, how long it took, and what came of it.
+
+    ``details`` are human sentences (in the active language); ``data`` holds the
+    same facts for machines (addresses, TLS version, capabilities, replies).
+    """
+
+    name: str
+    title: str
+    status: str = OK
+    duration: float | None = None
+    details: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    cause: Cause | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (OK, WARNING, SKIPPED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "status": self.status,
+            "duration": None if self.duration is None else round(self.duration, 4),
+            "details": list(self.details),
+            "data": self.data,
+            "error": self.error,
+            "cause_id": self.cause.id if self.cause else None,
+        }
+
+
+@dataclass
+class Diagnosis:
+    """The outcome of one run: the configuration, the rule findings, the steps and the cause."""
+
+    config: SmtpConfig | None
+    problems: list[Problem] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    cause: Cause | None = None
+    failed_step: str | None = None
+    error: str = ""
+    transcript: Transcript = field(default_factory=Transcript)
+    language: str = ""
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failed_step is None
+
+    @property
+    def outcome(self) -> str:
+        """``"ok"``, ``"config_error"`` (nothing was sent over the network) or ``"failed"``."""
+        if self.failed_step is None:
+            return "ok"
+        return "config_error" if self.failed_step == "config" else "failed"
+
+    @property
+    def exit_code(self) -> int:
+        if self.failed_step is None:
+            return EXIT_OK
+        return EXIT_CODES.get(self.failed_step, EXIT_UNEXPECTED)
+
+    def redact(self, text: str) -> str:
+        """``text`` without the password or its base64 forms."""
+        return _Redactor(self.config)(text)
+
+    def transcript_lines(self) -> list[tuple[str, str]]:
+        """The SMTP conversation as ``(direction, text)``; credentials already hidden."""
+        redact = _Redactor(self.config)
+        return [(direction, redact(text)) for direction, text in self.transcript.lines]
+
+    def step(self, name: str) -> Step | None:
+        """The last step called ``name``, if it ran."""
+        for step in reversed(self.steps):
+            if step.name == name:
+                return step
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready document, valid against :data:`JSON_SCHEMA`."""
+        config: dict[str, Any] | None = None
+        if self.config is not None:
+            config = {
+                "alias": self.config.alias,
+                "security": self.config.security,
+                "values": [
+                    {"name": name, "value": shown, "source": value.source, "origin": str(value.origin)}
+                    for name, shown, value in self.config.describe()
+                ],
+            }
+        return {
+            "version": 1,
+            "ok": self.ok,
+            "outcome": self.outcome,
+            "failed_step": self.failed_step,
+            "exit_code": self.exit_code,
+            "language": self.language,
+            "duration": round(self.duration, 4),
+            "config": config,
+            "problems": [
+                {"id": p.id, "level": p.level, "message": str(p.message), "hint": str(p.hint)} for p in self.problems
+            ],
+            "steps": [step.to_dict() for step in self.steps],
+            "cause": None
+            if self.cause is None
+            else {
+                "id": self.cause.id,
+                "summary": str(self.cause.summary),
+                "fix": str(self.cause.fix),
+                "url": self.cause.url,
+                "temporary": self.cause.temporary,
+            },
+            "error": self.error,
+            "transcript": [{"direction": d, "text": t} for d, t in self.transcript_lines()],
+        }
+
+
+# -- the run -------------------------------------------------------------------------------
+
+StepCallback = Callable[[Step], None]
+
+
+class _Run:
+    """Bookkeeping of one run: opens and closes steps and tells the caller as it goes."""
+
+    def __init__(
+        self,
+        diagnosis: Diagnosis,
+        on_step_start: StepCallback | None,
+        on_step_end: StepCallback | None,
+    ) -> None:
+        self.diagnosis = diagnosis
+        self.redact = _Redactor(diagnosis.config)
+        self.on_step_start = on_step_start
+        self.on_step_end = on_step_end
+        self.current: Step | None = None
+        self._started: dict[int, float] = {}
+
+    def begin(self, name: str, title: str, *, started: float | None = None) -> Step:
+        step = Step(name=name, title=title)
+        self._started[id(step)] = time.perf_counter() if started is None else started
+        self.current = step
+        if self.on_step_start is not None:
+            self.on_step_start(step)
+        return step
+
+    def end(self, step: Step, status: str | None = None, *, ended: float | None = None) -> Step:
+        if status is not None:
+            step.status = status
+        finish = time.perf_counter() if ended is None else ended
+        step.duration = max(0.0, finish - self._started.pop(id(step), finish))
+        step.details = [self.redact(str(d)) for d in step.details]
+        step.error = self.redact(step.error)
+        self.diagnosis.steps.append(step)
+        if self.current is step:
+            self.current = None
+        if self.on_step_end is not None:
+            self.on_step_end(step)
+        return step
+
+    def skip(self, name: str, title: str, detail: str) -> Step:
+        step = self.begin(name, title)
+        step.details.append(detail)
+        return self.end(step, SKIPPED)
+
+    def fail(self, step: Step, cause: Cause | None, error: str = "", *, ended: float | None = None) -> None:
+        cause = cause or CATALOGUE["unexpected_error"]
+        step.cause = cause
+        step.error = error
+        self.diagnosis.cause = cause
+        self.diagnosis.failed_step = step.name
+        self.diagnosis.error = self.redact(error)
+        self.end(step, FAILED, ended=ended)
+
+
+def _title(name: str) -> str:
+    return str(STEP_TITLES[name])
+
+
+def _error_name(exc: BaseException) -> str:
+    """The exception's own type name, without the ``Gmail`` subclass that carries the cause."""
+    for klass in type(exc).__mro__:
+        if not issubclass(klass, GmailSMTPError):
+            return klass.__name__
+    return type(exc).__name__
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-paragraph text of what went wrong: the server's reply, or the error's message."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return "\n".join(f"{addr}: {_reply_text(code, text)}" for addr, (code, text) in exc.recipients.items())
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return _reply_text(exc.smtp_code, exc.smtp_error)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"{_error_name(exc)}: {exc.verify_message or exc.reason} ({exc.reason})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{_error_name(exc)}: {exc.strerror}"
+    message = exc.args[0] if exc.args else ""
+    return f"{_error_name(exc)}: {message}" if message else _error_name(exc)
+
+
+def _reply_text(code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    lines = text.split("\n") or [""]
+    return "\n".join(f"{code}{' ' if i == len(lines) - 1 else '-'}{line}".rstrip() for i, line in enumerate(lines))
+
+
+def _cause_of(exc: BaseException, stage: str, config: SmtpConfig) -> Cause:
+    found = getattr(exc, "cause", None)
+    if found is None:
+        found = explain_exception(exc, stage=stage, port=config.port, use_ssl=config.use_ssl)
+    if found is None:
+        found = CATALOGUE["unexpected_reply" if isinstance(exc, smtplib.SMTPResponseException) else "unexpected_error"]
+    return found
+
+
+def _is_silent(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) or (
+        isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" in str(exc)
+    )
+
+
+# -- step 0: the configuration -------------------------------------------------------------
+
+
+def _problem_cause(problem: Problem) -> Cause:
+    """The rule's own words (they name the setting and where its value came from), under
+    the catalogue's stable id when there is one, else under the rule's id."""
+    known = CATALOGUE.get(_RULE_CAUSES.get(problem.id, ""))
+    if known is not None:
+        return replace(known, summary=problem.message, fix=problem.hint or known.fix)
+    return Cause(problem.id, problem.message, problem.hint)
+
+
+def _credentials_cause(config: SmtpConfig, errors: Sequence[Problem]) -> Cause | None:
+    """Django signs in only when both the username and the password are set."""
+    ids = {problem.id for problem in errors}
+    if {"gmail_smtp.E005", "gmail_smtp.E007"} <= ids:
+        return CATALOGUE["credentials_missing"]
+    if config.username and not config.password:
+        return CATALOGUE["password_missing"]
+    if config.password and not config.username:
+        return CATALOGUE["username_missing"]
+    return None
+
+
+def _check_config(run: _Run, config: SmtpConfig) -> bool:
+    step = run.begin("config", _title("config"))
+    problems = rules.check_config(config)
+    run.diagnosis.problems = problems
+    errors = [p for p in problems if p.is_error]
+    warnings = [p for p in problems if not p.is_error]
+    step.data = {"errors": len(errors), "warnings": len(warnings), "security": config.security}
+    for problem in problems:
+        level = _("error") if problem.is_error else _("warning")
+        step.details.append(f"{problem.id} ({level}): {problem.message}")
+        step.details.append("    " + _("Hint: %(hint)s") % {"hint": problem.hint})
+    missing = _credentials_cause(config, errors)
+    for problem in errors:  # the rule says the same, naming the setting: use its words
+        if missing is not None and _RULE_CAUSES.get(problem.id) == missing.id:
+            missing = _problem_cause(problem)
+    if missing is not None and not errors:
+        step.details.append(str(missing.summary))
+    if errors or missing is not None:
+        cause = missing if missing is not None else _problem_cause(errors[0])
+        error = str(errors[0].message) if errors else str(cause.summary)
+        run.fail(step, cause, error)
+        return False
+    run.end(step, WARNING if warnings else OK)
+    return True
+
+
+# -- step 1: DNS ---------------------------------------------------------------------------
+
+AddrInfo = tuple[int, str, tuple[Any, ...]]  # family, address, sockaddr
+
+
+def _resolve(host: str, port: int, timeout: float) -> list[AddrInfo]:
+    """getaddrinfo() in a thread, abandoned after ``timeout`` (it cannot be cancelled)."""
+    outcome: dict[str, Any] = {}
+
+    def lookup() -> None:
+        try:
+            outcome["result"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=lookup, name="gmail_check-dns", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(_("no answer within %(timeout)s s") % {"timeout": f"{timeout:g}"})
+    if "error" in outcome:
+        raise outcome["error"]
+    seen: set[tuple[int, str]] = set()
+    found: list[AddrInfo] = []
+    for family, _type, _proto, _name, sockaddr in outcome["result"]:
+        key = (family, str(sockaddr[0]))
+        if key not in seen and family in _FAMILIES:
+            seen.add(key)
+            found.append((family, str(sockaddr[0]), tuple(sockaddr)))
+    return found
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        return False
+    return True
+
+
+def _dns(run: _Run, config: SmtpConfig, timeout: float) -> list[AddrInfo] | None:
+    step = run.begin("dns", _("DNS lookup of %(host)s") % {"host": config.host})
+    try:
+        addresses = _resolve(config.host, config.port, timeout)
+        if not addresses:
+            raise socket.gaierror(socket.EAI_NONAME, "no IPv4 or IPv6 address")
+    except TimeoutError as exc:
+        step.details.append(_("The resolver did not answer within %(timeout)s s.") % {"timeout": f"{timeout:g}"})
+        run.fail(step, CATALOGUE["dns_timeout"], describe_error(exc))
+        return None
+    except (OSError, UnicodeError) as exc:
+        run.fail(step, CATALOGUE["dns_failure"], describe_error(exc))
+        return None
+    if _is_ip(config.host):
+        step.details.append(_("%(host)s is an IP address: no lookup needed.") % {"host": config.host})
+    for family, address, _sockaddr in addresses:
+        record = "A" if family == socket.AF_INET else "AAAA"
+        step.details.append(f"{record} {address}")
+    step.data = {
+        "host": config.host,
+        "addresses": [{"family": _FAMILIES[f], "address": a} for f, a, _s in addresses],
+    }
+    run.end(step)
+    return addresses
+
+
+# -- step 2: TCP, every address ------------------------------------------------------------
+
+
+def _connect_once(family: int, sockaddr: tuple[Any, ...], timeout: float) -> tuple[float, BaseException | None]:
+    started = time.perf_counter()
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(sockaddr)
+    except OSError as exc:
+        return time.perf_counter() - started, exc
+    finally:
+        sock.close()
+    return time.perf_counter() - started, None
+
+
+def _error_rank(exc: BaseException) -> int:
+    """Which failure tells the most: a silent port, then a refusal, then the rest."""
+    if isinstance(exc, TimeoutError):
+        return 0
+    if isinstance(exc, ConnectionRefusedError):
+        return 1
+    return 2
+
+
+def _connect(run: _Run, config: SmtpConfig, addresses: list[AddrInfo], timeout: float) -> bool:
+    """Try every address at once (a broken IPv6 route must not hide a working IPv4 one)."""
+    step = run.begin("connect", _("TCP connection to port %(port)s") % {"port": config.port})
+    results: dict[int, tuple[float, BaseException | None]] = {}
+
+    def attempt(index: int, family: int, sockaddr: tuple[Any, ...]) -> None:
+        results[index] = _connect_once(family, sockaddr, timeout)
+
+    threads = [
+        threading.Thread(target=attempt, args=(i, family, sockaddr), daemon=True, name="gmail_check-tcp")
+        for i, (family, _address, sockaddr) in enumerate(addresses)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout + 0.5
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+    attempts: list[dict[str, Any]] = []
+    failures: list[BaseException] = []
+    working: list[str] = []
+    for i, (family, address, _sockaddr) in enumerate(addresses):
+        elapsed, exc = results.get(i, (timeout, TimeoutError("timed out")))
+        label = f"{address} ({_FAMILIES[family]})"
+        if exc is None:
+            working.append(address)
+            step.details.append(_("%(address)s: connected in %(seconds).2fs") % {"address": label, "seconds": elapsed})
+        else:
+            failures.append(exc)
+            step.details.append(_("%(address)s: %(error)s") % {"address": label, "error": describe_error(exc)})
+        attempts.append(
+            {
+                "family": _FAMILIES[family],
+                "address": address,
+                "ok": exc is None,
+                "duration": round(elapsed, 4),
+                "error": "" if exc is None else describe_error(exc),
+            }
+        )
+    step.data = {"port": config.port, "attempts": attempts, "working": working}
+    if not working:
+        worst = min(failures, key=_error_rank)
+        run.fail(step, _cause_of(worst, "connect", config), describe_error(worst))
+        return False
+    if failures:
+        failed = sorted({a["family"] for a in attempts if not a["ok"]})
+        good = sorted({a["family"] for a in attempts if a["ok"]})
+        step.details.append(
+            _(
+                "Only %(good)s works; %(failed)s failed. Django tries the addresses in the order "
+                "above, so every connection may first wait for the failing one: fix that route or "
+                "prefer %(good)s for the mail host."
+            )
+            % {"good": "/".join(good), "failed": "/".join(failed)}
+        )
+        run.end(step, WARNING)
+    else:
+        run.end(step)
+    return True
+
+
+# -- refining probes -----------------------------------------------------------------------
+
+
+def _probe_tls(config: SmtpConfig, wait: float) -> str:
+    """Does the port speak TLS from the first byte? ``"tls"``, ``"plain"`` or ``"silent"``.
+
+    Uses the same verifying context as the session; a certificate failure also
+    proves that TLS is spoken. Nothing but a ClientHello is sent.
+    """
+    try:
+        sock = socket.create_connection((config.host, config.port), wait)
+    except OSError:
+        return "silent"
+    try:
+        sock.settimeout(wait)
+        with make_ssl_context(config).wrap_socket(sock, server_hostname=config.host):
+            return "tls"
+    except ssl.SSLCertVerificationError:
+        return "tls"
+    except ssl.SSLError:
+        return "plain"
+    except OSError:
+        return "silent"
+    finally:
+        sock.close()
+
+
+def _probe_plain_greeting(config: SmtpConfig, wait: float) -> str:
+    """The first line a plain connection receives within ``wait`` (``""`` if none)."""
+    try:
+        with socket.create_connection((config.host, config.port), wait) as sock:
+            sock.settimeout(wait)
+            data = sock.recv(512)
+    except OSError:
+        return ""
+    return data.decode("ascii", "replace").split("\r\n")[0].strip()
+
+
+# -- steps 3-7: the SMTP conversation ------------------------------------------------------
+
+
+class _DiagnosticSession(SMTPSession):
+    """The backend's session, telling the run when its stage changes (for live progress)."""
+
+    def __init__(self, config: SmtpConfig, *, transcript: Transcript, on_stage: Callable[[str], None]) -> None:
+        super().__init__(config, transcript=transcript)
+        self._on_stage = on_stage
+
+    def _set_stage(self, stage: str) -> None:
+        super()._set_stage(stage)
+        self._on_stage(stage)
+
+
+def _name_text(name: Any) -> str:
+    """``((('commonName', 'x'),), ...)`` from getpeercert() as ``CN=x, O=...``."""
+    short = {
+        "commonName": "CN",
+        "organizationName": "O",
+        "countryName": "C",
+        "organizationalUnitName": "OU",
+        "localityName": "L",
+        "stateOrProvinceName": "ST",
+    }
+    parts = []
+    for rdn in name or ():
+        for key, value in rdn:
+            parts.append(f"{short.get(key, key)}={value}")
+    return ", ".join(parts)
+
+
+def _tls_facts(step: Step, sock: ssl.SSLSocket, config: SmtpConfig, context: ssl.SSLContext) -> None:
+    cipher = sock.cipher()
+    cert = sock.getpeercert() or {}
+    data: dict[str, Any] = {
+        "protocol": sock.version(),
+        "cipher": cipher[0] if cipher else None,
+        "bits": cipher[2] if cipher else None,
+        "subject": _name_text(cert.get("subject")),
+        "issuer": _name_text(cert.get("issuer")),
+        "names": [str(entry[1]) for entry in cast(Sequence[Sequence[str]], cert.get("subjectAltName", ()))],
+        "not_after": cert.get("notAfter"),
+        "days_left": None,
+        "hostname": config.host,
+        "hostname_verified": bool(context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED),
+        "ca_file": config.ssl_cafile or None,
+    }
+    step.details.append(
+        _("%(protocol)s, cipher %(cipher)s (%(bits)s bits)")
+        % {"protocol": data["protocol"], "cipher": data["cipher"], "bits": data["bits"]}
+    )
+    step.details.append(_("certificate subject: %(subject)s") % {"subject": data["subject"] or "-"})
+    step.details.append(_("issued by: %(issuer)s") % {"issuer": data["issuer"] or "-"})
+    if data["not_after"]:
+        expires = ssl.cert_time_to_seconds(str(data["not_after"]))
+        days = int((expires - time.time()) // 86400)
+        data["days_left"] = days
+        day_text = time.strftime("%Y-%m-%d", time.gmtime(expires))
+        step.details.append(
+            ngettext("expires %(date)s (in %(days)d day)", "expires %(date)s (in %(days)d days)", days)
+            % {"date": day_text, "days": days}
+        )
+        if days < 14:
+            step.status = WARNING
+            step.details.append(_("The certificate expires soon."))
+    if data["hostname_verified"]:
+        step.details.append(_("host name %(host)s verified against the certificate") % {"host": config.host})
+    step.details.append(
+        _("trusted through the CA file %(file)s") % {"file": config.ssl_cafile}
+        if config.ssl_cafile
+        else _("trusted through the system's CA certificates")
+    )
+    step.data = data
+
+
+def _server_lines_since(transcript: Transcript, mark: int) -> list[str]:
+    lines = list(transcript.lines)[mark:]
+    return [text for direction, text in lines if direction == SERVER]
+
+
+class _Conversation:
+    """Steps 3-7 over one :class:`SMTPSession`."""
+
+    def __init__(self, run: _Run, config: SmtpConfig, timeout: float) -> None:
+        self.run = run
+        self.config = config
+        self.timeout = timeout
+        self.marks: dict[str, float] = {}
+        self.session = _DiagnosticSession(config, transcript=run.diagnosis.transcript, on_stage=self._stage)
+        self.tls_step: Step | None = None
+        self.greeting_step: Step | None = None
+
+    # Live progress while open_connection() runs connect -> (tls) -> greeting.
+    def _stage(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.marks[stage] = now
+        if stage == "tls":
+            self.tls_step = self.run.begin("tls", _("TLS handshake (implicit TLS)"), started=now)
+        elif stage == "greeting" and not self.config.use_ssl:
+            self.greeting_step = self.run.begin("greeting", _title("greeting"), started=now)
+
+    def _mark(self) -> int:
+        return len(self.run.diagnosis.transcript.lines)
+
+    def run_all(self, send_to: Sequence[str], from_email: str | None) -> None:
+        try:
+            if not self.open():
+                return
+            starttls = self.config.use_tls and not self.config.use_ssl
+            if starttls and (not self.ehlo(before_tls=True) or not self.starttls()):
+                return
+            if not self.ehlo(before_tls=False) or not self.auth() or not self.send(send_to, from_email):
+                return
+            self.quit()
+        finally:
+            if self.session.client is not None:  # after a failure: leave politely, quietly
+                with contextlib.suppress(Exception):  # the failure is already reported
+                    self.session.quit()
+
+    # -- connect, TLS, greeting --
+    def open(self) -> bool:
+        config, session = self.config, self.session
+        patience = self.timeout
+        if not config.use_ssl and config.port in IMPLICIT_TLS_PORTS:
+            patience = min(self.timeout, QUICK_WAIT)
+        session.config = replace(config, timeout=patience)
+        try:
+            code, message = session.open_connection()
+        except Exception as exc:
+            self._open_failed(exc, patience)
+            return False
+        finally:
+            session.config = config
+        if session.client is not None and session.client.sock is not None:
+            session.client.sock.settimeout(self.timeout)
+            session.client.timeout = self.timeout
+        greeted = time.perf_counter()
+        if config.use_ssl and self.tls_step is not None:
+            sock = session.client.sock if session.client is not None else None
+            if isinstance(sock, ssl.SSLSocket):
+                _tls_facts(self.tls_step, sock, config, session.ssl_context)
+            self.run.end(self.tls_step, ended=self.marks.get("greeting", greeted))
+            self.greeting_step = self.run.begin(
+                "greeting", _title("greeting"), started=self.marks.get("greeting", greeted)
+            )
+        step = self.greeting_step or self.run.begin("greeting", _title("greeting"))
+        text = _reply_text(code, message)
+        step.details.append(text)
+        step.data = {"code": code, "reply": text}
+        self.run.end(step, ended=greeted)
+        return True
+
+    def _open_failed(self, exc: BaseException, patience: float) -> None:
+        config, run = self.config, self.run
+        stage = self.session.stage or "connect"
+        name = {"connect": "connect", "tls": "tls", "greeting": "greeting"}.get(stage, "greeting")
+        current = run.current
+        if current is not None and current.name != name:
+            run.end(current, ended=self.marks.get(stage))  # e.g. TLS done, then no greeting
+            current = None
+        step = current or run.begin(name, _title(name))
+        ended = time.perf_counter()
+        cause = _cause_of(exc, stage, config)
+        error = describe_error(exc)
+        if name == "greeting" and _is_silent(exc):
+            step.details.append(_("No greeting within %(seconds)s s.") % {"seconds": f"{patience:g}"})
+            if not config.use_ssl:
+                spoken = _probe_tls(config, min(self.timeout, PROBE_WAIT))
+                step.data["tls_probe"] = spoken
+                if spoken == "tls":
+                    cause = CATALOGUE["plain_on_tls_port"]
+                    step.details.append(
+                        _(
+                            "Port %(port)s answered a TLS handshake: it expects implicit TLS from "
+                            "the first byte, and waits silently for it."
+                        )
+                        % {"port": config.port}
+                    )
+                elif spoken == "silent":
+                    cause = CATALOGUE["no_greeting"]
+                    step.details.append(
+                        _(
+                            "It did not answer a TLS handshake either: something between this "
+                            "machine and the server swallows the connection (a firewall, or a "
+                            "host that blocks outbound SMTP)."
+                        )
+                    )
+                else:
+                    cause = CATALOGUE["no_greeting"]
+                    step.details.append(
+                        _(
+                            "On a new connection it answered in plain text: the server may only be "
+                            "slow to greet; try a longer timeout."
+                        )
+                    )
+        elif (
+            name == "tls"
+            and config.use_ssl
+            and isinstance(exc, ssl.SSLError)
+            and not isinstance(exc, ssl.SSLCertVerificationError)
+        ):
+            greeting = _probe_plain_greeting(config, min(self.timeout, PROBE_WAIT))
+            step.data["plain_probe"] = greeting
+            if greeting.startswith("220"):
+                cause = CATALOGUE["tls_on_starttls_port"]
+                step.details.append(
+                    _("Port %(port)s greets in plain text (%(greeting)s): it expects STARTTLS, not implicit TLS.")
+                    % {"port": config.port, "greeting": greeting[:80]}
+                )
+        elif name == "tls" and isinstance(exc, ssl.SSLCertVerificationError):
+            step.details.append(self._cert_advice(exc))
+        run.fail(step, cause, error, ended=ended)
+
+    def _cert_advice(self, exc: ssl.SSLCertVerificationError) -> str:
+        if self.config.ssl_cafile:
+            return _("Verified with the CA file %(file)s (from %(origin)s).") % {
+                "file": self.config.ssl_cafile,
+                "origin": self._origin("ssl_cafile"),
+            }
+        return _("Verified with the system's CA certificates (no SSL_CAFILE set).")
+
+    def _origin(self, option: str) -> str:
+        value = self.config.provenance.get(option)
+        return str(value.origin) if value else option
+
+    # -- EHLO --
+    def ehlo(self, *, before_tls: bool) -> bool:
+        title = _("EHLO (before TLS)") if before_tls else _title("ehlo")
+        step = self.run.begin("ehlo", title)
+        try:
+            code, _message = self.session.ehlo()
+        except Exception as exc:
+            self.run.fail(step, _cause_of(exc, "ehlo", self.config), describe_error(exc))
+            return False
+        client = self.session.client
+        features: dict[str, str] = dict(client.esmtp_features) if client is not None else {}
+        auth = features.get("auth", "").split()
+        size = features.get("size", "")
+        capabilities = {key.upper(): value for key, value in features.items()}
+        step.data = {
+            "tls": self.session.tls_active,
+            "code": code,
+            "capabilities": capabilities,
+            "auth_mechanisms": auth,
+            "size": int(size) if size.isdigit() else None,
+        }
+        shown = [
+            key
+            for key in ("SIZE", "8BITMIME", "STARTTLS", "ENHANCEDSTATUSCODES", "PIPELINING", "CHUNKING", "SMTPUTF8")
+            if key in capabilities
+        ]
+        others = sorted(k for k in capabilities if k not in shown and k != "AUTH")
+        step.details.append(_("capabilities: %(list)s") % {"list": ", ".join(shown + others) or "-"})
+        if size.isdigit() and int(size):
+            step.details.append(
+                _("largest message: %(bytes)s bytes (%(mib).1f MiB)") % {"bytes": size, "mib": int(size) / 1048576}
+            )
+        if auth:
+            step.details.append(_("sign-in methods (AUTH): %(list)s") % {"list": " ".join(auth)})
+        elif not before_tls:
+            step.details.append(_("no sign-in methods offered (no AUTH)"))
+        if before_tls and "STARTTLS" in capabilities:
+            step.details.append(_("STARTTLS offered (sign-in is offered only after it, as on Gmail)."))
+        elif not self.session.tls_active and "STARTTLS" in capabilities:
+            step.status = WARNING
+            step.details.append(
+                _(
+                    "The server offers STARTTLS, but the configuration does not use it "
+                    "(turn on EMAIL_USE_TLS, or 'use_tls' in MAILERS OPTIONS)."
+                )
+            )
+        if "SMTPUTF8" not in capabilities and not before_tls:
+            step.details.append(_("No SMTPUTF8: addresses must be ASCII."))
+        self.run.end(step)
+        return True
+
+    # -- STARTTLS --
+    def starttls(self) -> bool:
+        step = self.run.begin("tls", _("STARTTLS"))
+        mark = self._mark()
+        try:
+            self.session.starttls()
+        except Exception as exc:
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                step.details.append(self._cert_advice(exc))
+            self.run.fail(step, _cause_of(exc, "starttls", self.config), describe_error(exc))
+            return False
+        step.details.extend(_server_lines_since(self.run.diagnosis.transcript, mark)[:1])
+        sock = self.session.client.sock if self.session.client is not None else None
+        if isinstance(sock, ssl.SSLSocket):
+            _tls_facts(step, sock, self.config, self.session.ssl_context)
+        self.run.end(step)
+        return True
+
+    # -- AUTH --
+    def auth(self) -> bool:
+        config = self.config
+        if not config.has_credentials:
+            self.run.skip(
+                "auth",
+                _title("auth"),
+                _("No username and password are configured: the backend will not sign in."),
+            )
+            return True
+        step = self.run.begin("auth", _("Sign-in as %(username)s") % {"username": config.username})
+        mark = self._mark()
+        try:
+            result = self.session.login()
+        except Exception as exc:
+            client_lines = [t for d, t in list(self.run.diagnosis.transcript.lines)[mark:] if d == CLIENT]
+            if client_lines:
+                step.data["command"] = client_lines[0]
+            self.run.fail(step, _cause_of(exc, "auth", config), describe_error(exc))
+            return False
+        lines = list(self.run.diagnosis.transcript.lines)[mark:]
+        commands = [t for d, t in lines if d == CLIENT and t.upper().startswith("AUTH")]
+        mechanism = commands[-1].split(" ")[1] if commands and " " in commands[-1] else ""
+        if result is not None:
+            step.details.append(_reply_text(*result))
+        if mechanism:
+            step.details.append(_("method: %(mechanism)s") % {"mechanism": mechanism})
+        step.data = {"username": config.username, "mechanism": mechanism, "code": result[0] if result else None}
+        self.run.end(step)
+        return True
+
+    # -- a real message --
+    def send(self, send_to: Sequence[str], from_email: str | None) -> bool:
+        if not send_to:
+            self.run.skip("send", _title("send"), _("No recipient given: nothing was sent."))
+            return True
+        step = self.run.begin("send", _("Test message to %(recipients)s") % {"recipients": ", ".join(send_to)})
+        mark = self._mark()
+        try:
+            sender, recipients, data = _build_message(self.config, send_to, from_email)
+        except (ValueError, GmailConfigError) as exc:
+            self.run.fail(step, CATALOGUE["bad_recipient"], describe_error(exc))
+            return False
+        step.data = {"from": sender, "to": list(recipients), "bytes": len(data)}
+        try:
+            refused = self.session.send(sender, recipients, data)
+        except Exception as exc:
+            self.run.fail(step, _cause_of(exc, "send", self.config), describe_error(exc))
+            return False
+        replies = _server_lines_since(self.run.diagnosis.transcript, mark)
+        final = replies[-1] if replies else ""
+        step.details.append(_("%(bytes)d bytes from %(sender)s") % {"bytes": len(data), "sender": sender})
+        if final:
+            step.details.append(_("server's final reply: %(reply)s") % {"reply": final})
+        step.data["reply"] = final
+        step.data["refused"] = {addr: _reply_text(code, text) for addr, (code, text) in refused.items()}
+        if refused:
+            step.status = WARNING
+            for addr, text in step.data["refused"].items():
+                step.details.append(_("refused: %(address)s: %(reply)s") % {"address": addr, "reply": text})
+        self.run.end(step)
+        return True
+
+    # -- QUIT --
+    def quit(self) -> None:
+        step = self.run.begin("quit", _title("quit"))
+        mark = self._mark()
+        try:
+            self.session.quit()
+        except Exception as exc:
+            self.run.fail(step, _cause_of(exc, "quit", self.config), describe_error(exc))
+            return
+        step.details.extend(_server_lines_since(self.run.diagnosis.transcript, mark)[-1:])
+        self.run.end(step)
+
+
+def _build_message(config: SmtpConfig, send_to: Sequence[str], from_email: str | None) -> tuple[str, list[str], bytes]:
+    """The envelope and bytes of the test message, built exactly as the backend builds mail."""
+    from django.conf import settings
+    from django.core.mail import EmailMessage
+
+    from .backend import EmailBackend
+
+    sender = from_email or (config.username if "@" in config.username else settings.DEFAULT_FROM_EMAIL)
+    subject = _("gmail_check test message")
+    body = _(
+        "This message was sent by 'manage.py gmail_check' to test sending through "
+        "%(host)s:%(port)s as %(username)s, from the machine %(machine)s at %(time)s.\n\n"
+        "If you can read it, Django can send mail with this configuration."
+    ) % {
+        "host": config.host,
+        "port": config.port,
+        "username": config.username or "-",
+        "machine": socket.gethostname(),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+    message = EmailMessage(subject, body, sender, list(send_to))
+    # Only the message-building half of the backend is used; it never connects here.
+    builder = EmailBackend(
+        host=config.host,
+        port=config.port,
+        use_tls=config.use_tls,
+        use_ssl=config.use_ssl,
+        fail_silently=True,
+    )
+    return builder._envelope(message)
+
+
+# -- entry points --------------------------------------------------------------------------
+
+
+def run_check(
+    config: SmtpConfig,
+    *,
+    send_to: Sequence[str] = (),
+    from_email: str | None = None,
+    on_step_start: StepCallback | None = None,
+    on_step_end: StepCallback | None = None,
+) -> Diagnosis:
+    """Run every step against ``config`` and return the :class:`Diagnosis`.
+
+    ``send_to``: addresses to send a real test message to (none: nothing is sent).
+    ``on_step_start(step)`` / ``on_step_end(step)`` are called as the steps run
+    (for live progress); steps that run inside one socket call (implicit TLS and
+    the greeting) are reported as soon as that call returns. Never raises for a
+    failure of the server, the network or the configuration; never hangs longer
+    than the configured timeout per step (plus short probes that refine a diagnosis).
+    """
+    started = time.perf_counter()
+    diagnosis = Diagnosis(config=config, language=get_language() or "")
+    run = _Run(diagnosis, on_step_start, on_step_end)
+    timeout = config.timeout if config.timeout and config.timeout > 0 else conf.DEFAULT_TIMEOUT
+    try:
+        if not _check_config(run, config):
+            return diagnosis
+        addresses = _dns(run, config, timeout)
+        if addresses is None or not _connect(run, config, addresses, timeout):
+            return diagnosis
+        _Conversation(run, config, timeout).run_all(send_to, from_email)
+    except Exception as exc:  # a bug: still a result, never a traceback for the user
+        step = run.current or run.begin("config", _title("config"))
+        run.fail(step, CATALOGUE["unexpected_error"], describe_error(exc))
+    finally:
+        diagnosis.duration = time.perf_counter() - started
+    return diagnosis
+
+
+def config_error(exc: GmailConfigError, *, config_name: str = "") -> Diagnosis:
+    """The :class:`Diagnosis` of a configuration that ``conf.resolve()`` refused."""
+    problem = rules.problem_from_error(exc, config_name)
+    diagnosis = Diagnosis(config=None, problems=[problem], language=get_language() or "")
+    run = _Run(diagnosis, None, None)
+    step = run.begin("config", _title("config"))
+    step.details.append(f"{problem.id} ({_('error')}): {problem.message}")
+    if problem.hint:
+        step.details.append("    " + _("Hint: %(hint)s") % {"hint": problem.hint})
+    cause = _problem_cause(problem)
+    if not str(cause.fix):
+        cause = replace(cause, fix=CATALOGUE["invalid_setting"].fix)
+    run.fail(step, cause, exc.message)
+    return diagnosis
+
+
+def check(
+    options: Mapping[str, Any] | None = None,
+    *,
+    alias: str | None = None,
+    send_to: Sequence[str] = (),
+    from_email: str | None = None,
+    on_step_start: StepCallback | None = None,
+    on_step_end: StepCallback | None = None,
+) -> Diagnosis:
+    """Resolve the configuration the backend would use (see :func:`conf.resolve`) and test it."""
+    try:
+        config = conf.resolve(options or {}, alias=alias)
+    except GmailConfigError as exc:
+        return config_error(exc, config_name=f"MAILERS[{alias!r}]" if alias else "")
+    return run_check(
+        config,
+        send_to=send_to,
+        from_email=from_email,
+        on_step_start=on_step_start,
+        on_step_end=on_step_end,
+    )
+
+
+# -- the JSON document ---------------------------------------------------------------------
+
+_STRING_OR_NULL = {"type": ["string", "null"]}
+
+#: JSON Schema (draft 2020-12) of :meth:`Diagnosis.to_dict` and ``gmail_check --json``.
+JSON_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://github.com/django-gmail-smtp/django-gmail-smtp/gmail_check.schema.json",
+    "title": "gmail_check result",
+    "type": "object",
+    "additionalProperties": False,
+    "required": [
+        "version",
+        "ok",
+        "outcome",
+        "failed_step",
+        "exit_code",
+        "language",
+        "duration",
+        "config",
+        "problems",
+        "steps",
+        "cause",
+        "error",
+        "transcript",
+    ],
+    "properties": {
+        "version": {"const": 1},
+        "ok": {"type": "boolean"},
+        "outcome": {"enum": ["ok", "failed", "config_error"]},
+        "failed_step": {"enum": [None, *STEP_NAMES]},
+        "exit_code": {"type": "integer", "minimum": 0, "maximum": 255},
+        "language": {"type": "string"},
+        "duration": {"type": "number", "minimum": 0},
+        "config": {
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["alias", "security", "values"],
+                    "properties": {
+                        "alias": _STRING_OR_NULL,
+                        "security": {"enum": ["ssl", "starttls", "none"]},
+                        "values": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["name", "value", "source", "origin"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "value": {"type": "string"},
+                                    "source": {"type": "string"},
+                                    "origin": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                },
+            ]
+        },
+        "problems": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["id", "level", "message", "hint"],
+                "properties": {
+                    "id": {"type": "string", "pattern": r"^gmail_smtp\.[EW]\d{3}$"},
+                    "level": {"enum": ["error", "warning"]},
+                    "message": {"type": "string"},
+                    "hint": {"type": "string"},
+                },
+            },
+        },
+        "steps": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "title", "status", "duration", "details", "data", "error", "cause_id"],
+                "properties": {
+                    "name": {"enum": list(STEP_NAMES)},
+                    "title": {"type": "string"},
+                    "status": {"enum": list(STATUSES)},
+                    "duration": {"type": ["number", "null"], "minimum": 0},
+                    "details": {"type": "array", "items": {"type": "string"}},
+                    "data": {"type": "object"},
+                    "error": {"type": "string"},
+                    "cause_id": _STRING_OR_NULL,
+                },
+            },
+        },
+        "cause": {
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["id", "summary", "fix", "url", "temporary"],
+                    "properties": {
+                        "id": {"type": "string", "minLength": 1},
+                        "summary": {"type": "string"},
+                        "fix": {"type": "string"},
+                        "url": {"type": "string"},
+                        "temporary": {"type": "boolean"},
+                    },
+                },
+            ]
+        },
+        "error": {"type": "string"},
+        "transcript": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["direction", "text"],
+                "properties": {"direction": {"enum": ["->", "<-", "**"]}, "text": {"type": "string"}},
+            },
+        },
+    },
+    "allOf": [
+        {
+            "if": {"properties": {"ok": {"const": True}}},
+            "then": {
+                "properties": {
+                    "exit_code": {"const": 0},
+                    "cause": {"type": "null"},
+                    "failed_step": {"type": "null"},
+                    "outcome": {"const": "ok"},
+                }
+            },
+        },
+        {
+            "if": {"properties": {"ok": {"const": False}}},
+            "then": {
+                "properties": {
+                    "exit_code": {"minimum": 1},
+                    "cause": {"type": "object"},
+                    "failed_step": {"type": "string"},
+                }
+            },
+        },
+    ],
+}

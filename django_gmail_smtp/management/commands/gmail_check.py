@@ -1,0 +1,348 @@
+"""``manage.py gmail_check``: test the mail configuration step by step and say what to fix.
+
+Only presentation lives here; the test itself is :mod:`django_gmail_smtp.diagnose`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from typing import Any
+
+import django
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser, DjangoHelpFormatter
+from django.core.validators import validate_email
+from django.utils import translation
+from django.utils.translation import gettext as _
+
+from ... import conf, diagnose
+from ...conf import SmtpConfig, Value
+from ...exceptions import GmailConfigError
+
+SOURCE_COMMAND_LINE = "command_line"
+
+# Command-line option -> configuration option it overrides.
+OVERRIDES = {
+    "host": "host",
+    "port": "port",
+    "username": "username",
+    "timeout": "timeout",
+    "cafile": "ssl_cafile",
+}
+
+
+class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Django's formatter, keeping the line breaks of the description and the epilog."""
+
+
+def exit_codes_text() -> str:
+    rows = [
+        (diagnose.EXIT_OK, _("every step passed")),
+        (diagnose.EXIT_UNEXPECTED, _("unexpected error (a bug: please report it)")),
+        (diagnose.EXIT_USAGE, _("wrong command-line usage")),
+        (diagnose.EXIT_CODES["config"], _("configuration error (nothing was sent over the network)")),
+        (diagnose.EXIT_CODES["dns"], _("DNS lookup failed")),
+        (diagnose.EXIT_CODES["connect"], _("TCP connection failed (refused, blocked, unreachable)")),
+        (diagnose.EXIT_CODES["greeting"], _("no SMTP greeting (wrong TLS mode for the port, or blocked)")),
+        (diagnose.EXIT_CODES["tls"], _("TLS or STARTTLS failed (certificate, wrong mode)")),
+        (diagnose.EXIT_CODES["ehlo"], _("EHLO rejected")),
+        (diagnose.EXIT_CODES["auth"], _("sign-in failed (password, app password, Google's checks)")),
+        (diagnose.EXIT_CODES["send"], _("the test message was refused (--send-to)")),
+        (diagnose.EXIT_CODES["quit"], _("QUIT failed")),
+    ]
+    lines = [_("exit status:")]
+    lines += [f"  {code:>2}  {text}" for code, text in rows]
+    return "\n".join(lines)
+
+
+class Command(BaseCommand):
+    help = (
+        "Test the SMTP configuration the way the backend uses it, one step at a time "
+        "(configuration, DNS, TCP, TLS, EHLO, sign-in, optional test message, QUIT), and "
+        "say which step failed, why, and what to change. Never hangs: every step is "
+        "bounded by the timeout."
+    )
+    requires_system_checks: list[str] = []  # a broken mail setting must not stop its own diagnosis
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parser.description = _(
+            "Test the SMTP configuration the way the backend uses it, one step at a time "
+            "(configuration, DNS, TCP, TLS, EHLO, sign-in, optional test message, QUIT), and "
+            "say which step failed, why, and what to change. Never hangs: every step is "
+            "bounded by the timeout. The password is read only from the configuration or the "
+            "environment, never from the command line, and is never printed."
+        )
+        parser.epilog = exit_codes_text()
+        parser.formatter_class = _HelpFormatter
+        return parser
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--using",
+            metavar="ALIAS",
+            help=_("Test the mailer MAILERS[ALIAS] (Django 6.1+) instead of the EMAIL_* settings."),
+        )
+        parser.add_argument("--host", help=_("Override the SMTP host."))
+        parser.add_argument("--port", type=int, help=_("Override the SMTP port."))
+        parser.add_argument("--username", help=_("Override the username (the password comes from the configuration)."))
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument(
+            "--tls", action="store_true", help=_("Use STARTTLS (port 587), overriding the configuration.")
+        )
+        mode.add_argument(
+            "--ssl", action="store_true", help=_("Use implicit TLS (port 465), overriding the configuration.")
+        )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            metavar="SECONDS",
+            help=_("Seconds each step may take (default: the configuration's)."),
+        )
+        parser.add_argument(
+            "--cafile", metavar="FILE", help=_("A CA bundle (PEM) to verify the server's certificate with.")
+        )
+        parser.add_argument(
+            "--send-to",
+            metavar="ADDRESS",
+            action="append",
+            default=[],
+            help=_("Also send a real test message to ADDRESS (may be repeated)."),
+        )
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help=_("Print one JSON document instead of text (see the schema in the docs)."),
+        )
+        parser.add_argument(
+            "--lang", metavar="CODE", help=_("Language of the output, e.g. 'ja' (default: LANGUAGE_CODE).")
+        )
+
+    # -- entry point ---------------------------------------------------------------------
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        language = options.get("lang")
+        if language:
+            if not translation.check_for_language(language):
+                raise CommandError(
+                    _("Unknown language %(code)s for --lang.") % {"code": repr(language)},
+                    returncode=diagnose.EXIT_USAGE,
+                )
+            with translation.override(language):
+                self._handle(options)
+        else:
+            self._handle(options)
+
+    def _handle(self, options: dict[str, Any]) -> None:
+        self.verbosity = int(options.get("verbosity", 1))
+        self.as_json = bool(options.get("json"))
+        send_to = list(options.get("send_to") or [])
+        for address in send_to:
+            try:
+                validate_email(address)
+            except ValidationError:
+                raise CommandError(
+                    _("--send-to %(address)s is not an e-mail address.") % {"address": repr(address)},
+                    returncode=diagnose.EXIT_USAGE,
+                ) from None
+        alias = self._alias(options.get("using"))
+        try:
+            config = self._resolve(options, alias)
+        except GmailConfigError as exc:
+            result = diagnose.config_error(exc, config_name=f"MAILERS[{alias!r}]" if alias else "")
+            self._finish(result)
+            return
+        if self.show:
+            self._print_config(config)
+        result = diagnose.run_check(
+            config,
+            send_to=send_to,
+            on_step_start=self._step_started if self.show else None,
+            on_step_end=self._step_ended if self.show else None,
+        )
+        self._finish(result)
+
+    @property
+    def show(self) -> bool:
+        """Print progress as text (not with --json, not with -v 0)."""
+        return not self.as_json and self.verbosity >= 1
+
+    # -- configuration -------------------------------------------------------------------
+
+    def _alias(self, alias: str | None) -> str | None:
+        if alias is None:
+            # With MAILERS (Django 6.1), send_mail() uses MAILERS["default"].
+            if conf.mailers_enabled() and "default" in (getattr(settings, "MAILERS", None) or {}):
+                return "default"
+            return None
+        if django.VERSION < (6, 1):
+            raise CommandError(
+                _(
+                    "--using needs Django 6.1 or later (MAILERS); this is Django %(version)s. "
+                    "Without --using, gmail_check tests the EMAIL_* settings."
+                )
+                % {"version": django.get_version()},
+                returncode=diagnose.EXIT_CODES["config"],
+            )
+        mailers = getattr(settings, "MAILERS", None) or {}
+        if alias not in mailers:
+            known = ", ".join(repr(name) for name in mailers) or _("none")
+            raise CommandError(
+                _("There is no mailer %(alias)s in MAILERS (defined: %(known)s).")
+                % {"alias": repr(alias), "known": known},
+                returncode=diagnose.EXIT_CODES["config"],
+            )
+        return alias
+
+    def _resolve(self, options: dict[str, Any], alias: str | None) -> SmtpConfig:
+        overrides: dict[str, Any] = {}
+        origins: dict[str, str] = {}
+        for flag, option in OVERRIDES.items():
+            if options.get(flag) is not None:
+                overrides[option] = options[flag]
+                origins[option] = f"--{flag}"
+        if options.get("tls") or options.get("ssl"):
+            flag = "--tls" if options.get("tls") else "--ssl"
+            overrides["use_tls"] = bool(options.get("tls"))
+            overrides["use_ssl"] = bool(options.get("ssl"))
+            origins["use_tls"] = origins["use_ssl"] = flag
+        if alias is not None:
+            base = dict((getattr(settings, "MAILERS", {})[alias] or {}).get("OPTIONS", {}))
+            base.update(overrides)
+            config = conf.resolve(base, alias=alias)
+        else:
+            config = conf.resolve(overrides, alias=None)
+        if origins:
+            provenance = dict(config.provenance)
+            for option, origin in origins.items():
+                provenance[option] = Value(SOURCE_COMMAND_LINE, origin)
+            config = replace(config, provenance=provenance)
+        return config
+
+    def _print_config(self, config: SmtpConfig) -> None:
+        if config.alias:
+            heading = _("Configuration of the mailer MAILERS[%(alias)s]:") % {"alias": repr(config.alias)}
+        else:
+            heading = _("Configuration (EMAIL_* settings):")
+        self.stdout.write(self.style.MIGRATE_HEADING(heading))
+        rows = config.describe()
+        width = max(len(name) for name, _shown, _value in rows)
+        value_width = min(40, max(len(shown) for _name, shown, _value in rows))
+        for name, shown, value in rows:
+            self.stdout.write(f"  {name:<{width}}  {shown:<{value_width}}  {self._source(value)}")
+
+    def _source(self, value: Value) -> str:
+        names = {
+            conf.SOURCE_ARGUMENT: _("argument"),
+            conf.SOURCE_OPTIONS: _("MAILERS OPTIONS"),
+            conf.SOURCE_SETTINGS: _("settings"),
+            conf.SOURCE_ENVIRONMENT: _("environment"),
+            conf.SOURCE_DEFAULT: _("default"),
+            SOURCE_COMMAND_LINE: _("command line"),
+        }
+        kind = names.get(value.source, value.source)
+        origin = str(value.origin)
+        if value.source == conf.SOURCE_DEFAULT or origin == kind:
+            return origin
+        return f"{origin} ({kind})"
+
+    # -- progress ------------------------------------------------------------------------
+
+    def _step_started(self, step: diagnose.Step) -> None:
+        self.stdout.write(f"{step.title}... ", ending="")
+        self.stdout.flush()
+
+    def _step_ended(self, step: diagnose.Step) -> None:
+        marks = {
+            diagnose.OK: self.style.SUCCESS(_("OK")),
+            diagnose.WARNING: self.style.WARNING(_("WARNING")),
+            diagnose.FAILED: self.style.ERROR(_("FAIL")),
+            diagnose.SKIPPED: self.style.NOTICE(_("skipped")),
+        }
+        timing = "" if step.status == diagnose.SKIPPED else f" ({step.duration or 0:.2f}s)"
+        self.stdout.write(f"{marks[step.status]}{timing}")
+        for detail in step.details:
+            for line in detail.splitlines():
+                self.stdout.write(f"    {line}")
+        if step.status == diagnose.FAILED and step.error and not any(step.error in d for d in step.details):
+            for line in step.error.splitlines():
+                self.stdout.write(self.style.ERROR(f"    {line}"))
+        if self.verbosity >= 3 and step.data:
+            self.stdout.write(f"    data: {json.dumps(step.data, ensure_ascii=False, default=str)}")
+
+    # -- the end -------------------------------------------------------------------------
+
+    def _finish(self, result: diagnose.Diagnosis) -> None:
+        if self.as_json:
+            self.stdout.write(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        elif self.verbosity >= 1:
+            if result.config is None:  # resolve() refused the configuration: no live progress
+                for step in result.steps:
+                    self._step_started(step)
+                    self._step_ended(step)
+            if self.verbosity >= 2 and result.transcript.lines:
+                self.stdout.write(self.style.MIGRATE_HEADING(_("SMTP conversation (credentials hidden):")))
+                for direction, text in result.transcript_lines():
+                    self.stdout.write(f"  {direction} {text}")
+            self.stdout.write("")
+            if result.ok:
+                self._print_success(result)
+            else:
+                self._print_failure(result)
+        if not result.ok:
+            assert result.cause is not None
+            title = self._failed_title(result)
+            if self.verbosity >= 1 or self.as_json:
+                message = _("%(step)s failed: %(summary)s [%(id)s]") % {
+                    "step": title,
+                    "summary": result.cause.summary,
+                    "id": result.cause.id,
+                }
+            else:
+                message = _("%(step)s failed: %(summary)s Fix: %(fix)s [%(id)s]") % {
+                    "step": title,
+                    "summary": result.cause.summary,
+                    "fix": result.cause.fix,
+                    "id": result.cause.id,
+                }
+            raise CommandError(result.redact(message), returncode=result.exit_code)
+
+    def _failed_title(self, result: diagnose.Diagnosis) -> str:
+        step = result.step(result.failed_step or "")
+        return step.title if step is not None else str(result.failed_step)
+
+    def _print_success(self, result: diagnose.Diagnosis) -> None:
+        config = result.config
+        assert config is not None
+        self.stdout.write(
+            self.style.SUCCESS(
+                _("All steps passed: Django can send mail through %(host)s:%(port)s with this configuration.")
+                % {"host": config.host, "port": config.port}
+            )
+        )
+        sent = result.step("send")
+        if sent is not None and sent.status == diagnose.SKIPPED:
+            self.stdout.write(_("Add --send-to ADDRESS to send a real test message."))
+
+    def _print_failure(self, result: diagnose.Diagnosis) -> None:
+        cause = result.cause
+        assert cause is not None
+        out = self.stdout
+        out.write(
+            self.style.ERROR(
+                _("Failed at: %(step)s (exit status %(code)d)")
+                % {"step": self._failed_title(result), "code": result.exit_code}
+            )
+        )
+        out.write(f"{_('Cause:')} {cause.summary}")
+        out.write(f"{_('Fix:')} {cause.fix}")
+        if cause.url:
+            out.write(f"{_('More:')} {cause.url}")
+        if cause.temporary:
+            out.write(_("This is usually temporary: retrying later may work."))
+        out.write(f"{_('Cause id:')} {cause.id}")
+        if self.verbosity < 2 and result.transcript.lines:
+            out.write(_("Run with -v 2 to see the SMTP conversation."))

@@ -1,0 +1,537 @@
+"""``manage.py gmail_check`` and :mod:`django_gmail_smtp.diagnose`, against real loopback sockets.
+
+Every server here is on 127.0.0.1 (the Gmail sandbox, or a raw listener). No test asks a
+DNS server anything: the unresolvable name is one that the resolver refuses locally.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import django
+import jsonschema  # type: ignore[import-untyped]
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from django_gmail_smtp import conf, diagnose
+from django_gmail_smtp.causes import CATALOGUE
+from django_gmail_smtp.management.commands.gmail_check import Command
+from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER, GmailSandbox
+
+WRONG_PASSWORD = "wrongpasswordxyz"  # a test value, 16 letters like an app password
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(self.out)
+        return document
+
+
+def gmail_check(*args: str) -> Outcome:
+    """Run the command as a user would; expected failures must not leak a traceback."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        call_command("gmail_check", *args, stdout=out, stderr=err, no_color=True)
+    except CommandError as exc:
+        code = exc.returncode
+        err.write(f"CommandError: {exc}\n")
+    outcome = Outcome(code, out.getvalue(), err.getvalue())
+    assert "Traceback" not in outcome.text
+    return outcome
+
+
+def use_sandbox(settings: Any, sandbox: GmailSandbox, mode: str = "starttls", **overrides: Any) -> None:
+    """Point the legacy EMAIL_* settings at the sandbox (its CA through GMAIL_SMTP)."""
+    options = sandbox.mailer_options("ssl" if mode == "ssl" else "starttls")
+    settings.EMAIL_HOST = options["host"]
+    settings.EMAIL_PORT = options["port"]
+    settings.EMAIL_HOST_USER = options["username"]
+    settings.EMAIL_HOST_PASSWORD = options["password"]
+    settings.EMAIL_USE_TLS = options["use_tls"]
+    settings.EMAIL_USE_SSL = options["use_ssl"]
+    settings.EMAIL_TIMEOUT = 2
+    settings.GMAIL_SMTP = {"SSL_CAFILE": sandbox.ca_file}
+    for name, value in overrides.items():
+        setattr(settings, name, value)
+
+
+def use_server(settings: Any, port: int, *, ssl: bool = False, timeout: float = 1) -> None:
+    """Point the settings at a raw loopback listener."""
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = port
+    settings.EMAIL_HOST_USER = SANDBOX_USER
+    settings.EMAIL_HOST_PASSWORD = SANDBOX_PASSWORD
+    settings.EMAIL_USE_TLS = not ssl
+    settings.EMAIL_USE_SSL = ssl
+    settings.EMAIL_TIMEOUT = timeout
+    settings.GMAIL_SMTP = {}
+
+
+def secret_forms(password: str, username: str = SANDBOX_USER) -> list[str]:
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    return [password, b64(password), b64(f"\0{username}\0{password}"), b64(f"{username}\0{username}\0{password}")]
+
+
+def assert_no_secret(text: str, password: str = SANDBOX_PASSWORD) -> None:
+    for form in secret_forms(password):
+        assert form not in text
+
+
+def assert_failed(outcome: Outcome, step: str, cause_id: str | set[str]) -> None:
+    expected = {cause_id} if isinstance(cause_id, str) else cause_id
+    assert outcome.code == diagnose.EXIT_CODES[step], outcome.text
+    assert "FAIL" in outcome.out
+    assert any(f"[{cid}]" in outcome.err for cid in expected), outcome.err
+    assert any(f"Cause id: {cid}" in outcome.out for cid in expected), outcome.out
+    assert_no_secret(outcome.text)
+
+
+def check_json(*args: str) -> Outcome:
+    outcome = gmail_check("--json", *args)
+    jsonschema.validate(outcome.doc, diagnose.JSON_SCHEMA)
+    assert outcome.doc["exit_code"] == outcome.code
+    assert_no_secret(outcome.text)
+    return outcome
+
+
+def step_names(doc: dict[str, Any]) -> list[str]:
+    return [step["name"] for step in doc["steps"]]
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port where nothing listens (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A listener that accepts connections (in its backlog) and never says a word."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def other_host_sandbox() -> Iterator[GmailSandbox]:
+    """A sandbox whose certificate is for another host name."""
+    with GmailSandbox(cert_hostnames=("other.example",)) as sandbox:
+        yield sandbox
+
+
+# -- success -------------------------------------------------------------------------------
+
+
+def test_success_with_send_to_delivers_a_message(settings: Any, gmail_sandbox: GmailSandbox) -> None:
+    use_sandbox(settings, gmail_sandbox)
+    outcome = gmail_check("--send-to", "friend@example.com")
+    assert outcome.code == 0, outcome.text
+    for title in (
+        "Configuration...",
+        "DNS lookup of 127.0.0.1...",
+        "TCP connection to port",
+        "Server greeting...",
+        "EHLO (before TLS)...",
+        "STARTTLS...",
+        "EHLO...",
+        "Sign-in as sandbox@example.com...",
+        "Test message to friend@example.com...",
+        "QUIT...",
+    ):
+        assert title in outcome.out
+    assert "FAIL" not in outcome.out
+    assert "TLSv1." in outcome.out
+    assert "host name 127.0.0.1 verified" in outcome.out
+    assert "sign-in methods (AUTH): LOGIN PLAIN" in outcome.out
+    assert "server's final reply: 250 2.0.0 OK" in outcome.out
+    assert "All steps passed" in outcome.out
+    # where each value came from
+    assert "EMAIL_HOST_PASSWORD (settings)" in outcome.out
+    assert "GMAIL_SMTP['SSL_CAFILE'] (settings)" in outcome.out
+    assert "<16 characters, hidden>" in outcome.out
+    assert "->" not in outcome.out  # the transcript needs -v 2
+    [message] = gmail_sandbox.wait_for_messages(1)
+    assert message.message["Subject"] == "gmail_check test message"
+    assert message.rcpt_tos == ["friend@example.com"]
+    assert_no_secret(outcome.text)
+
+
+def test_success_over_implicit_tls_without_sending(settings: Any, gmail_sandbox: GmailSandbox) -> None:
+    use_sandbox(settings, gmail_sandbox, mode="ssl")
+    outcome = check_json()
+    doc = outcome.doc
+    assert outcome.code == 0
+    assert doc["ok"]
+    assert doc["outcome"] == "ok"
+    assert step_names(doc) == ["config", "dns", "connect", "tls", "greeting", "ehlo", "auth", "send", "quit"]
+    statuses = {step["name"]: step["status"] for step in doc["steps"]}
+    assert statuses["send"] == "skipped"
+    tls = doc["steps"][3]["data"]
+    assert tls["protocol"].startswith("TLSv1")
+    assert tls["hostname_verified"] is True
+    assert tls["days_left"] > 0
+    assert tls["ca_file"] == gmail_sandbox.ca_file
+    ehlo = doc["steps"][5]["data"]
+    assert ehlo["size"] == 35882577
+    assert {"LOGIN", "PLAIN"} <= set(ehlo["auth_mechanisms"])
+    assert gmail_sandbox.messages == []
+
+
+def test_transcript_at_verbosity_3_hides_every_form_of_the_password(settings: Any, gmail_sandbox: GmailSandbox) -> None:
+    use_sandbox(settings, gmail_sandbox, mode="ssl")
+    outcome = gmail_check("-v", "3", "--send-to", "friend@example.com")
+    assert outcome.code == 0, outcome.text
+    assert "SMTP conversation (credentials hidden):" in outcome.out
+    assert "-> AUTH PLAIN <redacted>" in outcome.out
+    assert "<- 235 2.7.0 Accepted" in outcome.out
+    assert "data: {" in outcome.out
+    assert_no_secret(outcome.text)
+
+
+def test_verbosity_0_prints_nothing_on_success(settings: Any, gmail_sandbox: GmailSandbox) -> None:
+    use_sandbox(settings, gmail_sandbox)
+    outcome = gmail_check("-v", "0")
+    assert outcome.code == 0
+    assert outcome.out == ""
+
+
+def test_command_line_overrides_and_their_provenance(
+    settings: Any, gmail_sandbox: GmailSandbox, closed_port: int
+) -> None:
+    use_sandbox(settings, gmail_sandbox, mode="ssl", EMAIL_PORT=closed_port, EMAIL_TIMEOUT=30)
+    outcome = gmail_check("--port", str(gmail_sandbox.starttls_port), "--tls", "--timeout", "2")
+    assert outcome.code == 0, outcome.text
+    assert "--port (command line)" in outcome.out
+    assert "--tls (command line)" in outcome.out
+    assert "--timeout (command line)" in outcome.out
+    assert "STARTTLS..." in outcome.out
+
+
+# -- configuration errors: nothing goes over the network -----------------------------------
+
+
+def test_missing_password_stops_before_the_network(settings: Any, gmail_sandbox: GmailSandbox) -> None:
+    use_sandbox(settings, gmail_sandbox, EMAIL_HOST_PASSWORD="")
+    outcome = gmail_check()
+    assert_failed(outcome, "config", "password_missing")
+    assert "DNS lookup" not in outcome.out
+    assert gmail_sandbox.connections == 0
+    doc = check_json().doc
+    assert doc["outcome"] == "config_error"
+    assert doc["cause"]["id"] == "password_missing"
+    assert step_names(doc) == ["config"]
+
+
+def test_both_tls_and_ssl_is_a_configuration_error_without_traceback(settings: Any) -> None:
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_USE_TLS = True
+    settings.EMAIL_USE_SSL = True
+    outcome = gmail_check()
+    assert_failed(outcome, "config", "tls_and_ssl")
+    assert "mutually exclusive" in outcome.out
+    assert "gmail_smtp.E001" in outcome.out
+    doc = check_json().doc
+    assert doc["config"] is None
+    assert doc["problems"][0]["id"] == "gmail_smtp.E001"
+
+
+def test_gmail_rule_errors_stop_before_the_network(settings: Any) -> None:
+    """django-environ's smtps://...:465 trap: STARTTLS on Gmail's implicit-TLS port."""
+    settings.EMAIL_HOST = "smtp.gmail.com"
+    settings.EMAIL_PORT = 465
+    settings.EMAIL_USE_TLS = True
+    settings.EMAIL_HOST_USER = "someone@gmail.com"
+    settings.EMAIL_HOST_PASSWORD = "abcdefghijklmnop"
+    settings.EMAIL_TIMEOUT = 1
+
+    def only_config(step: diagnose.Step) -> None:
+        assert step.name == "config", "must not touch the network"
+
+    result = diagnose.run_check(conf.resolve({}), on_step_start=only_config)
+    assert result.failed_step == "config"
+    assert result.exit_code == diagnose.EXIT_CODES["config"]
+    assert result.cause is not None
+    assert result.cause.id == "plain_on_tls_port"
+    assert [p.id for p in result.problems if p.is_error] == ["gmail_smtp.E003"]
+    jsonschema.validate(result.to_dict(), diagnose.JSON_SCHEMA)
+
+
+# -- network failures ----------------------------------------------------------------------
+
+
+def test_name_that_does_not_resolve(settings: Any) -> None:
+    # A 64-letter label is refused by the IDNA encoder before any query leaves the machine.
+    name = "a" * 64 + ".invalid"
+    use_server(settings, 587)
+    settings.EMAIL_HOST = name
+    outcome = gmail_check()
+    assert_failed(outcome, "dns", "dns_failure")
+    assert f"DNS lookup of {name}... FAIL" in outcome.out
+
+
+def test_connection_refused(settings: Any, closed_port: int) -> None:
+    use_server(settings, closed_port)
+    outcome = gmail_check()
+    assert_failed(outcome, "connect", "connection_refused")
+    assert "127.0.0.1 (IPv4): ConnectionRefusedError" in outcome.out
+    doc = check_json().doc
+    attempts = doc["steps"][-1]["data"]["attempts"]
+    assert attempts == [
+        {
+            "family": "IPv4",
+            "address": "127.0.0.1",
+            "ok": False,
+            "duration": attempts[0]["duration"],
+            "error": attempts[0]["error"],
+        }
+    ]
+
+
+def test_listener_that_never_greets(settings: Any, silent_server: int) -> None:
+    use_server(settings, silent_server, timeout=1)
+    started = time.monotonic()
+    outcome = gmail_check()
+    assert time.monotonic() - started < 6
+    assert_failed(outcome, "greeting", "no_greeting")
+    assert "No greeting within 1 s." in outcome.out
+    assert "did not answer a TLS handshake either" in outcome.out
+
+
+def test_command_line_timeout_bounds_a_silent_server(settings: Any, silent_server: int) -> None:
+    use_server(settings, silent_server, ssl=True, timeout=60)
+    started = time.monotonic()
+    outcome = gmail_check("--timeout", "1")
+    assert time.monotonic() - started < 6
+    assert_failed(outcome, "tls", "tls_no_answer")
+
+
+def test_starttls_client_on_the_implicit_tls_port(settings: Any, gmail_sandbox: GmailSandbox) -> None:
+    use_sandbox(settings, gmail_sandbox, EMAIL_PORT=gmail_sandbox.ssl_port, EMAIL_TIMEOUT=1)
+    outcome = gmail_check()
+    assert_failed(outcome, "greeting", "plain_on_tls_port")
+    assert "answered a TLS handshake: it expects implicit TLS" in outcome.out
+
+
+def test_starttls_client_on_port_465_is_detected_quickly(
+    settings: Any, gmail_sandbox: GmailSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On 465 (here: the sandbox's implicit-TLS port standing in for it) a STARTTLS client
+    waits only briefly for the greeting, however long the configured timeout."""
+    monkeypatch.setattr(diagnose, "IMPLICIT_TLS_PORTS", frozenset({gmail_sandbox.ssl_port}))
+    monkeypatch.setattr(diagnose, "QUICK_WAIT", 0.5)
+    use_sandbox(settings, gmail_sandbox, EMAIL_PORT=gmail_sandbox.ssl_port, EMAIL_TIMEOUT=30)
+    started = time.monotonic()
+    outcome = gmail_check()
+    assert time.monotonic() - started < 5
+    assert_failed(outcome, "greeting", "plain_on_tls_port")
+    assert "No greeting within 0.5 s." in outcome.out
+
+
+def test_library_entry_point_reports_resolver_errors(settings: Any) -> None:
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = "not-a-port"
+    result = diagnose.check()
+    assert result.outcome == "config_error"
+    assert result.exit_code == diagnose.EXIT_CODES["config"]
+    assert result.cause is not None
+    assert result.cause.id == "gmail_smtp.E010"
+    assert "not a number" in result.error
+    jsonschema.validate(result.to_dict(), diagnose.JSON_SCHEMA)
+
+
+def test_implicit_tls_on_the_starttls_port(settings: Any, gmail_sandbox: GmailSandbox) -> None:
+    use_sandbox(settings, gmail_sandbox, mode="ssl", EMAIL_PORT=gmail_sandbox.starttls_port)
+    outcome = gmail_check()
+    assert_failed(outcome, "tls", "tls_on_starttls_port")
+    assert "greets in plain text" in outcome.out
+
+
+def test_certificate_from_an_unknown_ca(settings: Any, gmail_sandbox: GmailSandbox) -> None:
+    use_sandbox(settings, gmail_sandbox, GMAIL_SMTP={})
+    outcome = gmail_check()
+    assert_failed(outcome, "tls", "cert_untrusted")
+    assert "GMAIL_SMTP['SSL_CAFILE']" in outcome.out
+    assert "Never turn verification off" in outcome.out
+
+
+@pytest.mark.parametrize("mode", ["starttls", "ssl"])
+def test_certificate_for_another_host_name(settings: Any, other_host_sandbox: GmailSandbox, mode: str) -> None:
+    use_sandbox(settings, other_host_sandbox, mode=mode)
+    outcome = gmail_check()
+    assert_failed(outcome, "tls", "cert_hostname_mismatch")
+
+
+def test_starttls_not_offered(settings: Any) -> None:
+    with GmailSandbox(offer_starttls=False) as sandbox:
+        use_sandbox(settings, sandbox)
+        outcome = gmail_check()
+    assert_failed(outcome, "tls", "starttls_not_offered")
+
+
+def test_broken_ipv6_route_does_not_hide_a_working_ipv4_address(silent_server: int, closed_port: int) -> None:
+    """Every address is tried; one that works is enough, and the report says which."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        port = listener.getsockname()[1]
+        addresses: list[diagnose.AddrInfo] = [
+            (socket.AF_INET6, "::1", ("::1", port, 0, 0)),  # nothing listens on IPv6: refused
+            (socket.AF_INET, "127.0.0.1", ("127.0.0.1", port)),
+        ]
+        config = conf.resolve({"host": "127.0.0.1", "port": port})
+        result = diagnose.Diagnosis(config=config)
+        assert diagnose._connect(diagnose._Run(result, None, None), config, addresses, 1.0)
+    [step] = result.steps
+    assert step.status == diagnose.WARNING
+    assert step.data["working"] == ["127.0.0.1"]
+    assert [a["ok"] for a in step.data["attempts"]] == [False, True]
+    assert any("Only IPv4 works" in detail for detail in step.details)
+
+
+# -- Gmail's refusals ----------------------------------------------------------------------
+
+
+def test_wrong_password(settings: Any, gmail_sandbox: GmailSandbox) -> None:
+    use_sandbox(settings, gmail_sandbox, EMAIL_HOST_PASSWORD=WRONG_PASSWORD)
+    outcome = gmail_check("-v", "3")
+    assert outcome.code == diagnose.EXIT_CODES["auth"]
+    assert "Cause id: bad_credentials" in outcome.out
+    assert "535-5.7.8 Username and Password not accepted" in outcome.out
+    assert_no_secret(outcome.text, WRONG_PASSWORD)
+    doc = check_json().doc
+    assert_no_secret(json.dumps(doc), WRONG_PASSWORD)
+    assert doc["failed_step"] == "auth"
+
+
+@pytest.mark.parametrize(
+    ("kind", "cause_id"),
+    [
+        ("bad_credentials", "bad_credentials"),
+        ("app_password_required", "app_password_required"),
+        ("web_login_required", "web_login_required"),
+        ("too_many_logins", "too_many_logins"),
+    ],
+)
+def test_injected_sign_in_failures(settings: Any, gmail_sandbox: GmailSandbox, kind: str, cause_id: str) -> None:
+    use_sandbox(settings, gmail_sandbox)
+    gmail_sandbox.inject(kind)
+    outcome = gmail_check("-v", "2")
+    assert_failed(outcome, "auth", cause_id)
+    assert str(CATALOGUE[cause_id].fix) in outcome.out
+
+
+@pytest.mark.parametrize(
+    ("kind", "cause_id"),
+    [
+        ("throttled", "throttled"),
+        ("temporary", "temporary"),
+        ("daily_quota", "daily_quota"),
+        ("too_large", "message_too_large"),
+        ("too_many_recipients", "too_many_recipients"),
+        ("bad_recipient", "bad_recipient"),
+    ],
+)
+def test_injected_sending_failures(settings: Any, gmail_sandbox: GmailSandbox, kind: str, cause_id: str) -> None:
+    use_sandbox(settings, gmail_sandbox)
+    gmail_sandbox.inject(kind)
+    outcome = check_json("--send-to", "friend@example.com")
+    assert outcome.code == diagnose.EXIT_CODES["send"]
+    assert outcome.doc["failed_step"] == "send"
+    assert outcome.doc["cause"]["id"] == cause_id
+    assert gmail_sandbox.messages == []
+
+
+def test_server_that_stops_greeting(settings: Any, gmail_sandbox: GmailSandbox) -> None:
+    use_sandbox(settings, gmail_sandbox, EMAIL_TIMEOUT=1)
+    gmail_sandbox.inject("no_greeting", times=None)
+    outcome = gmail_check()
+    assert_failed(outcome, "greeting", "no_greeting")
+
+
+# -- JSON, options, language ---------------------------------------------------------------
+
+
+def test_json_is_one_document_valid_against_the_schema(settings: Any, gmail_sandbox: GmailSandbox) -> None:
+    use_sandbox(settings, gmail_sandbox)
+    outcome = check_json("--send-to", "friend@example.com", "-v", "3")
+    doc = outcome.doc
+    assert doc["ok"] is True
+    assert doc["cause"] is None
+    assert doc["exit_code"] == 0
+    assert {row["name"]: row["source"] for row in doc["config"]["values"]}["password"] == "settings"
+    assert any(line["text"] == "AUTH PLAIN <redacted>" for line in doc["transcript"])
+    assert all(isinstance(step["duration"], float) for step in doc["steps"])
+    gmail_sandbox.wait_for_messages(1)
+
+
+def test_exit_codes_are_distinct_and_documented() -> None:
+    codes = [diagnose.EXIT_OK, diagnose.EXIT_UNEXPECTED, diagnose.EXIT_USAGE, *diagnose.EXIT_CODES.values()]
+    assert len(codes) == len(set(codes))
+    help_text = Command().create_parser("manage.py", "gmail_check").format_help()
+    for code in codes:
+        assert f"  {code:>2}  " in help_text
+    assert "--send-to" in help_text
+    assert "--json" in help_text
+    assert "--password" not in help_text
+
+
+def test_invalid_send_to_is_a_usage_error(settings: Any) -> None:
+    outcome = gmail_check("--send-to", "not an address")
+    assert outcome.code == diagnose.EXIT_USAGE
+
+
+def test_lang_activates_the_language(settings: Any, closed_port: int) -> None:
+    use_server(settings, closed_port)
+    assert check_json("--lang", "ja").doc["language"] == "ja"
+    settings.LANGUAGE_CODE = "ja"
+    assert check_json().doc["language"] == "ja"
+    assert gmail_check("--lang", "xx-nonexistent").code == diagnose.EXIT_USAGE
+
+
+@pytest.mark.skipif(django.VERSION >= (6, 1), reason="MAILERS exists from Django 6.1")
+def test_using_needs_django_6_1(settings: Any) -> None:
+    outcome = gmail_check("--using", "default")
+    assert outcome.code == diagnose.EXIT_CODES["config"]
+    assert "Django 6.1" in outcome.err
+
+
+@pytest.mark.skipif(django.VERSION < (6, 1), reason="MAILERS exists from Django 6.1")
+def test_using_an_alias(settings: Any, gmail_sandbox: GmailSandbox) -> None:  # pragma: no cover
+    settings.MAILERS = {
+        "default": {
+            "BACKEND": "django_gmail_smtp.backend.EmailBackend",
+            "OPTIONS": gmail_sandbox.mailer_options("ssl"),
+        },
+    }
+    outcome = gmail_check("--using", "default")
+    assert outcome.code == 0, outcome.text
+    assert "MAILERS['default']" in outcome.out
+    assert gmail_check("--using", "nope").code == diagnose.EXIT_CODES["config"]
