@@ -28,3 +28,11 @@ def make_backend(gmail_sandbox: Any) -> Callable[..., EmailBackend]:
         return EmailBackend(**(gmail_sandbox.mailer_options(mode) | overrides))
 
     return make
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_dns_for_the_ehlo_name() -> None:
+    """EHLO and Message-ID use socket.getfqdn(), which may ask a DNS server: tests stay on loopback."""
+    from django.core.mail.utils import DNS_NAME
+
+    DNS_NAME._fqdn = "test.localhost"
