@@ -12,3 +12,7 @@ class GmailSmtpConfig(AppConfig):
         from .checks import register_checks
 
         register_checks()
+
+        from .accounts import connect_signals
+
+        connect_signals()

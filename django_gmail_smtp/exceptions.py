@@ -86,3 +86,14 @@ def with_cause(exc: BaseException, cause: Cause | None, stage: str = "") -> Base
     new.__context__ = exc.__context__
     new.__traceback__ = exc.__traceback__
     return new
+
+
+class SecretDecryptionError(GmailConfigError):
+    """A stored account's secret cannot be decrypted with the configured keys.
+
+    ``account`` is the account's name. The message never contains the secret.
+    """
+
+    def __init__(self, message: str, *, account: str, hint: str = "", check_id: str = "") -> None:
+        self.account = account
+        super().__init__(message, hint=hint, check_id=check_id)

@@ -1,0 +1,276 @@
+"""Admin for stored Gmail accounts: write-only secret, "Test connection" and "Send test email".
+
+Both buttons post the form's current values (unsaved changes included) to their own view, which
+runs :func:`django_gmail_smtp.diagnose.run_check` and answers with the steps, the cause and
+fix of a failure, and the redacted SMTP transcript. They need the ``gmail_smtp.test_gmailaccount``
+permission (superusers have it), as does seeing whether a secret is stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import validate_email
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.decorators import method_decorator
+from django.utils.formats import date_format
+from django.utils.html import format_html
+from django.utils.timezone import localtime
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
+
+from . import diagnose
+from .admin_forms import SECRET_FIELD, GmailAccountForm, problem_text
+from .exceptions import SecretDecryptionError
+from .models import GmailAccount
+
+__all__ = ["GmailAccountAdmin", "outcome_summary"]
+
+TEST_PERMISSION = "test_gmailaccount"
+RECIPIENT_FIELD = "_test_recipient"
+TEMPLATE_DIR = "admin/gmail_smtp/gmailaccount"
+
+sensitive_secret = method_decorator(sensitive_post_parameters(SECRET_FIELD))
+
+
+def outcome_summary(diagnosis: diagnose.Diagnosis, *, sent_to: str = "") -> str:
+    """One line recorded on the account: what passed, or which step failed and why."""
+    if diagnosis.ok:
+        if sent_to:
+            send = diagnosis.step("send")
+            reply = send.data.get("reply", "") if send is not None else ""
+            return gettext("Test email sent to %(to)s; the server replied: %(reply)s") % {
+                "to": sent_to,
+                "reply": reply or "-",
+            }
+        return gettext("Connection, TLS and sign-in succeeded.")
+    failed = diagnosis.step(diagnosis.failed_step or "")
+    title = failed.title if failed is not None else diagnosis.failed_step
+    cause = diagnosis.cause
+    summary = str(cause.summary) if cause is not None else diagnosis.error
+    return gettext("Failed at %(step)s: %(summary)s") % {"step": title, "summary": summary}
+
+
+@admin.register(GmailAccount)
+class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    form = GmailAccountForm
+    list_display = ("name", "username", "host", "port", "security", "enabled", "is_default", "last_check")
+    list_display_links = ("name",)
+    list_filter = ("enabled", "security")
+    search_fields = ("name", "username")
+    ordering = ("name",)
+    actions = ["test_selected"]
+
+    # -- permissions ----------------------------------------------------------------------------
+
+    def has_test_permission(self, request: HttpRequest) -> bool:
+        """May test accounts, send test email and see whether a secret is stored."""
+        opts = self.opts
+        return bool(request.user.has_perm(f"{opts.app_label}.{TEST_PERMISSION}"))
+
+    # -- the pages ------------------------------------------------------------------------------
+
+    def get_fieldsets(self, request: HttpRequest, obj: GmailAccount | None = None) -> Any:
+        account = ["name", "username", "auth_method", SECRET_FIELD]
+        if obj is not None and self.has_test_permission(request):
+            account.append("secret_status")
+        account += ["enabled", "is_default"]
+        fieldsets: list[tuple[Any, dict[str, Any]]] = [
+            (None, {"fields": account}),
+            (_("Server"), {"fields": ["host", "port", "security", "timeout"]}),
+            (_("Sending"), {"fields": ["from_aliases"]}),
+        ]
+        if obj is not None:
+            fieldsets.append((_("Status"), {"fields": ["last_check", "created_at", "updated_at"]}))
+        return fieldsets
+
+    def get_readonly_fields(self, request: HttpRequest, obj: GmailAccount | None = None) -> Any:
+        fields = ["last_check", "created_at", "updated_at"]
+        if self.has_test_permission(request):
+            fields.append("secret_status")
+        return fields
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        columns = list(super().get_list_display(request))
+        if self.has_test_permission(request):
+            columns.insert(2, "secret_status")
+        return columns
+
+    @admin.display(description=_("secret"))
+    def secret_status(self, obj: GmailAccount | None) -> str:
+        """Whether a secret is stored and readable; never the secret."""
+        if obj is None or not obj.has_secret:
+            return gettext("No app password stored.")
+        try:
+            obj.get_secret()
+        except SecretDecryptionError:
+            return gettext(
+                "Stored, but it cannot be decrypted with the current keys (SECRET_KEY or "
+                "GMAIL_SMTP['ENCRYPTION_KEYS'] changed): enter it again."
+            )
+        return gettext("An app password is stored.")
+
+    @admin.display(description=_("last test"), ordering="last_checked_at")
+    def last_check(self, obj: GmailAccount) -> str:
+        if obj.last_checked_at is None:
+            return gettext("never")
+        return format_html(
+            '<span class="gmail-smtp-check {}" title="{}">{} {}</span>',
+            "ok" if obj.last_check_ok else "failed",
+            obj.last_check_message,
+            "✔" if obj.last_check_ok else "✘",
+            date_format(localtime(obj.last_checked_at), "SHORT_DATETIME_FORMAT"),
+        )
+
+    @sensitive_secret
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = dict(extra_context or {})
+        context["can_test_account"] = self.has_test_permission(request)
+        context["test_recipient_field"] = RECIPIENT_FIELD
+        context["default_test_recipient"] = getattr(request.user, "email", "") or ""
+        return super().changeform_view(request, object_id, form_url, context)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: GmailAccount | None = None,
+    ) -> HttpResponse:
+        info = (self.opts.app_label, self.opts.model_name)
+        if obj is None or add:
+            kwargs: dict[str, Any] = {}
+            prefix = f"admin:{info[0]}_{info[1]}_%s_new"
+        else:
+            kwargs = {"object_id": obj.pk}
+            prefix = f"admin:{info[0]}_{info[1]}_%s"
+        can_act = context.get("can_test_account", False) and (
+            self.has_change_permission(request, obj) if obj is not None else self.has_add_permission(request)
+        )
+        context.update(
+            can_test_account=can_act,
+            test_connection_action=reverse(prefix % "test", kwargs=kwargs, current_app=self.admin_site.name),
+            send_test_email_action=reverse(prefix % "send", kwargs=kwargs, current_app=self.admin_site.name),
+            config_warnings=[problem_text(p) for p in getattr(context["adminform"].form, "config_warnings", [])],
+        )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def save_model(self, request: HttpRequest, obj: GmailAccount, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        for problem in getattr(form, "config_warnings", []):
+            messages.warning(request, problem_text(problem))
+
+    # -- Test connection / Send test email --------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        info = (self.opts.app_label, self.opts.model_name)
+        wrap = self.admin_site.admin_view
+        name = "{}_{}_{}".format
+        return [
+            path("add/test-connection/", wrap(self.test_connection_view), name=name(*info, "test_new")),
+            path("add/send-test-email/", wrap(self.send_test_email_view), name=name(*info, "send_new")),
+            path("<path:object_id>/test-connection/", wrap(self.test_connection_view), name=name(*info, "test")),
+            path("<path:object_id>/send-test-email/", wrap(self.send_test_email_view), name=name(*info, "send")),
+            *super().get_urls(),
+        ]
+
+    @sensitive_secret
+    @method_decorator(require_POST)
+    def test_connection_view(self, request: HttpRequest, object_id: str | None = None) -> HttpResponse:
+        return self._run_test(request, object_id, send=False)
+
+    @sensitive_secret
+    @method_decorator(require_POST)
+    def send_test_email_view(self, request: HttpRequest, object_id: str | None = None) -> HttpResponse:
+        return self._run_test(request, object_id, send=True)
+
+    def _run_test(self, request: HttpRequest, object_id: str | None, *, send: bool) -> HttpResponse:
+        """Test the values in the posted form (before saving); the stored secret if none was typed."""
+        if not self.has_test_permission(request):
+            raise PermissionDenied
+        obj: GmailAccount | None = None
+        if object_id is not None:
+            obj = self.get_object(request, unquote(object_id))
+            if obj is None:
+                raise Http404
+            if not self.has_change_permission(request, obj):
+                raise PermissionDenied
+        elif not self.has_add_permission(request):
+            raise PermissionDenied
+
+        form_class = self.get_form(request, obj, change=obj is not None)
+        form = cast(GmailAccountForm, form_class(request.POST, request.FILES, instance=obj))
+        form.is_valid()  # builds form.config from whatever fields are valid
+        errors: list[str] = []
+        if form.config is None:
+            for field in (SECRET_FIELD, "username", "host", "port", "security", "timeout"):
+                errors += [f"{form.fields[field].label}: {error}" for error in form.errors.get(field, [])]
+            if not errors:
+                errors = [str(error) for error in form.non_field_errors()]
+        recipient = str(request.POST.get(RECIPIENT_FIELD, "")).strip()
+        if send:
+            try:
+                validate_email(recipient)
+            except ValidationError:
+                errors.append(gettext("Enter the address to send the test email to."))
+
+        diagnosis = None
+        if not errors and form.config is not None:
+            diagnosis = diagnose.run_check(form.config, send_to=[recipient] if send else ())
+            if obj is not None:
+                summary = outcome_summary(diagnosis, sent_to=recipient if send else "")
+                if form.has_changed():
+                    summary += " " + gettext("(Tested with unsaved changes.)")
+                obj.record_check(diagnosis.ok, summary)
+
+        problems = [(p, problem_text(p)) for p in (diagnosis.problems if diagnosis else form.problems)]
+        # A configuration refused by the rules: the problems, worded for this form, say it all.
+        rules_said_it = diagnosis is not None and diagnosis.outcome == "config_error" and bool(problems)
+        send_step = diagnosis.step("send") if diagnosis is not None and send else None
+        failed_step = diagnosis.step(diagnosis.failed_step) if diagnosis and diagnosis.failed_step else None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": obj,
+            "title": gettext("Send test email") if send else gettext("Test connection"),
+            "send": send,
+            "recipient": recipient,
+            "errors": errors,
+            "diagnosis": diagnosis,
+            "failed_step": failed_step,
+            "problems": problems,
+            "show_steps": diagnosis is not None and not rules_said_it,
+            "transcript": diagnosis.transcript_lines() if diagnosis is not None else [],
+            "server_reply": send_step.data.get("reply", "") if send_step is not None else "",
+            "unsaved": obj is None or form.has_changed(),
+        }
+        fragment = request.headers.get("X-Requested-With") == "XMLHttpRequest"
+        template = f"{TEMPLATE_DIR}/test_result.html" if fragment else f"{TEMPLATE_DIR}/test_result_page.html"
+        return TemplateResponse(request, template, context)
+
+    # -- list action ----------------------------------------------------------------------------
+
+    @admin.action(description=_("Test the connection of the selected accounts"), permissions=["test"])
+    def test_selected(self, request: HttpRequest, queryset: QuerySet[GmailAccount]) -> None:
+        """Test each stored account exactly as the backend would resolve it."""
+        for account in queryset:
+            diagnosis = diagnose.check({"account": account.name})
+            account.record_check(diagnosis.ok, outcome_summary(diagnosis))
+            level = messages.SUCCESS if diagnosis.ok else messages.ERROR
+            self.message_user(request, f"{account.name}: {outcome_summary(diagnosis)}", level)

@@ -1,0 +1,255 @@
+"""The admin form of :class:`~django_gmail_smtp.models.GmailAccount`.
+
+The app password is write-only: it is never rendered back (not even encrypted), an empty field
+keeps the stored one. Validation runs :func:`django_gmail_smtp.rules.check_config` on a
+configuration built from the form's values only (never the settings), so a mistake reads the
+same here as in ``manage.py check``; the same configuration feeds "Test connection".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils.text import capfirst
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
+
+from . import conf, rules
+from .conf import SmtpConfig, Value
+from .exceptions import SecretDecryptionError
+from .models import GmailAccount
+from .rules import Problem
+
+__all__ = ["SOURCE_FORM", "AddressListField", "GmailAccountForm", "problem_text"]
+
+SOURCE_FORM = "form"
+SECRET_FIELD = "app_password"  # noqa: S105 - the form field's name
+
+# The form field each rule id is about (None: the form as a whole).
+FIELD_FOR_PROBLEM = {
+    "gmail_smtp.E001": "security",
+    "gmail_smtp.E002": "security",
+    "gmail_smtp.E003": "port",
+    "gmail_smtp.E004": "port",
+    "gmail_smtp.E005": "username",
+    "gmail_smtp.E006": "username",
+    "gmail_smtp.E007": SECRET_FIELD,
+    "gmail_smtp.E008": "timeout",
+    "gmail_smtp.W001": SECRET_FIELD,
+    "gmail_smtp.W002": "host",
+    "gmail_smtp.W003": "port",
+    "gmail_smtp.W004": "timeout",
+}
+
+# The option each form field provides, for the provenance of the built configuration.
+OPTION_FIELDS = {
+    "host": "host",
+    "port": "port",
+    "username": "username",
+    "password": SECRET_FIELD,
+    "use_tls": "security",
+    "use_ssl": "security",
+    "timeout": "timeout",
+}
+
+
+class AddressListField(forms.CharField):
+    """E-mail addresses, one per line (commas also separate); cleans to a list."""
+
+    widget = forms.Textarea(attrs={"rows": 3, "cols": 40})
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return "\n".join(str(item) for item in value)
+        return value
+
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+        if isinstance(value, list | tuple):
+            return [str(item) for item in value]
+        text = str(super().to_python(value) or "")
+        return [part.strip() for part in re.split(r"[\n,;]+", text) if part.strip()]
+
+    def validate(self, value: Any) -> None:
+        super().validate(value)
+        for address in value:
+            try:
+                validate_email(address)
+            except ValidationError:
+                raise ValidationError(
+                    gettext("%(address)s is not an e-mail address.") % {"address": address},
+                    code="invalid_address",
+                ) from None
+
+
+def problem_text(problem: Problem) -> str:
+    """A rule's finding as one line for the admin: message, hint and id.
+
+    ``rules`` hints name the Django settings to change (``EMAIL_PORT``); on this page the same
+    values are form fields, so those names are replaced by the fields' labels.
+    """
+    hint = str(problem.hint)
+    for setting, label in _setting_labels():
+        hint = hint.replace(setting, label)
+    return f"{problem.message} {hint} ({problem.id})"
+
+
+def _setting_labels() -> list[tuple[str, str]]:
+    """(setting, “Field label”) pairs, longest setting names first, in the active language."""
+
+    def label(name: str) -> str:
+        return str(capfirst(getattr(GmailAccount._meta.get_field(name), "verbose_name", name)))
+
+    security = label("security")
+    return [
+        ("EMAIL_HOST_USER", f"“{label('username')}”"),
+        ("EMAIL_HOST_PASSWORD", f"“{gettext('App password')}”"),
+        ("EMAIL_HOST", f"“{label('host')}”"),
+        ("EMAIL_PORT", f"“{label('port')}”"),
+        ("EMAIL_TIMEOUT", f"“{label('timeout')}”"),
+        ("EMAIL_USE_TLS", f"“{security}: STARTTLS”"),
+        ("EMAIL_USE_SSL", f"“{security}: {gettext('implicit TLS')}”"),
+    ]
+
+
+class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
+    """Add/change form: write-only secret, rules from :mod:`.rules`, a buildable configuration."""
+
+    app_password = forms.CharField(
+        label=_("App password"),
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=_(
+            "Write-only: it is never shown again. Leave empty to keep the stored one. "
+            "Create one at https://myaccount.google.com/apppasswords (16 letters; spaces may stay)."
+        ),
+    )
+    from_aliases = AddressListField(
+        label=_("'Send mail as' addresses"),
+        required=False,
+        help_text=_("One per line; only addresses verified in Gmail (Settings, Accounts)."),
+    )
+
+    class Meta:
+        model = GmailAccount
+        fields = [
+            "name",
+            "username",
+            "auth_method",
+            "host",
+            "port",
+            "security",
+            "timeout",
+            "from_aliases",
+            "enabled",
+            "is_default",
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config: SmtpConfig | None = None
+        self.problems: list[Problem] = []
+        if "auth_method" in self.fields:
+            # OAuth2 is planned; until then only what works can be chosen.
+            current = self.instance.auth_method if self.instance.pk else None
+            field = self.fields["auth_method"]
+            field.choices = [  # type: ignore[attr-defined]
+                (value, label)
+                for value, label in GmailAccount.AuthMethod.choices
+                if value == GmailAccount.AuthMethod.APP_PASSWORD or value == current
+            ]
+
+    @property
+    def config_warnings(self) -> list[Problem]:
+        return [problem for problem in self.problems if not problem.is_error]
+
+    # -- the configuration the form describes ---------------------------------------------------
+
+    def _origin(self, field: str) -> str:
+        label = self.fields[field].label if field in self.fields else field
+        return gettext("the “%(field)s” field") % {"field": label}
+
+    @sensitive_variables()
+    def current_password(self) -> str:
+        """The app password the form stands for: the typed one, else the stored one.
+
+        Raises :class:`SecretDecryptionError` when the stored one cannot be decrypted.
+        """
+        typed = (self.cleaned_data.get(SECRET_FIELD) or "").strip()
+        if typed:
+            return conf.normalize_app_password(typed)
+        if self.instance.pk is not None and self.instance.has_secret:
+            return str(self.instance.get_password())
+        return ""
+
+    @sensitive_variables()
+    def build_config(self, password: str) -> SmtpConfig | None:
+        """The configuration of the form's values (None if one of them is invalid).
+
+        Only the form counts: the settings and the environment add nothing but the TLS files
+        (``GMAIL_SMTP['SSL_CAFILE']`` / ``GMAIL_SMTP_SSL_CAFILE``), as they do for the backend.
+        """
+        data = self.cleaned_data
+        if any(data.get(name) in (None, "") for name in ("host", "port", "security", "timeout", "username")):
+            return None
+        provenance = {option: Value(SOURCE_FORM, self._origin(field)) for option, field in OPTION_FIELDS.items()}
+        cafile = conf.app_setting("SSL_CAFILE")
+        if cafile:
+            provenance["ssl_cafile"] = Value(conf.SOURCE_SETTINGS, "GMAIL_SMTP['SSL_CAFILE']")
+        else:
+            cafile = os.environ.get("GMAIL_SMTP_SSL_CAFILE") or None
+            if cafile:
+                provenance["ssl_cafile"] = Value(conf.SOURCE_ENVIRONMENT, "GMAIL_SMTP_SSL_CAFILE")
+        security = data["security"]
+        return SmtpConfig(
+            host=str(data["host"]).strip(),
+            port=int(data["port"]),
+            username=str(data["username"]).strip(),
+            password=password,
+            use_tls=security == GmailAccount.Security.STARTTLS,
+            use_ssl=security == GmailAccount.Security.SSL,
+            timeout=float(data["timeout"]),
+            ssl_cafile=cafile,
+            provenance=provenance,
+        )
+
+    @sensitive_variables()
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        self.config, self.problems = None, []
+        try:
+            password = self.current_password()
+        except SecretDecryptionError as exc:
+            self.add_error(
+                SECRET_FIELD,
+                ValidationError(f"{exc.message} {exc.hint}", code="undecryptable"),
+            )
+            return cleaned
+        config = self.build_config(password)
+        if config is None:
+            return cleaned
+        self.config = config
+        self.problems = rules.check_config(config)
+        for problem in self.problems:
+            if problem.is_error:
+                field = FIELD_FOR_PROBLEM.get(problem.id)
+                if field is not None and field not in self.fields:
+                    field = None
+                self.add_error(field, ValidationError(problem_text(problem), code=problem.id))
+        return cleaned
+
+    @sensitive_variables()
+    def save(self, commit: bool = True) -> GmailAccount:
+        instance: GmailAccount = super().save(commit=False)
+        typed = (self.cleaned_data.get(SECRET_FIELD) or "").strip()
+        if typed:
+            instance.set_password(typed)
+        if commit:
+            instance.save()  # the model has no many-to-many fields to save after it
+        return instance

@@ -1,0 +1,441 @@
+"""The Gmail account admin with Django's test client, against the sandbox over real TLS."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission, User
+from django.core.cache import cache
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+
+from django_gmail_smtp import accounts
+from django_gmail_smtp.models import GmailAccount
+from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER
+
+pytestmark = pytest.mark.django_db
+
+OTHER_PASSWORD = "qrstuvwxyzabcdef"  # another 16-letter app password
+ADD_URL = "admin:gmail_smtp_gmailaccount_add"
+CHANGELIST_URL = "admin:gmail_smtp_gmailaccount_changelist"
+XHR = {"HTTP_X_REQUESTED_WITH": "XMLHttpRequest"}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def sandbox(settings: Any, gmail_sandbox: Any) -> Any:
+    """The sandbox, its CA trusted through GMAIL_SMTP['SSL_CAFILE'] (as a project trusts a private CA)."""
+    settings.GMAIL_SMTP = {"SSL_CAFILE": gmail_sandbox.ca_file}
+    return gmail_sandbox
+
+
+def form_data(sandbox: Any | None = None, **overrides: Any) -> dict[str, Any]:
+    """The add/change form as a browser posts it, pointed at the sandbox (or at Gmail)."""
+    data: dict[str, Any] = {
+        "name": "shop",
+        "username": SANDBOX_USER,
+        "auth_method": "app_password",
+        "app_password": SANDBOX_PASSWORD,
+        "host": sandbox.host if sandbox else "smtp.gmail.com",
+        "port": sandbox.starttls_port if sandbox else 587,
+        "security": "starttls",
+        "timeout": "5",
+        "from_aliases": "",
+        "enabled": "on",
+        "_save": "Save",
+    }
+    data.update(overrides)
+    return {key: value for key, value in data.items() if value is not None}
+
+
+def stored_account(sandbox: Any | None = None, password: str = SANDBOX_PASSWORD, **fields: Any) -> GmailAccount:
+    account = GmailAccount(
+        name=fields.pop("name", "shop"),
+        username=fields.pop("username", SANDBOX_USER),
+        host=sandbox.host if sandbox else "smtp.gmail.com",
+        port=sandbox.starttls_port if sandbox else 587,
+        timeout=5,
+        **fields,
+    )
+    account.set_password(password)
+    account.save()
+    return account
+
+
+def change_url(account: GmailAccount) -> str:
+    return reverse("admin:gmail_smtp_gmailaccount_change", args=[account.pk])
+
+
+def action_url(account: GmailAccount | None = None, action: str = "test") -> str:
+    if account is None:
+        return reverse(f"admin:gmail_smtp_gmailaccount_{action}_new")
+    return reverse(f"admin:gmail_smtp_gmailaccount_{action}", args=[account.pk])
+
+
+def raw_secret(account: GmailAccount) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT encrypted_secret FROM gmail_smtp_gmailaccount WHERE id = %s", [account.pk])
+        return str(cursor.fetchone()[0])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def staff_client(client: Client) -> Client:
+    """Staff with every model permission except the test one."""
+    user = User.objects.create_user("staff", "staff@example.com", "pw", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="gmail_smtp").exclude(codename="test_gmailaccount")
+    )
+    client.force_login(user)
+    return client
+
+
+# -- the secret never comes back -----------------------------------------------------------
+
+
+def test_add_stores_the_secret_encrypted_and_no_page_shows_it(admin_client: Client, sandbox: Any) -> None:
+    response = admin_client.post(reverse(ADD_URL), form_data(sandbox))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    account = GmailAccount.objects.get(name="shop")
+    assert account.get_password() == SANDBOX_PASSWORD
+    assert SANDBOX_PASSWORD not in raw_secret(account)
+
+    pages = [
+        admin_client.get(change_url(account)),
+        admin_client.get(reverse(CHANGELIST_URL)),
+        admin_client.get(reverse("admin:gmail_smtp_gmailaccount_history", args=[account.pk])),
+        admin_client.get(reverse("admin:gmail_smtp_gmailaccount_delete", args=[account.pk])),
+    ]
+    for page in pages:
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert SANDBOX_PASSWORD not in html
+        assert raw_secret(account) not in html  # not even the encrypted token
+    assert "An app password is stored." in pages[0].content.decode()
+    assert "An app password is stored." in pages[1].content.decode()  # the list says it too
+    assert 'type="password"' in pages[0].content.decode()
+    for entry in LogEntry.objects.all():
+        assert SANDBOX_PASSWORD not in entry.change_message
+        assert SANDBOX_PASSWORD not in entry.object_repr
+
+
+def test_secret_is_not_rendered_back_after_a_validation_error(admin_client: Client) -> None:
+    response = admin_client.post(reverse(ADD_URL), form_data(username="not-an-address"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "gmail_smtp.E006" in html
+    assert SANDBOX_PASSWORD not in html
+
+
+def test_views_receiving_the_secret_hide_it_from_error_reports(admin_client: Client, sandbox: Any) -> None:
+    response = admin_client.post(reverse(ADD_URL), form_data(sandbox))
+    assert response.wsgi_request.sensitive_post_parameters == ("app_password",)  # type: ignore[attr-defined]
+    response = admin_client.post(action_url(), form_data(sandbox), **XHR)
+    assert response.wsgi_request.sensitive_post_parameters == ("app_password",)  # type: ignore[attr-defined]
+
+
+def test_blank_secret_keeps_the_stored_one_and_history_names_only_fields(admin_client: Client) -> None:
+    account = stored_account()
+    before = raw_secret(account)
+    response = admin_client.post(change_url(account), form_data(app_password="", timeout="7"))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    account.refresh_from_db()
+    assert raw_secret(account) == before
+    assert account.get_password() == SANDBOX_PASSWORD
+    assert account.timeout == 7
+
+    response = admin_client.post(change_url(account), form_data(app_password=OTHER_PASSWORD))
+    assert response.status_code == 302
+    account.refresh_from_db()
+    assert account.get_password() == OTHER_PASSWORD
+    messages = [entry.get_change_message() for entry in LogEntry.objects.order_by("action_time")]
+    assert "Timeout" in messages[0]
+    assert "App password" not in messages[0]
+    assert "App password" in messages[1]
+    for message in messages:
+        assert SANDBOX_PASSWORD not in message
+        assert OTHER_PASSWORD not in message
+
+
+# -- validation: the rules of manage.py check ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "check_id"),
+    [
+        ({"port": 465}, "gmail_smtp.E003"),
+        ({"security": "ssl"}, "gmail_smtp.E004"),
+        ({"username": "shop"}, "gmail_smtp.E006"),
+        ({"app_password": ""}, "gmail_smtp.E007"),
+        ({"timeout": "0"}, "gmail_smtp.E008"),
+    ],
+)
+def test_rule_errors_are_shown_with_their_ids(admin_client: Client, overrides: dict[str, Any], check_id: str) -> None:
+    response = admin_client.post(reverse(ADD_URL), form_data(**overrides))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert check_id in html
+    assert "errornote" in html
+    assert not GmailAccount.objects.exists()
+
+
+def test_hints_name_the_form_fields_not_the_settings(admin_client: Client) -> None:
+    html = admin_client.post(reverse(ADD_URL), form_data(port=465)).content.decode()
+    assert "the “Port” field" in html
+    assert "EMAIL_PORT" not in html
+    assert "EMAIL_USE_TLS" not in html
+
+
+def test_rule_warnings_are_shown_after_saving(admin_client: Client) -> None:
+    response = admin_client.post(reverse(ADD_URL), form_data(app_password="my own password!"), follow=True)
+    assert GmailAccount.objects.filter(name="shop").exists()
+    html = response.content.decode()
+    assert "gmail_smtp.W001" in html
+    assert "my own password!" not in html
+
+
+def test_only_one_default_account_with_a_readable_error(admin_client: Client) -> None:
+    stored_account(name="main", is_default=True)
+    response = admin_client.post(reverse(ADD_URL), form_data(is_default="on"))
+    assert response.status_code == 200
+    assert "already the default" in response.content.decode()
+
+
+def test_from_aliases_one_per_line(admin_client: Client) -> None:
+    response = admin_client.post(reverse(ADD_URL), form_data(from_aliases="news@example.com\nshop@example.com"))
+    assert response.status_code == 302
+    assert GmailAccount.objects.get().from_aliases == ["news@example.com", "shop@example.com"]
+    response = admin_client.post(reverse(ADD_URL), form_data(name="other", from_aliases="not an address"))
+    assert "is not an e-mail address" in response.content.decode()
+
+
+# -- wrong key -----------------------------------------------------------------------------
+
+
+def test_wrong_key_page_still_opens_and_a_new_secret_can_be_entered(admin_client: Client, settings: Any) -> None:
+    account = stored_account()
+    settings.SECRET_KEY = "a-new-key-without-the-old-one-in-fallbacks"
+    admin_client.force_login(User.objects.get(username="admin"))  # the new key ended the session
+    page = admin_client.get(change_url(account))
+    assert page.status_code == 200
+    assert "cannot be decrypted with the current keys" in page.content.decode()
+
+    response = admin_client.post(change_url(account), form_data(app_password=""))
+    assert response.status_code == 200
+    assert "gmail_rotate_keys" in response.content.decode()  # the error says what to do
+
+    response = admin_client.post(change_url(account), form_data(app_password=OTHER_PASSWORD))
+    assert response.status_code == 302
+    assert accounts.account_options("shop")["password"] == OTHER_PASSWORD
+
+
+def test_old_key_in_fallbacks_keeps_the_account_readable(admin_client: Client, settings: Any) -> None:
+    account = stored_account()
+    settings.SECRET_KEY = "the-new-key"
+    settings.SECRET_KEY_FALLBACKS = ["tests-only-not-secret"]
+    assert "An app password is stored." in admin_client.get(change_url(account)).content.decode()
+    assert accounts.account_options("shop")["password"] == SANDBOX_PASSWORD
+
+
+# -- permissions ---------------------------------------------------------------------------
+
+
+def test_staff_without_the_test_permission_cannot_test_send_or_see_secret_status(
+    staff_client: Client, sandbox: Any
+) -> None:
+    account = stored_account(sandbox)
+    html = staff_client.get(change_url(account)).content.decode()
+    assert "Test connection" not in html
+    assert "Send test email" not in html
+    assert "app password is stored" not in html
+    assert "secret" not in staff_client.get(reverse(CHANGELIST_URL)).content.decode().lower()
+    for url in (action_url(account), action_url(account, "send"), action_url(), action_url(action="send")):
+        assert staff_client.post(url, form_data(sandbox, _test_recipient="to@example.com")).status_code == 403
+    # The list action is not offered to them: posting it anyway does nothing.
+    staff_client.post(reverse(CHANGELIST_URL), {"action": "test_selected", "_selected_action": [account.pk]})
+    assert sandbox.connections == 0
+    account.refresh_from_db()
+    assert account.last_checked_at is None
+
+
+def test_superuser_has_the_test_permission(admin_client: Client) -> None:
+    user = User.objects.get(username="admin")
+    assert user.has_perm("gmail_smtp.test_gmailaccount")
+    assert "Test connection" in admin_client.get(reverse(ADD_URL)).content.decode()
+
+
+def test_actions_are_post_only_and_need_csrf(admin_client: Client, sandbox: Any) -> None:
+    assert admin_client.get(action_url()).status_code == 405
+    csrf_client = Client(enforce_csrf_checks=True)
+    csrf_client.force_login(User.objects.get(username="admin"))
+    assert csrf_client.post(action_url(), form_data(sandbox)).status_code == 403
+    assert sandbox.connections == 0
+
+
+# -- Test connection -----------------------------------------------------------------------
+
+
+def test_test_connection_on_the_add_page_uses_the_typed_values(admin_client: Client, sandbox: Any) -> None:
+    response = admin_client.post(action_url(), form_data(sandbox), **XHR)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'data-outcome="ok"' in html
+    assert "Connection succeeded" in html
+    for step in ("dns", "connect", "greeting", "tls", "ehlo", "auth", "quit"):
+        assert f'data-step="{step}"' in html
+    assert "SMTP transcript" in html
+    assert "AUTH PLAIN &lt;redacted&gt;" in html or "AUTH LOGIN" in html
+    assert SANDBOX_PASSWORD not in html
+    assert "<html" not in html  # a fragment for the page's script
+    assert not GmailAccount.objects.exists()  # nothing saved
+    assert sandbox.auth_attempts == 1
+
+
+def test_test_connection_without_javascript_answers_with_a_page(admin_client: Client, sandbox: Any) -> None:
+    response = admin_client.post(action_url(), form_data(sandbox))
+    html = response.content.decode()
+    assert "<html" in html
+    assert 'data-outcome="ok"' in html
+    assert SANDBOX_PASSWORD not in html
+
+
+def test_test_connection_with_a_blank_secret_uses_the_stored_one_and_records_the_result(
+    admin_client: Client, sandbox: Any
+) -> None:
+    account = stored_account(sandbox)
+    response = admin_client.post(action_url(account), form_data(sandbox, app_password=""), **XHR)
+    assert 'data-outcome="ok"' in response.content.decode()
+    account.refresh_from_db()
+    assert account.last_check_ok is True
+    assert account.last_checked_at is not None
+    assert "sign-in succeeded" in account.last_check_message
+    html = admin_client.get(reverse(CHANGELIST_URL)).content.decode()
+    assert "gmail-smtp-check ok" in html
+
+
+def test_test_connection_failure_shows_the_step_cause_and_fix(admin_client: Client, sandbox: Any) -> None:
+    account = stored_account(sandbox)
+    sandbox.inject("bad_credentials")
+    response = admin_client.post(action_url(account), form_data(sandbox, app_password=""), **XHR)
+    html = response.content.decode()
+    assert 'data-outcome="failed"' in html
+    assert "Failed at: Sign-in" in html
+    assert "[bad_credentials]" in html
+    assert "app password" in html  # the fix
+    assert "535" in html  # the server's reply
+    assert SANDBOX_PASSWORD not in html
+    account.refresh_from_db()
+    assert account.last_check_ok is False
+    assert "Sign-in" in account.last_check_message
+    assert SANDBOX_PASSWORD not in account.last_check_message
+
+
+def test_test_connection_tests_unsaved_values_and_saves_nothing(admin_client: Client, sandbox: Any) -> None:
+    account = stored_account(sandbox)
+    port = free_port()
+    response = admin_client.post(action_url(account), form_data(sandbox, app_password="", port=port), **XHR)
+    html = response.content.decode()
+    assert 'data-outcome="failed"' in html
+    assert 'data-step="connect"' in html
+    assert "not saved" in html
+    account.refresh_from_db()
+    assert account.port == sandbox.starttls_port
+    assert account.last_check_ok is False
+    assert "unsaved changes" in account.last_check_message
+
+
+def test_test_connection_reports_rule_errors_as_the_configuration_step(admin_client: Client) -> None:
+    # Port 465 with STARTTLS for Gmail: refused before any connection is made.
+    response = admin_client.post(action_url(), form_data(port=465), **XHR)
+    html = response.content.decode()
+    assert 'data-outcome="config_error"' in html
+    assert "gmail_smtp.E003" in html
+    assert 'data-step="dns"' not in html  # nothing was looked up or connected
+    assert "EMAIL_" not in html  # worded for the form, not for settings.py
+
+
+def test_test_connection_with_an_invalid_field_explains_it(admin_client: Client, sandbox: Any) -> None:
+    response = admin_client.post(action_url(), form_data(sandbox, port="abc"), **XHR)
+    html = response.content.decode()
+    assert 'data-outcome="invalid"' in html
+    assert "Port" in html
+    assert sandbox.connections == 0
+
+
+# -- Send test email -----------------------------------------------------------------------
+
+
+def test_send_test_email_delivers_and_shows_the_server_reply(admin_client: Client, sandbox: Any) -> None:
+    account = stored_account(sandbox)
+    response = admin_client.post(
+        action_url(account, "send"),
+        form_data(sandbox, app_password="", _test_recipient="operator@example.com"),
+        **XHR,
+    )
+    html = response.content.decode()
+    assert 'data-outcome="ok"' in html, html
+    assert "Server&#x27;s reply:" in html or "Server's reply:" in html
+    assert "250 2.0.0 OK" in html
+    assert SANDBOX_PASSWORD not in html
+    received = sandbox.wait_for_messages(1)[0]
+    assert received.rcpt_tos == ["operator@example.com"]
+    assert received.mail_from == SANDBOX_USER
+    account.refresh_from_db()
+    assert account.last_check_ok is True
+    assert "operator@example.com" in account.last_check_message
+
+
+def test_send_test_email_defaults_to_the_operators_address(admin_client: Client, sandbox: Any) -> None:
+    html = admin_client.get(reverse(ADD_URL)).content.decode()
+    assert 'value="admin@example.com"' in html
+
+
+def test_send_test_email_needs_a_valid_recipient(admin_client: Client, sandbox: Any) -> None:
+    response = admin_client.post(action_url(action="send"), form_data(sandbox, _test_recipient="nobody"), **XHR)
+    html = response.content.decode()
+    assert "Enter the address to send the test email to." in html
+    assert sandbox.connections == 0
+
+
+def test_send_test_email_failure_has_a_cause(admin_client: Client, sandbox: Any) -> None:
+    sandbox.inject("daily_quota")
+    response = admin_client.post(
+        action_url(action="send"), form_data(sandbox, _test_recipient="operator@example.com"), **XHR
+    )
+    html = response.content.decode()
+    assert 'data-outcome="failed"' in html
+    assert "550" in html
+    assert "[daily_quota]" in html
+
+
+# -- list action ---------------------------------------------------------------------------
+
+
+def test_list_action_tests_stored_accounts(admin_client: Client, sandbox: Any) -> None:
+    good = stored_account(sandbox, name="good")
+    bad = stored_account(sandbox, name="bad", password=OTHER_PASSWORD)
+    response = admin_client.post(
+        reverse(CHANGELIST_URL), {"action": "test_selected", "_selected_action": [good.pk, bad.pk]}, follow=True
+    )
+    html = response.content.decode()
+    assert "Good: Connection, TLS and sign-in succeeded." in html  # the admin capitalizes messages
+    assert "Bad: Failed at Sign-in" in html
+    good.refresh_from_db()
+    bad.refresh_from_db()
+    assert (good.last_check_ok, bad.last_check_ok) == (True, False)
