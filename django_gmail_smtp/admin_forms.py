@@ -106,14 +106,17 @@ def _setting_labels() -> list[tuple[str, str]]:
         return str(capfirst(getattr(GmailAccount._meta.get_field(name), "verbose_name", name)))
 
     security = label("security")
+    # Outside the f-strings, so makemessages finds them.
+    implicit_tls = gettext("implicit TLS")
+    app_password = gettext("App password")
     return [
         ("EMAIL_HOST_USER", f"“{label('username')}”"),
-        ("EMAIL_HOST_PASSWORD", f"“{gettext('App password')}”"),
+        ("EMAIL_HOST_PASSWORD", f"“{app_password}”"),
         ("EMAIL_HOST", f"“{label('host')}”"),
         ("EMAIL_PORT", f"“{label('port')}”"),
         ("EMAIL_TIMEOUT", f"“{label('timeout')}”"),
         ("EMAIL_USE_TLS", f"“{security}: STARTTLS”"),
-        ("EMAIL_USE_SSL", f"“{security}: {gettext('implicit TLS')}”"),
+        ("EMAIL_USE_SSL", f"“{security}: {implicit_tls}”"),
     ]
 
 

@@ -1064,7 +1064,7 @@ def config_error(exc: GmailConfigError, *, config_name: str = "") -> Diagnosis:
     diagnosis = Diagnosis(config=None, problems=[problem], language=get_language() or "")
     run = _Run(diagnosis, None, None)
     step = run.begin("config", _title("config"))
-    step.details.append(f"{problem.id} ({_('error')}): {problem.message}")
+    step.details.append(_("%(id)s (error): %(message)s") % {"id": problem.id, "message": problem.message})
     if problem.hint:
         step.details.append("    " + _("Hint: %(hint)s") % {"hint": problem.hint})
     cause = _problem_cause(problem)

@@ -337,12 +337,13 @@ class Command(BaseCommand):
                 % {"step": self._failed_title(result), "code": result.exit_code}
             )
         )
-        out.write(f"{_('Cause:')} {cause.summary}")
-        out.write(f"{_('Fix:')} {cause.fix}")
+        # Whole sentences with placeholders: xgettext cannot see _() inside f-strings.
+        out.write(_("Cause: %(summary)s") % {"summary": cause.summary})
+        out.write(_("Fix: %(fix)s") % {"fix": cause.fix})
         if cause.url:
-            out.write(f"{_('More:')} {cause.url}")
+            out.write(_("More: %(url)s") % {"url": cause.url})
         if cause.temporary:
             out.write(_("This is usually temporary: retrying later may work."))
-        out.write(f"{_('Cause id:')} {cause.id}")
+        out.write(_("Cause id: %(id)s") % {"id": cause.id})
         if self.verbosity < 2 and result.transcript.lines:
             out.write(_("Run with -v 2 to see the SMTP conversation."))
