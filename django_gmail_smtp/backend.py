@@ -7,22 +7,46 @@ counts. Differences are deliberate and documented: Gmail defaults when no host
 is set, a 10 s default timeout, verified certificates with an optional CA file,
 no password over an unencrypted connection, and exceptions that explain Gmail's
 replies.
+
+Delivery (docs/delivery.md): signed-in connections are reused across calls
+(:mod:`~django_gmail_smtp.pool`), messages are pipelined, temporary failures
+retried, dropped connections replaced, and each message's outcome is recorded
+on ``message.gmail_smtp_status``.
+
+How reuse meets Django's contract:
+
+* ``send_messages()`` on a backend that was not opened behaves as Django's from
+  the caller's side (same count, same exception types) but, instead of QUIT,
+  leaves the signed-in connection in the pool for this thread's next call.
+  Threads sending through one such backend each use their own connection.
+* ``open()`` returns True when it made the backend hold a connection (a new one
+  or one taken from the pool), False if it already held one, None if it failed
+  with ``fail_silently``. ``close()`` gives the connection back to the pool
+  (QUIT when ``REUSE_CONNECTIONS`` is off, or the connection is worn out).
+  An opened backend serialises its callers on its one connection, as Django's.
 """
 
 from __future__ import annotations
 
+import email.errors
+import email.header
 import email.policy
+import re
 import smtplib
 import threading
 from collections.abc import Sequence
+from email.headerregistry import Address
+from email.utils import parseaddr
 from typing import Any
 
 from django.conf import settings
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend
 from django.core.mail.message import EmailMessage
+from django.utils.encoding import force_str, punycode
 
-from . import conf, rules
+from . import conf, pool, rules
+from .delivery import STATUS_ATTRIBUTE, DeliveryOptions, DeliveryStatus, Job, deliver, failure_to_raise, report
 from .session import SMTPSession, Transcript
 
 __all__ = ["EmailBackend"]
@@ -74,6 +98,7 @@ class EmailBackend(BaseEmailBackend):
         self.transcript = Transcript()
         self.connection: smtplib.SMTP | None = None
         self._session: SMTPSession | None = None
+        self._opened = False  # open() was called: this backend holds its connection until close()
         self._lock = threading.RLock()
 
     # Django's SMTP backend exposes these as attributes; some code reads them.
@@ -91,25 +116,77 @@ class EmailBackend(BaseEmailBackend):
     def open(self) -> bool | None:
         """Ensure a signed-in connection.
 
-        True if a new one was opened, False if one was already open, None if
-        opening failed and ``fail_silently`` is on.
+        True if the backend now holds one it did not hold before (new, or taken
+        from the pool), False if it already held one, None if opening failed and
+        ``fail_silently`` is on.
         """
         if self.connection is not None:
             return False
-        session = SMTPSession(self.config, transcript=self.transcript)
+        options = DeliveryOptions.from_settings()
         try:
-            self.connection = session.connect()
+            session = self._checkout(options) or self._connect()
         except OSError:
             if not self.fail_silently:
                 raise
             return None
-        self._session = session
+        self._session, self.connection, self._opened = session, session.client, True
         return True
 
     def close(self) -> None:
-        """Close the connection; tolerates a server that already hung up."""
+        """Give the connection back to the pool (or QUIT); tolerates a server that already hung up."""
         session, self._session, self.connection = self._session, None, None
-        if session is None:
+        self._opened = False
+        if session is not None:
+            self._release(session, DeliveryOptions.from_settings(), reusable=True)
+
+    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
+        """Send the messages; return how many the server accepted.
+
+        Each message's outcome is on ``message.gmail_smtp_status``. Failures are
+        raised (unless ``fail_silently``) after the rest of the batch was sent.
+        """
+        if not email_messages:
+            return 0
+        jobs = self._prepare(email_messages)  # ValueError (header injection, bad address): nothing sent
+        if not jobs:
+            return 0
+        options = DeliveryOptions.from_settings()
+        if self._opened:
+            with self._lock:  # one connection: callers take turns, as with Django's backend
+                stop_error = deliver(jobs, _OpenedConnection(self, options), options)
+        else:
+            stop_error = deliver(jobs, _PooledConnections(self, options), options)
+        report(jobs, type(self), stop_error)
+        if not self.fail_silently:
+            failure = failure_to_raise(jobs, stop_error)
+            if failure is not None:
+                raise failure
+        return sum(1 for job in jobs if job.status.sent)
+
+    # -- connections -------------------------------------------------------------
+    def _connect(self) -> SMTPSession:
+        session = SMTPSession(self.config, transcript=self.transcript)
+        session.connect()
+        return session
+
+    def _checkout(self, options: DeliveryOptions) -> SMTPSession | None:
+        if not options.reuse:
+            return None
+        session = pool.checkout(self.config, noop_after=options.noop_after, idle_timeout=options.idle_timeout)
+        if session is not None:
+            session.attach(self.transcript)
+        return session
+
+    def _release(self, session: SMTPSession, options: DeliveryOptions, *, reusable: bool) -> None:
+        worn = options.messages_per_connection and session.messages >= options.messages_per_connection
+        if reusable and session.usable and options.reuse and not worn:
+            pool.checkin(self.config, session, idle_timeout=options.idle_timeout)
+            return
+        if not session.usable:
+            session.abort()
+            return
+        if worn:  # recycled mid-flow: no need to wait for the 221
+            session.quit(wait=False)
             return
         try:
             session.quit()
@@ -117,53 +194,163 @@ class EmailBackend(BaseEmailBackend):
             if not self.fail_silently:
                 raise
 
-    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
-        """Send the messages; return how many the server accepted."""
-        if not email_messages:
-            return 0
-        with self._lock:
-            new_conn_created = self.open()
-            if not self.connection or new_conn_created is None:
-                return 0
-            num_sent = 0
+    # -- messages ----------------------------------------------------------------
+    def _prepare(self, email_messages: Sequence[EmailMessage]) -> list[Job]:
+        """Envelope and bytes of every message, before anything is sent."""
+        jobs = []
+        for message in email_messages:
+            status = DeliveryStatus()
+            setattr(message, STATUS_ATTRIBUTE, status)
+            if not message.recipients():
+                continue
+            smtputf8 = _needs_smtputf8(message)
             try:
-                for message in email_messages:
-                    if self._send(message):
-                        num_sent += 1
-            finally:
-                if new_conn_created:
-                    self.close()
-        return num_sent
-
-    def _send(self, email_message: EmailMessage) -> bool:
-        if not email_message.recipients():
-            return False
-        from_email, recipients, data = self._envelope(email_message)
-        assert self._session is not None
-        try:
-            self._session.send(from_email, recipients, data)
-        except smtplib.SMTPException:
-            if self._session.client is None:
-                self.connection = None  # the server hung up; open() reconnects next time
-            if not self.fail_silently:
+                from_email, recipients, data = self._envelope(message, smtputf8=smtputf8)
+            except ValueError as exc:
+                status.error = exc
                 raise
-            return False
-        return True
+            jobs.append(Job(message, from_email, recipients, data, smtputf8, status))
+        return jobs
 
-    def _envelope(self, email_message: EmailMessage) -> tuple[str, list[str], bytes]:
+    def _envelope(self, email_message: EmailMessage, *, smtputf8: bool = False) -> tuple[str, list[str], bytes]:
         """Envelope sender, recipients and wire bytes, exactly as Django's backend makes them.
 
-        Raises ``ValueError`` for header injection and invalid addresses.
+        Raises ``ValueError`` for header injection and invalid addresses. With
+        ``smtputf8``, addresses keep their non-ASCII local parts (domains are
+        still IDNA-encoded) and the headers are UTF-8 (RFC 6531/6532) instead of
+        Django's encoded-words, which make such an address undeliverable.
         """
         if _HAS_PREP_ADDRESS:
             prep = DjangoSMTPBackend.prep_address
+            if smtputf8:
+                from_email = _idna_domain(prep(self, email_message.from_email, force_ascii=False))  # type: ignore[arg-type]
+                recipients = [
+                    _idna_domain(prep(self, addr, force_ascii=False))  # type: ignore[arg-type]
+                    for addr in email_message.recipients()
+                ]
+                data = email_message.message(policy=email.policy.SMTPUTF8).as_bytes()
+                return from_email, recipients, data
             from_email = prep(self, email_message.from_email)  # type: ignore[arg-type]
             recipients = [prep(self, addr) for addr in email_message.recipients()]  # type: ignore[arg-type]
-            data = email_message.message(policy=email.policy.SMTP).as_bytes()  # type: ignore[call-arg]
+            data = email_message.message(policy=email.policy.SMTP).as_bytes()
             return from_email, recipients, data
         from django.core.mail.message import sanitize_address
 
+        if smtputf8:
+            from_email = _utf8_addr_spec(email_message.from_email)
+            recipients = [_utf8_addr_spec(addr) for addr in email_message.recipients()]
+            message = email_message.message()
+            _utf8_address_headers(message)
+            return from_email, recipients, message.as_bytes(linesep="\r\n")  # type: ignore[call-arg]
         encoding = email_message.encoding or settings.DEFAULT_CHARSET
         from_email = sanitize_address(email_message.from_email, encoding)
         recipients = [sanitize_address(addr, encoding) for addr in email_message.recipients()]
-        return from_email, recipients, email_message.message().as_bytes(linesep="\r\n")
+        return from_email, recipients, email_message.message().as_bytes(linesep="\r\n")  # type: ignore[call-arg]
+
+
+class _PooledConnections:
+    """A backend that was not opened: connections come from, and go back to, the pool."""
+
+    def __init__(self, backend: EmailBackend, options: DeliveryOptions) -> None:
+        self.backend = backend
+        self.options = options
+
+    def acquire(self) -> SMTPSession:
+        return self.backend._checkout(self.options) or self.backend._connect()
+
+    def release(self, session: SMTPSession, *, reusable: bool) -> None:
+        self.backend._release(session, self.options, reusable=reusable)
+
+
+class _OpenedConnection:
+    """An opened backend: its own connection, replaced when it breaks or is worn out."""
+
+    def __init__(self, backend: EmailBackend, options: DeliveryOptions) -> None:
+        self.backend = backend
+        self.options = options
+
+    def acquire(self) -> SMTPSession:
+        backend = self.backend
+        session = backend._session
+        if session is not None and session.idle_check(self.options.noop_after):
+            return session
+        session = backend._connect()
+        backend._session, backend.connection = session, session.client
+        return session
+
+    def release(self, session: SMTPSession, *, reusable: bool) -> None:
+        backend = self.backend
+        if reusable and session.usable:
+            return  # kept until close()
+        if backend._session is session:
+            backend._session = backend.connection = None
+        backend._release(session, self.options, reusable=False)
+
+
+# -- non-ASCII local parts (SMTPUTF8) -----------------------------------------------------
+
+
+def _needs_smtputf8(message: EmailMessage) -> bool:
+    """True if the sender or a recipient has non-ASCII characters before the @."""
+    for address in (message.from_email, *message.recipients()):
+        if isinstance(address, tuple):
+            address = address[1]
+        text = force_str(address)
+        if text.isascii():
+            continue
+        addr = parseaddr(text)[1]
+        if addr and not addr.rpartition("@")[0].isascii():
+            return True
+    return False
+
+
+def _idna_domain(addr_spec: str) -> str:
+    local, at, domain = addr_spec.rpartition("@")
+    if at and not domain.isascii():
+        domain = punycode(domain)
+    return f"{local}{at}{domain}" if at else addr_spec
+
+
+def _utf8_addr_spec(address: Any) -> str:
+    """Django 5.2's sanitize_address, keeping a non-ASCII local part as UTF-8."""
+    from email import _header_value_parser as parser  # as Django 5.2 itself does
+
+    if isinstance(address, tuple):
+        local, _, domain = str(address[1]).rpartition("@")
+    else:
+        text = force_str(address)
+        try:
+            token, rest = parser.get_mailbox(text)
+        except (email.errors.HeaderParseError, ValueError, IndexError):
+            raise ValueError(f'Invalid address "{text}"') from None
+        if rest:
+            raise ValueError(f'Invalid address; only {token} could be parsed from "{text}"')
+        local, domain = token.local_part, token.domain or ""
+    if "\n" in local + domain or "\r" in local + domain:
+        raise ValueError("Invalid address; address parts cannot contain newlines.")
+    return Address(username=local, domain=punycode(domain) if domain else "").addr_spec
+
+
+# Django 5.2 writes a non-ASCII local part as encoded-words right before the "@".
+_ENCODED_LOCAL_PART = re.compile(r"((?:=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=\s*)+)(?=@)")
+_ADDRESS_HEADERS = ("From", "Sender", "Reply-To", "To", "Cc", "Resent-From", "Resent-Sender", "Resent-To", "Resent-Cc")
+
+
+def _utf8_local_part(match: re.Match[str]) -> str:
+    local = str(email.header.make_header(email.header.decode_header(match.group(1).strip())))
+    return Address(username=local, domain="x").addr_spec.rpartition("@")[0]
+
+
+def _utf8_address_headers(message: Any) -> None:
+    """Django 5.2: turn encoded-word local parts in address headers into raw UTF-8 (RFC 6532)."""
+    for name in _ADDRESS_HEADERS:
+        value = message.get(name)
+        if value is None or "=?" not in str(value):
+            continue
+        utf8 = _ENCODED_LOCAL_PART.sub(_utf8_local_part, str(value))
+        if utf8 == str(value):
+            continue
+        if len(utf8.encode()) > 900:  # raw values are not folded for us: fold between addresses
+            utf8 = re.sub(r",\s*", ",\r\n ", utf8)
+        # surrogateescape: compat32 writes such a value as raw bytes instead of encoding it again.
+        message.replace_header(name, utf8.encode("utf-8").decode("ascii", "surrogateescape"))

@@ -6,10 +6,12 @@ first (documented in the README):
 
 1. keyword arguments (``get_connection(host=...)``) or, on Django 6.1, the
    mailer's ``MAILERS[alias]["OPTIONS"]``;
-2. Django settings set explicitly (``EMAIL_*`` when ``MAILERS`` is not used;
+2. a stored account (``GmailAccount``), when the configuration names one
+   (``account=`` or ``GMAIL_SMTP["ACCOUNT"]``);
+3. Django settings set explicitly (``EMAIL_*`` when ``MAILERS`` is not used;
    ``GMAIL_SMTP`` for this app's own knobs);
-3. the environment (``EMAIL_URL`` in django-environ syntax, ``GMAIL_SMTP_*``);
-4. defaults (Gmail's for a Gmail host or no host, Django's otherwise).
+4. the environment (``EMAIL_URL`` in django-environ syntax, ``GMAIL_SMTP_*``);
+5. defaults (Gmail's for a Gmail host or no host, Django's otherwise).
 
 Settings are read at call time, never at import time, so ``override_settings``
 works.
@@ -72,6 +74,18 @@ APP_SETTINGS: dict[str, Any] = {
     "FROM_ALIASES": (),
     "SSL_CAFILE": None,
     "TRANSCRIPT": False,
+    # Delivery (docs/delivery.md): connection reuse, pipelining, retries, Gmail's limits.
+    "REUSE_CONNECTIONS": True,
+    "POOL_IDLE_TIMEOUT": 60.0,
+    "POOL_NOOP_AFTER": 10.0,
+    "MESSAGES_PER_CONNECTION": 50,
+    "PIPELINING": True,
+    "PIPELINE_WINDOW": 10,
+    "MAX_RECIPIENTS": 100,
+    "RETRY_ATTEMPTS": 3,
+    "RETRY_BACKOFF": 1.0,
+    "RETRY_BACKOFF_MAX": 15.0,
+    "RETRY_TIMEOUT": 30.0,
 }
 # GMAIL_SMTP key -> option it provides a value for.
 APP_SETTING_OPTIONS = {"SSL_CAFILE": "ssl_cafile"}

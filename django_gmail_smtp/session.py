@@ -3,17 +3,30 @@
 Shared by the backend, ``gmail_check`` and the admin's test buttons. Every
 failure is re-raised as its own type carrying a :mod:`~django_gmail_smtp.causes`
 entry and the stage it happened in.
+
+:meth:`SMTPSession.transact` sends many messages with as few round trips as the
+server allows: with PIPELINING and CHUNKING one write carries ``MAIL``, the
+``RCPT`` commands and ``BDAT n LAST`` with the message, and up to ``window`` messages
+are in flight at once (RFC 2920, RFC 3030); every reply is matched to its
+command in order. Without those extensions it falls back to one command at a
+time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
+import select
 import smtplib
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from django.core.mail.utils import DNS_NAME
 
@@ -21,7 +34,7 @@ from .causes import cause, explain_exception
 from .conf import SmtpConfig, app_setting, is_loopback
 from .exceptions import TLSRequiredError, with_cause
 
-__all__ = ["SMTPSession", "Transcript", "make_ssl_context"]
+__all__ = ["Reply", "SMTPSession", "Transaction", "Transcript", "make_ssl_context"]
 
 logger = logging.getLogger("django_gmail_smtp.transcript")
 
@@ -55,15 +68,145 @@ def make_ssl_context(config: SmtpConfig) -> ssl.SSLContext:
     return context
 
 
+class Reply(NamedTuple):
+    """One server reply; multi-line texts are joined with ``"\\n"`` as smtplib does."""
+
+    code: int
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+@dataclass(eq=False)
+class Transaction:
+    """One mail transaction for :meth:`SMTPSession.transact`, and the replies it got.
+
+    ``recipients`` are envelope addresses; ``smtputf8`` asks for ``MAIL ... SMTPUTF8``
+    (the caller checks that the server offers it). ``tag`` is the caller's.
+    """
+
+    sender: str
+    recipients: list[str]
+    data: bytes
+    smtputf8: bool = False
+    tag: Any = None
+    issued: bool = False
+    """Its commands were written (or, without pipelining, started)."""
+    mail: Reply | None = None
+    rcpt: list[Reply | None] = field(default_factory=list)
+    final: Reply | None = None
+    """The reply to ``BDAT LAST`` or to the end of ``DATA`` (or ``DATA`` refused)."""
+
+    @property
+    def settled(self) -> bool:
+        """True once the server's verdict is known: accepted, or refused at some step."""
+        if self.final is not None:
+            return True
+        if self.mail is not None and not self.mail.ok:
+            return True
+        return bool(self.rcpt) and all(r is not None and not r.ok for r in self.rcpt)
+
+    @property
+    def accepted(self) -> list[str]:
+        """Recipients the server took the message for (only after its final 2xx)."""
+        if self.final is None or not self.final.ok:
+            return []
+        return [addr for addr, reply in zip(self.recipients, self.rcpt, strict=False) if reply is not None and reply.ok]
+
+
+class _Stats:
+    """Counters of one session, shared with its smtplib client."""
+
+    __slots__ = ("round_trips",)
+
+    def __init__(self) -> None:
+        self.round_trips = 0
+
+
+# Linux: acknowledge what arrives at once instead of up to 40 ms later (delayed ACK). A server
+# whose Nagle algorithm holds its next reply until our ACK (Postfix after the TLS session tickets,
+# and when pipelined replies come in several writes) would otherwise stall for that long.
+# The kernel turns it off again by itself, so it is set before each read.
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
+
+class _SocketReader:
+    """Stands in for smtplib's ``sock.makefile("rb")``, and can tell whether bytes are waiting.
+
+    Pipelining reads the replies that have already arrived before writing more;
+    a buffered file object cannot say whether it holds any.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+
+    def readline(self, limit: int = -1) -> bytes:
+        buf = self.buffer
+        start = 0
+        while True:
+            end = buf.find(b"\n", start)
+            if end >= 0:
+                end += 1
+                break
+            if 0 <= limit <= len(buf):
+                end = limit
+                break
+            start = len(buf)
+            if _QUICKACK is not None:
+                with contextlib.suppress(OSError):
+                    self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                end = len(buf)
+                break
+            buf += chunk
+        if limit >= 0:
+            end = min(end, limit)
+        line = bytes(buf[:end])
+        del buf[:end]
+        return line
+
+    def waiting(self) -> bool:
+        """True if a byte or the end of the stream can be read without blocking."""
+        if self.buffer:
+            return True
+        pending = getattr(self.sock, "pending", None)
+        if pending is not None and pending():
+            return True
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):  # closed meanwhile
+            return True
+        return bool(readable)
+
+    def close(self) -> None:
+        self.buffer.clear()
+
+
 class _Recording:
     """Mixin for ``smtplib.SMTP`` that records the conversation and its stage."""
 
     transcript: Transcript
     on_stage: Callable[[str], None]
+    file: Any
+    sock: Any
+    stats: _Stats | None = None
     _auth_exchange = False
     _body_next = False
+    _wrote = False
 
-    def send(self, s: str | bytes) -> None:
+    def send(self, s: Any) -> None:
+        self._wrote = True
         raw = s.decode("ascii", "replace") if isinstance(s, bytes) else s
         if self._body_next:
             self._body_next = False
@@ -83,6 +226,12 @@ class _Recording:
         return line
 
     def getreply(self) -> tuple[int, bytes]:
+        if self._wrote:  # waiting for a reply after writing: one more round trip
+            self._wrote = False
+            if self.stats is not None:
+                self.stats.round_trips += 1
+        if self.file is None and self.sock is not None:
+            self.file = _SocketReader(self.sock)
         code, message = super().getreply()  # type: ignore[misc]
         lines = message.decode("utf-8", "replace").split("\n") if message else [""]
         for i, text in enumerate(lines):
@@ -94,11 +243,21 @@ class _Recording:
         return code, message
 
 
+def _no_delay(sock: socket.socket) -> None:
+    """Pipelining writes while earlier data is unacknowledged: Nagle would hold them for an ACK.
+
+    Every write is already one whole group of commands, so this sends no tiny packets.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class RecordingSMTP(_Recording, smtplib.SMTP):
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         self.on_stage("connect")
         self.transcript.add(INFO, f"Connecting to {host}:{port}")
         sock = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        _no_delay(sock)
         self.on_stage("greeting")
         return sock  # type: ignore[no-any-return]
 
@@ -108,6 +267,7 @@ class RecordingSMTP_SSL(_Recording, smtplib.SMTP_SSL):
         self.on_stage("connect")
         self.transcript.add(INFO, f"Connecting to {host}:{port} (implicit TLS)")
         sock = socket.create_connection((host, port), timeout, self.source_address)
+        _no_delay(sock)
         self.on_stage("tls")
         try:
             tls = self.context.wrap_socket(sock, server_hostname=host)
@@ -117,6 +277,64 @@ class RecordingSMTP_SSL(_Recording, smtplib.SMTP_SSL):
         self.transcript.add(INFO, f"TLS established: {tls.version()} {tls.cipher()[0]}")  # type: ignore[index]
         self.on_stage("greeting")
         return tls
+
+
+NOOP_TIMEOUT = 3.0
+"""Seconds a NOOP before reuse may take before the connection is given up for a new one."""
+
+MAX_BYTES_IN_FLIGHT = 1 << 20
+"""Beyond the first message, pipelining stops adding messages once this many bytes are unanswered."""
+
+_COALESCE_LIMIT = 1 << 16  # parts larger than this are written on their own rather than copied
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _dot_stuff(data: bytes) -> bytes:
+    """DATA transparency (RFC 5321 4.5.2) as smtplib does it: double leading dots; end with CRLF."""
+    stuffed = _LEADING_DOT.sub(b"..", data)
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed
+
+
+_PLAIN_ADDRESS = re.compile(r"[^\s<>()\"\\,;:]+@[^\s<>()\"\\,;:@]+")
+
+
+def _path(address: str) -> str:
+    """``<addr>`` for MAIL/RCPT, as smtplib's quoteaddr() makes it (without parsing a plain address)."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
+
+
+def _buffered(client: smtplib.SMTP) -> bool:
+    """True if reply bytes are already here (read and buffered, or decrypted and pending)."""
+    reader = client.file
+    if isinstance(reader, _SocketReader) and reader.buffer:
+        return True
+    pending = getattr(client.sock, "pending", None)
+    return bool(pending is not None and pending())
+
+
+def _readable(sock: Any) -> bool:
+    if sock is None:
+        return True
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+class _Flight:
+    """A transaction in flight and how many of its replies are still to come."""
+
+    __slots__ = ("pending", "txn")
+
+    def __init__(self, txn: Transaction) -> None:
+        self.txn = txn
+        self.pending = 0
 
 
 class SMTPSession:
@@ -132,6 +350,15 @@ class SMTPSession:
         self.stage = ""
         self.client: smtplib.SMTP | None = None
         self._context: ssl.SSLContext | None = None
+        self.stats = _Stats()
+        self.pid = os.getpid()
+        """The process that opened the connection: after ``fork`` it belongs to the parent."""
+        self.messages = 0
+        """Transactions started on this connection (for recycling it)."""
+        self.error: BaseException | None = None
+        """What broke the connection during :meth:`transact`, if anything did."""
+        self.last_used = time.monotonic()
+        self._clean = True  # no mail transaction open on the server: MAIL needs no RSET first
 
     # -- helpers ---------------------------------------------------------------
     def _set_stage(self, stage: str) -> None:
@@ -168,7 +395,12 @@ class SMTPSession:
             client = RecordingSMTP(**kwargs)
         client.transcript = self.transcript  # type: ignore[attr-defined]
         client.on_stage = self._set_stage  # type: ignore[attr-defined]
-        client._host = cfg.host  # starttls() verifies this name; connect() alone doesn't set it
+        client.stats = self.stats  # type: ignore[attr-defined]
+        self.pid = os.getpid()
+        self.messages = 0
+        self.error = None
+        self._clean = True
+        client._host = cfg.host  # type: ignore[attr-defined]  # starttls() verifies this name; connect() alone doesn't
         self.client = client
         try:
             code, message = client.connect(cfg.host, cfg.port)
@@ -255,12 +487,337 @@ class SMTPSession:
         except (smtplib.SMTPException, OSError) as exc:
             raise self._fail(exc) from None
 
-    def quit(self) -> None:
-        """Say QUIT; tolerate a server that already hung up."""
+    # -- many messages ---------------------------------------------------------
+    @property
+    def round_trips(self) -> int:
+        """Times the client waited for the server after writing, since this session began."""
+        return self.stats.round_trips
+
+    @property
+    def usable(self) -> bool:
+        """Connected, in this process, and not broken by a failure."""
+        client = self.client
+        return client is not None and getattr(client, "sock", None) is not None and self.pid == os.getpid()
+
+    def has_extension(self, name: str) -> bool:
+        client = self.client
+        return client is not None and client.has_extn(name)
+
+    @property
+    def pipelining(self) -> bool:
+        return self.has_extension("pipelining")
+
+    @property
+    def chunking(self) -> bool:
+        return self.has_extension("chunking")
+
+    @property
+    def smtputf8(self) -> bool:
+        return self.has_extension("smtputf8")
+
+    @property
+    def size_limit(self) -> int | None:
+        """The server's ``SIZE`` in bytes; None when it declares none (or 0, "no limit")."""
+        if self.client is None:
+            return None
+        try:
+            size = int(self.client.esmtp_features.get("size", "0") or 0)
+        except ValueError:
+            return None
+        return size or None
+
+    def attach(self, transcript: Transcript) -> None:
+        """Record into ``transcript`` from now on (a reused connection, a new backend)."""
+        self.transcript = transcript
+        if self.client is not None:
+            self.client.transcript = transcript  # type: ignore[attr-defined]
+
+    def idle_check(self, noop_after: float | None = None) -> bool:
+        """True if the connection looks ready for reuse; closes it otherwise.
+
+        Without any I/O it notices a server that hung up or sent an unsolicited
+        reply (Gmail's ``451 4.4.2 Timeout``); after ``noop_after`` idle seconds
+        it also asks with ``NOOP`` (one round trip).
+        """
+        if not self.usable:
+            self.abort()
+            return False
+        client = self._client()
+        reader = client.file
+        waiting = reader.waiting() if isinstance(reader, _SocketReader) else _readable(client.sock)
+        if waiting:
+            self.transcript.add(INFO, "The server closed the idle connection or spoke unasked; reconnecting.")
+            self.abort()
+            return False
+        if noop_after is not None and time.monotonic() - self.last_used > noop_after:
+            self.stage = "noop"
+            sock: Any = client.sock
+            try:
+                # A connection a firewall silently dropped would hold NOOP for the whole timeout.
+                sock.settimeout(min(self.config.timeout or NOOP_TIMEOUT, NOOP_TIMEOUT))
+                code, _ = client.noop()
+                sock.settimeout(self.config.timeout)
+            except (smtplib.SMTPException, OSError):
+                code = -1
+            if code != 250:
+                self.abort()
+                return False
+            self.last_used = time.monotonic()
+        return True
+
+    def transact(
+        self,
+        transactions: Sequence[Transaction],
+        *,
+        window: int = 10,
+        pipelining: bool = True,
+        stop: Callable[[Transaction], bool] | None = None,
+    ) -> None:
+        """Send the transactions in order and record every reply on them.
+
+        Uses PIPELINING (with CHUNKING: ``BDAT n LAST``) when the server offers it
+        and ``pipelining`` is True, with at most ``window`` transactions in flight;
+        otherwise one command at a time. Stops issuing new transactions once
+        ``stop(transaction)`` is True for one that got its verdict, and when the
+        connection fails: :attr:`error` then holds the failure, :attr:`usable` is
+        False, and the transactions without a verdict are not ``settled``.
+        Never raises for a reply or a network failure.
+        """
+        if not transactions:
+            return
+        self.stage = "send"
+        self.error = None
+        try:
+            if pipelining and self.pipelining:
+                self._pipelined(transactions, max(1, window), stop)
+            else:
+                self._one_by_one(transactions, stop)
+        finally:
+            self.last_used = time.monotonic()
+
+    def _lost(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = self._fail(exc)
+        self.abort()
+
+    def _mail_command(self, txn: Transaction) -> list[str]:
+        options = []
+        if self.has_extension("size"):
+            options.append(f"SIZE={len(txn.data)}")
+        if txn.smtputf8:
+            options.append("SMTPUTF8")
+        if (txn.smtputf8 or not txn.data.isascii()) and self.has_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        return options
+
+    def _pipelined(self, txns: Sequence[Transaction], window: int, stop: Callable[[Transaction], bool] | None) -> None:
+        client = self._client()
+        chunking = self.chunking
+        # One entry per reply still to come, in the order the commands were written.
+        expected: deque[tuple[_Flight, str, int]] = deque()
+        out: list[bytes] = []
+        index = in_flight = flight_bytes = 0
+        awaiting_go_ahead = False  # DATA written, 354 not read yet: nothing else may be written
+        halted = write_failed = False
+        while True:
+            while (
+                not halted
+                and index < len(txns)
+                and in_flight < window
+                and not awaiting_go_ahead
+                and (in_flight == 0 or flight_bytes < MAX_BYTES_IN_FLIGHT)
+            ):
+                flight = _Flight(txns[index])
+                index += 1
+                in_flight += 1
+                flight_bytes += len(flight.txn.data)
+                self._issue(flight, out, expected, chunking, clean=self._clean and in_flight == 1)
+                awaiting_go_ahead = not chunking
+            if out and not write_failed:
+                write_failed = not self._write(out)
+                halted = halted or write_failed
+            out = []
+            if not expected:
+                if write_failed:  # whatever the server made of a partial write, do not reuse it
+                    self.abort()
+                return
+            # Read one reply, then every one that has already arrived, before writing again.
+            while True:
+                try:
+                    code, text = client.getreply()
+                except (smtplib.SMTPException, OSError) as exc:
+                    self._lost(exc)
+                    return
+                flight, kind, i = expected.popleft()
+                txn = flight.txn
+                reply = Reply(code, text.decode("utf-8", "replace"))
+                flight.pending -= 1
+                if kind == "mail":
+                    txn.mail = reply
+                elif kind == "rcpt":
+                    txn.rcpt[i] = reply
+                elif kind == "data" and code == 354:
+                    awaiting_go_ahead = False
+                    if txn.mail is not None and txn.mail.ok and any(r is not None and r.ok for r in txn.rcpt):
+                        out.append(_dot_stuff(txn.data))
+                        self.transcript.add(CLIENT, f"<message body, {len(txn.data)} bytes>")
+                    else:  # a server that says 354 without a recipient: end an empty message at once
+                        txn.final = Reply(554, "5.5.1 No valid recipients (client side)")
+                    out.append(b".\r\n")
+                    self.transcript.add(CLIENT, ".")
+                    expected.append((flight, "end", 0))
+                    flight.pending += 1
+                elif kind in ("bdat", "data", "end"):
+                    if kind == "data":
+                        awaiting_go_ahead = False
+                    if txn.final is None:
+                        txn.final = reply
+                if flight.pending == 0:
+                    in_flight -= 1
+                    flight_bytes -= len(txn.data)
+                    if in_flight == 0:
+                        self._clean = (txn.final is not None and txn.final.ok) or (
+                            txn.mail is not None and not txn.mail.ok
+                        )
+                    if stop is not None and stop(txn):
+                        halted = True
+                if not expected or not _buffered(client):
+                    break
+            client._body_next = False  # type: ignore[attr-defined]
+
+    def _issue(
+        self,
+        flight: _Flight,
+        out: list[bytes],
+        expected: deque[tuple[_Flight, str, int]],
+        chunking: bool,
+        *,
+        clean: bool,
+    ) -> None:
+        txn = flight.txn
+        txn.issued = True
+        txn.rcpt = [None] * len(txn.recipients)
+        self.messages += 1
+        self._clean = False
+        add = self.transcript.add
+        lines = []
+        if not clean:
+            # A refused transaction may leave the server mid-transaction; RSET costs no round trip here.
+            lines.append("RSET")
+            expected.append((flight, "rset", 0))
+        options = self._mail_command(txn)
+        lines.append(f"MAIL FROM:{_path(txn.sender)}" + (" " + " ".join(options) if options else ""))
+        expected.append((flight, "mail", 0))
+        for i, recipient in enumerate(txn.recipients):
+            lines.append(f"RCPT TO:{_path(recipient)}")
+            expected.append((flight, "rcpt", i))
+        for line in lines:
+            add(CLIENT, line)
+        if chunking:
+            lines.append(f"BDAT {len(txn.data)} LAST")
+            add(CLIENT, f"BDAT {len(txn.data)} LAST")
+            add(CLIENT, f"<message body, {len(txn.data)} bytes>")
+            expected.append((flight, "bdat", 0))
+            out.append(("\r\n".join(lines) + "\r\n").encode("utf-8"))
+            out.append(txn.data)
+        else:
+            lines.append("DATA")  # must end the group (RFC 2920): the message follows the 354
+            add(CLIENT, "DATA")
+            expected.append((flight, "data", 0))
+            out.append(("\r\n".join(lines) + "\r\n").encode("utf-8"))
+        flight.pending = len(lines)  # one reply per command line
+
+    def _write(self, parts: list[bytes]) -> bool:
+        """Write ``parts``; False if the connection failed (replies already sent may still be read)."""
+        client = self._client()
+        sock = client.sock
+        client._wrote = True  # type: ignore[attr-defined]
+        try:
+            if sock is None:
+                raise smtplib.SMTPServerDisconnected("not connected")
+            small: list[bytes] = []
+            for part in parts:
+                if len(part) > _COALESCE_LIMIT:
+                    if small:
+                        sock.sendall(b"".join(small))
+                        small = []
+                    sock.sendall(part)
+                else:
+                    small.append(part)
+            if small:
+                sock.sendall(b"".join(small))
+        except (OSError, smtplib.SMTPException) as exc:
+            if self.error is None:
+                self.error = self._fail(exc)
+            return False
+        return True
+
+    def _one_by_one(self, txns: Sequence[Transaction], stop: Callable[[Transaction], bool] | None) -> None:
+        client = self._client()
+        for txn in txns:
+            txn.issued = True
+            txn.rcpt = [None] * len(txn.recipients)
+            self.messages += 1
+            try:
+                if not self._clean:
+                    client.rset()
+                self._clean = False
+                options = self._mail_command(txn)
+                code, text = client.mail(txn.sender, options)
+                txn.mail = Reply(code, text.decode("utf-8", "replace"))
+                if txn.mail.ok:
+                    for i, recipient in enumerate(txn.recipients):
+                        code, text = client.rcpt(recipient)
+                        txn.rcpt[i] = Reply(code, text.decode("utf-8", "replace"))
+                        if code == 421:
+                            break
+                    if any(r is not None and r.ok for r in txn.rcpt):
+                        try:
+                            code, text = client.data(txn.data)
+                        except smtplib.SMTPDataError as refused:
+                            code = refused.smtp_code
+                            text = (
+                                refused.smtp_error
+                                if isinstance(refused.smtp_error, bytes)
+                                else refused.smtp_error.encode()
+                            )
+                        txn.final = Reply(code, text.decode("utf-8", "replace"))
+                self._clean = (txn.final is not None and txn.final.ok) or not txn.mail.ok
+            except (smtplib.SMTPException, OSError) as exc:
+                self._lost(exc)
+                return
+            if 421 in (txn.mail.code, *(r.code for r in txn.rcpt if r is not None)) or (
+                txn.final is not None and txn.final.code == 421
+            ):
+                self._lost(smtplib.SMTPServerDisconnected("The server is closing the connection (421)."))
+                return
+            if stop is not None and stop(txn):
+                return
+
+    def noop(self) -> tuple[int, bytes]:
+        """Say NOOP; returns the reply."""
+        self.stage = "noop"
+        try:
+            return self._client().noop()
+        except (smtplib.SMTPException, OSError) as exc:
+            self.abort()
+            raise self._fail(exc) from None
+
+    def quit(self, *, wait: bool = True) -> None:
+        """Say QUIT; tolerate a server that already hung up.
+
+        ``wait=False`` closes right after writing QUIT, without waiting for the
+        221 (recycling a connection mid-batch should not cost a round trip).
+        """
         client, self.client = self.client, None
         if client is None:
             return
         self.stage = "quit"
+        if not wait:
+            with contextlib.suppress(smtplib.SMTPException, OSError):  # closing anyway
+                client.send("QUIT\r\n")
+            client.close()
+            return
         try:
             client.quit()
         except (smtplib.SMTPServerDisconnected, ssl.SSLError):

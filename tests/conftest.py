@@ -36,3 +36,13 @@ def _no_dns_for_the_ehlo_name() -> None:
     from django.core.mail.utils import DNS_NAME
 
     DNS_NAME._fqdn = "test.localhost"
+
+
+@pytest.fixture(autouse=True)
+def _no_pooled_connection_between_tests() -> Any:
+    """Connections the pool keeps (issue #6) must not carry over into the next test's counts."""
+    from django_gmail_smtp import pool
+
+    pool.close_all()
+    yield
+    pool.close_all()

@@ -10,6 +10,7 @@ from django.core import mail
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 
+from django_gmail_smtp import pool
 from django_gmail_smtp.backend import EmailBackend
 from django_gmail_smtp.exceptions import GmailSMTPError, TLSRequiredError
 from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER
@@ -161,7 +162,7 @@ def test_gmail_sign_in_refusals_are_explained(make_backend, gmail_sandbox, kind,
     ],
 )
 def test_send_failures_are_explained(make_backend, gmail_sandbox, kind, exc_type, cause_id):
-    gmail_sandbox.inject(kind)
+    gmail_sandbox.inject(kind, times=None)  # outlasts the retries of temporary failures
     with pytest.raises(exc_type) as info:
         make_backend().send_messages([message()])
     assert info.value.cause.id == cause_id
@@ -257,6 +258,7 @@ def test_no_password_over_plaintext_to_a_remote_peer(monkeypatch):
         assert EmailBackend(**options).send_messages([message()]) == 1
         assert plain.wait_for_messages(1)[0].tls is False
         # Anywhere else, the password is not sent.
+        pool.close_all()  # no reuse of the connection signed in above
         monkeypatch.setattr(SMTPSession, "_peer_is_loopback", lambda self: False)
         with pytest.raises(TLSRequiredError) as info:
             EmailBackend(**options).open()

@@ -316,6 +316,10 @@ class GmailSMTP(SMTP):
         self, command: str, method: Callable[[str | None], Awaitable[None]] | None, arg: str | None
     ) -> None:
         """Run one command; first hang up if ``disconnect_after`` says so."""
+        if self.transport is None or self.transport.is_closing():
+            # Hung up: commands a pipelining client already sent must not be acted on
+            # (a real server delivers nothing whose 250 it cannot send).
+            return
         if self._hangup is not None:
             hangup, self._hangup = self._hangup, None
             if self.sandbox.injections.fire(hangup):

@@ -1,0 +1,82 @@
+"""When to try again: jittered exponential backoff, bounded in attempts and total time.
+
+Pure functions and a small policy object; the randomness is injectable so the
+schedule can be tested exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["RetryPolicy", "backoff_delay", "backoff_schedule"]
+
+# 2**60 seconds is already far beyond any cap; larger exponents only risk overflow.
+_MAX_EXPONENT = 60
+
+
+def backoff_delay(
+    retry: int,
+    *,
+    base: float,
+    cap: float,
+    rng: Callable[[], float] = random.random,
+) -> float:
+    """Seconds to wait before retry number ``retry`` (1 = the first retry).
+
+    "Equal jitter": the ceiling ``min(cap, base * 2**(retry - 1))`` doubles with
+    each retry; the delay is half the ceiling plus a random part of the other
+    half, so it always grows but clients that failed together do not retry in
+    step. ``rng()`` returns a float in [0, 1).
+    """
+    if retry < 1:
+        raise ValueError(f"retry counts from 1, not {retry!r}.")
+    ceiling = min(cap, base * 2.0 ** min(retry - 1, _MAX_EXPONENT))
+    ceiling = max(ceiling, 0.0)
+    return ceiling / 2 + (ceiling / 2) * rng()
+
+
+def backoff_schedule(
+    attempts: int,
+    *,
+    base: float,
+    cap: float,
+    budget: float,
+    rng: Callable[[], float] = random.random,
+) -> list[float]:
+    """The delays before each retry for ``attempts`` attempts in all (the first is not a retry).
+
+    The list stops early where waiting once more would exceed ``budget`` seconds in total.
+    """
+    delays: list[float] = []
+    total = 0.0
+    for retry in range(1, max(attempts, 1)):
+        delay = backoff_delay(retry, base=base, cap=cap, rng=rng)
+        if total + delay > budget:
+            break
+        delays.append(delay)
+        total += delay
+    return delays
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry temporary failures (``GMAIL_SMTP`` RETRY_* knobs)."""
+
+    attempts: int = 3
+    """Attempts per message, the first included (1 = never retry)."""
+    backoff: float = 1.0
+    """Base delay in seconds; doubles with each retry."""
+    backoff_max: float = 15.0
+    """Cap of one delay, in seconds."""
+    timeout: float = 30.0
+    """Total seconds one ``send_messages()`` call may spend waiting to retry."""
+
+    def delay(self, retry: int, rng: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry number ``retry`` (1 = the first retry)."""
+        return backoff_delay(retry, base=self.backoff, cap=self.backoff_max, rng=rng)
+
+    def schedule(self, rng: Callable[[], float] = random.random) -> list[float]:
+        """Every delay this policy allows, in order."""
+        return backoff_schedule(self.attempts, base=self.backoff, cap=self.backoff_max, budget=self.timeout, rng=rng)
