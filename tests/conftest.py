@@ -20,6 +20,13 @@ LEGACY_API = [
 ]
 
 
+def legacy_api(test: Any) -> Any:
+    """Decorator form of LEGACY_API."""
+    for mark in LEGACY_API:
+        test = mark(test)
+    return test
+
+
 @pytest.fixture
 def make_backend(gmail_sandbox: Any) -> Callable[..., EmailBackend]:
     """``make_backend(mode="starttls", **overrides)``: our backend pointed at the sandbox."""

@@ -1,6 +1,6 @@
 """Settings for the test suite: SQLite, the admin, and our app."""
 
-SECRET_KEY = "tests-only-not-secret"  # noqa: S105
+SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 USE_TZ = True
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]

@@ -15,7 +15,7 @@ from django_gmail_smtp.backend import EmailBackend
 from django_gmail_smtp.exceptions import GmailSMTPError, TLSRequiredError
 from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER
 
-from .conftest import LEGACY_API
+from .conftest import legacy_api
 
 BACKEND = "django_gmail_smtp.backend.EmailBackend"
 needs_mailers = pytest.mark.skipif(django.VERSION < (6, 1), reason="MAILERS is Django 6.1+")
@@ -294,19 +294,13 @@ def legacy_settings(settings, gmail_sandbox):
     return settings
 
 
-def legacy(test):
-    for mark in LEGACY_API:
-        test = mark(test)
-    return test
-
-
-@legacy
+@legacy_api
 def test_send_mail_with_email_settings(legacy_settings, gmail_sandbox):
     assert mail.send_mail("Subject", "Body", SANDBOX_USER, ["to@example.com"]) == 1
     assert gmail_sandbox.wait_for_messages(1)[0].message["Subject"] == "Subject"
 
 
-@legacy
+@legacy_api
 def test_send_mass_mail_uses_one_connection(legacy_settings, gmail_sandbox):
     datatuple = [(f"Subject {i}", "Body", SANDBOX_USER, [f"r{i}@example.com"]) for i in range(3)]
     assert mail.send_mass_mail(datatuple) == 3
@@ -314,7 +308,7 @@ def test_send_mass_mail_uses_one_connection(legacy_settings, gmail_sandbox):
     assert gmail_sandbox.connections == 1
 
 
-@legacy
+@legacy_api
 def test_get_connection_keywords_override_settings(legacy_settings, gmail_sandbox):
     connection = mail.get_connection(BACKEND, fail_silently=True, password="wrong-password")
     assert isinstance(connection, EmailBackend)
@@ -323,7 +317,7 @@ def test_get_connection_keywords_override_settings(legacy_settings, gmail_sandbo
     assert mail.send_mail("s", "b", SANDBOX_USER, ["to@example.com"], auth_password=SANDBOX_PASSWORD) == 1
 
 
-@legacy
+@legacy_api
 def test_send_mail_fail_silently(legacy_settings, gmail_sandbox):
     gmail_sandbox.inject("daily_quota")
     assert mail.send_mail("s", "b", SANDBOX_USER, ["to@example.com"], fail_silently=True) == 0

@@ -26,6 +26,8 @@ import django_gmail_smtp
 from django_gmail_smtp import conf, diagnose, rules
 from django_gmail_smtp.causes import CATALOGUE
 
+from .conftest import legacy_api
+
 LC_MESSAGES = Path(django_gmail_smtp.__file__).resolve().parent / "locale" / "ja" / "LC_MESSAGES"
 PO_FILE = LC_MESSAGES / "django.po"
 MO_FILE = LC_MESSAGES / "django.mo"
@@ -290,6 +292,7 @@ def test_a_system_check_message_is_in_japanese() -> None:
         assert str(problem.message).startswith("Port 465 (from ")
 
 
+@legacy_api
 def test_gmail_check_speaks_japanese(settings: Any) -> None:
     """A configuration error stops gmail_check before the network: every line is translated."""
     settings.EMAIL_HOST = "smtp.gmail.com"
