@@ -202,11 +202,12 @@ def legacy_setting(name: str) -> tuple[bool, Any]:
     deprecation warning; the project already got one for setting it, so the
     value is read from the settings holder directly.
     """
-    if not settings.is_overridden(name):
+    holder: Any = settings  # django-stubs types LazySettings as Settings
+    if not holder.is_overridden(name):
         return False, None
     if django.VERSION >= (6, 1):
-        return True, getattr(settings._wrapped, name)
-    return True, getattr(settings, name)
+        return True, getattr(holder._wrapped, name)
+    return True, getattr(holder, name)
 
 
 def _environment() -> dict[str, tuple[Any, str]]:

@@ -85,7 +85,8 @@ def with_cause(exc: BaseException, cause: Cause | None, stage: str = "") -> Base
     new.__cause__ = exc.__cause__
     new.__context__ = exc.__context__
     new.__traceback__ = exc.__traceback__
-    return new
+    result: BaseException = new
+    return result
 
 
 class SecretDecryptionError(GmailConfigError):

@@ -100,7 +100,7 @@ class GmailAccount(models.Model):
         ordering = ["name"]
         # Declared so that Django's JSONField check does not query the database on
         # every `manage.py check` (Django 6.1 passes all databases to model checks).
-        required_db_features = {"supports_json_field"}
+        required_db_features = ["supports_json_field"]
         constraints = [
             models.UniqueConstraint(
                 fields=["is_default"],
