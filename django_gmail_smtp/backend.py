@@ -31,6 +31,7 @@ from __future__ import annotations
 import email.errors
 import email.header
 import email.policy
+import functools
 import re
 import smtplib
 import threading
@@ -49,7 +50,7 @@ from . import conf, pool, rules
 from .delivery import STATUS_ATTRIBUTE, DeliveryOptions, DeliveryStatus, Job, deliver, failure_to_raise, report
 from .session import SMTPSession, Transcript
 
-__all__ = ["EmailBackend"]
+__all__ = ["EmailBackend", "build_envelope"]
 
 # Django 6.0+ prepares addresses with EmailBackend.prep_address(); 5.2 with sanitize_address().
 _HAS_PREP_ADDRESS = hasattr(DjangoSMTPBackend, "prep_address")
@@ -205,47 +206,12 @@ class EmailBackend(BaseEmailBackend):
                 continue
             smtputf8 = _needs_smtputf8(message)
             try:
-                from_email, recipients, data = self._envelope(message, smtputf8=smtputf8)
+                from_email, recipients, data = build_envelope(message, smtputf8=smtputf8)
             except ValueError as exc:
                 status.error = exc
                 raise
             jobs.append(Job(message, from_email, recipients, data, smtputf8, status))
         return jobs
-
-    def _envelope(self, email_message: EmailMessage, *, smtputf8: bool = False) -> tuple[str, list[str], bytes]:
-        """Envelope sender, recipients and wire bytes, exactly as Django's backend makes them.
-
-        Raises ``ValueError`` for header injection and invalid addresses. With
-        ``smtputf8``, addresses keep their non-ASCII local parts (domains are
-        still IDNA-encoded) and the headers are UTF-8 (RFC 6531/6532) instead of
-        Django's encoded-words, which make such an address undeliverable.
-        """
-        if _HAS_PREP_ADDRESS:
-            prep = DjangoSMTPBackend.prep_address
-            if smtputf8:
-                from_email = _idna_domain(prep(self, email_message.from_email, force_ascii=False))  # type: ignore[arg-type]
-                recipients = [
-                    _idna_domain(prep(self, addr, force_ascii=False))  # type: ignore[arg-type]
-                    for addr in email_message.recipients()
-                ]
-                data = email_message.message(policy=email.policy.SMTPUTF8).as_bytes()
-                return from_email, recipients, data
-            from_email = prep(self, email_message.from_email)  # type: ignore[arg-type]
-            recipients = [prep(self, addr) for addr in email_message.recipients()]  # type: ignore[arg-type]
-            data = email_message.message(policy=email.policy.SMTP).as_bytes()
-            return from_email, recipients, data
-        from django.core.mail.message import sanitize_address
-
-        if smtputf8:
-            from_email = _utf8_addr_spec(email_message.from_email)
-            recipients = [_utf8_addr_spec(addr) for addr in email_message.recipients()]
-            message = email_message.message()
-            _utf8_address_headers(message)
-            return from_email, recipients, message.as_bytes(linesep="\r\n")  # type: ignore[call-arg]
-        encoding = email_message.encoding or settings.DEFAULT_CHARSET
-        from_email = sanitize_address(email_message.from_email, encoding)
-        recipients = [sanitize_address(addr, encoding) for addr in email_message.recipients()]
-        return from_email, recipients, email_message.message().as_bytes(linesep="\r\n")  # type: ignore[call-arg]
 
 
 class _PooledConnections:
@@ -288,6 +254,40 @@ class _OpenedConnection:
 
 
 # -- non-ASCII local parts (SMTPUTF8) -----------------------------------------------------
+
+
+def build_envelope(email_message: EmailMessage, *, smtputf8: bool = False) -> tuple[str, list[str], bytes]:
+    """Envelope sender, recipients and wire bytes, exactly as Django's backend makes them.
+
+    Raises ``ValueError`` for header injection and invalid addresses. With
+    ``smtputf8``, addresses keep their non-ASCII local parts (domains are
+    still IDNA-encoded) and the headers are UTF-8 (RFC 6531/6532) instead of
+    Django's encoded-words, which make such an address undeliverable.
+    """
+    if _HAS_PREP_ADDRESS:
+        # prep_address() uses no instance state: call it without a backend (and its configuration).
+        prep = functools.partial(DjangoSMTPBackend.prep_address, None)  # type: ignore[arg-type]
+        if smtputf8:
+            from_email = _idna_domain(prep(email_message.from_email, force_ascii=False))
+            recipients = [_idna_domain(prep(addr, force_ascii=False)) for addr in email_message.recipients()]
+            data = email_message.message(policy=email.policy.SMTPUTF8).as_bytes()
+            return from_email, recipients, data
+        from_email = prep(email_message.from_email)
+        recipients = [prep(addr) for addr in email_message.recipients()]
+        data = email_message.message(policy=email.policy.SMTP).as_bytes()
+        return from_email, recipients, data
+    from django.core.mail.message import sanitize_address
+
+    if smtputf8:
+        from_email = _utf8_addr_spec(email_message.from_email)
+        recipients = [_utf8_addr_spec(addr) for addr in email_message.recipients()]
+        message = email_message.message()
+        _utf8_address_headers(message)
+        return from_email, recipients, message.as_bytes(linesep="\r\n")  # type: ignore[call-arg]
+    encoding = email_message.encoding or settings.DEFAULT_CHARSET
+    from_email = sanitize_address(email_message.from_email, encoding)
+    recipients = [sanitize_address(addr, encoding) for addr in email_message.recipients()]
+    return from_email, recipients, email_message.message().as_bytes(linesep="\r\n")  # type: ignore[call-arg]
 
 
 def _needs_smtputf8(message: EmailMessage) -> bool:

@@ -992,7 +992,7 @@ def _build_message(config: SmtpConfig, send_to: Sequence[str], from_email: str |
     from django.conf import settings
     from django.core.mail import EmailMessage
 
-    from .backend import EmailBackend
+    from .backend import build_envelope
 
     sender = from_email or (config.username if "@" in config.username else settings.DEFAULT_FROM_EMAIL)
     subject = _("gmail_check test message")
@@ -1007,16 +1007,9 @@ def _build_message(config: SmtpConfig, send_to: Sequence[str], from_email: str |
         "machine": socket.gethostname(),
         "time": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
-    message = EmailMessage(subject, body, sender, list(send_to))
-    # Only the message-building half of the backend is used; it never connects here.
-    builder = EmailBackend(
-        host=config.host,
-        port=config.port,
-        use_tls=config.use_tls,
-        use_ssl=config.use_ssl,
-        fail_silently=True,
-    )
-    return builder._envelope(message)
+    # Built like the backend builds mail, without creating a backend (which would resolve,
+    # and possibly look up a stored account, on its own).
+    return build_envelope(EmailMessage(subject, body, sender, list(send_to)))
 
 
 # -- entry points --------------------------------------------------------------------------
