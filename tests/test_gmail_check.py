@@ -241,6 +241,27 @@ def test_command_line_overrides_and_their_provenance(
     assert "STARTTLS..." in outcome.out
 
 
+@pytest.mark.django_db
+def test_account_option_tests_a_stored_account(settings: Any, gmail_sandbox: GmailSandbox) -> None:
+    from django_gmail_smtp.models import GmailAccount
+
+    options = gmail_sandbox.mailer_options("starttls")
+    account = GmailAccount(
+        name="shop", username=options["username"], host=options["host"], port=options["port"], timeout=2
+    )
+    account.set_password(options["password"])
+    account.save()
+    settings.GMAIL_SMTP = {"SSL_CAFILE": gmail_sandbox.ca_file}
+    outcome = gmail_check("--account", "shop", "--send-to", "to@example.com")
+    assert outcome.code == 0, outcome.text
+    assert "stored account 'shop'" in outcome.out
+    assert gmail_sandbox.wait_for_messages(1)[0].auth_user == options["username"]
+    assert_no_secret(outcome.text)
+    missing = gmail_check("--account", "nope")
+    assert missing.code == diagnose.EXIT_CODES["config"]
+    assert "'nope'" in missing.text
+
+
 # -- configuration errors: nothing goes over the network -----------------------------------
 
 

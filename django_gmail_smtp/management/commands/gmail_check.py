@@ -86,6 +86,11 @@ class Command(BaseCommand):
             metavar="ALIAS",
             help=_("Test the mailer MAILERS[ALIAS] (Django 6.1+) instead of the EMAIL_* settings."),
         )
+        parser.add_argument(
+            "--account",
+            metavar="NAME",
+            help=_("Test the Gmail account stored in the database under NAME (as account=NAME would)."),
+        )
         parser.add_argument("--host", help=_("Override the SMTP host."))
         parser.add_argument("--port", type=int, help=_("Override the SMTP port."))
         parser.add_argument("--username", help=_("Override the username (the password comes from the configuration)."))
@@ -204,6 +209,8 @@ class Command(BaseCommand):
             if options.get(flag) is not None:
                 overrides[option] = options[flag]
                 origins[option] = f"--{flag}"
+        if options.get("account"):
+            overrides["account"] = options["account"]  # the resolver names it "stored account ..."
         if options.get("tls") or options.get("ssl"):
             flag = "--tls" if options.get("tls") else "--ssl"
             overrides["use_tls"] = bool(options.get("tls"))
