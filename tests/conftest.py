@@ -53,3 +53,17 @@ def _no_pooled_connection_between_tests() -> Any:
     pool.close_all()
     yield
     pool.close_all()
+
+
+@pytest.fixture
+def legacy_settings(settings: Any, gmail_sandbox: Any) -> Any:
+    """Django's legacy EMAIL_* settings pointed at the sandbox (STARTTLS), with our backend."""
+    options = gmail_sandbox.mailer_options("starttls")
+    settings.EMAIL_BACKEND = "django_gmail_smtp.backend.EmailBackend"
+    settings.EMAIL_HOST = options["host"]
+    settings.EMAIL_PORT = options["port"]
+    settings.EMAIL_HOST_USER = options["username"]
+    settings.EMAIL_HOST_PASSWORD = options["password"]
+    settings.EMAIL_USE_TLS = True
+    settings.GMAIL_SMTP = {"SSL_CAFILE": options["ssl_cafile"]}
+    return settings

@@ -281,19 +281,6 @@ def test_tls_and_ssl_together_raise_like_django():
 # -- Django's public API with settings ----------------------------------------------
 
 
-@pytest.fixture
-def legacy_settings(settings, gmail_sandbox):
-    options = gmail_sandbox.mailer_options("starttls")
-    settings.EMAIL_BACKEND = BACKEND
-    settings.EMAIL_HOST = options["host"]
-    settings.EMAIL_PORT = options["port"]
-    settings.EMAIL_HOST_USER = options["username"]
-    settings.EMAIL_HOST_PASSWORD = options["password"]
-    settings.EMAIL_USE_TLS = True
-    settings.GMAIL_SMTP = {"SSL_CAFILE": options["ssl_cafile"]}
-    return settings
-
-
 @legacy_api
 def test_send_mail_with_email_settings(legacy_settings, gmail_sandbox):
     assert mail.send_mail("Subject", "Body", SANDBOX_USER, ["to@example.com"]) == 1

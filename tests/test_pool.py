@@ -38,19 +38,6 @@ def client_lines(backend: EmailBackend, start: str) -> list[str]:
     return [text.upper() for d, text in backend.transcript.lines if d == "->" and text.upper().startswith(start)]
 
 
-@pytest.fixture
-def legacy_settings(settings: Any, gmail_sandbox: GmailSandbox) -> Any:
-    options = gmail_sandbox.mailer_options("starttls")
-    settings.EMAIL_BACKEND = BACKEND
-    settings.EMAIL_HOST = options["host"]
-    settings.EMAIL_PORT = options["port"]
-    settings.EMAIL_HOST_USER = options["username"]
-    settings.EMAIL_HOST_PASSWORD = options["password"]
-    settings.EMAIL_USE_TLS = True
-    settings.GMAIL_SMTP = {"SSL_CAFILE": options["ssl_cafile"]}
-    return settings
-
-
 def legacy(test: Any) -> Any:
     for mark in LEGACY_API:
         test = mark(test)
