@@ -206,7 +206,8 @@ def find_account(name: str, data: Snapshot) -> dict[str, Any]:
 
 @sensitive_variables()
 def account_options(name: str) -> dict[str, Any] | None:
-    """Resolver options (host, port, username, password, use_tls, use_ssl, timeout) of a stored account.
+    """Resolver options of a stored account: host, port, username, use_tls, use_ssl, timeout,
+    auth_method, and the password or the oauth_client_id/_secret/_refresh_token.
 
     None before migrations have run (the resolver then uses the settings). Raises
     :class:`GmailConfigError` for an unknown or disabled account or one without a secret, and
@@ -223,24 +224,61 @@ def account_options(name: str) -> dict[str, Any] | None:
             _("The stored Gmail account %(name)r is disabled, so no mail can be sent with it.") % {"name": account},
             hint=_("Enable it in the admin (Gmail SMTP, Gmail accounts), or configure another account."),
         )
+    server = {
+        "host": entry["host"],
+        "port": entry["port"],
+        "username": entry["username"],
+        "use_tls": entry["security"] == GmailAccount.Security.STARTTLS,
+        "use_ssl": entry["security"] == GmailAccount.Security.SSL,
+        "timeout": entry["timeout"],
+    }
+    secret = decrypt_secret(account, entry["encrypted_secret"])
+    if entry["auth_method"] == GmailAccount.AuthMethod.OAUTH2:
+        return server | _oauth_options(account, secret)
     if entry["auth_method"] != GmailAccount.AuthMethod.APP_PASSWORD:
         raise GmailConfigError(
-            _("The stored Gmail account %(name)r signs in with %(method)s, which this version cannot do yet.")
+            _("The stored Gmail account %(name)r signs in with %(method)s, which this version cannot do.")
             % {"name": account, "method": entry["auth_method"]},
-            hint=_("Switch the account to an app password in the admin."),
+            hint=_("Choose an app password or OAuth2 for it in the admin."),
         )
-    password = decrypt_secret(account, entry["encrypted_secret"]).get("password", "")
+    password = secret.get("password", "")
     if not password:
         raise GmailConfigError(
             _("The stored Gmail account %(name)r has no app password.") % {"name": account},
             hint=_("Enter its app password on the account's admin page (Gmail SMTP, Gmail accounts)."),
         )
+    return server | {"password": password, "auth_method": GmailAccount.AuthMethod.APP_PASSWORD.value}
+
+
+@sensitive_variables()
+def _oauth_options(account: str, secret: dict[str, Any]) -> dict[str, Any]:
+    """The OAuth2 options of a stored account; :class:`GmailConfigError` for a missing part."""
+    client_id, client_secret = secret.get("client_id", ""), secret.get("client_secret", "")
+    if not client_id or not client_secret:
+        raise GmailConfigError(
+            _("The stored Gmail account %(name)r signs in with OAuth2 but has no client id and client secret.")
+            % {"name": account},
+            hint=_(
+                "Enter the OAuth client's id and secret (Google Cloud console, APIs & Services, "
+                "Credentials) on the account's admin page (Gmail SMTP, Gmail accounts)."
+            ),
+            check_id="gmail_smtp.E016",
+        )
+    refresh_token = secret.get("refresh_token", "")
+    if not refresh_token:
+        raise GmailConfigError(
+            _("The stored Gmail account %(name)r signs in with OAuth2 but has not been authorized yet.")
+            % {"name": account},
+            hint=_(
+                'Click "Authorize with Google" on the account\'s admin page, or run '
+                "'manage.py gmail_authorize --account %(name)s'."
+            )
+            % {"name": account},
+            check_id="gmail_smtp.E015",
+        )
     return {
-        "host": entry["host"],
-        "port": entry["port"],
-        "username": entry["username"],
-        "password": password,
-        "use_tls": entry["security"] == GmailAccount.Security.STARTTLS,
-        "use_ssl": entry["security"] == GmailAccount.Security.SSL,
-        "timeout": entry["timeout"],
+        "auth_method": GmailAccount.AuthMethod.OAUTH2.value,
+        "oauth_client_id": client_id,
+        "oauth_client_secret": client_secret,
+        "oauth_refresh_token": refresh_token,
     }

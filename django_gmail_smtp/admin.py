@@ -4,10 +4,16 @@ Both buttons post the form's current values (unsaved changes included) to their 
 runs :func:`django_gmail_smtp.diagnose.run_check` and answers with the steps, the cause and
 fix of a failure, and the redacted SMTP transcript. They need the ``gmail_smtp.test_gmailaccount``
 permission (superusers have it), as does seeing whether a secret is stored.
+
+An OAuth2 account also gets "Authorize with Google" (same permission, POST only): it sends the
+browser to the authorization endpoint with a ``state`` kept in the session and a PKCE challenge;
+the callback view (one fixed address, to register as an authorized redirect URI of the OAuth
+client) checks the state, trades the code for a refresh token and stores it encrypted.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
 from django.contrib import admin, messages
@@ -15,7 +21,7 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.decorators import method_decorator
@@ -24,12 +30,13 @@ from django.utils.html import format_html
 from django.utils.timezone import localtime
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
-from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
-from . import diagnose
-from .admin_forms import SECRET_FIELD, GmailAccountForm, problem_text
-from .exceptions import SecretDecryptionError
+from . import conf, diagnose, oauth
+from .admin_forms import OAUTH_FIELDS, SECRET_FIELD, WRITE_ONLY_FIELDS, GmailAccountForm, problem_text
+from .causes import CATALOGUE
+from .exceptions import GmailConfigError, OAuthError, SecretDecryptionError
 from .models import GmailAccount
 
 __all__ = ["GmailAccountAdmin", "outcome_summary"]
@@ -38,7 +45,38 @@ TEST_PERMISSION = "test_gmailaccount"
 RECIPIENT_FIELD = "_test_recipient"
 TEMPLATE_DIR = "admin/gmail_smtp/gmailaccount"
 
-sensitive_secret = method_decorator(sensitive_post_parameters(SECRET_FIELD))
+sensitive_secret = method_decorator(sensitive_post_parameters(*WRITE_ONLY_FIELDS))
+# Authorizations in progress, in the session: {state: {"account", "verifier", "redirect_uri", "user", "created"}}.
+OAUTH_SESSION_KEY = "gmail_smtp_oauth_pending"
+OAUTH_PENDING_SECONDS = 600
+OAUTH_PENDING_MAX = 5
+
+
+def _client_stored(obj: GmailAccount) -> bool:
+    try:
+        parts = obj.get_oauth()
+    except SecretDecryptionError:
+        return False
+    return bool(parts["client_id"] and parts["client_secret"])
+
+
+@sensitive_variables()
+def diagnose_config(obj: GmailAccount) -> conf.SmtpConfig:
+    """A configuration holding the account's stored OAuth2 parts (to find its cached access token)."""
+    parts = obj.get_oauth()
+    return conf.SmtpConfig(
+        host=obj.host,
+        port=obj.port,
+        username=obj.username,
+        password="",
+        use_tls=obj.use_tls,
+        use_ssl=obj.use_ssl,
+        timeout=obj.timeout,
+        auth_method=conf.AUTH_OAUTH2,
+        oauth_client_id=parts["client_id"],
+        oauth_client_secret=parts["client_secret"],
+        oauth_refresh_token=parts["refresh_token"],
+    )
 
 
 def outcome_summary(diagnosis: diagnose.Diagnosis, *, sent_to: str = "") -> str:
@@ -85,6 +123,19 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         account += ["enabled", "is_default"]
         fieldsets: list[tuple[Any, dict[str, Any]]] = [
             (None, {"fields": account}),
+            (
+                _("OAuth2"),
+                {
+                    "fields": list(OAUTH_FIELDS),
+                    # Folded away on app-password accounts; open when adding and for OAuth2 ones.
+                    "classes": ["gmail-smtp-oauth"]
+                    + (["collapse"] if obj is not None and obj.auth_method != GmailAccount.AuthMethod.OAUTH2 else []),
+                    "description": _(
+                        "Only for the OAuth2 authentication method (Google Workspace accounts without "
+                        "app passwords): see docs/oauth.md for the Google Cloud console steps."
+                    ),
+                },
+            ),
             (_("Server"), {"fields": ["host", "port", "security", "timeout"]}),
             (_("Sending"), {"fields": ["from_aliases"]}),
         ]
@@ -107,16 +158,23 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.display(description=_("secret"))
     def secret_status(self, obj: GmailAccount | None) -> str:
         """Whether a secret is stored and readable; never the secret."""
+        oauth2 = obj is not None and obj.auth_method == GmailAccount.AuthMethod.OAUTH2
         if obj is None or not obj.has_secret:
-            return gettext("No app password stored.")
+            return gettext("No OAuth2 client stored.") if oauth2 else gettext("No app password stored.")
         try:
-            obj.get_secret()
+            secret = obj.get_secret()
         except SecretDecryptionError:
             return gettext(
                 "Stored, but it cannot be decrypted with the current keys (SECRET_KEY or "
                 "GMAIL_SMTP['ENCRYPTION_KEYS'] changed): enter it again."
             )
-        return gettext("An app password is stored.")
+        if not oauth2:
+            return gettext("An app password is stored.")
+        if not (secret.get("client_id") and secret.get("client_secret")):
+            return gettext("OAuth2: the client ID or client secret is missing.")
+        if not secret.get("refresh_token"):
+            return gettext("OAuth2: client stored, not authorized yet (use “Authorize with Google”).")
+        return gettext("OAuth2: client stored and authorized (a refresh token is stored).")
 
     @admin.display(description=_("last test"), ordering="last_checked_at")
     def last_check(self, obj: GmailAccount) -> str:
@@ -163,11 +221,20 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         can_act = context.get("can_test_account", False) and (
             self.has_change_permission(request, obj) if obj is not None else self.has_add_permission(request)
         )
+        oauth2 = obj is not None and not add and obj.auth_method == GmailAccount.AuthMethod.OAUTH2
         context.update(
             can_test_account=can_act,
             test_connection_action=reverse(prefix % "test", kwargs=kwargs, current_app=self.admin_site.name),
             send_test_email_action=reverse(prefix % "send", kwargs=kwargs, current_app=self.admin_site.name),
             config_warnings=[problem_text(p) for p in getattr(context["adminform"].form, "config_warnings", [])],
+            can_authorize=can_act and oauth2,
+            oauth_client_ready=oauth2 and obj is not None and _client_stored(obj),
+            oauth_authorize_action=reverse(
+                f"admin:{info[0]}_{info[1]}_oauth_authorize", kwargs=kwargs, current_app=self.admin_site.name
+            )
+            if oauth2
+            else "",
+            oauth_redirect_uri=request.build_absolute_uri(self._callback_path()) if oauth2 else "",
         )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -183,6 +250,12 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         wrap = self.admin_site.admin_view
         name = "{}_{}_{}".format
         return [
+            path("oauth-callback/", wrap(self.oauth_callback_view), name=name(*info, "oauth_callback")),
+            path(
+                "<path:object_id>/authorize-with-google/",
+                wrap(self.oauth_authorize_view),
+                name=name(*info, "oauth_authorize"),
+            ),
             path("add/test-connection/", wrap(self.test_connection_view), name=name(*info, "test_new")),
             path("add/send-test-email/", wrap(self.send_test_email_view), name=name(*info, "send_new")),
             path("<path:object_id>/test-connection/", wrap(self.test_connection_view), name=name(*info, "test")),
@@ -219,7 +292,7 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         form.is_valid()  # builds form.config from whatever fields are valid
         errors: list[str] = []
         if form.config is None:
-            for field in (SECRET_FIELD, "username", "host", "port", "security", "timeout"):
+            for field in (SECRET_FIELD, *OAUTH_FIELDS, "username", "host", "port", "security", "timeout"):
                 errors += [f"{form.fields[field].label}: {error}" for error in form.errors.get(field, [])]
             if not errors:
                 errors = [str(error) for error in form.non_field_errors()]
@@ -263,6 +336,137 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         fragment = request.headers.get("X-Requested-With") == "XMLHttpRequest"
         template = f"{TEMPLATE_DIR}/test_result.html" if fragment else f"{TEMPLATE_DIR}/test_result_page.html"
         return TemplateResponse(request, template, context)
+
+    # -- Authorize with Google (OAuth2 web flow) --------------------------------------------------
+
+    def _callback_path(self) -> str:
+        info = (self.opts.app_label, self.opts.model_name)
+        return reverse(f"admin:{info[0]}_{info[1]}_oauth_callback", current_app=self.admin_site.name)
+
+    def _change_url(self, obj: GmailAccount) -> str:
+        info = (self.opts.app_label, self.opts.model_name)
+        return reverse(f"admin:{info[0]}_{info[1]}_change", args=[obj.pk], current_app=self.admin_site.name)
+
+    def _may_authorize(self, request: HttpRequest, obj: GmailAccount) -> bool:
+        return self.has_test_permission(request) and self.has_change_permission(request, obj)
+
+    @sensitive_secret
+    @method_decorator(require_POST)
+    def oauth_authorize_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Send the browser to the authorization endpoint (the state is kept in the session)."""
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404
+        if not self._may_authorize(request, obj):
+            raise PermissionDenied
+        back = HttpResponseRedirect(self._change_url(obj))
+        if obj.auth_method != GmailAccount.AuthMethod.OAUTH2:
+            messages.error(request, gettext("This account does not sign in with OAuth2: choose OAuth2 and save first."))
+            return back
+        try:
+            parts = obj.get_oauth()
+        except SecretDecryptionError as exc:
+            messages.error(request, f"{exc.message} {exc.hint}")
+            return back
+        if not (parts["client_id"] and parts["client_secret"]):
+            messages.error(request, gettext("Enter and save the OAuth2 client ID and client secret first."))
+            return back
+        redirect_uri = request.build_absolute_uri(self._callback_path())
+        try:
+            pending = oauth.authorization_url(parts["client_id"], redirect_uri, login_hint=obj.username)
+        except GmailConfigError as exc:
+            messages.error(request, f"{exc.message} {exc.hint}")
+            return back
+        store = {
+            state: entry
+            for state, entry in dict(request.session.get(OAUTH_SESSION_KEY) or {}).items()
+            if time.time() - float(entry.get("created", 0)) < OAUTH_PENDING_SECONDS
+        }
+        store[pending.state] = {
+            "account": obj.pk,
+            "verifier": pending.code_verifier,
+            "redirect_uri": redirect_uri,
+            "user": request.user.pk,
+            "created": time.time(),
+        }
+        request.session[OAUTH_SESSION_KEY] = dict(list(store.items())[-OAUTH_PENDING_MAX:])
+        return HttpResponseRedirect(pending.url)
+
+    @method_decorator(sensitive_variables())
+    def oauth_callback_view(self, request: HttpRequest) -> HttpResponse:
+        """The authorization endpoint's redirect: check the state, trade the code, store the token."""
+        store = dict(request.session.get(OAUTH_SESSION_KEY) or {})
+        state = str(request.GET.get("state", ""))
+        entry = store.pop(state, None) if state else None
+        if entry is not None:
+            request.session[OAUTH_SESSION_KEY] = store
+        fresh = entry is not None and time.time() - float(entry.get("created", 0)) < OAUTH_PENDING_SECONDS
+        if entry is None or not fresh or entry.get("user") != request.user.pk:
+            return self._oauth_failure(
+                request,
+                None,
+                gettext(
+                    "This answer does not match an authorization started from this browser session "
+                    "(wrong or expired state), so it was rejected and nothing was stored. Start again "
+                    "with “Authorize with Google”."
+                ),
+            )
+        obj = GmailAccount.objects.filter(pk=entry["account"]).first()
+        if obj is None:
+            raise Http404
+        if not self._may_authorize(request, obj):
+            raise PermissionDenied
+        try:
+            code = oauth.parse_redirect(request.META.get("QUERY_STRING", ""), state)
+            parts = obj.get_oauth()
+            answer = oauth.exchange_code(
+                parts["client_id"],
+                parts["client_secret"],
+                code,
+                redirect_uri=entry["redirect_uri"],
+                code_verifier=entry["verifier"],
+                timeout=obj.timeout or 10.0,
+            )
+        except oauth.AuthorizationError as exc:
+            return self._oauth_failure(request, obj, str(exc))
+        except (OAuthError, GmailConfigError) as exc:
+            explained = getattr(exc, "cause", None)
+            text = exc.message if isinstance(exc, GmailConfigError) else str(exc.args[0] if exc.args else exc)
+            if explained is not None:
+                text = f"{text} {explained.summary} {explained.fix}"
+            return self._oauth_failure(request, obj, text)
+        refresh_token = str(answer.get("refresh_token") or "")
+        if not refresh_token:
+            return self._oauth_failure(
+                request,
+                obj,
+                gettext("Google returned no refresh token: remove the app's access in the Google account, then retry."),
+            )
+        if not oauth.granted_mail_scope(answer):
+            return self._oauth_failure(
+                request, obj, f"{CATALOGUE['oauth_wrong_scope'].summary} {CATALOGUE['oauth_wrong_scope'].fix}"
+            )
+        oauth.invalidate(diagnose_config(obj))  # the access token cached for the old refresh token
+        obj.set_oauth(refresh_token=refresh_token)
+        obj.save()
+        self.log_change(request, obj, gettext("Authorized with Google (refresh token stored)."))
+        messages.success(
+            request,
+            gettext("%(name)s is authorized: the refresh token is stored, encrypted. Try “Test connection”.")
+            % {"name": obj.name},
+        )
+        return HttpResponseRedirect(self._change_url(obj))
+
+    def _oauth_failure(self, request: HttpRequest, obj: GmailAccount | None, text: str) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": obj,
+            "title": gettext("Authorize with Google"),
+            "error": text,
+            "change_url": self._change_url(obj) if obj is not None else "",
+        }
+        return TemplateResponse(request, f"{TEMPLATE_DIR}/oauth_failed.html", context, status=400)
 
     # -- list action ----------------------------------------------------------------------------
 

@@ -8,8 +8,10 @@ same here as in ``manage.py check``; the same configuration feeds "Test connecti
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from dataclasses import replace
 from typing import Any
 
 from django import forms
@@ -26,10 +28,16 @@ from .exceptions import SecretDecryptionError
 from .models import GmailAccount
 from .rules import Problem
 
-__all__ = ["SOURCE_FORM", "AddressListField", "GmailAccountForm", "problem_text"]
+__all__ = ["OAUTH_FIELDS", "SOURCE_FORM", "WRITE_ONLY_FIELDS", "AddressListField", "GmailAccountForm", "problem_text"]
 
 SOURCE_FORM = "form"
 SECRET_FIELD = "app_password"  # noqa: S105 - the form field's name
+# OAuth2 fields; the client secret and the refresh token are write-only like the app password.
+CLIENT_ID_FIELD = "oauth_client_id"
+CLIENT_SECRET_FIELD = "oauth_client_secret"  # noqa: S105 - the form field's name
+REFRESH_TOKEN_FIELD = "oauth_refresh_token"  # noqa: S105 - the form field's name
+OAUTH_FIELDS = (CLIENT_ID_FIELD, CLIENT_SECRET_FIELD, REFRESH_TOKEN_FIELD)
+WRITE_ONLY_FIELDS = (SECRET_FIELD, CLIENT_SECRET_FIELD, REFRESH_TOKEN_FIELD)
 
 # The form field each rule id is about (None: the form as a whole).
 FIELD_FOR_PROBLEM = {
@@ -41,6 +49,9 @@ FIELD_FOR_PROBLEM = {
     "gmail_smtp.E006": "username",
     "gmail_smtp.E007": SECRET_FIELD,
     "gmail_smtp.E008": "timeout",
+    "gmail_smtp.E014": "auth_method",
+    "gmail_smtp.E015": REFRESH_TOKEN_FIELD,
+    "gmail_smtp.E016": CLIENT_SECRET_FIELD,
     "gmail_smtp.W001": SECRET_FIELD,
     "gmail_smtp.W002": "host",
     "gmail_smtp.W003": "port",
@@ -56,6 +67,10 @@ OPTION_FIELDS = {
     "use_tls": "security",
     "use_ssl": "security",
     "timeout": "timeout",
+    "auth_method": "auth_method",
+    "oauth_client_id": CLIENT_ID_FIELD,
+    "oauth_client_secret": CLIENT_SECRET_FIELD,
+    "oauth_refresh_token": REFRESH_TOKEN_FIELD,
 }
 
 
@@ -109,7 +124,12 @@ def _setting_labels() -> list[tuple[str, str]]:
     # Outside the f-strings, so makemessages finds them.
     implicit_tls = gettext("implicit TLS")
     app_password = gettext("App password")
+    client_id, client_secret = gettext("OAuth2 client ID"), gettext("OAuth2 client secret")
+    refresh_token = gettext("OAuth2 refresh token")
     return [
+        ("GMAIL_SMTP['OAUTH_CLIENT_ID']", f"“{client_id}”"),
+        ("GMAIL_SMTP['OAUTH_CLIENT_SECRET']", f"“{client_secret}”"),
+        ("GMAIL_SMTP['OAUTH_REFRESH_TOKEN']", f"“{refresh_token}”"),
         ("EMAIL_HOST_USER", f"“{label('username')}”"),
         ("EMAIL_HOST_PASSWORD", f"“{app_password}”"),
         ("EMAIL_HOST", f"“{label('host')}”"),
@@ -131,6 +151,35 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
         help_text=_(
             "Write-only: it is never shown again. Leave empty to keep the stored one. "
             "Create one at https://myaccount.google.com/apppasswords (16 letters; spaces may stay)."
+        ),
+    )
+    oauth_client_id = forms.CharField(
+        label=_("OAuth2 client ID"),
+        required=False,
+        strip=True,
+        max_length=255,
+        widget=forms.TextInput(attrs={"class": "vTextField", "autocomplete": "off"}),
+        help_text=_(
+            "For OAuth2 only: the client ID of a Google Cloud OAuth client (APIs & Services, "
+            "Credentials), e.g. 1234-abc.apps.googleusercontent.com."
+        ),
+    )
+    oauth_client_secret = forms.CharField(
+        label=_("OAuth2 client secret"),
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text=_("For OAuth2 only. Write-only: it is never shown again. Leave empty to keep the stored one."),
+    )
+    oauth_refresh_token = forms.CharField(
+        label=_("OAuth2 refresh token"),
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text=_(
+            "For OAuth2 only. Usually left empty: save the account, then click “Authorize with "
+            "Google”. Or paste one printed by 'manage.py gmail_authorize'. Write-only; leave empty "
+            "to keep the stored one."
         ),
     )
     from_aliases = AddressListField(
@@ -158,19 +207,39 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
         super().__init__(*args, **kwargs)
         self.config: SmtpConfig | None = None
         self.problems: list[Problem] = []
-        if "auth_method" in self.fields:
-            # OAuth2 is planned; until then only what works can be chosen.
-            current = self.instance.auth_method if self.instance.pk else None
-            field = self.fields["auth_method"]
-            field.choices = [  # type: ignore[attr-defined]
-                (value, label)
-                for value, label in GmailAccount.AuthMethod.choices
-                if value == GmailAccount.AuthMethod.APP_PASSWORD or value == current
-            ]
+        if CLIENT_ID_FIELD in self.fields and self.instance.pk is not None and self.instance.has_secret:
+            # The client id is no secret: show the stored one (it lives in the encrypted blob).
+            with contextlib.suppress(SecretDecryptionError):  # the clean() reports it
+                self.fields[CLIENT_ID_FIELD].initial = self.instance.get_oauth()["client_id"]
 
     @property
     def config_warnings(self) -> list[Problem]:
         return [problem for problem in self.problems if not problem.is_error]
+
+    @property
+    def uses_oauth2(self) -> bool:
+        method = self.cleaned_data.get("auth_method") if hasattr(self, "cleaned_data") else None
+        return method == GmailAccount.AuthMethod.OAUTH2
+
+    @sensitive_variables()
+    def current_oauth(self) -> dict[str, str]:
+        """The OAuth2 parts the form stands for: typed ones, else the stored ones.
+
+        A new client id without a new refresh token drops the stored refresh token (it belongs to
+        the old client). Raises :class:`SecretDecryptionError` when the stored ones cannot be read.
+        """
+        stored = dict.fromkeys(GmailAccount.OAUTH_PARTS, "")
+        if self.instance.pk is not None and self.instance.has_secret:
+            stored = self.instance.get_oauth()
+        typed = {
+            "client_id": (self.cleaned_data.get(CLIENT_ID_FIELD) or "").strip(),
+            "client_secret": (self.cleaned_data.get(CLIENT_SECRET_FIELD) or "").strip(),
+            "refresh_token": (self.cleaned_data.get(REFRESH_TOKEN_FIELD) or "").strip(),
+        }
+        parts = {part: typed[part] or stored[part] for part in GmailAccount.OAUTH_PARTS}
+        if typed["client_id"] and typed["client_id"] != stored["client_id"] and not typed["refresh_token"]:
+            parts["refresh_token"] = ""
+        return parts
 
     # -- the configuration the form describes ---------------------------------------------------
 
@@ -192,7 +261,7 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
         return ""
 
     @sensitive_variables()
-    def build_config(self, password: str) -> SmtpConfig | None:
+    def build_config(self, password: str, oauth: dict[str, str] | None = None) -> SmtpConfig | None:
         """The configuration of the form's values (None if one of them is invalid).
 
         Only the form counts: the settings and the environment add nothing but the TLS files
@@ -210,6 +279,7 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
             if cafile:
                 provenance["ssl_cafile"] = Value(conf.SOURCE_ENVIRONMENT, "GMAIL_SMTP_SSL_CAFILE")
         security = data["security"]
+        parts = oauth or {}
         return SmtpConfig(
             host=str(data["host"]).strip(),
             port=int(data["port"]),
@@ -219,6 +289,10 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
             use_ssl=security == GmailAccount.Security.SSL,
             timeout=float(data["timeout"]),
             ssl_cafile=cafile,
+            auth_method=conf.AUTH_APP_PASSWORD if oauth is None else conf.AUTH_OAUTH2,
+            oauth_client_id=parts.get("client_id", ""),
+            oauth_client_secret=parts.get("client_secret", ""),
+            oauth_refresh_token=parts.get("refresh_token", ""),
             provenance=provenance,
         )
 
@@ -226,19 +300,25 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         self.config, self.problems = None, []
+        oauth2 = self.uses_oauth2
         try:
-            password = self.current_password()
+            password = "" if oauth2 else self.current_password()
+            oauth = self.current_oauth() if oauth2 else None
         except SecretDecryptionError as exc:
             self.add_error(
-                SECRET_FIELD,
+                CLIENT_SECRET_FIELD if oauth2 else SECRET_FIELD,
                 ValidationError(f"{exc.message} {exc.hint}", code="undecryptable"),
             )
             return cleaned
-        config = self.build_config(password)
+        config = self.build_config(password, oauth)
         if config is None:
             return cleaned
         self.config = config
-        self.problems = rules.check_config(config)
+        self.problems = [
+            # Not authorized yet is no reason to refuse saving: the button needs a saved account.
+            replace(problem, level=rules.WARNING) if problem.id == "gmail_smtp.E015" else problem
+            for problem in rules.check_config(config)
+        ]
         for problem in self.problems:
             if problem.is_error:
                 field = FIELD_FOR_PROBLEM.get(problem.id)
@@ -250,9 +330,12 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
     @sensitive_variables()
     def save(self, commit: bool = True) -> GmailAccount:
         instance: GmailAccount = super().save(commit=False)
-        typed = (self.cleaned_data.get(SECRET_FIELD) or "").strip()
-        if typed:
-            instance.set_password(typed)
+        if self.uses_oauth2:
+            instance.set_oauth(**self.current_oauth())
+        else:
+            typed = (self.cleaned_data.get(SECRET_FIELD) or "").strip()
+            if typed:
+                instance.set_password(typed)
         if commit:
             instance.save()  # the model has no many-to-many fields to save after it
         return instance

@@ -73,6 +73,10 @@ class EmailBackend(BaseEmailBackend):
         ssl_certfile: str | None = None,
         ssl_cafile: str | None = None,
         account: str | None = None,
+        auth_method: str | None = None,
+        oauth_client_id: str | None = None,
+        oauth_client_secret: str | None = None,
+        oauth_refresh_token: str | None = None,
         **kwargs: Any,
     ) -> None:
         # fail_silently is ours: passing it on would trigger Django 6.1's deprecation warning.
@@ -92,6 +96,10 @@ class EmailBackend(BaseEmailBackend):
                 "ssl_certfile": ssl_certfile,
                 "ssl_cafile": ssl_cafile,
                 "account": account,
+                "auth_method": auth_method,
+                "oauth_client_id": oauth_client_id,
+                "oauth_client_secret": oauth_client_secret,
+                "oauth_refresh_token": oauth_refresh_token,
             },
             alias=self.alias,
         )

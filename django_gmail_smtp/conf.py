@@ -34,6 +34,8 @@ from .exceptions import GmailConfigError
 
 __all__ = [
     "APP_SETTINGS",
+    "AUTH_APP_PASSWORD",
+    "AUTH_OAUTH2",
     "GMAIL_HOSTS",
     "SmtpConfig",
     "Value",
@@ -62,7 +64,14 @@ LEGACY_SETTINGS = {
     "ssl_certfile": "EMAIL_SSL_CERTFILE",
     "ssl_keyfile": "EMAIL_SSL_KEYFILE",
 }
-OPTIONS = (*LEGACY_SETTINGS, "ssl_cafile")
+# How the backend signs in (docs/oauth.md): an app password, or OAuth2 (XOAUTH2) with a
+# client id, a client secret and a refresh token.
+AUTH_APP_PASSWORD = "app_password"  # noqa: S105 - a method's name
+AUTH_OAUTH2 = "oauth2"
+AUTH_METHODS = (AUTH_APP_PASSWORD, AUTH_OAUTH2)
+OAUTH_OPTIONS = ("auth_method", "oauth_client_id", "oauth_client_secret", "oauth_refresh_token")
+SECRET_OPTIONS = frozenset({"password", "oauth_client_secret", "oauth_refresh_token"})
+OPTIONS = (*LEGACY_SETTINGS, "ssl_cafile", *OAUTH_OPTIONS)
 
 # GMAIL_SMTP keys and their defaults. Never remove a key without a deprecation.
 APP_SETTINGS: dict[str, Any] = {
@@ -74,6 +83,13 @@ APP_SETTINGS: dict[str, Any] = {
     "FROM_ALIASES": (),
     "SSL_CAFILE": None,
     "TRANSCRIPT": False,
+    # OAuth2 (docs/oauth.md). AUTH_METHOD None: OAuth2 when a client id or refresh token is set.
+    "AUTH_METHOD": None,
+    "OAUTH_CLIENT_ID": None,
+    "OAUTH_CLIENT_SECRET": None,
+    "OAUTH_REFRESH_TOKEN": None,
+    "OAUTH_TOKEN_URI": "https://oauth2.googleapis.com/token",
+    "OAUTH_AUTH_URI": "https://accounts.google.com/o/oauth2/v2/auth",
     # Delivery (docs/delivery.md): connection reuse, pipelining, retries, Gmail's limits.
     "REUSE_CONNECTIONS": True,
     "POOL_IDLE_TIMEOUT": 60.0,
@@ -88,9 +104,22 @@ APP_SETTINGS: dict[str, Any] = {
     "RETRY_TIMEOUT": 30.0,
 }
 # GMAIL_SMTP key -> option it provides a value for.
-APP_SETTING_OPTIONS = {"SSL_CAFILE": "ssl_cafile"}
+APP_SETTING_OPTIONS = {
+    "SSL_CAFILE": "ssl_cafile",
+    "AUTH_METHOD": "auth_method",
+    "OAUTH_CLIENT_ID": "oauth_client_id",
+    "OAUTH_CLIENT_SECRET": "oauth_client_secret",
+    "OAUTH_REFRESH_TOKEN": "oauth_refresh_token",
+}
 # Environment variable -> option.
-ENV_OPTIONS = {"GMAIL_SMTP_SSL_CAFILE": "ssl_cafile", "GMAIL_SMTP_TIMEOUT": "timeout"}
+ENV_OPTIONS = {
+    "GMAIL_SMTP_SSL_CAFILE": "ssl_cafile",
+    "GMAIL_SMTP_TIMEOUT": "timeout",
+    "GMAIL_SMTP_AUTH_METHOD": "auth_method",
+    "GMAIL_SMTP_OAUTH_CLIENT_ID": "oauth_client_id",
+    "GMAIL_SMTP_OAUTH_CLIENT_SECRET": "oauth_client_secret",
+    "GMAIL_SMTP_OAUTH_REFRESH_TOKEN": "oauth_refresh_token",
+}
 
 SOURCE_ARGUMENT = "argument"
 SOURCE_OPTIONS = "options"
@@ -110,7 +139,8 @@ class Value:
 
 @dataclass(frozen=True)
 class SmtpConfig:
-    """A fully resolved SMTP configuration. The password never appears in ``repr``."""
+    """A fully resolved SMTP configuration. No secret (password, OAuth2 client secret or
+    refresh token) ever appears in ``repr``."""
 
     host: str
     port: int
@@ -123,6 +153,10 @@ class SmtpConfig:
     ssl_keyfile: str | None = None
     ssl_cafile: str | None = None
     alias: str | None = None
+    auth_method: str = AUTH_APP_PASSWORD
+    oauth_client_id: str = ""
+    oauth_client_secret: str = field(default="", repr=False)
+    oauth_refresh_token: str = field(default="", repr=False)
     provenance: Mapping[str, Value] = field(default_factory=dict, compare=False)
 
     @property
@@ -137,15 +171,26 @@ class SmtpConfig:
         return is_gmail_host(self.host)
 
     @property
+    def uses_oauth2(self) -> bool:
+        """True when the backend signs in with OAuth2 (XOAUTH2) rather than a password."""
+        return self.auth_method == AUTH_OAUTH2
+
+    @property
     def has_credentials(self) -> bool:
-        return bool(self.username and self.password)
+        """A username and what signs it in: the refresh token (OAuth2) or the password."""
+        return bool(self.username and (self.oauth_refresh_token if self.uses_oauth2 else self.password))
 
     def describe(self) -> list[tuple[str, str, Value]]:
-        """(option, printable value, provenance) rows; the password is redacted."""
+        """(option, printable value, provenance) rows; secrets are redacted.
+
+        The OAuth2 rows appear only when the configuration signs in with OAuth2.
+        """
         rows = []
         for name in OPTIONS:
+            if name in OAUTH_OPTIONS and not self.uses_oauth2:
+                continue
             value = getattr(self, name)
-            if name == "password":
+            if name in SECRET_OPTIONS:
                 shown = f"<{len(value)} characters, hidden>" if value else "<not set>"
             else:
                 shown = "<not set>" if value in (None, "") else str(value)
@@ -351,6 +396,25 @@ def resolve(
     if gmail or is_loopback(host):
         password = normalize_app_password(password)
 
+    auth_method = str(values.get("auth_method", "")).strip().lower()
+    if not auth_method:
+        oauth = bool(values.get("oauth_refresh_token") or values.get("oauth_client_id"))
+        auth_method = AUTH_OAUTH2 if oauth else AUTH_APP_PASSWORD
+        provenance["auth_method"] = Value(
+            SOURCE_DEFAULT, "OAuth2: a client id or refresh token is set" if oauth else "default"
+        )
+    elif auth_method not in AUTH_METHODS:
+        raise GmailConfigError(
+            _("The authentication method %(value)r (from %(origin)s) is not one of %(known)s.")
+            % {
+                "value": values["auth_method"],
+                "origin": provenance["auth_method"].origin,
+                "known": ", ".join(repr(m) for m in AUTH_METHODS),
+            },
+            hint=_("Use 'app_password' (the default) or 'oauth2'."),
+            check_id="gmail_smtp.E017",
+        )
+
     return SmtpConfig(
         host=host,
         port=port,
@@ -363,5 +427,9 @@ def resolve(
         ssl_keyfile=values.get("ssl_keyfile"),
         ssl_cafile=values.get("ssl_cafile"),
         alias=alias,
+        auth_method=auth_method,
+        oauth_client_id=str(values.get("oauth_client_id", "")).strip(),
+        oauth_client_secret=str(values.get("oauth_client_secret", "")).strip(),
+        oauth_refresh_token=str(values.get("oauth_refresh_token", "")).strip(),
         provenance=provenance,
     )

@@ -6,7 +6,8 @@ time, each bounded by the configuration's timeout:
 
 ``config`` (validator rules) -> ``dns`` -> ``connect`` (every address) ->
 ``greeting`` / ``tls`` (implicit TLS first, or STARTTLS after the first EHLO) ->
-``ehlo`` -> ``auth`` -> ``send`` (optional) -> ``quit``
+``ehlo`` -> ``token`` (OAuth2 only: a fresh access token) -> ``auth`` -> ``send``
+(optional) -> ``quit``
 
 and stops at the first failing step, explained from :mod:`~django_gmail_smtp.causes`.
 Secrets never reach the result: the transcript is redacted by the session, and
@@ -42,7 +43,7 @@ from django.utils.translation import gettext as _
 from . import conf, rules
 from .causes import CATALOGUE, Cause, explain_exception
 from .conf import SmtpConfig
-from .exceptions import GmailConfigError, GmailSMTPError
+from .exceptions import GmailConfigError, GmailSMTPError, OAuthError
 from .rules import Problem
 from .session import CLIENT, SERVER, SMTPSession, Transcript, make_ssl_context
 
@@ -72,7 +73,7 @@ STATUSES = (OK, WARNING, FAILED, SKIPPED)
 #: Every step name, in the order they can appear. ``ehlo`` appears twice with
 #: STARTTLS (before and after TLS; ``data["tls"]`` tells which). With implicit TLS
 #: ``tls`` comes before ``greeting``.
-STEP_NAMES = ("config", "dns", "connect", "greeting", "tls", "ehlo", "auth", "send", "quit")
+STEP_NAMES = ("config", "dns", "connect", "greeting", "tls", "ehlo", "token", "auth", "send", "quit")
 
 EXIT_OK = 0
 #: A bug or an error nobody expected (Django's default CommandError status).
@@ -90,6 +91,8 @@ EXIT_CODES: Mapping[str, int] = {
     "auth": 9,
     "send": 10,
     "quit": 11,
+    # Added later, so numbered after the others (exit codes never change meaning).
+    "token": 12,
 }
 
 #: Ports where a server speaks TLS from the first byte (SMTPS, IMAPS, POP3S, HTTPS):
@@ -107,6 +110,7 @@ STEP_TITLES: Mapping[str, Any] = {
     "greeting": gettext_lazy("Server greeting"),
     "tls": gettext_lazy("TLS"),
     "ehlo": gettext_lazy("EHLO"),
+    "token": gettext_lazy("OAuth2 access token"),
     "auth": gettext_lazy("Sign-in"),
     "send": gettext_lazy("Test message"),
     "quit": gettext_lazy("QUIT"),
@@ -119,6 +123,7 @@ _RULE_CAUSES = {
     "gmail_smtp.E004": "tls_on_starttls_port",
     "gmail_smtp.E005": "username_missing",
     "gmail_smtp.E007": "password_missing",
+    "gmail_smtp.E014": "oauth_extra_missing",
 }
 
 _FAMILIES: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
@@ -132,14 +137,18 @@ def _b64(text: str) -> str:
 
 
 class _Redactor:
-    """Removes the password and the base64 forms smtplib sends it in from any text."""
+    """Removes the password (and the base64 forms smtplib sends it in) and the OAuth2 client
+    secret and refresh token from any text."""
 
     def __init__(self, config: SmtpConfig | None) -> None:
         self.secrets: list[str] = []
+        forms: set[str] = set()
         if config is not None and len(config.password) >= 4:
             user, password = config.username, config.password
             forms = {password, _b64(password), _b64(f"\0{user}\0{password}"), _b64(f"{user}\0{user}\0{password}")}
-            self.secrets = sorted(forms, key=len, reverse=True)
+        if config is not None:
+            forms |= {s for s in (config.oauth_client_secret, config.oauth_refresh_token) if len(s) >= 4}
+        self.secrets = sorted(forms, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
@@ -346,6 +355,8 @@ def describe_error(exc: BaseException) -> str:
         return "\n".join(f"{addr}: {_reply_text(code, text)}" for addr, (code, text) in exc.recipients.items())
     if isinstance(exc, smtplib.SMTPResponseException):
         return _reply_text(exc.smtp_code, exc.smtp_error)
+    if isinstance(exc, OAuthError):
+        return f"OAuth2: {exc.args[0] if exc.args else ''}".rstrip()
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"{_error_name(exc)}: {exc.verify_message or exc.reason} ({exc.reason})"
     if isinstance(exc, OSError) and exc.strerror:
@@ -391,6 +402,8 @@ def _problem_cause(problem: Problem) -> Cause:
 def _credentials_cause(config: SmtpConfig, errors: Sequence[Problem]) -> Cause | None:
     """Django signs in only when both the username and the password are set."""
     ids = {problem.id for problem in errors}
+    if config.uses_oauth2:  # the OAuth2 rules (E015, E016) name what is missing
+        return CATALOGUE["username_missing"] if not config.username else None
     if {"gmail_smtp.E005", "gmail_smtp.E007"} <= ids:
         return CATALOGUE["credentials_missing"]
     if config.username and not config.password:
@@ -728,7 +741,12 @@ class _Conversation:
             starttls = self.config.use_tls and not self.config.use_ssl
             if starttls and (not self.ehlo(before_tls=True) or not self.starttls()):
                 return
-            if not self.ehlo(before_tls=False) or not self.auth() or not self.send(send_to, from_email):
+            if (
+                not self.ehlo(before_tls=False)
+                or not self.token()
+                or not self.auth()
+                or not self.send(send_to, from_email)
+            ):
                 return
             self.quit()
         finally:
@@ -908,6 +926,42 @@ class _Conversation:
         sock = self.session.client.sock if self.session.client is not None else None
         if isinstance(sock, ssl.SSLSocket):
             _tls_facts(step, sock, self.config, self.session.ssl_context)
+        self.run.end(step)
+        return True
+
+    # -- OAuth2 access token --
+    def token(self) -> bool:
+        """OAuth2 only: refresh the access token now (the refresh token is what is tested)."""
+        config = self.config
+        if not config.uses_oauth2 or not config.has_credentials:
+            return True
+        from . import oauth
+
+        uri = oauth.token_uri()
+        step = self.run.begin("token", _("OAuth2 access token from %(uri)s") % {"uri": uri})
+        try:
+            token = oauth.access_token(config, force=True)
+        except GmailConfigError as exc:
+            cause = _problem_cause(rules.problem_from_error(exc))
+            if exc.check_id == "gmail_smtp.E014":
+                cause = CATALOGUE["oauth_extra_missing"]
+            self.run.fail(step, cause, exc.message)
+            return False
+        except Exception as exc:
+            self.run.fail(step, _cause_of(exc, "token", config), describe_error(exc))
+            return False
+        scope = token.scope or _("(not stated)")
+        step.details.append(_("refreshed: the access token expires in %(seconds)d s") % {"seconds": token.expires_in})
+        step.details.append(_("scope: %(scope)s") % {"scope": scope})
+        step.data = {
+            "token_uri": uri,
+            "expires_in": token.expires_in,
+            "scope": token.scope,
+            "client_id": config.oauth_client_id,
+        }
+        if token.has_mail_scope is False:
+            self.run.fail(step, CATALOGUE["oauth_wrong_scope"], str(CATALOGUE["oauth_wrong_scope"].summary))
+            return False
         self.run.end(step)
         return True
 

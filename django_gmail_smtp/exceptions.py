@@ -8,6 +8,7 @@ never hides them. SMTP and network failures keep their original ``smtplib`` /
 
 from __future__ import annotations
 
+import smtplib
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -15,7 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 if TYPE_CHECKING:
     from .causes import Cause
 
-__all__ = ["GmailConfigError", "GmailSMTPError", "TLSRequiredError", "with_cause"]
+__all__ = ["GmailConfigError", "GmailSMTPError", "OAuthError", "TLSRequiredError", "with_cause"]
 
 
 class GmailConfigError(ImproperlyConfigured, ValueError):
@@ -52,6 +53,23 @@ class GmailSMTPError(Exception):
 
 class TLSRequiredError(GmailSMTPError, ConnectionError):
     """Refused to sign in because the connection is not encrypted."""
+
+
+class OAuthError(smtplib.SMTPException):
+    """Getting an OAuth2 access token failed (the token endpoint refused, or could not be reached).
+
+    An ``smtplib.SMTPException`` (so an ``OSError``), like every failure to sign in. ``error`` is
+    the OAuth2 error code (``invalid_grant``, ``invalid_client``...; empty when the endpoint
+    could not be reached), ``description`` the endpoint's explanation, ``status`` its HTTP
+    status (0 when there was no answer). Never contains a token or a secret. Raised through
+    :func:`with_cause`, so the instance also carries a cause.
+    """
+
+    def __init__(self, message: str, *, error: str = "", description: str = "", status: int = 0) -> None:
+        super().__init__(message)
+        self.error = error
+        self.description = description
+        self.status = status
 
 
 _subclasses: dict[type[BaseException], type[GmailSMTPError]] = {}

@@ -69,7 +69,7 @@ class GmailAccount(models.Model):
         choices=AuthMethod.choices,
         default=AuthMethod.APP_PASSWORD,
     )
-    # Fernet token of a JSON object: {"password": ...} for app passwords; OAuth2 will keep
+    # Fernet token of a JSON object: {"password": ...} for app passwords; OAuth2 keeps
     # {"client_id", "client_secret", "refresh_token"} in the same place. Never shown anywhere.
     encrypted_secret = models.TextField(_("encrypted secret"), blank=True, default="", editable=False)
     host = models.CharField(_("host"), max_length=255, default="smtp.gmail.com")
@@ -146,6 +146,33 @@ class GmailAccount(models.Model):
 
     def get_password(self) -> str:
         return self.get_secret().get("password", "")
+
+    OAUTH_PARTS = ("client_id", "client_secret", "refresh_token")
+
+    @sensitive_variables()
+    def get_oauth(self) -> dict[str, str]:
+        """The OAuth2 parts of the secret: client_id, client_secret, refresh_token ("" when absent)."""
+        secret = self.get_secret()
+        return {part: str(secret.get(part) or "") for part in self.OAUTH_PARTS}
+
+    @sensitive_variables()
+    def set_oauth(self, **parts: str | None) -> None:
+        """Update OAuth2 parts of the secret (None: keep, "": remove); drops an app password.
+
+        ``client_id``, ``client_secret`` and ``refresh_token`` live in the same encrypted JSON
+        object as an app password would (a new client drops the refresh token issued to the old one).
+        """
+        unknown = set(parts) - set(self.OAUTH_PARTS)
+        if unknown:
+            raise TypeError(f"unknown OAuth2 parts: {', '.join(sorted(unknown))}")
+        current = self.get_oauth() if self.has_secret else dict.fromkeys(self.OAUTH_PARTS, "")
+        new_client = parts.get("client_id") is not None and parts["client_id"] != current["client_id"]
+        if new_client and parts.get("refresh_token") is None:
+            current["refresh_token"] = ""
+        for part, value in parts.items():
+            if value is not None:
+                current[part] = value.strip()
+        self.set_secret({part: value for part, value in current.items() if value})
 
     @property
     def secret_readable(self) -> bool:

@@ -52,6 +52,10 @@ def config_key(config: SmtpConfig) -> Hashable:
         config.use_ssl,
         config.username,
         hashlib.sha256(config.password.encode("utf-8", "surrogatepass")).digest(),
+        config.auth_method,
+        hashlib.sha256(
+            f"{config.oauth_client_id}\0{config.oauth_refresh_token}".encode("utf-8", "surrogatepass")
+        ).digest(),
         config.ssl_cafile,
         config.ssl_certfile,
         config.ssl_keyfile,

@@ -30,7 +30,7 @@ from django.core.validators import validate_email
 from django.utils.functional import Promise, lazy
 from django.utils.translation import gettext_lazy as _
 
-from .conf import APP_SETTINGS, LEGACY_SETTINGS, SOURCE_DEFAULT, SmtpConfig, is_loopback
+from .conf import APP_SETTINGS, LEGACY_SETTINGS, OAUTH_OPTIONS, SOURCE_DEFAULT, SmtpConfig, is_loopback
 from .exceptions import GmailConfigError
 
 __all__ = [
@@ -69,6 +69,11 @@ CHECK_IDS: Mapping[str, str] = {
     "gmail_smtp.E011": "an unknown key in GMAIL_SMTP",
     "gmail_smtp.E012": "GMAIL_SMTP is not a dict",
     "gmail_smtp.E013": "GMAIL_SMTP['FROM_ALIASES'] is not a list of e-mail addresses",
+    "gmail_smtp.E014": "OAuth2 sign-in is configured but google-auth (the 'oauth' extra) is not installed",
+    "gmail_smtp.E015": "OAuth2 sign-in is configured without a refresh token",
+    "gmail_smtp.E016": "OAuth2 sign-in is configured without a client id or client secret",
+    "gmail_smtp.E017": "the authentication method is not 'app_password' or 'oauth2'",
+    "gmail_smtp.E018": "an OAuth2 endpoint in GMAIL_SMTP is not an https:// address (loopback excepted)",
     "gmail_smtp.W001": "the password does not look like a 16-letter app password",
     "gmail_smtp.W002": "the host is not a Gmail server (silent for loopback hosts)",
     "gmail_smtp.W003": "the port is not one of Gmail's",
@@ -77,6 +82,7 @@ CHECK_IDS: Mapping[str, str] = {
     "gmail_smtp.W006": "SERVER_EMAIL is not the account or a declared alias",
     "gmail_smtp.W007": "GMAIL_SMTP['TRANSCRIPT'] is on (deploy)",
     "gmail_smtp.W008": "the host is a loopback address while DEBUG is False (deploy)",
+    "gmail_smtp.W009": "a password is configured too, but OAuth2 is used: the password is ignored",
 }
 
 APP_PASSWORDS_PAGE = "https://myaccount.google.com/apppasswords"
@@ -130,6 +136,8 @@ def setting_name(config: SmtpConfig, option: str) -> str:
     """
     if config.alias is not None:
         return f"MAILERS[{config.alias!r}]['OPTIONS'][{option!r}]"
+    if option in OAUTH_OPTIONS:  # no EMAIL_* setting: this app's own
+        return f"GMAIL_SMTP[{option.upper()!r}]"
     return LEGACY_SETTINGS.get(option, option)
 
 
@@ -174,13 +182,12 @@ def _is_email(address: str) -> bool:
 
 
 def signs_in_with_password(config: SmtpConfig) -> bool:
-    """True when this configuration signs in with a password.
+    """True when this configuration signs in with a password, False with OAuth2 (XOAUTH2).
 
-    The hook for OAuth2 (XOAUTH2): a configuration that signs in with a token
-    will return False here, which waives E007 (no password) and W001 (not an
-    app password). Every configuration signs in with a password for now.
+    False waives E007 (no password) and W001 (not an app password); the OAuth2
+    rules (E014-E016, W009) apply instead.
     """
-    return True
+    return not config.uses_oauth2
 
 
 def check_tls_on(config: SmtpConfig) -> list[Problem]:
@@ -419,6 +426,125 @@ def check_app_password(config: SmtpConfig) -> list[Problem]:
     ]
 
 
+def _oauth_library_available() -> bool:
+    from . import oauth  # lazy: only configurations that use OAuth2 need it
+
+    return oauth.available()
+
+
+OAUTH_INSTALL_COMMAND = 'pip install "django-gmail-smtp[oauth]"'
+
+
+def _oauth_origin(config: SmtpConfig) -> str | Promise:
+    """Where OAuth2 was chosen: the authentication method's setting, or the OAuth2 value that implied it."""
+    method = config.provenance.get("auth_method")
+    if method is not None and method.source != SOURCE_DEFAULT:
+        return _origin(config, "auth_method")
+    for option in ("oauth_refresh_token", "oauth_client_id"):
+        if getattr(config, option):
+            return _origin(config, option)
+    return _origin(config, "auth_method")
+
+
+def check_oauth_library(config: SmtpConfig) -> list[Problem]:
+    """E014: OAuth2 needs google-auth (the ``oauth`` extra); the backend refuses to start without it."""
+    if not config.uses_oauth2 or _oauth_library_available():
+        return []
+    return [
+        Problem(
+            "gmail_smtp.E014",
+            ERROR,
+            _text(
+                _(
+                    "OAuth2 sign-in is configured (%(origin)s), but google-auth, which gets the "
+                    "access tokens, is not installed."
+                ),
+                origin=_oauth_origin(config),
+            ),
+            _text(_("Install the 'oauth' extra: %(command)s."), command=OAUTH_INSTALL_COMMAND),
+        )
+    ]
+
+
+def check_oauth_credentials(config: SmtpConfig) -> list[Problem]:
+    """E015/E016/W009: what XOAUTH2 needs -- a refresh token, and the client that issued it."""
+    if not config.uses_oauth2:
+        return []
+    problems = []
+    if not config.oauth_refresh_token:
+        problems.append(
+            Problem(
+                "gmail_smtp.E015",
+                ERROR,
+                _text(
+                    _(
+                        "OAuth2 sign-in is configured (%(origin)s), but %(setting)s is not set, so "
+                        "the backend could not get an access token and would not sign in."
+                    ),
+                    origin=_oauth_origin(config),
+                    setting=_named(config, "oauth_refresh_token"),
+                ),
+                _text(
+                    _(
+                        "Run 'manage.py gmail_authorize' to get a refresh token and set it in the "
+                        "GMAIL_SMTP_OAUTH_REFRESH_TOKEN environment variable (or %(setting)s); for a "
+                        'stored account use its "Authorize with Google" button in the admin.'
+                    ),
+                    setting=setting_name(config, "oauth_refresh_token"),
+                ),
+            )
+        )
+    missing = [name for name in ("oauth_client_id", "oauth_client_secret") if not getattr(config, name)]
+    if missing:
+        problems.append(
+            Problem(
+                "gmail_smtp.E016",
+                ERROR,
+                _text(
+                    _(
+                        "OAuth2 sign-in is configured (%(origin)s), but %(missing)s is not set, and "
+                        "Google issues access tokens only to the client a refresh token belongs to."
+                    ),
+                    origin=_oauth_origin(config),
+                    missing=" and ".join(str(_named(config, name)) for name in missing),
+                ),
+                _text(
+                    _(
+                        "Copy the client id and client secret of the OAuth client from the Google "
+                        "Cloud console (APIs & Services, Credentials) into %(client_id)s and "
+                        "%(client_secret)s (or the environment variables GMAIL_SMTP_OAUTH_CLIENT_ID "
+                        "and GMAIL_SMTP_OAUTH_CLIENT_SECRET)."
+                    ),
+                    client_id=setting_name(config, "oauth_client_id"),
+                    client_secret=setting_name(config, "oauth_client_secret"),
+                ),
+            )
+        )
+    if config.password:
+        problems.append(
+            Problem(
+                "gmail_smtp.W009",
+                WARNING,
+                _text(
+                    _(
+                        "A password is set (%(password)s), but this configuration signs in with "
+                        "OAuth2 (%(origin)s), so the password is ignored."
+                    ),
+                    password=_origin(config, "password"),
+                    origin=_oauth_origin(config),
+                ),
+                _text(
+                    _(
+                        "Remove %(setting)s, or set the authentication method to 'app_password' "
+                        "(auth_method, GMAIL_SMTP['AUTH_METHOD']) to sign in with it."
+                    ),
+                    setting=setting_name(config, "password"),
+                ),
+            )
+        )
+    return problems
+
+
 def check_host(config: SmtpConfig) -> list[Problem]:
     """W002: this backend is for Gmail; loopback hosts (the sandbox) are fine."""
     if config.is_gmail or is_loopback(config.host):
@@ -530,7 +656,7 @@ def check_timeout(config: SmtpConfig) -> list[Problem]:
 
 
 # Rules whose errors make sending impossible: the backend refuses to start with them.
-BLOCKING_RULES: tuple[Rule, ...] = (check_port_matches_mode, check_tls_before_sign_in)
+BLOCKING_RULES: tuple[Rule, ...] = (check_port_matches_mode, check_tls_before_sign_in, check_oauth_library)
 
 
 # Every rule over one resolved configuration, in report order.
@@ -539,6 +665,8 @@ CONFIG_RULES: tuple[Rule, ...] = (
     check_port_matches_mode,
     check_credentials,
     check_app_password,
+    check_oauth_library,
+    check_oauth_credentials,
     check_host,
     check_port,
     check_timeout,
@@ -702,6 +830,40 @@ def check_app_settings(gmail_smtp: Any) -> list[Problem]:
             )
         problems.append(Problem("gmail_smtp.E011", ERROR, message, hint))
     problems += _check_from_aliases(gmail_smtp.get("FROM_ALIASES", ()))
+    problems += _check_oauth_endpoints(gmail_smtp)
+    return problems
+
+
+def _check_oauth_endpoints(gmail_smtp: Mapping[str, Any]) -> list[Problem]:
+    """E018: OAuth2 endpoints carry the client secret and the tokens: HTTPS only (loopback excepted)."""
+    from .oauth import endpoint_is_safe
+
+    problems = []
+    for key in ("OAUTH_TOKEN_URI", "OAUTH_AUTH_URI"):
+        uri = gmail_smtp.get(key)
+        if uri is None or (isinstance(uri, str) and endpoint_is_safe(uri)):
+            continue
+        problems.append(
+            Problem(
+                "gmail_smtp.E018",
+                ERROR,
+                _text(
+                    _(
+                        "GMAIL_SMTP[%(key)s] is %(uri)s, which is not an https:// address, so OAuth2 "
+                        "secrets and tokens would travel unencrypted."
+                    ),
+                    key=_quote(key),
+                    uri=_quote(uri),
+                ),
+                _text(
+                    _(
+                        "Remove GMAIL_SMTP[%(key)s] to use Google's endpoint, or give an https:// "
+                        "address; only a loopback address (the sandbox) may use http://."
+                    ),
+                    key=_quote(key),
+                ),
+            )
+        )
     return problems
 
 

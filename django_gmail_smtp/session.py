@@ -32,7 +32,7 @@ from django.core.mail.utils import DNS_NAME
 
 from .causes import cause, explain_exception
 from .conf import SmtpConfig, app_setting, is_loopback
-from .exceptions import TLSRequiredError, with_cause
+from .exceptions import GmailConfigError, TLSRequiredError, with_cause
 
 __all__ = ["Reply", "SMTPSession", "Transaction", "Transcript", "make_ssl_context"]
 
@@ -437,7 +437,8 @@ class SMTPSession:
         return result
 
     def login(self) -> tuple[int, bytes] | None:
-        """Sign in; refuses to send credentials unencrypted except to a loopback peer."""
+        """Sign in (app password, or OAuth2 with XOAUTH2); refuses to send credentials
+        unencrypted except to a loopback peer."""
         cfg = self.config
         if not cfg.has_credentials:
             return None
@@ -445,15 +446,23 @@ class SMTPSession:
         client = self._client()
         if not self.tls_active and not self._peer_is_loopback():
             self.abort()
+            secret = "OAuth2 access token" if cfg.uses_oauth2 else "password"
             refused = TLSRequiredError(
-                f"Refusing to send the password for {cfg.username} to {cfg.host}:{cfg.port} "
+                f"Refusing to send the {secret} for {cfg.username} to {cfg.host}:{cfg.port} "
                 "over an unencrypted connection."
             )
             refused.cause = cause("tls_required")
             refused.stage = "auth"
             raise refused
         try:
+            if cfg.uses_oauth2:
+                from .oauth import sign_in  # lazy: google-auth is an optional extra
+
+                return sign_in(client, cfg)
             return client.login(cfg.username, cfg.password)
+        except GmailConfigError:  # a setting, not the connection: never explained as a server failure
+            self.abort()
+            raise
         except Exception as exc:
             self.abort()
             raise self._fail(exc) from None

@@ -164,6 +164,7 @@ def test_account_options_are_resolver_options() -> None:
         "use_tls": False,
         "use_ssl": True,
         "timeout": 7.0,
+        "auth_method": "app_password",  # explicit: OAuth2 values in the environment do not apply
     }
 
 

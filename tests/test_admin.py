@@ -144,10 +144,11 @@ def test_secret_is_not_rendered_back_after_a_validation_error(admin_client: Clie
 
 
 def test_views_receiving_the_secret_hide_it_from_error_reports(admin_client: Client, sandbox: Any) -> None:
+    secrets = ("app_password", "oauth_client_secret", "oauth_refresh_token")  # the OAuth2 ones too
     response = admin_client.post(reverse(ADD_URL), form_data(sandbox))
-    assert response.wsgi_request.sensitive_post_parameters == ("app_password",)  # type: ignore[attr-defined]
+    assert response.wsgi_request.sensitive_post_parameters == secrets  # type: ignore[attr-defined]
     response = admin_client.post(action_url(), form_data(sandbox), **XHR)
-    assert response.wsgi_request.sensitive_post_parameters == ("app_password",)  # type: ignore[attr-defined]
+    assert response.wsgi_request.sensitive_post_parameters == secrets  # type: ignore[attr-defined]
 
 
 def test_blank_secret_keeps_the_stored_one_and_history_names_only_fields(admin_client: Client) -> None:

@@ -126,7 +126,7 @@ def test_ehlo_once_encrypted_offers_auth_not_starttls(gmail_sandbox: GmailSandbo
     assert text.decode().split("\n")[1:] == [
         "SIZE 35882577",
         "8BITMIME",
-        "AUTH LOGIN PLAIN",
+        "AUTH LOGIN PLAIN XOAUTH2",  # Gmail also lists PLAIN-CLIENTTOKEN OAUTHBEARER XOAUTH
         "ENHANCEDSTATUSCODES",
         "PIPELINING",
         "CHUNKING",

@@ -49,7 +49,17 @@ def wait_for_file(path: Path, process: subprocess.Popen[str], timeout: float = 2
 def test_command_prints_settings_and_records_messages(tmp_path: Path) -> None:
     ready = tmp_path / "ready.json"
     process = run_command(
-        "--starttls-port", "0", "--ssl-port", "0", "--ready-file", str(ready), "--max-seconds", "60", cwd=tmp_path
+        "--starttls-port",
+        "0",
+        "--ssl-port",
+        "0",
+        "--oauth-port",
+        "0",
+        "--ready-file",
+        str(ready),
+        "--max-seconds",
+        "60",
+        cwd=tmp_path,
     )
     info = wait_for_file(ready, process)
     state_dir = tmp_path / ".sandbox"  # the default --dir, in the current directory
@@ -96,6 +106,7 @@ def test_command_stops_by_itself_after_max_seconds(tmp_path: Path) -> None:
         "gmail_sandbox",
         "--starttls-port=0",
         "--ssl-port=0",
+        "--oauth-port=0",
         f"--dir={tmp_path / 'state'}",
         "--user=me@example.org",
         "--password=abcdabcdabcdabcd",
@@ -113,7 +124,9 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        process = run_command("--starttls-port", "0", "--ssl-port", str(port), "--max-seconds", "5", cwd=tmp_path)
+        process = run_command(
+            "--starttls-port", "0", "--ssl-port", str(port), "--oauth-port", "0", "--max-seconds", "5", cwd=tmp_path
+        )
         _, err = process.communicate(timeout=30)
     assert process.returncode == 1
     assert err.strip() == (

@@ -10,16 +10,20 @@ from typing import TYPE_CHECKING, Any
 
 from .constants import SANDBOX_PASSWORD, SANDBOX_USER
 from .injections import Injection
+from .oauth_server import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, OAuthServer
 from .received import ReceivedMessage
 
 if TYPE_CHECKING:
     from .server import GmailSandbox, PortInUseError
 
 __all__ = [
+    "SANDBOX_CLIENT_ID",
+    "SANDBOX_CLIENT_SECRET",
     "SANDBOX_PASSWORD",
     "SANDBOX_USER",
     "GmailSandbox",
     "Injection",
+    "OAuthServer",
     "PortInUseError",
     "ReceivedMessage",
 ]

@@ -8,9 +8,12 @@ recipient limits and the failures a test can inject.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import collections
 import functools
 import hmac
+import json
 import logging
 import re
 import secrets
@@ -18,6 +21,7 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
@@ -55,6 +59,14 @@ _AIOSMTPD_REPLIES: dict[str, Callable[[str], str]] = {
     "501 5.5.2 Can't split auth value": replies.cannot_decode,
     "501 Syntax: STARTTLS": replies.syntax_error,
 }
+# The base64 JSON challenge Gmail sends after a rejected XOAUTH2 token, byte for byte.
+XOAUTH2_CHALLENGE = base64.b64encode(
+    json.dumps(
+        {"status": "400", "schemes": "Bearer", "scope": "https://mail.google.com/"}, separators=(",", ":")
+    ).encode()
+).decode("ascii")
+MAIL_SCOPE = "https://mail.google.com/"
+
 _PATH = re.compile(r"<(?P<angle>[^<>]*)>(?:\s+(?P<params>.*))?|(?P<bare>[^<>\s]+)(?:\s+(?P<rest>.*))?")
 _BDAT = re.compile(r"(\d{1,12})(?:\s+(LAST))?", re.IGNORECASE)
 
@@ -91,6 +103,23 @@ def valid_address(address: str, smtputf8: bool) -> bool:
     return not (".." in domain or domain.startswith(".") or domain.endswith("."))
 
 
+@dataclass(frozen=True)
+class AuthRecord:
+    """One AUTH exchange, as the sandbox saw it (never the secret itself).
+
+    ``initial_response`` is True when the credentials came on the ``AUTH`` line itself,
+    False when they followed a ``334`` continuation; ``command_length`` is the length of the
+    ``AUTH`` line (CRLF excluded).
+    """
+
+    mechanism: str
+    initial_response: bool
+    command_length: int
+    user: str | None
+    ok: bool
+    reason: str = ""
+
+
 class SandboxState:
     """What all connections of one sandbox share: settings, injections, counters, sink."""
 
@@ -117,6 +146,28 @@ class SandboxState:
         self._live: set[GmailSMTP] = set()
         self.auth_attempts = 0
         self.connections = 0
+        self.auth_log: list[AuthRecord] = []
+        # Set by GmailSandbox.attach_oauth(): (user, scope) for a live access token, else None.
+        self.token_checker: Callable[[str], tuple[str, str] | None] | None = None
+
+    def check_token(self, user: str, token: str) -> tuple[str | None, str]:
+        """(the account name, "") when ``token`` is a live token for ``user`` with the Gmail scope;
+        (None, why) otherwise."""
+        if self.token_checker is None:
+            return None, "no OAuth2 server attached"
+        found = self.token_checker(token)
+        if found is None:
+            return None, "unknown, expired or revoked token"
+        owner, scope = found
+        if owner.lower() != user.lower():
+            return None, "token of another user"
+        if MAIL_SCOPE not in scope.split():
+            return None, "token without the https://mail.google.com/ scope"
+        return owner, ""
+
+    def record_auth(self, record: AuthRecord) -> None:
+        with self._lock:
+            self.auth_log.append(record)
 
     def check_login(self, login: bytes, password: bytes) -> str | None:
         """The account name if ``login``/``password`` match (address case-insensitive)."""
@@ -134,6 +185,7 @@ class SandboxState:
         with self._lock:
             self.auth_attempts = 0
             self.connections = 0
+            self.auth_log = []
 
     def opened(self, connection: GmailSMTP) -> None:
         with self._lock:
@@ -352,7 +404,7 @@ class GmailSMTP(SMTP):
         if self._can_starttls:
             extensions.append("STARTTLS")
         if self._auth_allowed:
-            extensions.append("AUTH LOGIN PLAIN")
+            extensions.append("AUTH LOGIN PLAIN XOAUTH2")
         extensions += ["ENHANCEDSTATUSCODES", "PIPELINING", "CHUNKING", "SMTPUTF8"]
         await self.push(replies.ehlo(self.sandbox.server_name, self._client_ip, extensions))
 
@@ -407,10 +459,13 @@ class GmailSMTP(SMTP):
             await self.push(replies.bad_sequence("Bad sequence of commands.", self.sid))
             return
         args = (arg or "").split()
-        if not args or len(args) > 2 or args[0].upper() not in ("LOGIN", "PLAIN"):
+        if not args or len(args) > 2 or args[0].upper() not in ("LOGIN", "PLAIN", "XOAUTH2"):
             await self.push(replies.unrecognized_auth_type(self.sid))
             return
         args[0] = args[0].upper()
+        if args[0] == "XOAUTH2":
+            await self._auth_xoauth2(args, len(f"AUTH {arg}"))
+            return
         result = await self._auth_methods[args[0]].method(self, args)
         credentials = result.auth_data if isinstance(result, AuthResult) else None
         if not isinstance(credentials, LoginPassword):
@@ -418,11 +473,55 @@ class GmailSMTP(SMTP):
         # An injected sign-in failure sticks to its connection, as Gmail's verdicts do:
         # smtplib's login() tries PLAIN, then LOGIN, and both must fail alike.
         injection = self._auth_failure = self._auth_failure or self.sandbox.injections.take(AUTH_KINDS)
+        login = credentials.login.decode("utf-8", "replace")
+        record = functools.partial(AuthRecord, args[0], len(args) == 2, len(f"AUTH {arg}"), login)
         if injection is not None:
+            self.sandbox.record_auth(record(False, injection.kind))
             await self.push(_AUTH_REPLIES[injection.kind](self.sid))
             return
         user = self.sandbox.check_login(credentials.login, credentials.password)
+        self.sandbox.record_auth(record(user is not None, "" if user else "wrong username or password"))
         if user is None:
+            await self.push(replies.bad_credentials(self.sid))
+            return
+        self.signed_in_user = user
+        self.sess.authenticated = True
+        await self.push(replies.accepted())
+
+    async def _auth_xoauth2(self, args: list[str], command_length: int) -> None:
+        """Google's XOAUTH2: the token on the AUTH line or after an empty ``334``; a bad token
+        gets the base64 JSON challenge, then (after the client's empty line) ``535 5.7.8``."""
+        initial = len(args) == 2
+        if initial:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except (binascii.Error, ValueError):
+                await self.push(replies.cannot_decode(self.sid))
+                return
+        else:
+            answer = await self.challenge_auth("", encode_to_b64=False)
+            if not isinstance(answer, bytes):
+                return  # aborted with '*' or not base64: aiosmtpd already replied
+            blob = answer
+        fields = dict(part.split("=", 1) for part in blob.decode("utf-8", "replace").split("\x01") if "=" in part)
+        claimed = fields.get("user", "")
+        bearer = fields.get("auth", "")
+        token = bearer[7:] if bearer[:7].lower() == "bearer " else ""
+        injection = self._auth_failure = self._auth_failure or self.sandbox.injections.take(AUTH_KINDS)
+        if injection is not None:
+            self.sandbox.record_auth(AuthRecord("XOAUTH2", initial, command_length, claimed, False, injection.kind))
+            await self.push(_AUTH_REPLIES[injection.kind](self.sid))
+            return
+        user, reason = self.sandbox.check_token(claimed, token) if claimed and token else (None, "malformed")
+        self.sandbox.record_auth(
+            AuthRecord("XOAUTH2", initial, command_length, claimed or None, user is not None, reason)
+        )
+        if user is None:
+            await self.push(f"334 {XOAUTH2_CHALLENGE}")
+            try:
+                await self._reader.readline()  # the client's answer to the challenge: an empty line
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
             await self.push(replies.bad_credentials(self.sid))
             return
         self.signed_in_user = user

@@ -37,7 +37,8 @@ from .constants import (
     SANDBOX_USER,
 )
 from .injections import Injection, validate
-from .protocol import GmailSMTP, SandboxState
+from .oauth_server import OAuthServer
+from .protocol import AuthRecord, GmailSMTP, SandboxState
 from .received import ReceivedMessage
 
 log = logging.getLogger("django_gmail_smtp.sandbox")
@@ -100,6 +101,7 @@ class GmailSandbox:
         size_limit: int = GMAIL_SIZE_LIMIT,
         max_recipients: int = GMAIL_MAX_RECIPIENTS,
         on_message: Callable[[ReceivedMessage], None] | None = None,
+        oauth: OAuthServer | None = None,
     ) -> None:
         self.host = loopback_host(host)
         self.starttls_port = starttls_port
@@ -125,6 +127,9 @@ class GmailSandbox:
             require_tls_for_auth=require_tls_for_auth,
             deliver=self._deliver,
         )
+        self.oauth: OAuthServer | None = None
+        if oauth is not None:
+            self.attach_oauth(oauth)
         self._messages: list[ReceivedMessage] = []
         self._arrived = threading.Condition()
         self._file_number = 0
@@ -408,6 +413,18 @@ class GmailSandbox:
         if kind == "idle_timeout":
             self._rearm_idle_timers()
         return injection
+
+    def attach_oauth(self, oauth: OAuthServer | None) -> None:
+        """Accept XOAUTH2 with the access tokens ``oauth`` issues (None: reject every token)."""
+        self.oauth = oauth
+        self._state.token_checker = oauth.check_access_token if oauth is not None else None
+
+    @property
+    def auth_log(self) -> list[AuthRecord]:
+        """Every AUTH exchange since the start or the last :meth:`reset` (mechanism, whether the
+        credentials came on the AUTH line, its length, the user, the verdict; never a secret)."""
+        with self._state._lock:
+            return list(self._state.auth_log)
 
     @property
     def auth_attempts(self) -> int:

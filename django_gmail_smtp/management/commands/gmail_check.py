@@ -52,6 +52,7 @@ def exit_codes_text() -> str:
         (diagnose.EXIT_CODES["auth"], _("sign-in failed (password, app password, Google's checks)")),
         (diagnose.EXIT_CODES["send"], _("the test message was refused (--send-to)")),
         (diagnose.EXIT_CODES["quit"], _("QUIT failed")),
+        (diagnose.EXIT_CODES["token"], _("no OAuth2 access token (refresh token expired or revoked, wrong client)")),
     ]
     lines = [_("exit status:")]
     lines += [f"  {code:>2}  {text}" for code, text in rows]

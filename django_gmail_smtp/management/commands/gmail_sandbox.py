@@ -1,4 +1,9 @@
-"""``manage.py gmail_sandbox``: run the Gmail-like sandbox SMTP server in the foreground."""
+"""``manage.py gmail_sandbox``: run the Gmail-like sandbox SMTP server in the foreground.
+
+It also runs the sandbox's OAuth2 server (token, authorization and revocation endpoints on
+loopback; ``--no-oauth`` to leave it out), so XOAUTH2 sign-in can be tried locally: the settings
+it prints include a refresh token for the sandbox user.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from django.utils.translation import gettext as _
 from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER, ReceivedMessage
 
 if TYPE_CHECKING:
+    from django_gmail_smtp.sandbox.oauth_server import OAuthServer
     from django_gmail_smtp.sandbox.server import GmailSandbox
 
 BACKEND = "django_gmail_smtp.backend.EmailBackend"
@@ -49,6 +55,10 @@ class Command(BaseCommand):
         parser.add_argument("--password", default=SANDBOX_PASSWORD, help="Its password (default: the sandbox's).")
         parser.add_argument("--ready-file", help="Write a JSON file with host, ports, ca_file and user once listening.")
         parser.add_argument("--max-seconds", type=float, help="Stop by itself after this many seconds.")
+        parser.add_argument(
+            "--oauth-port", type=int, default=2580, help="Port of the local OAuth2 token server (default 2580)."
+        )
+        parser.add_argument("--no-oauth", action="store_true", help="Do not run the local OAuth2 token server.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.verbosity: int = options["verbosity"]
@@ -72,26 +82,54 @@ class Command(BaseCommand):
             )
         except ValueError as error:
             raise CommandError(str(error)) from error
+        oauth_server = None
+        if not options["no_oauth"]:
+            from django_gmail_smtp.sandbox.oauth_server import OAuthServer
+
+            try:
+                oauth_server = OAuthServer(options["host"], options["oauth_port"], users=(options["user"],)).start()
+            except OSError as error:
+                raise CommandError(
+                    _(
+                        "The OAuth2 token server cannot listen on port %(port)s (%(error)s). Pick another with --oauth-port."
+                    )
+                    % {"port": options["oauth_port"], "error": error.strerror or error}
+                ) from error
+            sandbox.attach_oauth(oauth_server)
         try:
             sandbox.start()
         except PortInUseError as error:
+            if oauth_server is not None:
+                oauth_server.stop()
             raise CommandError(
                 _("Port %(port)s on %(host)s is already in use. Pick another with --starttls-port / --ssl-port.")
                 % {"port": error.port, "host": error.host}
             ) from error
         except OSError as error:
+            if oauth_server is not None:
+                oauth_server.stop()
             raise CommandError(_("The Gmail sandbox could not start: %(error)s") % {"error": error}) from error
+        refresh_token = oauth_server.issue_refresh_token(options["user"]) if oauth_server is not None else ""
 
         ready_file = Path(options["ready_file"]) if options["ready_file"] else None
         stop = threading.Event()
         with self._stop_on_signals(stop):
             try:
                 self._print_settings(sandbox, options["user"], options["password"])
+                if oauth_server is not None:
+                    self._print_oauth_settings(sandbox, oauth_server, options["user"], refresh_token)
+                if self.verbosity >= 1:
+                    self.stdout.write(_("Quit with CONTROL-C."))
+                    self.stdout.flush()
                 if ready_file is not None:
-                    self._write_ready_file(ready_file, sandbox, options["user"], options["password"])
+                    self._write_ready_file(
+                        ready_file, sandbox, options["user"], options["password"], oauth_server, refresh_token
+                    )
                 self._serve(arrived, stop, options["max_seconds"])
             finally:
                 sandbox.stop()
+                if oauth_server is not None:
+                    oauth_server.stop()
                 self._print_arrived(arrived)
                 if ready_file is not None:
                     ready_file.unlink(missing_ok=True)
@@ -154,8 +192,16 @@ class Command(BaseCommand):
         )
         self.stdout.flush()
 
-    def _write_ready_file(self, path: Path, sandbox: GmailSandbox, user: str, password: str) -> None:
-        info = {
+    def _write_ready_file(
+        self,
+        path: Path,
+        sandbox: GmailSandbox,
+        user: str,
+        password: str,
+        oauth_server: OAuthServer | None = None,
+        refresh_token: str = "",
+    ) -> None:
+        info: dict[str, Any] = {
             "host": sandbox.host,
             "starttls_port": sandbox.starttls_port,
             "ssl_port": sandbox.ssl_port,
@@ -165,10 +211,50 @@ class Command(BaseCommand):
             "state_dir": str(sandbox.state_dir),
             "pid": os.getpid(),
         }
+        if oauth_server is not None:
+            info["oauth"] = {
+                "token_uri": oauth_server.token_uri,
+                "auth_uri": oauth_server.auth_uri,
+                "revoke_uri": oauth_server.revoke_uri,
+                "client_id": oauth_server.client_id,
+                "client_secret": oauth_server.client_secret,
+                "refresh_token": refresh_token,
+            }
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         partial.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         partial.replace(path)  # pollers never see half a file
+
+    def _print_oauth_settings(self, sandbox: GmailSandbox, server: OAuthServer, user: str, refresh_token: str) -> None:
+        if self.verbosity < 1:
+            return
+        write = self.stdout.write
+        write("")
+        write(
+            self.style.MIGRATE_HEADING(
+                _("OAuth2 (XOAUTH2): the local token server listens on %(url)s.") % {"url": server.base_url}
+            )
+        )
+        write(
+            _(
+                "Settings to sign in as %(user)s with OAuth2 instead of the password (sandbox tokens, "
+                "valid while this command runs):"
+            )
+            % {"user": user}
+        )
+        for line in [
+            "GMAIL_SMTP = {",
+            f'    "SSL_CAFILE": {literal(sandbox.ca_file)},',
+            f'    "OAUTH_TOKEN_URI": {literal(server.token_uri)},',
+            f'    "OAUTH_AUTH_URI": {literal(server.auth_uri)},',
+            "}",
+        ]:
+            write("    " + line)
+        write(_("and in the environment (leave EMAIL_HOST_PASSWORD out):"))
+        write(f"    GMAIL_SMTP_OAUTH_CLIENT_ID={server.client_id}")
+        write(f"    GMAIL_SMTP_OAUTH_CLIENT_SECRET={server.client_secret}")
+        write(f"    GMAIL_SMTP_OAUTH_REFRESH_TOKEN={refresh_token}")
+        write(_("'manage.py gmail_authorize' gets another refresh token from it: its consent page approves at once."))
 
     def _print_settings(self, sandbox: GmailSandbox, user: str, password: str) -> None:
         if self.verbosity < 1:
@@ -226,5 +312,4 @@ class Command(BaseCommand):
             _("For implicit TLS use port %(ssl_port)s with EMAIL_USE_SSL = True (or %(url)s).")
             % {"ssl_port": sandbox.ssl_port, "url": f"EMAIL_URL=smtp+ssl://{credentials}@{host}:{sandbox.ssl_port}"}
         )
-        write(_("Quit with CONTROL-C."))
         self.stdout.flush()

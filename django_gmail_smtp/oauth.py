@@ -1,0 +1,689 @@
+"""OAuth2 for Gmail SMTP: access tokens (google-auth, cached), XOAUTH2, and getting a refresh token.
+
+Three parts, used by the session, ``gmail_check``, ``gmail_authorize`` and the admin:
+
+* **Access tokens** -- :func:`access_token` returns one for a configuration that signs in with
+  OAuth2 (client id, client secret, refresh token). It comes from Django's cache (the ``default``
+  cache, shared across processes when that cache is) until shortly before it expires, else from
+  the token endpoint through google-auth (the ``oauth`` extra). The cache key is a digest of the
+  client id and the refresh token, never either of them; the value holds the access token.
+* **XOAUTH2** -- :func:`sign_in` speaks Google's SASL mechanism on an ``smtplib`` client: the
+  initial response ``base64("user=<address>\\x01auth=Bearer <token>\\x01\\x01")`` goes on the
+  ``AUTH XOAUTH2`` line only when that line stays within 512 octets (Gmail rejects longer
+  command lines with ``555 5.5.2``); otherwise ``AUTH XOAUTH2`` goes alone and the token
+  follows the ``334`` continuation. A rejected token gets a ``334`` challenge holding base64
+  JSON (``{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}``), which is
+  read and answered with an empty line; the final ``535`` follows. A cached token Gmail
+  rejects is refreshed once and the sign-in retried on the same connection.
+* **Authorization** -- :func:`authorization_url`, :func:`parse_redirect` and
+  :func:`exchange_code`: the authorization-code flow with PKCE (S256) and a ``state``, for the
+  loopback redirect of ``gmail_authorize`` and the admin's web flow. Google retired the
+  out-of-band ("copy this code") flow in 2022; nothing here uses it. This small flow is written
+  here (on ``requests``) rather than taken from google-auth-oauthlib: its ``InstalledAppFlow``
+  runs its own browser and web server, has no headless variant any more, and needs
+  ``OAUTHLIB_INSECURE_TRANSPORT`` tricks for ``http://127.0.0.1`` redirects.
+
+Endpoints come from ``GMAIL_SMTP["OAUTH_TOKEN_URI"]`` and ``GMAIL_SMTP["OAUTH_AUTH_URI"]``
+(Google's by default), so tests and the sandbox use a local server. Tokens and secrets never
+appear in exceptions, logs or transcripts.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import html
+import http.server
+import json
+import logging
+import secrets
+import smtplib
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_variables
+
+from .causes import CATALOGUE, Cause, explain_reply
+from .conf import SmtpConfig, app_setting, is_loopback
+from .exceptions import GmailConfigError, OAuthError, with_cause
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "SCOPE",
+    "AccessToken",
+    "AuthorizationRequest",
+    "LoopbackReceiver",
+    "access_token",
+    "authorization_url",
+    "available",
+    "cache_key",
+    "check_endpoint",
+    "exchange_code",
+    "invalidate",
+    "parse_challenge",
+    "parse_redirect",
+    "require_library",
+    "sign_in",
+    "xoauth2_response",
+]
+
+logger = logging.getLogger("django_gmail_smtp.oauth")
+
+SCOPE = "https://mail.google.com/"
+"""The one scope Gmail accepts for SMTP (and IMAP, POP)."""
+
+REFRESH_MARGIN = 60.0
+"""Seconds before its expiry at which a cached access token is no longer used."""
+
+MAX_INLINE_AUTH = 512
+"""Longest ``AUTH XOAUTH2 <initial response>`` line (CRLF included) sent in one piece (RFC 5321's 512)."""
+
+CACHE_ALIAS = DEFAULT_CACHE_ALIAS
+KEY_PREFIX = "gmail_smtp:oauth:v1"
+INSTALL_HINT = 'pip install "django-gmail-smtp[oauth]"'
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+# -- the library and the endpoints -----------------------------------------------------------
+
+
+def available() -> bool:
+    """True when google-auth and requests (the ``oauth`` extra) can be imported."""
+    try:
+        import google.oauth2.credentials  # noqa: F401
+        import requests  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require_library() -> None:
+    """Raise :class:`GmailConfigError` (E014) when the ``oauth`` extra is missing."""
+    if not available():
+        raise GmailConfigError(
+            _("OAuth2 sign-in is configured, but google-auth (the 'oauth' extra) is not installed."),
+            hint=_("Install it: %(command)s.") % {"command": INSTALL_HINT},
+            check_id="gmail_smtp.E014",
+        )
+
+
+def token_uri() -> str:
+    return str(app_setting("OAUTH_TOKEN_URI"))
+
+
+def auth_uri() -> str:
+    return str(app_setting("OAUTH_AUTH_URI"))
+
+
+def endpoint_is_safe(uri: str) -> bool:
+    """HTTPS, or plain HTTP to a loopback address (the sandbox's token server)."""
+    parts = urlsplit(uri)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and is_loopback(parts.hostname)
+
+
+def check_endpoint(uri: str, setting: str) -> None:
+    """Raise :class:`GmailConfigError` (E018) for an endpoint that would carry secrets in clear text."""
+    if not endpoint_is_safe(uri):
+        raise GmailConfigError(
+            _(
+                "GMAIL_SMTP[%(setting)r] is %(uri)r, which is not an https:// address, so OAuth2 "
+                "secrets would travel unencrypted."
+            )
+            % {"setting": setting, "uri": uri},
+            hint=_("Use https:// (Google's endpoints are the defaults); only a loopback address may use http://."),
+            check_id="gmail_smtp.E018",
+        )
+
+
+# -- access tokens ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """An access token, when it expires (epoch seconds) and the scopes granted. Never in ``repr``."""
+
+    token: str = field(repr=False)
+    expires_at: float
+    scope: str = ""
+    cached: bool = False
+    """True when it came from the cache (so it may have been revoked since)."""
+
+    @property
+    def expires_in(self) -> int:
+        """Whole seconds left (0 once expired)."""
+        return max(0, int(self.expires_at - time.time()))
+
+    @property
+    def has_mail_scope(self) -> bool | None:
+        """Whether the Gmail scope was granted; None when the endpoint did not say."""
+        if not self.scope:
+            return None
+        return SCOPE in self.scope.split()
+
+
+@sensitive_variables()
+def cache_key(client_id: str, refresh_token: str) -> str:
+    """The cache key of a client's access token: a digest, never the id or the token themselves."""
+    digest = hashlib.sha256(f"{client_id}\0{refresh_token}".encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{KEY_PREFIX}:{digest}"
+
+
+def _lock(key: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(key, threading.Lock())
+
+
+def _cached(key: str) -> AccessToken | None:
+    try:
+        entry = caches[CACHE_ALIAS].get(key)
+    except Exception:  # a cache outage must not stop mail: refresh instead
+        logger.warning("OAuth2: the cache is not available; refreshing the access token.", exc_info=True)
+        return None
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("token"), str):
+        return None
+    expires_at = float(entry.get("expires_at", 0))
+    if expires_at - time.time() <= REFRESH_MARGIN:
+        return None
+    return AccessToken(entry["token"], expires_at, str(entry.get("scope", "")), cached=True)
+
+
+def _store(key: str, token: AccessToken) -> None:
+    timeout = int(token.expires_at - time.time() - REFRESH_MARGIN)
+    if timeout <= 0:
+        return
+    with contextlib.suppress(Exception):
+        caches[CACHE_ALIAS].set(
+            key, {"token": token.token, "expires_at": token.expires_at, "scope": token.scope}, timeout=timeout
+        )
+
+
+def invalidate(config: SmtpConfig) -> None:
+    """Forget the cached access token of ``config`` (in every process sharing the cache)."""
+    with contextlib.suppress(Exception):
+        caches[CACHE_ALIAS].delete(cache_key(config.oauth_client_id, config.oauth_refresh_token))
+
+
+def _check_credentials(config: SmtpConfig) -> None:
+    missing = [
+        name
+        for name, value in (
+            ("oauth_client_id", config.oauth_client_id),
+            ("oauth_client_secret", config.oauth_client_secret),
+            ("oauth_refresh_token", config.oauth_refresh_token),
+        )
+        if not value
+    ]
+    if missing:
+        raise GmailConfigError(
+            _("OAuth2 sign-in is configured, but %(missing)s is not set.") % {"missing": ", ".join(missing)},
+            hint=_(
+                "Set GMAIL_SMTP_OAUTH_CLIENT_ID, GMAIL_SMTP_OAUTH_CLIENT_SECRET and "
+                "GMAIL_SMTP_OAUTH_REFRESH_TOKEN (or the oauth_* MAILERS OPTIONS); 'manage.py "
+                "gmail_authorize' gets a refresh token."
+            ),
+            check_id="gmail_smtp.E015" if "oauth_refresh_token" in missing else "gmail_smtp.E016",
+        )
+
+
+@sensitive_variables()
+def access_token(config: SmtpConfig, *, force: bool = False) -> AccessToken:
+    """A valid access token for ``config``: cached, or refreshed at the token endpoint.
+
+    ``force`` skips the cache (after Gmail rejected the cached token). Raises
+    :class:`GmailConfigError` when the extra or a credential is missing, and
+    :class:`~django_gmail_smtp.exceptions.OAuthError` (carrying a cause) when the endpoint
+    refuses or cannot be reached.
+    """
+    _check_credentials(config)
+    key = cache_key(config.oauth_client_id, config.oauth_refresh_token)
+    if not force:
+        found = _cached(key)
+        if found is not None:
+            return found
+    with _lock(key):
+        if not force:  # another thread may have refreshed it meanwhile
+            found = _cached(key)
+            if found is not None:
+                return found
+        token = _refresh(config)
+        _store(key, token)
+    return token
+
+
+class _ScrubbedText:
+    """Removes the secrets of a configuration from texts that came from outside (server answers)."""
+
+    def __init__(self, *secrets: str) -> None:
+        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "<redacted>")
+        return text
+
+
+def _cause_for_error(error: str) -> Cause:
+    if error == "invalid_grant":
+        return CATALOGUE["oauth_invalid_grant"]
+    if error in ("invalid_client", "unauthorized_client"):
+        return CATALOGUE["oauth_invalid_client"]
+    if error == "invalid_scope":
+        return CATALOGUE["oauth_wrong_scope"]
+    return CATALOGUE["oauth_token_error"]
+
+
+def token_error(error: str, description: str, status: int, *, scrub: Callable[[str], str] | None = None) -> OAuthError:
+    """The exception for an error answer of the token endpoint, with its cause."""
+    scrub = scrub or (lambda text: text)
+    error, description = scrub(error)[:100], scrub(description)[:300]
+    if error:
+        message = _("The OAuth2 token endpoint refused: %(error)s (%(description)s).") % {
+            "error": error,
+            "description": description or "-",
+        }
+    else:
+        message = _("The OAuth2 token endpoint answered with HTTP status %(status)s: %(description)s") % {
+            "status": status or "-",
+            "description": description or "-",
+        }
+    exc = OAuthError(message, error=error, description=description, status=status)
+    return with_cause(exc, _cause_for_error(error), "token")  # type: ignore[return-value]
+
+
+def unreachable_error(uri: str, reason: str) -> OAuthError:
+    exc = OAuthError(
+        _("The OAuth2 token endpoint %(uri)s could not be reached: %(reason)s") % {"uri": uri, "reason": reason}
+    )
+    return with_cause(exc, CATALOGUE["oauth_token_unreachable"], "token")  # type: ignore[return-value]
+
+
+class _TimedRequest:
+    """google-auth's requests transport with this configuration's timeout (its default is 120 s)."""
+
+    def __init__(self, timeout: float) -> None:
+        import requests
+        from google.auth.transport.requests import Request
+
+        self.session = requests.Session()
+        self.request = Request(self.session)
+        self.timeout = timeout
+
+    def __call__(self, url: str, method: str = "GET", body: Any = None, headers: Any = None, **kwargs: Any) -> Any:
+        kwargs["timeout"] = self.timeout
+        return self.request(url, method=method, body=body, headers=headers, **kwargs)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+@sensitive_variables()
+def _refresh(config: SmtpConfig) -> AccessToken:
+    """A new access token from the token endpoint (``grant_type=refresh_token``), via google-auth."""
+    require_library()
+    uri = token_uri()
+    check_endpoint(uri, "OAUTH_TOKEN_URI")
+    from google.auth import exceptions as google_exceptions
+    from google.oauth2.credentials import Credentials
+
+    credentials = Credentials(  # type: ignore[no-untyped-call]
+        token=None,
+        refresh_token=config.oauth_refresh_token,
+        client_id=config.oauth_client_id,
+        client_secret=config.oauth_client_secret,
+        token_uri=uri,
+        scopes=[SCOPE],
+    )
+    scrub = _ScrubbedText(config.oauth_client_secret, config.oauth_refresh_token)
+    request = _TimedRequest(config.timeout or 10.0)
+    started = time.time()
+    try:
+        credentials.refresh(request)  # type: ignore[no-untyped-call]
+    except google_exceptions.RefreshError as exc:
+        data = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], Mapping) else {}
+        text = str(exc.args[0]) if exc.args else ""
+        raise token_error(
+            str(data.get("error", "")),
+            str(data.get("error_description", "")) if data else text,
+            0,
+            scrub=scrub,
+        ) from None
+    except google_exceptions.TransportError as exc:
+        raise unreachable_error(uri, scrub(_reason(exc))) from None
+    finally:
+        request.close()
+    token = credentials.token
+    if not isinstance(token, str) or not token:
+        raise token_error("", _("no access token in the answer"), 200)
+    expiry = credentials.expiry  # naive UTC datetime, or None
+    if expiry is not None:
+        from calendar import timegm
+
+        expires_at = float(timegm(expiry.timetuple()))
+    else:
+        expires_at = started + 3600.0
+    granted = credentials.granted_scopes
+    scope = " ".join(granted) if granted else ""
+    logger.info("OAuth2: new access token from %s, valid for %d s.", uri, max(0, int(expires_at - time.time())))
+    return AccessToken(token, expires_at, scope)
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost reason of a transport error, in one line (e.g. "Connection refused")."""
+    inner: BaseException | None = exc
+    text = str(exc)
+    while inner is not None:
+        if isinstance(inner, ConnectionRefusedError):
+            return _("connection refused")
+        if isinstance(inner, TimeoutError):
+            return _("no answer within the timeout")
+        inner = inner.__cause__ or inner.__context__
+    low = text.lower()
+    if "refused" in low:
+        return _("connection refused")
+    if "timed out" in low or "timeout" in low:
+        return _("no answer within the timeout")
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+# -- XOAUTH2 ---------------------------------------------------------------------------------
+
+
+@sensitive_variables()
+def xoauth2_response(username: str, token: str) -> str:
+    """The XOAUTH2 initial client response, base64 encoded."""
+    raw = f"user={username}\x01auth=Bearer {token}\x01\x01"
+    return base64.b64encode(raw.encode("utf-8")).decode("ascii")
+
+
+def parse_challenge(text: bytes | str) -> dict[str, Any] | None:
+    """The JSON of Gmail's XOAUTH2 error challenge (the text after ``334``); None if it is not one."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii", "replace")
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        data = json.loads(base64.b64decode(text, validate=True))
+    except (ValueError, TypeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _note(client: smtplib.SMTP, text: str) -> None:
+    """A line in the session's transcript, when the client keeps one."""
+    transcript = getattr(client, "transcript", None)
+    if transcript is not None:
+        transcript.add("**", text)
+
+
+@sensitive_variables()
+def _exchange(client: smtplib.SMTP, username: str, token: str) -> tuple[int, bytes, dict[str, Any] | None]:
+    """One XOAUTH2 exchange: (final code, final text, the error challenge's JSON if there was one)."""
+    initial = xoauth2_response(username, token)
+    if len(f"AUTH XOAUTH2 {initial}\r\n") <= MAX_INLINE_AUTH:
+        code, text = client.docmd("AUTH", f"XOAUTH2 {initial}")
+    else:
+        code, text = client.docmd("AUTH", "XOAUTH2")
+        if code == 334 and not text.strip():  # the empty continuation: the response goes now
+            code, text = client.docmd(initial)
+    challenge = None
+    if code == 334:
+        # Gmail's error challenge (base64 JSON). The client answers with an empty line and
+        # gets the final reply (535 5.7.8).
+        challenge = parse_challenge(text) or {}
+        code, text = client.docmd("")
+    return code, text, challenge
+
+
+def _rejection(code: int, text: bytes, token: AccessToken) -> Cause | None:
+    if code != 535:
+        return explain_reply(code, text)
+    if token.has_mail_scope is False:
+        return CATALOGUE["oauth_wrong_scope"]
+    return CATALOGUE["oauth_token_rejected"]
+
+
+@sensitive_variables()
+def sign_in(client: smtplib.SMTP, config: SmtpConfig) -> tuple[int, bytes]:
+    """Sign in with XOAUTH2 on a connected client (after EHLO, over TLS); returns the 235 reply.
+
+    A cached access token that Gmail rejects is refreshed once and the sign-in retried.
+    Raises ``SMTPAuthenticationError`` (with a cause: wrong scope, wrong account...),
+    :class:`OAuthError` (token endpoint), ``SMTPNotSupportedError`` (no XOAUTH2 offered) or
+    :class:`GmailConfigError`; ``smtplib``/``OSError`` failures of the connection pass through.
+    """
+    mechanisms = client.esmtp_features.get("auth", "").upper().split()
+    if "XOAUTH2" not in mechanisms:
+        not_offered = smtplib.SMTPNotSupportedError(
+            _("The server does not offer XOAUTH2 sign-in (AUTH %(mechanisms)s).")
+            % {"mechanisms": " ".join(mechanisms) or "-"}
+        )
+        raise with_cause(not_offered, CATALOGUE["xoauth2_not_offered"], "auth")
+    token = access_token(config)
+    _note(client, _("Access token from the cache.") if token.cached else _("Access token refreshed."))
+    code, text, challenge = _exchange(client, config.username, token.token)
+    if code in (235, 503) and challenge is None:
+        return code, text
+    if code == 535 and token.cached:
+        _note(client, _("Gmail rejected the cached access token: refreshing it and signing in again."))
+        invalidate(config)
+        token = access_token(config, force=True)
+        code, text, challenge = _exchange(client, config.username, token.token)
+        if code in (235, 503) and challenge is None:
+            return code, text
+    if challenge:
+        _note(client, _("XOAUTH2 error challenge: %(json)s") % {"json": json.dumps(challenge, sort_keys=True)})
+    refused = smtplib.SMTPAuthenticationError(code, text)
+    raise with_cause(refused, _rejection(code, text, token), "auth")
+
+
+# -- getting a refresh token: the authorization-code flow with PKCE ---------------------------
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    """One authorization in progress: where to send the browser, and what to check on return."""
+
+    url: str
+    state: str = field(repr=False)
+    code_verifier: str = field(repr=False)
+    redirect_uri: str = ""
+
+
+def pkce_pair() -> tuple[str, str]:
+    """(code verifier, S256 code challenge), RFC 7636."""
+    verifier = secrets.token_urlsafe(64)[:96]
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=")
+    return verifier, challenge.decode("ascii")
+
+
+def authorization_url(client_id: str, redirect_uri: str, *, login_hint: str = "") -> AuthorizationRequest:
+    """The authorization endpoint address for the Gmail scope, with a fresh ``state`` and PKCE.
+
+    ``access_type=offline`` and ``prompt=consent`` make Google return a refresh token every time.
+    """
+    uri = auth_uri()
+    check_endpoint(uri, "OAUTH_AUTH_URI")
+    state = secrets.token_urlsafe(32)
+    verifier, challenge = pkce_pair()
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "scope": SCOPE,
+        "state": state,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "access_type": "offline",
+        "prompt": "consent",
+    }
+    if login_hint:
+        params["login_hint"] = login_hint
+    separator = "&" if urlsplit(uri).query else "?"
+    return AuthorizationRequest(f"{uri}{separator}{urlencode(params)}", state, verifier, redirect_uri)
+
+
+class AuthorizationError(Exception):
+    """The authorization did not complete: denied, a wrong ``state``, no code. The text says why."""
+
+
+def parse_redirect(url_or_query: str, expected_state: str) -> str:
+    """The authorization code from the address the browser was sent back to.
+
+    Checks the ``state`` (a mismatch means the answer is not for this request) and reports an
+    ``error`` (``access_denied`` when the user declined). Accepts the whole address or its query.
+    """
+    text = url_or_query.strip()
+    query = urlsplit(text).query if "://" in text or text.startswith("/") else text.lstrip("?")
+    params = {key: values[0] for key, values in parse_qs(query, keep_blank_values=True).items()}
+    state = params.get("state", "")
+    if not state or not secrets.compare_digest(state, expected_state):
+        raise AuthorizationError(
+            _(
+                "The state in the answer does not match this authorization request, so it was "
+                "rejected: start again and use the newest address."
+            )
+        )
+    if params.get("error"):
+        if params["error"] == "access_denied":
+            raise AuthorizationError(_("Access was denied on Google's consent page: nothing was stored."))
+        raise AuthorizationError(
+            _("The authorization server answered with an error: %(error)s.") % {"error": params["error"][:100]}
+        )
+    code = params.get("code", "")
+    if not code:
+        raise AuthorizationError(_("The answer holds no authorization code."))
+    return code
+
+
+@sensitive_variables()
+def exchange_code(
+    client_id: str,
+    client_secret: str,
+    code: str,
+    *,
+    redirect_uri: str,
+    code_verifier: str,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Trade an authorization code for tokens (``grant_type=authorization_code``).
+
+    Returns the endpoint's JSON (``refresh_token``, ``access_token``, ``expires_in``,
+    ``scope``). Raises :class:`OAuthError` with a cause when the endpoint refuses or cannot be
+    reached, and :class:`GmailConfigError` when the extra is missing.
+    """
+    require_library()
+    import requests
+
+    uri = token_uri()
+    check_endpoint(uri, "OAUTH_TOKEN_URI")
+    scrub = _ScrubbedText(client_secret, code, code_verifier)
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "redirect_uri": redirect_uri,
+        "code_verifier": code_verifier,
+    }
+    try:
+        response = requests.post(uri, data=data, timeout=timeout, headers={"Accept": "application/json"})
+    except requests.RequestException as exc:
+        raise unreachable_error(uri, scrub(_reason(exc))) from None
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if response.status_code != 200 or not isinstance(answer, dict):
+        details = answer if isinstance(answer, dict) else {}
+        raise token_error(
+            str(details.get("error", "")),
+            str(details.get("error_description", "")) or response.text[:200],
+            response.status_code,
+            scrub=scrub,
+        )
+    return answer
+
+
+def granted_mail_scope(answer: Mapping[str, Any]) -> bool:
+    """Whether a token answer grants the Gmail scope (an answer without ``scope`` is trusted)."""
+    scope = answer.get("scope")
+    return scope is None or SCOPE in str(scope).split()
+
+
+# -- the loopback redirect of gmail_authorize -------------------------------------------------
+
+
+class LoopbackReceiver:
+    """A one-shot HTTP listener on 127.0.0.1 that receives the browser's redirect.
+
+    ``redirect_uri`` is ``http://127.0.0.1:<port>/``; :meth:`wait` returns the query string
+    of the first request that carries ``code`` or ``error`` (None after ``timeout``).
+    """
+
+    def __init__(self, port: int = 0, *, done_page: str = "") -> None:
+        self._query: str | None = None
+        self._arrived = threading.Event()
+        self._done_page = done_page or _(
+            "Authorization received. You can close this window and return to the terminal."
+        )
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                query = urlsplit(self.path).query
+                params = parse_qs(query)
+                if "code" not in params and "error" not in params:
+                    self.send_error(404)
+                    return
+                body = (
+                    "<!doctype html><meta charset=utf-8><title>django-gmail-smtp</title>"
+                    f"<p>{html.escape(receiver._done_page)}</p>"
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+                if receiver._query is None:
+                    receiver._query = query
+                    receiver._arrived.set()
+
+            def log_message(self, format: str, *args: Any) -> None:  # the code must not reach a log
+                pass
+
+        self._server = http.server.HTTPServer(("127.0.0.1", port), Handler)
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, name="gmail-authorize", daemon=True)
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def __enter__(self) -> LoopbackReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    def wait(self, timeout: float | None) -> str | None:
+        """The redirect's query string, or None if none came within ``timeout`` seconds."""
+        self._arrived.wait(timeout)
+        return self._query
