@@ -478,3 +478,6 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             account.record_check(diagnosis.ok, outcome_summary(diagnosis))
             level = messages.SUCCESS if diagnosis.ok else messages.ERROR
             self.message_user(request, f"{account.name}: {outcome_summary(diagnosis)}", level)
+
+
+from . import admin_delivery  # noqa: E402, F401  (the delivery log of the queued backend)

@@ -46,11 +46,11 @@ from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend
 from django.core.mail.message import EmailMessage
 from django.utils.encoding import force_str, punycode
 
-from . import conf, pool, rules
+from . import conf, pool, quota, rules
 from .delivery import STATUS_ATTRIBUTE, DeliveryOptions, DeliveryStatus, Job, deliver, failure_to_raise, report
 from .session import SMTPSession, Transcript
 
-__all__ = ["EmailBackend", "build_envelope"]
+__all__ = ["EmailBackend", "QueuedEmailBackend", "build_envelope"]
 
 # Django 6.0+ prepares addresses with EmailBackend.prep_address(); 5.2 with sanitize_address().
 _HAS_PREP_ADDRESS = hasattr(DjangoSMTPBackend, "prep_address")
@@ -159,6 +159,12 @@ class EmailBackend(BaseEmailBackend):
         jobs = self._prepare(email_messages)  # ValueError (header injection, bad address): nothing sent
         if not jobs:
             return 0
+        try:
+            reservation = quota.reserve_sync(self.config, len(jobs))  # None unless GMAIL_SMTP["QUOTA_SYNC"]
+        except quota.QuotaExceededError:
+            if self.fail_silently:
+                return 0
+            raise
         options = DeliveryOptions.from_settings()
         if self._opened:
             with self._lock:  # one connection: callers take turns, as with Django's backend
@@ -166,6 +172,7 @@ class EmailBackend(BaseEmailBackend):
         else:
             stop_error = deliver(jobs, _PooledConnections(self, options), options)
         report(jobs, type(self), stop_error)
+        quota.settle(reservation, sum(1 for job in jobs if job.status.sent), stop_error)
         if not self.fail_silently:
             failure = failure_to_raise(jobs, stop_error)
             if failure is not None:
@@ -362,3 +369,6 @@ def _utf8_address_headers(message: Any) -> None:
             utf8 = re.sub(r",\s*", ",\r\n ", utf8)
         # surrogateescape: compat32 writes such a value as raw bytes instead of encoding it again.
         message.replace_header(name, utf8.encode("utf-8").decode("ascii", "surrogateescape"))
+
+
+from .queued import QueuedEmailBackend  # noqa: E402  (public path; docs/queue.md)

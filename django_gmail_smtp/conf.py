@@ -102,6 +102,22 @@ APP_SETTINGS: dict[str, Any] = {
     "RETRY_BACKOFF": 1.0,
     "RETRY_BACKOFF_MAX": 15.0,
     "RETRY_TIMEOUT": 30.0,
+    # Background sending (docs/queue.md): the queued backend and its tasks.
+    "QUEUE_TASK_BACKEND": "default",
+    "QUEUE_NAME": "default",
+    "QUEUE_RETRY_ATTEMPTS": 5,
+    "QUEUE_RETRY_BACKOFF": 60.0,
+    "QUEUE_RETRY_BACKOFF_MAX": 3600.0,
+    "QUEUE_LEASE": 300.0,
+    # Daily limit guard (docs/queue.md, django_gmail_smtp/quota.py).
+    "QUOTA_LIMIT": 500,
+    "QUOTA_LIMITS": {},
+    "QUOTA_WINDOW": 86400.0,
+    "QUOTA_WARN_AT": 0.8,
+    "QUOTA_HOLD_MAX": 3600.0,
+    "QUOTA_SYNC": False,
+    # Dotted path of a function returning an aware datetime: the guard's and the queue's clock (tests).
+    "CLOCK": None,
 }
 # GMAIL_SMTP key -> option it provides a value for.
 APP_SETTING_OPTIONS = {

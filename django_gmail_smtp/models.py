@@ -19,7 +19,7 @@ from . import crypto
 from .conf import normalize_app_password
 from .exceptions import SecretDecryptionError
 
-__all__ = ["GmailAccount"]
+__all__ = ["DeliveryLog", "GmailAccount", "QuotaAccount", "QuotaUse"]
 
 
 def secret_error(name: str) -> SecretDecryptionError:
@@ -220,3 +220,88 @@ def decrypt_secret(name: str, token: str) -> dict[str, Any]:
     except (crypto.InvalidToken, ValueError, UnicodeError):
         raise secret_error(name) from None
     return data if isinstance(data, dict) else {}
+
+
+# -- background sending (docs/queue.md) ---------------------------------------------------------
+
+
+class DeliveryLog(models.Model):
+    """One message sent through the queued backend: where it stands, never its content once sent.
+
+    ``payload`` holds the message (as queued) only while it is not sent: a worker that dies
+    mid-send, and the admin's *retry* action, need it. It is erased when the server accepts the
+    message. No password or other secret is ever part of it.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("queued")
+        SENDING = "sending", _("sending")
+        HELD = "held", _("held (daily limit)")
+        SENT = "sent", _("sent")
+        FAILED = "failed", _("failed")
+
+    message_id = models.CharField(_("Message-ID"), max_length=255, db_index=True)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.QUEUED)
+    mailer = models.CharField(
+        _("mailer"), max_length=100, blank=True, default="", help_text=_("MAILERS alias; empty for EMAIL_BACKEND.")
+    )
+    account = models.CharField(
+        _("account"), max_length=254, blank=True, default="", help_text=_("The address the message is sent with.")
+    )
+    recipients = models.PositiveIntegerField(_("recipients"), default=0)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    last_reply = models.TextField(_("last reply"), blank=True, default="")
+    cause = models.CharField(_("cause"), max_length=50, blank=True, default="")
+    task_backend = models.CharField(_("Tasks backend"), max_length=100, default="default")
+    queue_name = models.CharField(_("queue"), max_length=100, default="default")
+    # Each (re)scheduling bumps the generation; tasks of an older generation do nothing.
+    generation = models.PositiveIntegerField(_("generation"), default=1, editable=False)
+    due_at = models.DateTimeField(_("due"), help_text=_("Next attempt, or end of the running attempt's lease."))
+    created_at = models.DateTimeField(_("queued at"), auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+    payload = models.JSONField(_("message until sent"), null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("delivery log entry")
+        verbose_name_plural = _("delivery log")
+        ordering = ["-created_at", "-pk"]
+        required_db_features = ["supports_json_field"]
+        indexes = [
+            models.Index(fields=["status", "due_at"], name="gmail_smtp_log_status_due"),
+            models.Index(fields=["account", "status"], name="gmail_smtp_log_account"),
+        ]
+        permissions = [("retry_deliverylog", _("Can retry failed or stuck messages"))]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} ({self.status})"
+
+
+class QuotaAccount(models.Model):
+    """One sending account of the daily-limit guard (:mod:`django_gmail_smtp.quota`); its row is the lock."""
+
+    key = models.CharField(_("account"), max_length=254, unique=True)
+    blocked_until = models.DateTimeField(_("blocked until"), null=True, blank=True)
+    blocked_reason = models.TextField(_("reason"), blank=True, default="")
+    lock_version = models.PositiveBigIntegerField(default=0, editable=False)
+
+    class Meta:
+        verbose_name = _("daily limit account")
+        verbose_name_plural = _("daily limit accounts")
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class QuotaUse(models.Model):
+    """Messages an account sent (or is sending) at one moment; rows older than the window are deleted."""
+
+    account = models.ForeignKey(QuotaAccount, on_delete=models.CASCADE, related_name="uses")
+    at = models.DateTimeField()
+    count = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "at"], name="gmail_smtp_quota_use_at")]
+
+    def __str__(self) -> str:
+        return f"{self.account_id}: {self.count} at {self.at.isoformat()}"

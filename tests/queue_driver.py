@@ -1,0 +1,132 @@
+"""The "web" side of the queue tests, run as a subprocess next to a real ``db_worker``.
+
+``python -m tests.queue_driver COMMAND [JSON]`` with ``DJANGO_SETTINGS_MODULE=tests.queue_settings``:
+
+* ``migrate``: create the tables in the database file;
+* ``request``: POST to the view below through Django's test client (a real request through the
+  middleware and the queued backend) and print the view's JSON answer;
+* ``prefill``: count messages against an account's daily limit (as if sent earlier);
+* ``reserve``: take slots one at a time as fast as possible and print how many were granted
+  (several of these run at once to show the guard never gives more than the limit).
+
+Also the URLconf of those settings (``ROOT_URLCONF``) and :func:`rich_message`, which the test
+process builds too, to compare what the sandbox received part by part.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+
+SENDER = "sandbox@example.com"
+
+# All 256 byte values, then a PNG signature and bytes that are not UTF-8: any re-encoding shows.
+BINARY = bytes(range(256)) * 4 + b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\xff\xfe\xfd\x00\r\n.\r\n" * 50
+SJIS = "請求書 第二四半期\r\n合計,１２３４５円\r\n".encode("shift_jis")
+
+
+def rich_message() -> Any:
+    """Japanese subject, names, bodies and file names; an HTML alternative; text and binary files."""
+    from django.core.mail import EmailMultiAlternatives
+
+    message = EmailMultiAlternatives(
+        subject="ご注文ありがとうございます — 注文番号 12345 の確認",
+        body="山田 太郎 様\n\nご注文を承りました。\n・商品: 日本茶セット\n・金額: ￥3,240（税込）\n\n.\n行頭のドット\n",
+        from_email=f"ショップ <{SENDER}>",
+        to=["山田 太郎 <taro@example.jp>"],
+        cc=["経理 <keiri@example.jp>"],
+        reply_to=["サポート <support@example.jp>"],
+        headers={"X-Order": "12345"},
+    )
+    message.attach_alternative("<p>山田 太郎 様</p><p>ご注文を<strong>承りました</strong>。</p>", "text/html")
+    message.attach("領収書.txt", "領収書\n金額: ￥3,240\n", "text/plain")
+    message.attach("image.png", BINARY, "image/png")
+    message.attach("請求書.csv", SJIS, "application/octet-stream")
+    return message
+
+
+@csrf_exempt
+def send_view(request: HttpRequest) -> JsonResponse:
+    """Queue messages the way a site would, in a request; answer with their log ids and Message-IDs."""
+    import django
+    from django.core import mail
+
+    data = json.loads(request.body or b"{}")
+    tag = data.get("tag", "test")
+    if data.get("kind") == "rich":
+        messages = [rich_message()]
+    else:
+        messages = [
+            mail.EmailMessage(
+                subject=f"{tag} #{number}",
+                body=f"Message {number} of {tag}.\n",
+                from_email=SENDER,
+                to=[f"to{number}@example.com"],
+            )
+            for number in range(int(data.get("count", 1)))
+        ]
+    connection = mail.mailers.default if django.VERSION >= (6, 1) else mail.get_connection()  # type: ignore[attr-defined]
+    queued = connection.send_messages(messages)
+    return JsonResponse(
+        {
+            "queued": queued,
+            "messages": [
+                {"log_id": m.gmail_smtp_queued.log_id, "message_id": m.gmail_smtp_queued.message_id} for m in messages
+            ],
+        }
+    )
+
+
+urlpatterns = [path("queue-send/", send_view)]
+
+
+def main(argv: list[str]) -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.queue_settings")
+    import django
+
+    django.setup()
+    command, arguments = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
+    if command == "migrate":
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+    elif command == "request":
+        from django.test import Client
+
+        response = Client().post("/queue-send/", data=json.dumps(arguments), content_type="application/json")
+        if response.status_code != 200:
+            sys.stderr.write(response.content.decode(errors="replace"))
+            return 1
+        sys.stdout.write(response.content.decode())
+    elif command == "prefill":
+        from django_gmail_smtp import quota
+
+        quota.reserve(arguments["account"], arguments["count"], limit=None)
+    elif command == "reserve":
+        import time
+
+        from django_gmail_smtp import quota
+
+        time.sleep(max(0.0, arguments.get("start_at", 0) - time.time()))  # all racers start together
+        granted = 0
+        for _ in range(arguments["times"]):
+            try:
+                quota.reserve(arguments["account"], 1, limit=arguments["limit"])
+            except quota.QuotaExceededError:
+                continue
+            granted += 1
+        sys.stdout.write(json.dumps({"granted": granted}))
+    else:
+        sys.stderr.write(f"unknown command {command!r}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
