@@ -132,7 +132,7 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     + (["collapse"] if obj is not None and obj.auth_method != GmailAccount.AuthMethod.OAUTH2 else []),
                     "description": _(
                         "Only for the OAuth2 authentication method (Google Workspace accounts without "
-                        "app passwords): see docs/oauth.md for the Google Cloud console steps."
+                        "app passwords): see README.md#oauth2-xoauth2 for the Google Cloud console steps."
                     ),
                 },
             ),

@@ -8,7 +8,7 @@ is set, a 10 s default timeout, verified certificates with an optional CA file,
 no password over an unencrypted connection, and exceptions that explain Gmail's
 replies.
 
-Delivery (docs/delivery.md): signed-in connections are reused across calls
+Delivery (README.md#fast-fault-tolerant-delivery): signed-in connections are reused across calls
 (:mod:`~django_gmail_smtp.pool`), messages are pipelined, temporary failures
 retried, dropped connections replaced, and each message's outcome is recorded
 on ``message.gmail_smtp_status``.
@@ -371,4 +371,4 @@ def _utf8_address_headers(message: Any) -> None:
         message.replace_header(name, utf8.encode("utf-8").decode("ascii", "surrogateescape"))
 
 
-from .queued import QueuedEmailBackend  # noqa: E402  (public path; docs/queue.md)
+from .queued import QueuedEmailBackend  # noqa: E402  (public path; README.md#background-sending)

@@ -114,7 +114,7 @@ CATALOGUE: dict[str, Cause] = {
                 "Send 'AUTH XOAUTH2' alone and the token after the 334 reply; upgrade django-gmail-smtp if you see this."
             ),
         ),
-        # OAuth2 (XOAUTH2) sign-in; docs/oauth.md.
+        # OAuth2 (XOAUTH2) sign-in; README.md#oauth2-xoauth2.
         _c(
             "oauth_invalid_grant",
             _(

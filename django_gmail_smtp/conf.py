@@ -64,7 +64,7 @@ LEGACY_SETTINGS = {
     "ssl_certfile": "EMAIL_SSL_CERTFILE",
     "ssl_keyfile": "EMAIL_SSL_KEYFILE",
 }
-# How the backend signs in (docs/oauth.md): an app password, or OAuth2 (XOAUTH2) with a
+# How the backend signs in (README.md#oauth2-xoauth2): an app password, or OAuth2 (XOAUTH2) with a
 # client id, a client secret and a refresh token.
 AUTH_APP_PASSWORD = "app_password"  # noqa: S105 - a method's name
 AUTH_OAUTH2 = "oauth2"
@@ -83,14 +83,14 @@ APP_SETTINGS: dict[str, Any] = {
     "FROM_ALIASES": (),
     "SSL_CAFILE": None,
     "TRANSCRIPT": False,
-    # OAuth2 (docs/oauth.md). AUTH_METHOD None: OAuth2 when a client id or refresh token is set.
+    # OAuth2 (README.md#oauth2-xoauth2). AUTH_METHOD None: OAuth2 when a client id or refresh token is set.
     "AUTH_METHOD": None,
     "OAUTH_CLIENT_ID": None,
     "OAUTH_CLIENT_SECRET": None,
     "OAUTH_REFRESH_TOKEN": None,
     "OAUTH_TOKEN_URI": "https://oauth2.googleapis.com/token",
     "OAUTH_AUTH_URI": "https://accounts.google.com/o/oauth2/v2/auth",
-    # Delivery (docs/delivery.md): connection reuse, pipelining, retries, Gmail's limits.
+    # Delivery (README.md#fast-fault-tolerant-delivery): connection reuse, pipelining, retries, Gmail's limits.
     "REUSE_CONNECTIONS": True,
     "POOL_IDLE_TIMEOUT": 60.0,
     "POOL_NOOP_AFTER": 10.0,
@@ -102,14 +102,14 @@ APP_SETTINGS: dict[str, Any] = {
     "RETRY_BACKOFF": 1.0,
     "RETRY_BACKOFF_MAX": 15.0,
     "RETRY_TIMEOUT": 30.0,
-    # Background sending (docs/queue.md): the queued backend and its tasks.
+    # Background sending (README.md#background-sending): the queued backend and its tasks.
     "QUEUE_TASK_BACKEND": "default",
     "QUEUE_NAME": "default",
     "QUEUE_RETRY_ATTEMPTS": 5,
     "QUEUE_RETRY_BACKOFF": 60.0,
     "QUEUE_RETRY_BACKOFF_MAX": 3600.0,
     "QUEUE_LEASE": 300.0,
-    # Daily limit guard (docs/queue.md, django_gmail_smtp/quota.py).
+    # Daily limit guard (README.md#background-sending, django_gmail_smtp/quota.py).
     "QUOTA_LIMIT": 500,
     "QUOTA_LIMITS": {},
     "QUOTA_WINDOW": 86400.0,

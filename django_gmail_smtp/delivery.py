@@ -1,6 +1,6 @@
 """A batch of messages on its way: pipelined, retried, reconnected, each outcome recorded.
 
-The rules (docs/delivery.md):
+The rules (README.md#fast-fault-tolerant-delivery):
 
 * A message counts as sent only after the server's final 2xx for it; it is sent
   again only if that reply never came (the connection broke first), and then
@@ -116,7 +116,7 @@ def _number(configured: Mapping[str, Any], key: str, kind: type, minimum: float,
         raise GmailConfigError(
             f"GMAIL_SMTP[{key!r}] is {value!r}; it must be a number of at least {minimum:g}"
             + (" (or None)." if none else "."),
-            hint="See docs/delivery.md for the delivery settings and their defaults.",
+            hint="See README.md#fast-fault-tolerant-delivery for the delivery settings and their defaults.",
         ) from None
     return number
 

@@ -222,7 +222,7 @@ def decrypt_secret(name: str, token: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-# -- background sending (docs/queue.md) ---------------------------------------------------------
+# -- background sending (README.md#background-sending) ---------------------------------------------------------
 
 
 class DeliveryLog(models.Model):

@@ -1,4 +1,4 @@
-"""``QueuedEmailBackend``: send in the background with Django's Tasks framework (docs/queue.md).
+"""``QueuedEmailBackend``: send in the background with Django's Tasks framework (README.md#background-sending).
 
 ``send_messages()`` turns each message into a JSON-safe payload (:mod:`.payload`), writes a
 :class:`~django_gmail_smtp.models.DeliveryLog` entry and enqueues the task
@@ -109,7 +109,7 @@ def _seconds(key: str, minimum: float = 0.0) -> float:
         raise GmailConfigError(
             _("GMAIL_SMTP[%(key)r] is %(value)r; it must be a number of seconds of at least %(minimum)g.")
             % {"key": key, "value": value, "minimum": minimum},
-            hint=_("See docs/queue.md for the queue settings and their defaults."),
+            hint=_("See README.md#background-sending for the queue settings and their defaults."),
         ) from None
     return number
 
@@ -120,7 +120,7 @@ def _attempts() -> int:
         raise GmailConfigError(
             _("GMAIL_SMTP['QUEUE_RETRY_ATTEMPTS'] is %(value)r; it must be a whole number of at least 1.")
             % {"value": value},
-            hint=_("See docs/queue.md for the queue settings and their defaults."),
+            hint=_("See README.md#background-sending for the queue settings and their defaults."),
         )
     return value
 
@@ -142,7 +142,7 @@ def _tasks_backend(alias: str, queue_name: str) -> Any:
                 "The queued email backend needs Django's Tasks framework: Django 6.0 or later, or on "
                 "Django 5.2 the django-tasks backport."
             ),
-            hint=_('Install it with: pip install "django-gmail-smtp[tasks]" (see docs/queue.md).'),
+            hint=_('Install it with: pip install "django-gmail-smtp[tasks]" (see README.md#background-sending).'),
         ) from None
     try:
         backend = task_backends[alias]
@@ -164,7 +164,7 @@ def _tasks_backend(alias: str, queue_name: str) -> Any:
             % {"alias": alias, "backend": type(backend).__name__},
             hint=_(
                 "Use a backend with a worker: django_tasks_db.DatabaseBackend ('manage.py db_worker'), "
-                "or an RQ- or Celery-based one (docs/queue.md)."
+                "or an RQ- or Celery-based one (README.md#background-sending)."
             ),
         )
     queues = getattr(backend, "queues", None)
@@ -256,7 +256,7 @@ def _same_transaction(backend: Any, db: str) -> bool:
 
 
 class QueuedEmailBackend(BaseEmailBackend):
-    """Queue each message as a task; a worker sends it with ``EmailBackend`` (docs/queue.md).
+    """Queue each message as a task; a worker sends it with ``EmailBackend`` (README.md#background-sending).
 
     Takes every option of :class:`~django_gmail_smtp.backend.EmailBackend` (keyword arguments,
     ``MAILERS`` OPTIONS, ``EMAIL_*`` settings) plus ``queue_name`` and ``task_backend``.

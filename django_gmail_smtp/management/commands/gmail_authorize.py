@@ -289,7 +289,7 @@ class Command(BaseCommand):
             self._say(
                 self.style.WARNING(
                     _(
-                        "This refresh token expires in %(days)d days (an app in \u201cTesting\u201d status, "
+                        "This refresh token expires in %(days)d days (an app in “Testing” status, "
                         "or time-limited access). Publish the app (OAuth consent screen, In production) "
                         "for tokens that last."
                     )
