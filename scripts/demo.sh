@@ -25,7 +25,7 @@ echo "==> Migrating the example project (SQLite)"
 "$PY" manage.py migrate --noinput -v 0
 
 echo "==> Starting the Gmail sandbox on 127.0.0.1 (STARTTLS 2587, implicit TLS 2465)"
-"$PY" manage.py gmail_sandbox --dir "$SANDBOX_DIR" --ready-file "$SANDBOX_DIR/ready.json" --max-seconds 120 \
+"$PY" manage.py gmail_sandbox --dir "$SANDBOX_DIR" --ready-file "$SANDBOX_DIR/ready.json" --max-seconds 120 --no-oauth \
     > "$SANDBOX_DIR/sandbox.log" 2>&1 &
 SANDBOX_PID=$!
 trap 'kill "$SANDBOX_PID" 2>/dev/null || true; wait "$SANDBOX_PID" 2>/dev/null || true' EXIT
