@@ -26,7 +26,6 @@ import base64
 import hashlib
 import hmac
 import http.server
-import ipaddress
 import json
 import secrets
 import threading
@@ -37,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from .constants import SANDBOX_USER
+from .loopback import loopback_host
 
 __all__ = ["SANDBOX_CLIENT_ID", "SANDBOX_CLIENT_SECRET", "SCOPE", "OAuthServer"]
 
@@ -44,19 +44,6 @@ SCOPE = "https://mail.google.com/"
 SANDBOX_CLIENT_ID = "sandbox-client.apps.googleusercontent.com"
 SANDBOX_CLIENT_SECRET = "GOCSPX-sandbox-client-secret"  # noqa: S105 - a public, sandbox-only secret
 CODE_LIFETIME = 600.0
-
-
-def _loopback(host: str) -> str:
-    """``host`` as a loopback IP address; ``ValueError`` for anything else (as the SMTP sandbox)."""
-    if host == "localhost":
-        return "127.0.0.1"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    if address is None or not address.is_loopback:
-        raise ValueError(f"The sandbox OAuth2 server listens on loopback only; {host!r} is not a loopback address.")
-    return str(address)
 
 
 @dataclass
@@ -101,7 +88,7 @@ class OAuthServer:
         access_token_lifetime: int = 3600,
         token_length: int = 160,
     ) -> None:
-        self.host = _loopback(host)
+        self.host = loopback_host(host)
         self.port = port
         self.clients = dict(clients if clients is not None else {SANDBOX_CLIENT_ID: SANDBOX_CLIENT_SECRET})
         self.users = tuple(users)

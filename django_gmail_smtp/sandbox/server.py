@@ -14,7 +14,6 @@ import asyncio
 import concurrent.futures
 import errno
 import functools
-import ipaddress
 import json
 import logging
 import shutil
@@ -37,6 +36,7 @@ from .constants import (
     SANDBOX_USER,
 )
 from .injections import Injection, validate
+from .loopback import loopback_host
 from .oauth_server import OAuthServer
 from .protocol import AuthRecord, GmailSMTP, SandboxState
 from .received import ReceivedMessage
@@ -53,21 +53,6 @@ class PortInUseError(OSError):
         super().__init__(errno.EADDRINUSE, f"Port {port} on {host} is already in use.")
         self.host = host
         self.port = port
-
-
-def loopback_host(host: str) -> str:
-    """``host`` as a loopback IP address; ``ValueError`` for anything else."""
-    if host == "localhost":
-        return "127.0.0.1"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    if address is None or not address.is_loopback:
-        raise ValueError(
-            f"The Gmail sandbox listens on loopback only; {host!r} is not a loopback address (use 127.0.0.1)."
-        )
-    return str(address)
 
 
 def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
