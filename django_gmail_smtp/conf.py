@@ -45,6 +45,7 @@ __all__ = [
     "legacy_setting",
     "mailers_enabled",
     "normalize_app_password",
+    "number_setting",
     "resolve",
 ]
 
@@ -249,6 +250,50 @@ def app_setting(name: str) -> Any:
     """A ``GMAIL_SMTP`` knob, read now (not at import) so ``override_settings`` works."""
     configured = getattr(settings, "GMAIL_SMTP", None) or {}
     return configured.get(name, APP_SETTINGS[name])
+
+
+def number_setting(
+    key: str,
+    *,
+    integer: bool = False,
+    minimum: float = 0,
+    allow_none: bool = False,
+    configured: Mapping[str, Any] | None = None,
+) -> Any:
+    """A numeric ``GMAIL_SMTP`` knob, checked once for every caller.
+
+    A wrong value raises :class:`GmailConfigError` naming the key (never a bare
+    ``ValueError``, and never hidden by ``fail_silently``). ``configured`` lets a
+    caller that reads many knobs pass the dict it already has.
+    """
+    if configured is None:
+        configured = getattr(settings, "GMAIL_SMTP", None) or {}
+    value = configured.get(key, APP_SETTINGS[key])
+    if value is None and allow_none:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = int(value) if integer else float(value)
+        if (integer and isinstance(value, float) and value != number) or number < minimum:
+            raise ValueError
+    except (TypeError, ValueError):
+        values = {"key": key, "value": value, "minimum": f"{minimum:g}"}
+        if integer and allow_none:
+            message = _("GMAIL_SMTP[%(key)r] is %(value)r; it must be a whole number of at least %(minimum)s, or None.")
+        elif integer:
+            message = _("GMAIL_SMTP[%(key)r] is %(value)r; it must be a whole number of at least %(minimum)s.")
+        elif allow_none:
+            message = _("GMAIL_SMTP[%(key)r] is %(value)r; it must be a number of at least %(minimum)s, or None.")
+        else:
+            message = _("GMAIL_SMTP[%(key)r] is %(value)r; it must be a number of at least %(minimum)s.")
+        raise GmailConfigError(
+            message % values,
+            hint=_(
+                "See the GMAIL_SMTP settings in the README (README.md#gmail_smtp-settings) for every key and its default."
+            ),
+        ) from None
+    return number
 
 
 def mailers_enabled() -> bool:

@@ -25,15 +25,15 @@ import re
 import smtplib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from django.conf import settings
 
 from .causes import CATALOGUE, Cause, explain_exception, explain_reply
-from .conf import APP_SETTINGS
-from .exceptions import GmailConfigError, with_cause
+from .conf import APP_SETTINGS, number_setting
+from .exceptions import with_cause
 from .retry import RetryPolicy
 from .session import Reply, SMTPSession, Transaction
 
@@ -104,23 +104,6 @@ class DeliveryStatus:
         return {addr: r.reply for addr, r in self.recipients.items() if r.status == REFUSED}
 
 
-def _number(configured: Mapping[str, Any], key: str, kind: type, minimum: float, *, none: bool = False) -> Any:
-    value = configured.get(key, APP_SETTINGS[key])
-    if value is None and none:
-        return None
-    try:
-        number = kind(value)
-        if isinstance(value, bool) or number < minimum:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise GmailConfigError(
-            f"GMAIL_SMTP[{key!r}] is {value!r}; it must be a number of at least {minimum:g}"
-            + (" (or None)." if none else "."),
-            hint="See README.md#fast-fault-tolerant-delivery for the delivery settings and their defaults.",
-        ) from None
-    return number
-
-
 @dataclass(frozen=True)
 class DeliveryOptions:
     """The delivery knobs of ``GMAIL_SMTP``, read once per ``send_messages()`` call."""
@@ -140,17 +123,17 @@ class DeliveryOptions:
         configured = getattr(settings, "GMAIL_SMTP", None) or {}
         return cls(
             reuse=bool(configured.get("REUSE_CONNECTIONS", APP_SETTINGS["REUSE_CONNECTIONS"])),
-            idle_timeout=_number(configured, "POOL_IDLE_TIMEOUT", float, 0),
-            noop_after=_number(configured, "POOL_NOOP_AFTER", float, 0, none=True),
+            idle_timeout=number_setting("POOL_IDLE_TIMEOUT", configured=configured),
+            noop_after=number_setting("POOL_NOOP_AFTER", allow_none=True, configured=configured),
             pipelining=bool(configured.get("PIPELINING", APP_SETTINGS["PIPELINING"])),
-            window=_number(configured, "PIPELINE_WINDOW", int, 1),
-            max_recipients=_number(configured, "MAX_RECIPIENTS", int, 1),
-            messages_per_connection=_number(configured, "MESSAGES_PER_CONNECTION", int, 0),
+            window=number_setting("PIPELINE_WINDOW", integer=True, minimum=1, configured=configured),
+            max_recipients=number_setting("MAX_RECIPIENTS", integer=True, minimum=1, configured=configured),
+            messages_per_connection=number_setting("MESSAGES_PER_CONNECTION", integer=True, configured=configured),
             retry=RetryPolicy(
-                attempts=_number(configured, "RETRY_ATTEMPTS", int, 1),
-                backoff=_number(configured, "RETRY_BACKOFF", float, 0),
-                backoff_max=_number(configured, "RETRY_BACKOFF_MAX", float, 0),
-                timeout=_number(configured, "RETRY_TIMEOUT", float, 0),
+                attempts=number_setting("RETRY_ATTEMPTS", integer=True, minimum=1, configured=configured),
+                backoff=number_setting("RETRY_BACKOFF", configured=configured),
+                backoff_max=number_setting("RETRY_BACKOFF_MAX", configured=configured),
+                timeout=number_setting("RETRY_TIMEOUT", configured=configured),
             ),
         )
 

@@ -95,34 +95,15 @@ class QueuedMessage:
 
 
 def _is_secret(name: str) -> bool:
-    secrets = getattr(conf, "SECRET_OPTIONS", frozenset({"password"}))
-    return name in secrets or any(word in name for word in ("password", "secret", "token"))
+    return name in conf.SECRET_OPTIONS or any(word in name for word in ("password", "secret", "token"))
 
 
 def _seconds(key: str, minimum: float = 0.0) -> float:
-    value = app_setting(key)
-    try:
-        number = float(value)
-        if isinstance(value, bool) or number < minimum:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise GmailConfigError(
-            _("GMAIL_SMTP[%(key)r] is %(value)r; it must be a number of seconds of at least %(minimum)g.")
-            % {"key": key, "value": value, "minimum": minimum},
-            hint=_("See README.md#background-sending for the queue settings and their defaults."),
-        ) from None
-    return number
+    return float(conf.number_setting(key, minimum=minimum))
 
 
 def _attempts() -> int:
-    value = app_setting("QUEUE_RETRY_ATTEMPTS")
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise GmailConfigError(
-            _("GMAIL_SMTP['QUEUE_RETRY_ATTEMPTS'] is %(value)r; it must be a whole number of at least 1.")
-            % {"value": value},
-            hint=_("See README.md#background-sending for the queue settings and their defaults."),
-        )
-    return value
+    return int(conf.number_setting("QUEUE_RETRY_ATTEMPTS", integer=True, minimum=1))
 
 
 def _lease() -> timedelta:

@@ -158,3 +158,30 @@ def test_mailers_enabled_follows_the_setting(settings):
     assert not conf.mailers_enabled()
     settings.MAILERS = {"default": {"BACKEND": "django_gmail_smtp.backend.EmailBackend"}}
     assert conf.mailers_enabled()
+
+
+@pytest.mark.parametrize(
+    ("value", "kwargs", "expected"),
+    [(5, {"integer": True}, 5), ("2.5", {}, 2.5), (None, {"allow_none": True}, None), (0, {}, 0.0)],
+)
+def test_number_setting_accepts(settings, value, kwargs, expected):
+    settings.GMAIL_SMTP = {"PIPELINE_WINDOW": value}
+    assert conf.number_setting("PIPELINE_WINDOW", **kwargs) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "kwargs", "words"),
+    [
+        ("ten", {}, "must be a number of at least 0"),
+        (True, {"integer": True}, "whole number"),
+        (2.5, {"integer": True}, "whole number"),
+        (0, {"integer": True, "minimum": 1}, "at least 1"),
+        (None, {}, "PIPELINE_WINDOW"),
+    ],
+)
+def test_number_setting_names_the_key_and_the_rule(settings, value, kwargs, words):
+    settings.GMAIL_SMTP = {"PIPELINE_WINDOW": value}
+    with pytest.raises(GmailConfigError, match=words) as info:
+        conf.number_setting("PIPELINE_WINDOW", **kwargs)
+    assert "GMAIL_SMTP['PIPELINE_WINDOW']" in str(info.value)
+    assert "README.md#gmail_smtp-settings" in str(info.value)
