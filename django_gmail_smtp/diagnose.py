@@ -632,18 +632,6 @@ def _probe_plain_greeting(config: SmtpConfig, wait: float) -> str:
 # -- steps 3-7: the SMTP conversation ------------------------------------------------------
 
 
-class _DiagnosticSession(SMTPSession):
-    """The backend's session, telling the run when its stage changes (for live progress)."""
-
-    def __init__(self, config: SmtpConfig, *, transcript: Transcript, on_stage: Callable[[str], None]) -> None:
-        super().__init__(config, transcript=transcript)
-        self._on_stage = on_stage
-
-    def _set_stage(self, stage: str) -> None:
-        super()._set_stage(stage)
-        self._on_stage(stage)
-
-
 def _name_text(name: Any) -> str:
     """``((('commonName', 'x'),), ...)`` from getpeercert() as ``CN=x, O=...``."""
     short = {
@@ -718,7 +706,7 @@ class _Conversation:
         self.config = config
         self.timeout = timeout
         self.marks: dict[str, float] = {}
-        self.session = _DiagnosticSession(config, transcript=run.diagnosis.transcript, on_stage=self._stage)
+        self.session = SMTPSession(config, transcript=run.diagnosis.transcript, on_stage=self._stage)
         self.tls_step: Step | None = None
         self.greeting_step: Step | None = None
 

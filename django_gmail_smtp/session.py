@@ -344,10 +344,18 @@ class SMTPSession:
     ``stage`` always names the step in progress, for diagnosis.
     """
 
-    def __init__(self, config: SmtpConfig, *, transcript: Transcript | None = None) -> None:
+    def __init__(
+        self,
+        config: SmtpConfig,
+        *,
+        transcript: Transcript | None = None,
+        on_stage: Callable[[str], None] | None = None,
+    ) -> None:
         self.config = config
         self.transcript = transcript if transcript is not None else Transcript()
-        self.stage = ""
+        self.on_stage = on_stage
+        """Called with each new stage name (``gmail_check`` shows live progress with it)."""
+        self._stage = ""
         self.client: smtplib.SMTP | None = None
         self._context: ssl.SSLContext | None = None
         self.stats = _Stats()
@@ -359,6 +367,17 @@ class SMTPSession:
         """What broke the connection during :meth:`transact`, if anything did."""
         self.last_used = time.monotonic()
         self._clean = True  # no mail transaction open on the server: MAIL needs no RSET first
+
+    @property
+    def stage(self) -> str:
+        """The step in progress: ``connect``, ``tls``, ``greeting``, ``ehlo``, ``starttls``, ``auth``, ``send``..."""
+        return self._stage
+
+    @stage.setter
+    def stage(self, stage: str) -> None:
+        self._stage = stage
+        if self.on_stage is not None:
+            self.on_stage(stage)
 
     # -- helpers ---------------------------------------------------------------
     def _set_stage(self, stage: str) -> None:
