@@ -28,7 +28,10 @@ from typing import Any
 
 import django
 from django.conf import settings
+from django.utils.functional import Promise
+from django.utils.text import format_lazy
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from .exceptions import GmailConfigError
 
@@ -145,13 +148,22 @@ SOURCE_SETTINGS = "settings"
 SOURCE_ENVIRONMENT = "environment"
 SOURCE_DEFAULT = "default"
 
+# Origins of default values, shown by gmail_check and in check messages: translated when shown.
+GMAIL_DEFAULT_LABEL = gettext_lazy("Gmail default")
+DEFAULT_LABEL = gettext_lazy("default")
+TIMEOUT_DEFAULT_LABEL = gettext_lazy("default (10 s; Django's is None)")
+
 
 @dataclass(frozen=True)
 class Value:
-    """Where one resolved value came from: a source kind and the exact place."""
+    """Where one resolved value came from: a source kind and the exact place.
+
+    ``origin`` is a setting name (``EMAIL_HOST``) or, for defaults and arguments,
+    a lazily translated label: use ``str(value.origin)``.
+    """
 
     source: str
-    origin: str
+    origin: str | Promise
 
 
 @dataclass(frozen=True)
@@ -208,10 +220,10 @@ class SmtpConfig:
                 continue
             value = getattr(self, name)
             if name in SECRET_OPTIONS:
-                shown = f"<{len(value)} characters, hidden>" if value else "<not set>"
+                shown = _("<%(count)d characters, hidden>") % {"count": len(value)} if value else _("<not set>")
             else:
-                shown = "<not set>" if value in (None, "") else str(value)
-            rows.append((name, shown, self.provenance.get(name, Value(SOURCE_DEFAULT, "default"))))
+                shown = _("<not set>") if value in (None, "") else str(value)
+            rows.append((name, shown, self.provenance.get(name, Value(SOURCE_DEFAULT, DEFAULT_LABEL))))
         return rows
 
 
@@ -371,7 +383,7 @@ def resolve(
     values: dict[str, Any] = {}
     provenance: dict[str, Value] = {}
 
-    def take(option: str, value: Any, source: str, origin: str) -> None:
+    def take(option: str, value: Any, source: str, origin: str | Promise) -> None:
         if option not in values and value is not None and value != "":
             values[option] = value
             provenance[option] = Value(source, origin)
@@ -381,13 +393,20 @@ def resolve(
             take(option, options.get(option), SOURCE_OPTIONS, f"MAILERS[{alias!r}]['OPTIONS'][{option!r}]")
     else:
         for option in OPTIONS:
-            take(option, options.get(option), SOURCE_ARGUMENT, f"{option}= argument")
+            take(
+                option,
+                options.get(option),
+                SOURCE_ARGUMENT,
+                format_lazy(gettext_lazy("{option}= argument"), option=option),
+            )
     account = options.get("account") or app_setting("ACCOUNT")
     if account:
         from .accounts import account_options  # lazy: the ORM is only needed for stored accounts
 
         for option, value in (account_options(str(account)) or {}).items():
-            take(option, value, SOURCE_DATABASE, f"stored account {account!r}")
+            take(
+                option, value, SOURCE_DATABASE, format_lazy(gettext_lazy("stored account {name!r}"), name=str(account))
+            )
     if alias is None:
         for option, setting in LEGACY_SETTINGS.items():
             is_set, value = legacy_setting(setting)
@@ -400,7 +419,7 @@ def resolve(
 
     if "host" not in values:
         values["host"] = DEFAULT_HOST
-        provenance["host"] = Value(SOURCE_DEFAULT, "Gmail default")
+        provenance["host"] = Value(SOURCE_DEFAULT, GMAIL_DEFAULT_LABEL)
     host = str(values["host"])
     gmail = is_gmail_host(host)
     explicit_tls = "use_tls" in values
@@ -431,11 +450,11 @@ def resolve(
         # Gmail: the port decides the mode; no port means 587 + STARTTLS.
         use_ssl = port == 465
         use_tls = not use_ssl
-        provenance["use_tls"] = provenance["use_ssl"] = Value(SOURCE_DEFAULT, "Gmail default")
+        provenance["use_tls"] = provenance["use_ssl"] = Value(SOURCE_DEFAULT, GMAIL_DEFAULT_LABEL)
     if port is None:
         if gmail or alias is not None:
             port = 465 if use_ssl else 587 if use_tls else 25
-            provenance["port"] = Value(SOURCE_DEFAULT, "Gmail default" if gmail else "default")
+            provenance["port"] = Value(SOURCE_DEFAULT, GMAIL_DEFAULT_LABEL if gmail else DEFAULT_LABEL)
         else:
             port = 25  # Django's EMAIL_PORT default
 
@@ -451,7 +470,7 @@ def resolve(
                 check_id="gmail_smtp.E010",
             ) from None
     else:
-        provenance["timeout"] = Value(SOURCE_DEFAULT, "default (10 s; Django's is None)")
+        provenance["timeout"] = Value(SOURCE_DEFAULT, TIMEOUT_DEFAULT_LABEL)
 
     password = str(values.get("password", ""))
     if gmail or is_loopback(host):

@@ -30,7 +30,15 @@ from django.core.validators import validate_email
 from django.utils.functional import Promise, lazy
 from django.utils.translation import gettext_lazy as _
 
-from .conf import APP_SETTINGS, LEGACY_SETTINGS, OAUTH_OPTIONS, SOURCE_DEFAULT, SmtpConfig, is_loopback
+from .conf import (
+    APP_SETTINGS,
+    GMAIL_DEFAULT_LABEL,
+    LEGACY_SETTINGS,
+    OAUTH_OPTIONS,
+    SOURCE_DEFAULT,
+    SmtpConfig,
+    is_loopback,
+)
 from .exceptions import GmailConfigError
 
 __all__ = [
@@ -154,7 +162,9 @@ def _origin(config: SmtpConfig, option: str) -> str | Promise:
     """Where the value of ``option`` came from, naming the mailer when it is a MAILERS one."""
     value = config.provenance.get(option)
     if value is None or value.source == SOURCE_DEFAULT:
-        origin: str | Promise = _("Gmail's default") if value and value.origin.startswith("Gmail") else _("the default")
+        origin: str | Promise = (
+            _("Gmail's default") if value and value.origin == GMAIL_DEFAULT_LABEL else _("the default")
+        )
     else:
         origin = value.origin
     if config.alias is None or str(origin).startswith("MAILERS["):

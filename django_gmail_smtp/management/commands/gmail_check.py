@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import unicodedata
 from dataclasses import replace
 from typing import Any
 
@@ -57,6 +58,11 @@ def exit_codes_text() -> str:
     lines = [_("exit status:")]
     lines += [f"  {code:>2}  {text}" for code, text in rows]
     return "\n".join(lines)
+
+
+def _columns(text: str) -> int:
+    """Terminal columns of ``text``: Japanese (wide) characters take two."""
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
 
 
 class Command(BaseCommand):
@@ -238,9 +244,10 @@ class Command(BaseCommand):
         self.stdout.write(self.style.MIGRATE_HEADING(heading))
         rows = config.describe()
         width = max(len(name) for name, _shown, _value in rows)
-        value_width = min(40, max(len(shown) for _name, shown, _value in rows))
+        value_width = min(40, max(_columns(shown) for _name, shown, _value in rows))
         for name, shown, value in rows:
-            self.stdout.write(f"  {name:<{width}}  {shown:<{value_width}}  {self._source(value)}")
+            padding = " " * max(0, value_width - _columns(shown))
+            self.stdout.write(f"  {name:<{width}}  {shown}{padding}  {self._source(value)}")
 
     def _source(self, value: Value) -> str:
         names = {
