@@ -1,9 +1,14 @@
 """Shared fixtures: backends wired to the Gmail sandbox (fixtures come from our pytest plugin)."""
 
+import io
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from django_gmail_smtp.backend import EmailBackend
 
@@ -67,3 +72,33 @@ def legacy_settings(settings: Any, gmail_sandbox: Any) -> Any:
     settings.EMAIL_USE_TLS = True
     settings.GMAIL_SMTP = {"SSL_CAFILE": options["ssl_cafile"]}
     return settings
+
+
+@dataclass
+class Outcome:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(self.out)
+        return document
+
+
+def gmail_check(*args: str) -> Outcome:
+    """Run the command as a user would; expected failures must not leak a traceback."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        call_command("gmail_check", *args, stdout=out, stderr=err, no_color=True)
+    except CommandError as exc:
+        code = exc.returncode
+        err.write(f"CommandError: {exc}\n")
+    outcome = Outcome(code, out.getvalue(), err.getvalue())
+    assert "Traceback" not in outcome.text
+    return outcome

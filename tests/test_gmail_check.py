@@ -7,26 +7,22 @@ DNS server anything: the unresolvable name is one that the resolver refuses loca
 from __future__ import annotations
 
 import base64
-import io
 import json
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import django
 import jsonschema  # type: ignore[import-untyped]
 import pytest
-from django.core.management import call_command
-from django.core.management.base import CommandError
 
 from django_gmail_smtp import conf, diagnose
 from django_gmail_smtp.causes import CATALOGUE
 from django_gmail_smtp.management.commands.gmail_check import Command
 from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER, GmailSandbox
 
-from .conftest import LEGACY_API
+from .conftest import LEGACY_API, Outcome, gmail_check
 
 WRONG_PASSWORD = "wrongpasswordxyz"  # a test value, 16 letters like an app password
 
@@ -36,36 +32,6 @@ pytestmark = LEGACY_API
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def text(self) -> str:
-        return self.out + self.err
-
-    @property
-    def doc(self) -> dict[str, Any]:
-        document: dict[str, Any] = json.loads(self.out)
-        return document
-
-
-def gmail_check(*args: str) -> Outcome:
-    """Run the command as a user would; expected failures must not leak a traceback."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    try:
-        call_command("gmail_check", *args, stdout=out, stderr=err, no_color=True)
-    except CommandError as exc:
-        code = exc.returncode
-        err.write(f"CommandError: {exc}\n")
-    outcome = Outcome(code, out.getvalue(), err.getvalue())
-    assert "Traceback" not in outcome.text
-    return outcome
 
 
 def use_sandbox(settings: Any, sandbox: GmailSandbox, mode: str = "starttls", **overrides: Any) -> None:

@@ -40,6 +40,8 @@ from django_gmail_smtp.models import GmailAccount
 from django_gmail_smtp.sandbox import SANDBOX_USER, GmailSandbox, OAuthServer
 from django_gmail_smtp.sandbox.protocol import XOAUTH2_CHALLENGE
 
+from .conftest import gmail_check
+
 OTHER_USER = "other@example.com"
 
 
@@ -437,19 +439,6 @@ def test_stored_oauth2_account_signs_in(
 # -- gmail_check ---------------------------------------------------------------------------
 
 
-def gmail_check(*args: str) -> tuple[int, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    try:
-        call_command("gmail_check", *args, stdout=out, stderr=err, no_color=True)
-    except CommandError as exc:
-        code = exc.returncode
-        err.write(f"CommandError: {exc}\n")
-    text = out.getvalue() + err.getvalue()
-    assert "Traceback" not in text
-    return code, text
-
-
 @pytest.fixture
 def oauth_settings(
     settings: Any, monkeypatch: pytest.MonkeyPatch, gmail_sandbox: GmailSandbox, gmail_oauth: OAuthServer
@@ -469,7 +458,8 @@ def oauth_settings(
 
 @pytest.mark.filterwarnings("ignore:The EMAIL_\\w+ setting is deprecated")
 def test_gmail_check_shows_the_token_step(oauth_settings: str, gmail_oauth: OAuthServer) -> None:
-    code, text = gmail_check("--json")
+    outcome = gmail_check("--json")
+    code, text = outcome.code, outcome.text
     doc = json.loads(text.split("CommandError")[0])
     assert code == 0, text
     jsonschema.validate(doc, diagnose.JSON_SCHEMA)
@@ -483,7 +473,8 @@ def test_gmail_check_shows_the_token_step(oauth_settings: str, gmail_oauth: OAut
     values = {row["name"]: row for row in doc["config"]["values"]}
     assert values["oauth_refresh_token"]["origin"] == "GMAIL_SMTP_OAUTH_REFRESH_TOKEN"
     assert_no_secret(text, gmail_oauth)
-    code, text = gmail_check("-v", "3")
+    outcome = gmail_check("-v", "3")
+    code, text = outcome.code, outcome.text
     assert code == 0
     assert "OAuth2 access token from http://127.0.0.1" in text
     assert "refreshed: the access token expires in" in text
@@ -496,7 +487,8 @@ def test_gmail_check_explains_a_revoked_refresh_token_with_its_own_exit_code(
     oauth_settings: str, gmail_oauth: OAuthServer, gmail_sandbox: GmailSandbox
 ) -> None:
     gmail_oauth.revoke(oauth_settings)
-    code, text = gmail_check("-v", "2")
+    outcome = gmail_check("-v", "2")
+    code, text = outcome.code, outcome.text
     assert code == diagnose.EXIT_CODES["token"] == 12
     assert "OAuth2 access token" in text
     assert "FAIL" in text
@@ -519,7 +511,8 @@ def test_gmail_check_without_a_refresh_token_stops_at_the_configuration(
     oauth_settings: str, monkeypatch: pytest.MonkeyPatch, gmail_sandbox: GmailSandbox
 ) -> None:
     monkeypatch.delenv("GMAIL_SMTP_OAUTH_REFRESH_TOKEN")
-    code, text = gmail_check()
+    outcome = gmail_check()
+    code, text = outcome.code, outcome.text
     assert code == diagnose.EXIT_CODES["config"]
     assert "gmail_smtp.E015" in text
     assert gmail_sandbox.connections == 0
