@@ -44,7 +44,6 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, router, transaction
 from django.db.models import F, Sum
-from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext as _
@@ -52,6 +51,7 @@ from django.utils.translation import gettext as _
 from .causes import CATALOGUE
 from .conf import app_setting
 from .exceptions import GmailConfigError, GmailSMTPError
+from .signals import quota_reached, quota_warning  # re-exported: quota.quota_warning keeps working
 
 if TYPE_CHECKING:
     from .conf import SmtpConfig
@@ -82,14 +82,6 @@ logger = logging.getLogger("django_gmail_smtp.quota")
 
 DEFAULT_LIMIT_HOSTS = frozenset({"smtp.gmail.com", "smtp.googlemail.com"})
 
-quota_warning = Signal()
-"""An account's usage reached ``QUOTA_WARN_AT`` of its limit. Keyword arguments: ``account``
-(the address), ``used``, ``limit``. Sent once each time the usage crosses that mark."""
-
-quota_reached = Signal()
-"""An account has no slot left: the last one was taken, or Gmail said ``550 5.4.5`` (:func:`block`).
-Keyword arguments: ``account``, ``used``, ``limit`` (``None`` after a block), ``until``
-(when the next slot frees up, or the block ends)."""
 
 _bypass: contextvars.ContextVar[bool] = contextvars.ContextVar("gmail_smtp_quota_bypass", default=False)
 
