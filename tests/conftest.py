@@ -1,8 +1,10 @@
 """Shared fixtures: backends wired to the Gmail sandbox (fixtures come from our pytest plugin)."""
 
+import contextlib
 import io
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +13,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from django_gmail_smtp.backend import EmailBackend
+from tests.engines import PostgresServer, RedisServer, missing_postgresql, missing_redis
+from tests.queue_support import queue_site, queue_template
+
+__all__ = ["queue_site", "queue_template"]  # fixtures for the queue and quota tests (tests/queue_support.py)
 
 # Tests that deliberately use Django's legacy mail API see Django's own
 # deprecation warnings on 6.1 for *their* use; only those exact messages are
@@ -102,3 +108,52 @@ def gmail_check(*args: str) -> Outcome:
     outcome = Outcome(code, out.getvalue(), err.getvalue())
     assert "Traceback" not in outcome.text
     return outcome
+
+
+# -- real database and broker servers (tests/engines.py) -------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """Debian's PostgreSQL on a free loopback port, for the session; skipped (with why) if not installed."""
+    reason = missing_postgresql()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """Debian's redis-server on a free loopback port, for the session; skipped (with why) if not installed."""
+    reason = missing_redis()
+    if reason:
+        pytest.skip(reason)
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    request: pytest.FixtureRequest, django_db_modify_db_settings_parallel_suffix: None
+) -> None:
+    """``GMAIL_TEST_DATABASE=postgresql``: the in-process tests use the session's PostgreSQL server.
+
+    pytest-django's hook for changing the database settings before the test database is made.
+    """
+    if os.environ.get("GMAIL_TEST_DATABASE", "sqlite") != "postgresql":
+        return
+    from django.conf import settings
+    from django.db import connections
+
+    server = request.getfixturevalue("postgres_server")
+    entry = settings.DATABASES["default"]  # changed in place: Django's connection handler holds it
+    entry.update(server.settings("gmail_tests"), OPTIONS={})
+    with contextlib.suppress(AttributeError):
+        del connections["default"]  # made for SQLite already: made anew, for PostgreSQL, on next use

@@ -1,11 +1,14 @@
-"""Settings for the queue tests' subprocesses: a db_worker and a "web" process sharing a SQLite file.
+"""Settings for the queue tests' subprocesses: workers and a "web" process sharing one database.
 
-Read from the environment (set by tests/queue_support.py): GMAIL_QUEUE_DB (the database file),
-GMAIL_QUEUE_CLOCK (a file holding the clock's offset in seconds), GMAIL_SANDBOX_PORT and
-GMAIL_SANDBOX_CA (the test process's Gmail sandbox).
+Read from the environment (set by tests/queue_support.py): GMAIL_QUEUE_DATABASE (a JSON
+``DATABASES`` entry, e.g. PostgreSQL) or GMAIL_QUEUE_DB (a SQLite file); GMAIL_QUEUE_TASKS
+(``db``: django-tasks-db and ``db_worker``, the default; ``rq``: django-tasks-rq and
+``rqworker`` on the Redis at GMAIL_QUEUE_REDIS); GMAIL_QUEUE_CLOCK (a file holding the clock's
+offset in seconds); GMAIL_SANDBOX_PORT and GMAIL_SANDBOX_CA (the test process's Gmail sandbox).
 """
 
 import contextlib
+import json
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,18 +23,29 @@ from tests.settings import INSTALLED_APPS
 
 DNS_NAME._fqdn = "test.localhost"  # never ask a DNS server for the EHLO name / Message-ID domain
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("GMAIL_QUEUE_DB", ":memory:"),
-        "OPTIONS": {"timeout": 30},
+if os.environ.get("GMAIL_QUEUE_DATABASE"):
+    DATABASES = {"default": json.loads(os.environ["GMAIL_QUEUE_DATABASE"])}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("GMAIL_QUEUE_DB", ":memory:"),
+            # Several worker processes write: take the write lock when a transaction starts.
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+        }
     }
-}
 INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks_db"]
 if django.VERSION < (6, 0):
     INSTALLED_APPS.append("django_tasks")
 ROOT_URLCONF = "tests.queue_driver"
-TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "mail"]}}
+QUEUES = ["default", "mail"]
+TASKS_KIND = os.environ.get("GMAIL_QUEUE_TASKS", "db")
+if TASKS_KIND == "rq":
+    INSTALLED_APPS.append("django_rq")
+    RQ_QUEUES = {name: {"URL": os.environ.get("GMAIL_QUEUE_REDIS", "redis://127.0.0.1:6379/0")} for name in QUEUES}
+    TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": QUEUES}}
+else:
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": QUEUES}}
 
 SANDBOX = {
     "host": "127.0.0.1",

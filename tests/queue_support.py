@@ -1,14 +1,19 @@
-"""Fixtures for the queue and quota tests: a SQLite file shared by real subprocesses.
+"""Fixtures for the queue and quota tests: one database shared by real subprocesses.
 
-``queue_site`` gives each test a fresh copy of a migrated database file, a way to run the
-"web" side (:mod:`tests.queue_driver`) and to start ``manage.py db_worker`` processes against
-it and the test session's Gmail sandbox, and reads the delivery log straight from the file.
-Every process started is killed when the test ends.
+``queue_site`` gives each test a fresh database, a way to run the "web" side
+(:mod:`tests.queue_driver`) and to start real workers against it and the test session's Gmail
+sandbox, and reads the delivery log straight from the database. It is parametrized by *site*:
+the Tasks backend and its worker (``db``: django-tasks-db's ``db_worker``; ``rq``:
+django-tasks-rq's ``rqworker`` with the scheduler, on a real Redis) and the database engine
+(SQLite file, or a database on the session's PostgreSQL server). A site whose server is not
+installed is skipped, with the reason. Every process started is killed when the test ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -18,11 +23,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import django
 import pytest
+
+from tests.engines import PostgresServer, RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = "tests.queue_settings"
@@ -35,21 +43,69 @@ NO_TASKS_DB = 'django-tasks-db (and on Django 5.2 django-tasks) not installed: p
 needs_tasks_db = pytest.mark.skipif(not HAVE_TASKS_DB, reason=NO_TASKS_DB)
 
 
+@dataclass(frozen=True)
+class Site:
+    """A Tasks backend with its worker, on a database engine."""
+
+    tasks: str  # "db" or "rq"
+    engine: str  # "sqlite" or "postgresql"
+
+    @property
+    def name(self) -> str:
+        return f"{self.tasks}-{self.engine}"
+
+
+SITES = [Site("db", "sqlite"), Site("db", "postgresql"), Site("rq", "postgresql")]
+_numbers = itertools.count(1)
+
+
 def warning_options(config: pytest.Config) -> list[str]:
     """The test run's -W filters (pytest's and Python's), for the subprocesses."""
     filters = list(sys.warnoptions) + list(config.getoption("pythonwarnings", None) or [])
     return [f"-W{item}" for item in filters]
 
 
-class QueueSite:
-    """One test's database file, clock file and subprocesses."""
+def _descendants(pids: set[int]) -> set[int]:
+    """``pids`` and every process below them (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found = set(pids)
+    while True:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        if not more:
+            return found
+        found |= more
 
-    def __init__(self, directory: Path, env: dict[str, str], python: list[str]) -> None:
+
+def _sockets_to(port: int) -> set[str]:
+    """Inodes of the established TCP connections to 127.0.0.1:``port`` (client side)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                if remote_port == port and fields[3] == "01":  # ESTABLISHED
+                    inodes.add(fields[9])
+    return inodes
+
+
+class QueueSite:
+    """One test's database, clock file and subprocesses."""
+
+    def __init__(self, site: Site, directory: Path, env: dict[str, str], python: list[str], **servers: Any) -> None:
+        self.site = site
+        self.tasks = site.tasks
+        self.engine = site.engine
         self.dir = directory
-        self.db = Path(env["GMAIL_QUEUE_DB"])
         self.clock_file = Path(env["GMAIL_QUEUE_CLOCK"])
         self.env = env
         self.python = python
+        self.postgres: PostgresServer | None = servers.get("postgres")
+        self.redis: RedisServer | None = servers.get("redis")
         self.workers: list[subprocess.Popen[bytes]] = []
         self._numbers = 0
 
@@ -71,35 +127,49 @@ class QueueSite:
             raise AssertionError(f"manage.py {' '.join(args)} failed:\n{done.stderr.decode(errors='replace')}")
         return done.stdout.decode()
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        """``manage.py db_worker`` polling every 50 ms, all queues; output in worker-N.log."""
+    def worker_argv(self, number: int, *, scheduler: bool = True) -> list[str]:
+        """The worker command: ``db_worker`` polling every 50 ms, or ``rqworker`` (with the scheduler)."""
+        if self.tasks == "rq":
+            return [
+                "rqworker", "default", "mail", "--job-class", "django_tasks_rq.Job", "--name", f"test-worker-{number}",
+                *(["--with-scheduler"] if scheduler else []),
+            ]  # fmt: skip
+        return [
+            "db_worker", "--interval", "0.05", "--no-startup-delay", "--no-reload", "--queue-name", "*",
+            "--worker-id", f"test-worker-{number}", "-v", "2",
+        ]  # fmt: skip
+
+    def start_worker(self, *, scheduler: bool = True) -> subprocess.Popen[bytes]:
+        """A worker on all queues, in a process group of its own; output in worker-N.log."""
         self._numbers += 1
         log = (self.dir / f"worker-{self._numbers}.log").open("wb")
-        argv = [
-            *self.python,
-            "-m",
-            "django",
-            "db_worker",
-            "--interval",
-            "0.05",
-            "--no-startup-delay",
-            "--no-reload",
-            "--queue-name",
-            "*",
-            "--worker-id",
-            f"test-worker-{self._numbers}",
-            "-v",
-            "2",
-        ]
-        process = subprocess.Popen(argv, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        argv = [*self.python, "-m", "django", *self.worker_argv(self._numbers, scheduler=scheduler)]
+        process = subprocess.Popen(
+            argv, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
         self.workers.append(process)
         return process
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the worker and everything it started (RQ's work horse and scheduler): a lost machine."""
         if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
+            for pid in sorted(_descendants({process.pid})):  # RQ's work horse has a session of its own
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         process.wait(10)
+
+    def kill_sender(self, port: int) -> list[int]:
+        """SIGKILL the worker processes connected to the SMTP server at ``port`` (db_worker, or RQ's work horse)."""
+        inodes = _sockets_to(port)
+        pids = []
+        for pid in sorted(_descendants({p.pid for p in self.workers if p.poll() is None})):
+            with contextlib.suppress(OSError):
+                links = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+                if any(f"socket:[{inode}]" in links for inode in inodes):
+                    os.kill(pid, signal.SIGKILL)
+                    pids.append(pid)
+        return pids
 
     def stop_all(self) -> None:
         for process in self.workers:
@@ -111,9 +181,13 @@ class QueueSite:
             for path in sorted(self.dir.glob("worker-*.log"))
         )
 
-    # -- the database file ----------------------------------------------------------------------
+    # -- the database ----------------------------------------------------------------------------
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        connection = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
+        """Rows of ``sql`` (``?`` placeholders), read straight from the database, as dicts."""
+        if self.postgres is not None:
+            with self.postgres.connect(self.env["GMAIL_QUEUE_DBNAME"]) as connection:
+                return list(connection.execute(sql.replace("?", "%s"), params).fetchall())
+        connection = sqlite3.connect(f"file:{self.env['GMAIL_QUEUE_DB']}?mode=ro", uri=True, timeout=30)
         try:
             connection.row_factory = sqlite3.Row
             return [dict(row) for row in connection.execute(sql, params)]
@@ -123,6 +197,26 @@ class QueueSite:
     def log(self, log_ids: list[int]) -> list[dict[str, Any]]:
         marks = ",".join("?" * len(log_ids))
         return self.query(f"SELECT * FROM gmail_smtp_deliverylog WHERE id IN ({marks}) ORDER BY id", tuple(log_ids))  # noqa: S608
+
+    def finished_tasks(self) -> dict[str, int]:
+        """Tasks the Tasks backend ran successfully, by queue (django-tasks-db's table or RQ's registries)."""
+        if self.redis is not None:
+            from redis import Redis
+            from rq.registry import FinishedJobRegistry
+
+            connection = Redis.from_url(self.redis.url)
+            counts = {name: FinishedJobRegistry(name, connection=connection).count for name in ("default", "mail")}
+        else:
+            rows = self.query("SELECT queue_name, status FROM django_tasks_database_dbtaskresult")
+            counts = {row["queue_name"]: 0 for row in rows}
+            for row in rows:
+                counts[row["queue_name"]] += row["status"] == "SUCCESSFUL"
+        return {name: count for name, count in counts.items() if count}
+
+    def quota_used(self) -> int:
+        """Slots counted by the daily-limit guard, all accounts together."""
+        [row] = self.query("SELECT COALESCE(SUM(count), 0) AS used FROM gmail_smtp_quotause")
+        return int(row["used"])
 
     def wait_for(self, what: str, predicate: Callable[[], Any], timeout: float = STEP_TIMEOUT) -> Any:
         deadline = time.monotonic() + timeout
@@ -146,43 +240,91 @@ class QueueSite:
         self.clock_file.write_text(str(offset_seconds))
 
 
-@pytest.fixture(scope="session")
-def queue_template(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Path:
-    """A migrated database file, made once per test session and copied for each test."""
-    if not HAVE_TASKS_DB:
-        pytest.skip(NO_TASKS_DB)
-    directory = tmp_path_factory.mktemp("queue-template")
-    db = directory / "db.sqlite3"
-    env = _environment(db, directory / "clock", port=0, ca="")
-    site = QueueSite(directory, env, [sys.executable, *warning_options(pytestconfig)])
-    site.driver("migrate")
-    return db
-
-
-def _environment(db: Path, clock: Path, *, port: int, ca: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EMAIL_", "GMAIL_SMTP_", "DJANGO_"))}
+def _environment(site: Site, clock: Path, *, database: dict[str, str], port: int, ca: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("EMAIL_", "GMAIL_SMTP_", "DJANGO_", "GMAIL_QUEUE_"))
+    }
     env.update(
         DJANGO_SETTINGS_MODULE=SETTINGS,
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-        GMAIL_QUEUE_DB=str(db),
+        GMAIL_QUEUE_TASKS=site.tasks,
         GMAIL_QUEUE_CLOCK=str(clock),
         GMAIL_SANDBOX_PORT=str(port),
         GMAIL_SANDBOX_CA=ca,
         PYTHONUNBUFFERED="1",
+        **database,
     )
     return env
 
 
-@pytest.fixture
+def _database_env(engine: str, name: str, postgres: PostgresServer | None) -> dict[str, str]:
+    """GMAIL_QUEUE_* variables naming a database: a SQLite file path, or a database on ``postgres``."""
+    if engine == "postgresql":
+        assert postgres is not None
+        return {"GMAIL_QUEUE_DATABASE": json.dumps(postgres.settings(name)), "GMAIL_QUEUE_DBNAME": name}
+    return {"GMAIL_QUEUE_DB": name}
+
+
+class Templates:
+    """Migrated databases, made once per session and engine, copied for each test."""
+
+    def __init__(self, directory: Path, python: list[str]) -> None:
+        self.dir = directory
+        self.python = python
+        self.made: dict[str, str] = {}
+
+    def get(self, engine: str, postgres: PostgresServer | None) -> str:
+        if engine not in self.made:
+            name = str(self.dir / "template.sqlite3") if engine == "sqlite" else "gmail_queue_template"
+            if postgres is not None:
+                postgres.create_database(name)
+            site = Site("db", engine)
+            env = _environment(site, self.dir / "clock", database=_database_env(engine, name, postgres), port=0, ca="")
+            QueueSite(site, self.dir, env, self.python, postgres=postgres).driver("migrate")
+            self.made[engine] = name
+        return self.made[engine]
+
+
+@pytest.fixture(scope="session")
+def queue_template(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Templates:
+    """The migrated template databases (made on first use)."""
+    if not HAVE_TASKS_DB:
+        pytest.skip(NO_TASKS_DB)
+    return Templates(tmp_path_factory.mktemp("queue-template"), [sys.executable, *warning_options(pytestconfig)])
+
+
+@pytest.fixture(params=SITES, ids=lambda site: site.name)
 def queue_site(
-    queue_template: Path, gmail_sandbox: Any, tmp_path: Path, pytestconfig: pytest.Config
+    request: pytest.FixtureRequest,
+    queue_template: Templates,
+    gmail_sandbox: Any,
+    tmp_path: Path,
+    pytestconfig: pytest.Config,
 ) -> Iterator[QueueSite]:
-    """A fresh database file wired to the sandbox; workers started through it die with the test."""
-    db = tmp_path / "db.sqlite3"
-    shutil.copyfile(queue_template, db)
-    env = _environment(db, tmp_path / "clock", port=gmail_sandbox.starttls_port, ca=gmail_sandbox.ca_file)
-    site = QueueSite(tmp_path, env, [sys.executable, *warning_options(pytestconfig)])
+    """A fresh database wired to the sandbox, for each site; workers started through it die with the test."""
+    site: Site = request.param
+    servers: dict[str, Any] = {}
+    if site.engine == "postgresql":
+        servers["postgres"] = request.getfixturevalue("postgres_server")
+    if site.tasks == "rq":
+        servers["redis"] = request.getfixturevalue("redis_server")
+        servers["redis"].flush()
+    postgres = servers.get("postgres")
+    template = queue_template.get(site.engine, postgres)
+    if postgres is not None:
+        name = f"gmail_queue_{next(_numbers)}"
+        postgres.create_database(name, template=template)
+    else:
+        name = str(tmp_path / "db.sqlite3")
+        shutil.copyfile(template, name)
+    database = _database_env(site.engine, name, postgres)
+    if "redis" in servers:
+        database["GMAIL_QUEUE_REDIS"] = servers["redis"].url
+    env = _environment(
+        site, tmp_path / "clock", database=database, port=gmail_sandbox.starttls_port, ca=gmail_sandbox.ca_file
+    )
+    queue = QueueSite(site, tmp_path, env, [sys.executable, *warning_options(pytestconfig)], **servers)
     try:
-        yield site
+        yield queue
     finally:
-        site.stop_all()
+        queue.stop_all()

@@ -21,9 +21,7 @@ from django_gmail_smtp import queued
 from django_gmail_smtp.exceptions import GmailConfigError
 from django_gmail_smtp.sandbox.constants import SANDBOX_PASSWORD, SANDBOX_USER
 from tests.queue_driver import BINARY, SJIS, rich_message
-from tests.queue_support import HAVE_TASKS_DB, NO_TASKS_DB, QueueSite, needs_tasks_db, queue_site, queue_template
-
-__all__ = ["queue_site", "queue_template"]  # fixtures used below
+from tests.queue_support import HAVE_TASKS_DB, NO_TASKS_DB, QueueSite, needs_tasks_db
 
 BOUNDARY = re.compile(rb"={15}\d+==")
 
@@ -384,9 +382,9 @@ def test_messages_queued_in_a_request_are_delivered_by_the_worker(queue_site: Qu
     assert sorted(received_ids(gmail_sandbox)) == sorted(m["message_id"] for m in answer["messages"])
     assert [(r["attempts"], r["payload"]) for r in rows] == [(1, None)] * 3
     assert all(r["last_reply"].startswith("250 2.0.0 OK") for r in rows)
-    tasks = queue_site.query("SELECT queue_name, status FROM django_tasks_database_dbtaskresult")
-    assert {t["queue_name"] for t in tasks} == {"mail"}
-    assert sum(t["status"] == "SUCCESSFUL" for t in tasks) >= 3
+    finished = queue_site.finished_tasks()
+    assert list(finished) == ["mail"]
+    assert finished["mail"] >= 3
     report = json.loads(queue_site.manage("gmail_queue_status", "--json"))
     assert report["totals"] == dict.fromkeys(report["totals"], 0)
     assert report["accounts"][0]["quota"]["used"] == 3
@@ -407,17 +405,19 @@ def test_a_421_is_retried_by_the_task_and_then_delivered(queue_site: QueueSite, 
 def test_a_worker_killed_mid_send_loses_nothing(queue_site: QueueSite, gmail_sandbox: Any) -> None:
     answer = queue_site.driver("request", {"count": 2, "tag": "killed"})
     first_id = answer["messages"][0]["message_id"]
-    worker = queue_site.start_worker()
+    killed: list[int] = []
 
     def kill_before_replying(message: Any) -> None:
-        # The sandbox keeps the message, then the worker dies before it reads the 250: the worst moment.
+        # The sandbox keeps the message, then the sending process (db_worker, or RQ's work horse)
+        # dies before it reads the 250: the worst moment.
         if gmail_sandbox.on_message is kill_before_replying:
             gmail_sandbox.on_message = None
-            queue_site.kill(worker)
+            killed.extend(queue_site.kill_sender(gmail_sandbox.starttls_port))
 
     gmail_sandbox.on_message = kill_before_replying
+    queue_site.start_worker()
     try:
-        queue_site.wait_for("the worker to be killed", lambda: worker.poll() is not None)
+        queue_site.wait_for("the sender to be killed", lambda: killed)
     finally:
         gmail_sandbox.on_message = None
     assert received_ids(gmail_sandbox) == [first_id]

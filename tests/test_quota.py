@@ -16,9 +16,7 @@ from django.utils import timezone
 from django_gmail_smtp import quota
 from django_gmail_smtp.conf import resolve
 from django_gmail_smtp.exceptions import GmailConfigError
-from tests.queue_support import REPO, QueueSite, needs_tasks_db, queue_site, queue_template
-
-__all__ = ["queue_site", "queue_template"]  # fixtures used below
+from tests.queue_support import REPO, QueueSite, needs_tasks_db
 
 ACCOUNT = "shop@example.com"
 DAY = timedelta(hours=24)
