@@ -10,6 +10,8 @@ offset in seconds); GMAIL_SANDBOX_PORT and GMAIL_SANDBOX_CA (the test process's 
 import contextlib
 import json
 import os
+import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -87,4 +89,30 @@ def clock() -> datetime:
     if path:
         with contextlib.suppress(FileNotFoundError):
             offset = float(Path(path).read_text() or 0)
+        _freeze_in_reserve(Path(path))
     return timezone.now() + timedelta(seconds=offset)
+
+
+def _freeze_in_reserve(clock_file: Path) -> None:
+    """Once the test created ``<clock>.freeze``: the first process to read the clock inside
+    ``quota.reserve()`` (holding the account's row lock) writes its pid to ``<clock>.frozen``
+    and waits there for the test to SIGKILL it."""
+    if not clock_file.with_suffix(".freeze").exists():
+        return
+    frames = sys._getframe(2)
+    inside = False
+    while frames is not None:
+        if frames.f_code.co_name == "reserve" and frames.f_globals.get("__name__") == "django_gmail_smtp.quota":
+            inside = True
+            break
+        frames = frames.f_back
+    if not inside:
+        return
+    try:
+        descriptor = os.open(clock_file.with_suffix(".frozen"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return  # another process froze already
+    os.write(descriptor, str(os.getpid()).encode())
+    os.close(descriptor)
+    while True:
+        time.sleep(1)

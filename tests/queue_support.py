@@ -35,6 +35,7 @@ from tests.engines import PostgresServer, RedisServer
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = "tests.queue_settings"
 STEP_TIMEOUT = 20.0
+RQ_WORKER = "django_gmail_smtp.rq_worker.Worker"
 
 HAVE_TASKS_DB = importlib.util.find_spec("django_tasks_db") is not None and (
     django.VERSION >= (6, 0) or importlib.util.find_spec("django_tasks") is not None
@@ -127,29 +128,35 @@ class QueueSite:
             raise AssertionError(f"manage.py {' '.join(args)} failed:\n{done.stderr.decode(errors='replace')}")
         return done.stdout.decode()
 
-    def worker_argv(self, number: int, *, scheduler: bool = True) -> list[str]:
-        """The worker command: ``db_worker`` polling every 50 ms, or ``rqworker`` (with the scheduler)."""
+    def worker_argv(self, number: int, *, scheduler: bool = True, rq_worker: str = RQ_WORKER) -> list[str]:
+        """The worker command: ``db_worker`` polling every 50 ms, or ``rqworker`` as the README says."""
         if self.tasks == "rq":
             return [
                 "rqworker", "default", "mail", "--job-class", "django_tasks_rq.Job", "--name", f"test-worker-{number}",
-                *(["--with-scheduler"] if scheduler else []),
+                "--worker-class", rq_worker, "--worker-ttl", "30", *(["--with-scheduler"] if scheduler else []),
             ]  # fmt: skip
         return [
             "db_worker", "--interval", "0.05", "--no-startup-delay", "--no-reload", "--queue-name", "*",
             "--worker-id", f"test-worker-{number}", "-v", "2",
         ]  # fmt: skip
 
-    def start_worker(self, *, scheduler: bool = True) -> subprocess.Popen[bytes]:
-        """A worker on all queues, in a process group of its own; output in worker-N.log."""
+    def start_worker(self, **options: Any) -> subprocess.Popen[bytes]:
+        """A worker on all queues; output in worker-N.log. ``options`` go to :meth:`worker_argv`."""
         self._numbers += 1
         log = (self.dir / f"worker-{self._numbers}.log").open("wb")
-        argv = [*self.python, "-m", "django", *self.worker_argv(self._numbers, scheduler=scheduler)]
-        process = subprocess.Popen(
-            argv, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        argv = [*self.python, "-m", "django", *self.worker_argv(self._numbers, **options)]
+        process = subprocess.Popen(argv, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.workers.append(process)
         return process
+
+    def wait_until_listening(self) -> None:
+        """Until every worker started so far says it is waiting for tasks."""
+        marker = "Listening on" if self.tasks == "rq" else "Starting worker"
+        logs = [self.dir / f"worker-{number}.log" for number in range(1, self._numbers + 1)]
+        self.wait_for(
+            "the workers to start", lambda: all(marker in log.read_text(errors="replace") for log in logs), 60
+        )
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         """SIGKILL the worker and everything it started (RQ's work horse and scheduler): a lost machine."""
@@ -238,6 +245,20 @@ class QueueSite:
 
     def set_clock(self, offset_seconds: float) -> None:
         self.clock_file.write_text(str(offset_seconds))
+
+    def freeze_in_reserve(self) -> None:
+        """The next process to take the daily-limit row lock stops there (tests/queue_settings.py)."""
+        self.clock_file.with_suffix(".freeze").touch()
+
+    def frozen_pid(self) -> int | None:
+        """The process that stopped holding the row lock, once it has."""
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return int(self.clock_file.with_suffix(".frozen").read_text())
+        return None
+
+    def is_ours(self, pid: int) -> bool:
+        """``pid`` is one of our workers or below one (never kill anything else)."""
+        return pid in _descendants({p.pid for p in self.workers if p.poll() is None})
 
 
 def _environment(site: Site, clock: Path, *, database: dict[str, str], port: int, ca: str) -> dict[str, str]:
