@@ -7,9 +7,10 @@
   middleware and the queued backend) and print the view's JSON answer;
 * ``prefill``: count messages against an account's daily limit (as if sent earlier);
 * ``reserve``: take slots one at a time as fast as possible and print how many were granted
-  (several of these run at once to show the guard never gives more than the limit).
+  (several of these run at once to show the guard never gives more than the limit);
+* ``admin``: GET (or POST ``data`` to) an admin page as a superuser; print the status and the page.
 
-Also the URLconf of those settings (``ROOT_URLCONF``) and :func:`rich_message`, which the test
+Also the view of the URLconf of those settings (tests/queue_urls.py) and :func:`rich_message`, which the test
 process builds too, to compare what the sandbox received part by part.
 """
 
@@ -21,7 +22,6 @@ import sys
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
-from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
 SENDER = "sandbox@example.com"
@@ -83,9 +83,6 @@ def send_view(request: HttpRequest) -> JsonResponse:
     )
 
 
-urlpatterns = [path("queue-send/", send_view)]
-
-
 def main(argv: list[str]) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.queue_settings")
     import django
@@ -122,6 +119,20 @@ def main(argv: list[str]) -> int:
                 continue
             granted += 1
         sys.stdout.write(json.dumps({"granted": granted}))
+    elif command == "admin":
+        from django.contrib.auth import get_user_model
+        from django.test import Client
+
+        user, _ = get_user_model().objects.get_or_create(
+            username="admin", defaults={"is_staff": True, "is_superuser": True}
+        )
+        client = Client()
+        client.force_login(user)
+        if "data" in arguments:
+            response = client.post(arguments["path"], arguments["data"], follow=True)
+        else:
+            response = client.get(arguments["path"])
+        sys.stdout.write(json.dumps({"status": response.status_code, "page": response.content.decode()}))
     else:
         sys.stderr.write(f"unknown command {command!r}\n")
         return 2

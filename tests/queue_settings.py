@@ -39,7 +39,7 @@ else:
 INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks_db"]
 if django.VERSION < (6, 0):
     INSTALLED_APPS.append("django_tasks")
-ROOT_URLCONF = "tests.queue_driver"
+ROOT_URLCONF = "tests.queue_urls"
 QUEUES = ["default", "mail"]
 TASKS_KIND = os.environ.get("GMAIL_QUEUE_TASKS", "db")
 if TASKS_KIND == "rq":

@@ -296,7 +296,8 @@ class Templates:
 
     def get(self, engine: str, postgres: PostgresServer | None) -> str:
         if engine not in self.made:
-            name = str(self.dir / "template.sqlite3") if engine == "sqlite" else "gmail_queue_template"
+            number = next(_numbers)
+            name = str(self.dir / f"template-{number}.sqlite3") if engine == "sqlite" else f"gmail_template_{number}"
             if postgres is not None:
                 postgres.create_database(name)
             site = Site("db", engine)

@@ -451,6 +451,48 @@ def test_the_501st_message_is_held_until_the_window_moves(queue_site: QueueSite,
 
 
 @needs_tasks_db
+def test_queue_status_and_the_admin_tell_the_same_on_every_site(queue_site: QueueSite, gmail_sandbox: Any) -> None:
+    gmail_sandbox.inject("bad_recipient")
+    first = queue_site.driver("request", {"count": 3, "tag": "status"})
+    worker = queue_site.start_worker()
+    queue_site.wait_for(
+        "one failed and two sent",
+        lambda: sorted(r["status"] for r in queue_site.log(ids(first))) == ["failed", "sent", "sent"],
+    )
+    queue_site.kill(worker)
+    late = queue_site.driver("request", {"count": 1, "tag": "no worker"})  # waits: no worker is running
+    report = json.loads(queue_site.manage("gmail_queue_status", "--json"))
+    [account] = report["accounts"]
+    assert (account["account"], account["queued"], account["failed"], account["stuck"]) == (SANDBOX_USER, 1, 1, 0)
+    assert (account["quota"]["used"], account["quota"]["limit"]) == (2, 500)
+    queue_site.set_clock(600)  # ten minutes later, nobody has looked at it: stuck
+    report = json.loads(queue_site.manage("gmail_queue_status", "--json"))
+    assert (report["totals"]["queued"], report["totals"]["stuck"]) == (1, 1)
+    assert "stuck" in queue_site.manage("gmail_queue_status")
+
+    changelist = "/admin/gmail_smtp/deliverylog/"
+    page = queue_site.driver("admin", {"path": changelist + "?status__exact=failed"})
+    assert page["status"] == 200
+    [failed] = [r for r in queue_site.log(ids(first)) if r["status"] == "failed"]
+    assert failed["last_reply"].startswith("553")
+    assert "553" in page["page"]
+    assert failed["message_id"].strip("<>") in page["page"]
+    everything = queue_site.driver("admin", {"path": changelist})["page"]
+    assert all(m["message_id"].strip("<>") in everything for m in first["messages"] + late["messages"])
+    retried = queue_site.driver(
+        "admin",
+        {"path": changelist, "data": {"action": "retry_selected", "_selected_action": [failed["id"], *ids(late)]}},
+    )
+    assert "2 messages were queued again." in retried["page"]
+    queue_site.start_worker()
+    queue_site.wait_for_status(ids(first) + ids(late), "sent")
+    report = json.loads(queue_site.manage("gmail_queue_status", "--json"))
+    assert report["totals"] == dict.fromkeys(report["totals"], 0)
+    assert report["accounts"][0]["quota"]["used"] == 4
+    assert sorted(received_ids(gmail_sandbox)) == sorted(m["message_id"] for m in first["messages"] + late["messages"])
+
+
+@needs_tasks_db
 def test_japanese_text_and_attachments_survive_the_queue(queue_site: QueueSite, gmail_sandbox: Any) -> None:
     answer = queue_site.driver("request", {"kind": "rich"})
     queue_site.start_worker()
