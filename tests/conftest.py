@@ -154,6 +154,15 @@ def django_db_modify_db_settings(
 
     server = request.getfixturevalue("postgres_server")
     entry = settings.DATABASES["default"]  # changed in place: Django's connection handler holds it
-    entry.update(server.settings("gmail_tests"), OPTIONS={})
+    postgresql = server.settings("gmail_tests")
+    entry["TEST"].update(postgresql.pop("TEST"))  # keeps the defaults Django filled in
+    entry.update(postgresql, OPTIONS={})
     with contextlib.suppress(AttributeError):
         del connections["default"]  # made for SQLite already: made anew, for PostgreSQL, on next use
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start worker processes (they use ``queue_site``) are marked ``workers``."""
+    for item in items:
+        if "queue_site" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.workers)

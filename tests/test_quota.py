@@ -52,6 +52,14 @@ def gmail_config(username: str = ACCOUNT, **options: Any) -> Any:
 pytestmark = pytest.mark.django_db
 
 
+def test_the_in_process_tests_run_on_the_engine_asked_for() -> None:
+    """``GMAIL_TEST_DATABASE=postgresql`` (CI's engine run) really moves these tests to PostgreSQL."""
+    from django.db import connection
+
+    assert connection.vendor == os.environ.get("GMAIL_TEST_DATABASE", "sqlite")
+    assert quota.reserve(ACCOUNT, limit=1).count == 1
+
+
 def test_the_limit_counts_a_rolling_window(clock: Clock) -> None:
     start = clock.now
     for _ in range(3):
