@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import shutil
 import signal
@@ -30,6 +31,30 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def descendants(pids: set[int]) -> set[int]:
+    """``pids`` and every process below them (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found = set(pids)
+    while True:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        if not more:
+            return found
+        found |= more
+
+
+def kill_tree(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``process`` and every process below it, then reap it."""
+    if process.poll() is None:
+        for pid in sorted(descendants({process.pid})):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    process.wait(10)
+
+
 # -- PostgreSQL -------------------------------------------------------------------------------
 
 
@@ -48,19 +73,15 @@ def _version_key(path: str) -> tuple[int, ...]:
     return tuple(int(p) for p in Path(path).parent.name.split(".") if p.isdigit())
 
 
-def _have_psycopg() -> bool:
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def missing_postgresql() -> str | None:
     """Why PostgreSQL tests cannot run here, or None."""
     if postgresql_bin() is None:
         return "PostgreSQL is not installed (apt-get install postgresql): no /usr/lib/postgresql/*/bin/initdb"
-    if not _have_psycopg():
+    if not _installed("psycopg"):
         return 'psycopg 3 is not installed: pip install "django-gmail-smtp[postgresql]"'
     if os.geteuid() == 0 and shutil.which("runuser") is None:
         return "running as root without runuser: PostgreSQL cannot be started as the postgres user"
@@ -163,9 +184,7 @@ def missing_redis() -> str | None:
     """Why the RQ tests cannot run here, or None."""
     if shutil.which("redis-server") is None:
         return "Redis is not installed (apt-get install redis-server)"
-    try:
-        import django_tasks_rq  # noqa: F401
-    except ImportError:
+    if not _installed("django_tasks_rq"):
         return 'django-tasks-rq is not installed: pip install "django-gmail-smtp[rq]"'
     return None
 

@@ -36,8 +36,10 @@ else:
             "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
         }
     }
-INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks_db"]
-if django.VERSION < (6, 0):
+INSTALLED_APPS = [*INSTALLED_APPS]
+if "django_tasks_db" not in INSTALLED_APPS:
+    INSTALLED_APPS.append("django_tasks_db")
+if django.VERSION < (6, 0) and "django_tasks" not in INSTALLED_APPS:
     INSTALLED_APPS.append("django_tasks")
 ROOT_URLCONF = "tests.queue_urls"
 QUEUES = ["default", "mail"]

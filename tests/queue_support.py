@@ -30,7 +30,7 @@ from typing import Any
 import django
 import pytest
 
-from tests.engines import PostgresServer, RedisServer
+from tests.engines import PostgresServer, RedisServer, descendants, kill_tree
 
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = "tests.queue_settings"
@@ -64,21 +64,6 @@ def warning_options(config: pytest.Config) -> list[str]:
     """The test run's -W filters (pytest's and Python's), for the subprocesses."""
     filters = list(sys.warnoptions) + list(config.getoption("pythonwarnings", None) or [])
     return [f"-W{item}" for item in filters]
-
-
-def _descendants(pids: set[int]) -> set[int]:
-    """``pids`` and every process below them (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    found = set(pids)
-    while True:
-        more = {pid for pid, parent in parents.items() if parent in found} - found
-        if not more:
-            return found
-        found |= more
 
 
 def _sockets_to(port: int) -> set[str]:
@@ -160,17 +145,13 @@ class QueueSite:
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         """SIGKILL the worker and everything it started (RQ's work horse and scheduler): a lost machine."""
-        if process.poll() is None:
-            for pid in sorted(_descendants({process.pid})):  # RQ's work horse has a session of its own
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        process.wait(10)
+        kill_tree(process)  # RQ's work horse has a session of its own: not a process group
 
     def kill_sender(self, port: int) -> list[int]:
         """SIGKILL the worker processes connected to the SMTP server at ``port`` (db_worker, or RQ's work horse)."""
         inodes = _sockets_to(port)
         pids = []
-        for pid in sorted(_descendants({p.pid for p in self.workers if p.poll() is None})):
+        for pid in sorted(descendants({p.pid for p in self.workers if p.poll() is None})):
             with contextlib.suppress(OSError):
                 links = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
                 if any(f"socket:[{inode}]" in links for inode in inodes):
@@ -258,7 +239,7 @@ class QueueSite:
 
     def is_ours(self, pid: int) -> bool:
         """``pid`` is one of our workers or below one (never kill anything else)."""
-        return pid in _descendants({p.pid for p in self.workers if p.poll() is None})
+        return pid in descendants({p.pid for p in self.workers if p.poll() is None})
 
 
 def _environment(site: Site, clock: Path, *, database: dict[str, str], port: int, ca: str) -> dict[str, str]:

@@ -235,6 +235,28 @@ def test_each_message_is_queued_as_a_sender_and_a_backup_without_secrets(sandbox
 
 @needs_tasks
 @pytest.mark.django_db(transaction=True)
+def test_queuing_inside_the_request_transaction_costs_three_queries(
+    sandbox_mail: Any, settings: Any, django_assert_num_queries: Any
+) -> None:
+    """With django-tasks-db: the log entry and its two tasks, and no savepoint around them."""
+    from django.db import transaction
+
+    from django_gmail_smtp.models import DeliveryLog
+
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "mail"]}}
+    backend = queued_backend()
+    message = EmailMessage(subject="cheap", body="x", from_email=SANDBOX_USER, to=["a@example.com"])
+    with transaction.atomic(), django_assert_num_queries(3):  # ATOMIC_REQUESTS
+        assert backend.send_messages([message]) == 1
+    assert DeliveryLog.objects.get().message_id == message.gmail_smtp_queued.message_id
+    # fail_silently keeps a savepoint: a failed enqueue must not spoil the request's transaction.
+    silent = queued.QueuedEmailBackend(fail_silently=True)
+    with transaction.atomic(), django_assert_num_queries(5):
+        assert silent.send_messages([EmailMessage(subject="s", body="x", to=["a@example.com"])]) == 1
+
+
+@needs_tasks
+@pytest.mark.django_db(transaction=True)
 def test_configuration_mistakes_are_refused_when_queuing(sandbox_mail: Any, settings: Any) -> None:
     with pytest.raises(GmailConfigError, match="secrets are never put in the queue"):
         queued.QueuedEmailBackend(password="from-an-argument")
