@@ -10,9 +10,17 @@ from typing import Any
 
 import pytest
 
-from tests.queue_support import QueueSite, Site
+from tests.queue_support import SITES, QueueSite, Site
 
-RQ_SITE = pytest.mark.parametrize("queue_site", [Site("rq", "postgresql")], indirect=True, ids=lambda s: s.name)
+RQ_SITE = pytest.mark.parametrize(
+    "queue_site",
+    [
+        pytest.param(site, marks=[] if site in SITES else [pytest.mark.skip(reason="not in GMAIL_TEST_SITES")])
+        for site in [Site("rq", "postgresql")]
+    ],
+    indirect=True,
+    ids=lambda s: s.name,
+)
 
 
 @RQ_SITE
