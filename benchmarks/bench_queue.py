@@ -183,6 +183,12 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=200, help="messages per throughput run (default 200)")
     parser.add_argument("--enqueue", type=int, default=300, help="send_mail() calls timed per mode (default 300)")
     parser.add_argument("--rtt", type=float, default=20.0, help="round-trip time to the sandbox, ms (default 20)")
+    parser.add_argument(
+        "--conn-max-age",
+        type=int,
+        default=0,
+        help="CONN_MAX_AGE of the database (default 0, Django's: a connection per task)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--logs", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -210,6 +216,7 @@ def main() -> int:
 
         print(f"django-gmail-smtp queue benchmark: Python {sys.version.split()[0]}, Django {django.get_version()}")
         print(f"Gmail sandbox behind a {args.rtt:g} ms RTT proxy; {args.messages} messages per throughput run")
+        print(f"CONN_MAX_AGE {args.conn_max_age}; machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
         for engine in args.engines.split(","):
             if engine == "postgresql":
                 reason = missing_postgresql()
@@ -229,9 +236,11 @@ def main() -> int:
                     assert postgres is not None
                     postgres.create_database(name)
                     database = postgres.settings(name)
+                    database["CONN_MAX_AGE"] = args.conn_max_age
                 else:
                     database = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(logs / f"{name}.sqlite3")}
                     database["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
+                    database["CONN_MAX_AGE"] = args.conn_max_age
                 env = dict(
                     os.environ,
                     DJANGO_SETTINGS_MODULE="benchmarks.queue_settings",

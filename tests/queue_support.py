@@ -95,6 +95,7 @@ class QueueSite:
         self.postgres: PostgresServer | None = servers.get("postgres")
         self.redis: RedisServer | None = servers.get("redis")
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.orphans: set[int] = set()
         self._numbers = 0
 
     # -- processes ------------------------------------------------------------------------------
@@ -150,10 +151,17 @@ class QueueSite:
         kill_tree(process)  # RQ's work horse has a session of its own: not a process group
 
     def kill_sender(self, port: int) -> list[int]:
-        """SIGKILL the worker processes connected to the SMTP server at ``port`` (db_worker, or RQ's work horse)."""
+        """SIGKILL the worker processes connected to the SMTP server at ``port``.
+
+        That is the worker itself (db_worker, RQ's in-process worker) or RQ's work horse. What
+        they started (RQ's scheduler) lives on, orphaned, as after an OOM kill; it is killed
+        when the test ends.
+        """
         inodes = _sockets_to(port)
+        tree = descendants({p.pid for p in self.workers if p.poll() is None})
+        self.orphans |= tree
         pids = []
-        for pid in sorted(descendants({p.pid for p in self.workers if p.poll() is None})):
+        for pid in sorted(tree):
             with contextlib.suppress(OSError):
                 links = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
                 if any(f"socket:[{inode}]" in links for inode in inodes):
@@ -164,6 +172,10 @@ class QueueSite:
     def stop_all(self) -> None:
         for process in self.workers:
             self.kill(process)
+        for pid in self.orphans:  # processes seen below a worker before kill_sender(); never others
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/environ").read_bytes().find(self.env["GMAIL_QUEUE_CLOCK"].encode()) >= 0:
+                    os.kill(pid, signal.SIGKILL)
 
     def worker_output(self) -> str:
         return "\n".join(
@@ -202,6 +214,27 @@ class QueueSite:
             for row in rows:
                 counts[row["queue_name"]] += row["status"] == "SUCCESSFUL"
         return {name: count for name, count in counts.items() if count}
+
+    def broker_dump(self) -> bytes:
+        """Every key and value in RQ's Redis (empty for django-tasks-db), to look for what must not be there."""
+        if self.redis is None:
+            return b""
+        from redis import Redis
+
+        connection = Redis.from_url(self.redis.url)
+        chunks = []
+        for key in connection.scan_iter():
+            kind = connection.type(key)
+            chunks.append(key)
+            if kind == b"string":
+                chunks.append(connection.get(key) or b"")
+            elif kind == b"hash":
+                chunks.extend(b"%s=%s" % item for item in connection.hgetall(key).items())
+            elif kind == b"list":
+                chunks.extend(connection.lrange(key, 0, -1))
+            elif kind in (b"set", b"zset"):
+                chunks.extend(connection.zrange(key, 0, -1) if kind == b"zset" else connection.smembers(key))
+        return b"\n".join(chunks)
 
     def quota_used(self) -> int:
         """Slots counted by the daily-limit guard, all accounts together."""

@@ -410,6 +410,15 @@ def test_messages_queued_in_a_request_are_delivered_by_the_worker(queue_site: Qu
     report = json.loads(queue_site.manage("gmail_queue_status", "--json"))
     assert report["totals"] == dict.fromkeys(report["totals"], 0)
     assert report["accounts"][0]["quota"]["used"] == 3
+    # What the queue's tasks hold (RQ: in Redis; django-tasks-db: its table) never includes the password.
+    tasks = (
+        queue_site.broker_dump()
+        + json.dumps(queue_site.query("SELECT * FROM gmail_smtp_deliverylog"), default=str).encode()
+    )
+    if queue_site.tasks == "db":
+        tasks += json.dumps(queue_site.query("SELECT * FROM django_tasks_database_dbtaskresult"), default=str).encode()
+    assert b"mail" in tasks
+    assert SANDBOX_PASSWORD.encode() not in tasks
 
 
 @needs_tasks_db

@@ -43,6 +43,7 @@ def test_another_worker_takes_over_the_scheduler_when_its_machine_is_lost(
     queue_site.wait_for(
         "the message without a delay to be sent",
         lambda: [r["status"] for r in queue_site.log(log_ids)].count("sent") == 1,
+        60,
     )
     [waiting] = [r for r in queue_site.log(log_ids) if r["status"] != "sent"]
     assert (waiting["status"], waiting["generation"]) == ("queued", 2)  # its retry waits for a scheduler
