@@ -37,6 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 GOALS = {"enqueue_ms": 2.0, "queries": 3, "scaling": 3.0}
+RQ_WORKER = "django_gmail_smtp.rq_worker.Worker"
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -110,7 +111,8 @@ def _worker_argv(tasks: str, number: int) -> list[str]:
     if tasks == "rq":
         return [
             "rqworker", "mail", "--job-class", "django_tasks_rq.Job", "--worker-class",
-            "django_gmail_smtp.rq_worker.Worker", "--worker-ttl", "30", "--with-scheduler", "--name", f"bench-{number}",
+            os.environ.get("BENCH_RQ_WORKER", RQ_WORKER), "--worker-ttl", "30", "--with-scheduler",
+            "--name", f"bench-{number}",
         ]  # fmt: skip
     return ["db_worker", "--queue-name", "mail", "--no-reload", "--no-startup-delay", "--worker-id", f"bench-{number}"]
 
@@ -189,6 +191,9 @@ def main() -> int:
         default=0,
         help="CONN_MAX_AGE of the database (default 0, Django's: a connection per task)",
     )
+    parser.add_argument(
+        "--rq-worker", default=RQ_WORKER, help=f"RQ worker class (default {RQ_WORKER}; RQ's own: rq.worker.Worker)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--logs", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -217,6 +222,8 @@ def main() -> int:
         print(f"django-gmail-smtp queue benchmark: Python {sys.version.split()[0]}, Django {django.get_version()}")
         print(f"Gmail sandbox behind a {args.rtt:g} ms RTT proxy; {args.messages} messages per throughput run")
         print(f"CONN_MAX_AGE {args.conn_max_age}; machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+        if "rq" in args.tasks:
+            print(f"RQ worker class: {args.rq_worker}")
         for engine in args.engines.split(","):
             if engine == "postgresql":
                 reason = missing_postgresql()
@@ -250,6 +257,7 @@ def main() -> int:
                     BENCH_REDIS=redis.url if redis else "",
                     BENCH_SMTP_PORT=str(port),
                     BENCH_SMTP_CA=info["ca_file"],
+                    BENCH_RQ_WORKER=args.rq_worker,
                 )
                 argv = [sys.executable, __file__, "--child", tasks, "--logs", str(logs), "--workers", args.workers]
                 argv += ["--messages", str(args.messages), "--enqueue", str(args.enqueue)]
