@@ -78,11 +78,13 @@ def configured_keys() -> list[bytes]:
             f"not a {type(raw).__name__}.",
             hint="Write GMAIL_SMTP['ENCRYPTION_KEYS'] = [os.environ['GMAIL_SMTP_KEY']], or remove it "
             "to derive the key from SECRET_KEY. " + GENERATE_HINT,
+            check_id="gmail_smtp.E025",
         )
     if not raw:
         raise GmailConfigError(
             "GMAIL_SMTP['ENCRYPTION_KEYS'] is an empty list.",
             hint="Put at least one Fernet key in it, or remove it to derive the key from SECRET_KEY. " + GENERATE_HINT,
+            check_id="gmail_smtp.E025",
         )
     keys = []
     for position, key in enumerate(raw):
@@ -94,6 +96,7 @@ def configured_keys() -> list[bytes]:
                 f"GMAIL_SMTP['ENCRYPTION_KEYS'][{position}] is not a Fernet key "
                 "(32 bytes in URL-safe base64, 44 characters).",
                 hint=GENERATE_HINT,
+                check_id="gmail_smtp.E025",
             ) from None
         keys.append(candidate)
     return keys
@@ -116,6 +119,7 @@ def encryption_keys() -> list[bytes]:
             "There is no key to encrypt stored Gmail account secrets with: SECRET_KEY is empty "
             "and GMAIL_SMTP['ENCRYPTION_KEYS'] is not set.",
             hint="Set SECRET_KEY, or GMAIL_SMTP['ENCRYPTION_KEYS']. " + GENERATE_HINT,
+            check_id="gmail_smtp.E025",
         )
     return keys
 
