@@ -7,8 +7,10 @@ DNS server anything: the unresolvable name is one that the resolver refuses loca
 from __future__ import annotations
 
 import base64
+import io
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +18,8 @@ from typing import Any
 import django
 import jsonschema  # type: ignore[import-untyped]
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from django_gmail_smtp import conf, diagnose
 from django_gmail_smtp.causes import CATALOGUE
@@ -528,3 +532,79 @@ def test_using_an_alias(settings: Any, gmail_sandbox: GmailSandbox) -> None:  # 
     assert outcome.code == 0, outcome.text
     assert "MAILERS['default']" in outcome.out
     assert gmail_check("--using", "nope").code == diagnose.EXIT_CODES["config"]
+
+
+# -- a bug is not a mail problem ---------------------------------------------------------------
+
+
+@pytest.fixture
+def garbled_challenge_server() -> Iterator[int]:
+    """A plain server that offers only CRAM-MD5 and answers AUTH with a challenge that is not
+    base64: smtplib then fails with binascii.Error, which no step expects."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn, conn.makefile("rb") as lines:
+                conn.settimeout(5)
+                conn.sendall(b"220 scripted.localhost ESMTP\r\n")
+                try:
+                    for line in lines:
+                        verb = line.split()[0].upper() if line.split() else b""
+                        if verb == b"EHLO":
+                            conn.sendall(b"250-scripted.localhost\r\n250 AUTH CRAM-MD5\r\n")
+                        elif verb == b"AUTH":
+                            conn.sendall(b"334 abcde\r\n")
+                        elif verb == b"QUIT":
+                            conn.sendall(b"221 bye\r\n")
+                            break
+                        else:
+                            conn.sendall(b"502 5.5.1 Unrecognized command.\r\n")
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_an_unexpected_error_in_a_step_is_exit_status_1(settings: Any, garbled_challenge_server: int) -> None:
+    """Not the sign-in step's status (9): 1, with a one-line request to report it; the
+    traceback only at -v 3."""
+    use_server(settings, garbled_challenge_server, timeout=5)
+    settings.EMAIL_USE_TLS = False
+    outcome = gmail_check()
+    assert outcome.code == diagnose.EXIT_UNEXPECTED
+    assert "Failed at: Sign-in as sandbox@example.com (exit status 1)" in outcome.out
+    assert "This is a bug in django-gmail-smtp" in outcome.out
+    assert "-v 3" in outcome.out
+    assert "Cause id: unexpected_error" in outcome.out
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError) as info:
+        call_command("gmail_check", "-v", "3", stdout=out, stderr=err, no_color=True)
+    assert info.value.returncode == diagnose.EXIT_UNEXPECTED
+    assert "Traceback (most recent call last)" in out.getvalue()
+    assert "binascii.Error" in out.getvalue()
+    assert SANDBOX_PASSWORD not in out.getvalue()
+    doc = gmail_check("--json").doc
+    assert (doc["exit_code"], doc["failed_step"], doc["cause"]["id"]) == (1, "auth", "unexpected_error")
+    jsonschema.validate(doc, diagnose.JSON_SCHEMA)
+
+
+def test_expected_failures_keep_their_step_status(settings: Any, closed_port: int) -> None:
+    """Each step maps only the errors it expects: a refused connection is still 5."""
+    use_server(settings, closed_port)
+    assert gmail_check().code == diagnose.EXIT_CODES["connect"]
