@@ -25,7 +25,7 @@ from django.views.decorators.debug import sensitive_variables
 from . import binding, conf, crypto, rules
 from .conf import SmtpConfig, Value
 from .exceptions import GmailConfigError, SecretDecryptionError, SecretDestinationError
-from .models import GmailAccount, destination_error
+from .models import GmailAccount, describe_changes, destination_error
 from .rules import Problem
 
 __all__ = ["OAUTH_FIELDS", "SOURCE_FORM", "WRITE_ONLY_FIELDS", "AddressListField", "GmailAccountForm", "problem_text"]
@@ -368,11 +368,7 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
                     "upgraded by 'manage.py migrate'), so it is sent nowhere: type it again."
                 )
             return f"{text} ({exc.check_id})"
-        was = ", ".join(
-            gettext("%(field)s was %(value)s")
-            % {"field": self._bound_label(field), "value": repr(exc.bound.get(field, ""))}
-            for field in exc.changed
-        )
+        was = describe_changes(exc.changed, exc.bound, self._bound_label)
         if oauth2:
             text = gettext(
                 "The stored OAuth2 client secret and refresh token were entered for another destination "

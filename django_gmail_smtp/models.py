@@ -8,6 +8,7 @@ Lookups go through :mod:`.accounts`, which caches them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from django.db import models
@@ -46,6 +47,13 @@ def destination_label(field: str) -> str:
     return str(getattr(GmailAccount._meta.get_field(field), "verbose_name", field))
 
 
+def describe_changes(changes: Iterable[str], bound: Mapping[str, Any], label: Callable[[str], str]) -> str:
+    """ "host was 'smtp.gmail.com', port was 587": the values a secret was entered for (none is secret)."""
+    return ", ".join(
+        gettext("%(field)s was %(value)r") % {"field": label(field), "value": bound.get(field, "")} for field in changes
+    )
+
+
 def destination_error(name: str, bound: binding.Destination | None, changes: list[str]) -> SecretDestinationError:
     """E020 (the secret was entered for other values) or E021 (it is bound to none)."""
     if bound is None:
@@ -62,10 +70,7 @@ def destination_error(name: str, bound: binding.Destination | None, changes: lis
             ),
             check_id="gmail_smtp.E021",
         )
-    was = ", ".join(
-        gettext("%(field)s was %(value)r") % {"field": destination_label(field), "value": getattr(bound, field)}
-        for field in changes
-    )
+    was = describe_changes(changes, bound.as_dict(), destination_label)
     return SecretDestinationError(
         gettext(
             "The stored secret of the Gmail account %(name)r was entered for another destination "
