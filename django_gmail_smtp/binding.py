@@ -65,12 +65,15 @@ def normalize_uri(uri: str) -> str:
     if not text:
         return ""
     parts = urlsplit(text)
-    host = parts.hostname or ""
-    netloc = normalize_host(host)
+    try:
+        port = parts.port
+    except ValueError:  # not a number: compared as written (E018 reports such an endpoint)
+        return text
+    netloc = normalize_host(parts.hostname or "")
     if ":" in netloc:
         netloc = f"[{netloc}]"
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
+    if port is not None:
+        netloc = f"{netloc}:{port}"
     if parts.username is not None:  # not expected in a token endpoint; kept so two such addresses differ
         netloc = f"{parts.username}@{netloc}"
     return urlunsplit((parts.scheme.lower(), netloc, parts.path, parts.query, parts.fragment))

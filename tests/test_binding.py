@@ -55,6 +55,7 @@ def test_the_token_endpoint_counts_and_is_compared_by_scheme_host_and_path() -> 
     assert google.changes(Destination.of(**GMAIL, token_uri="https://oauth2.googleapis.com:8443/token")) == [
         "token_uri"
     ]
+    assert google.changes(Destination.of(**GMAIL, token_uri="https://oauth2.googleapis.com:x/token")) == ["token_uri"]
 
 
 def test_seal_and_unseal_round_trip() -> None:
