@@ -3,7 +3,10 @@
 Both buttons post the form's current values (unsaved changes included) to their own view, which
 runs :func:`django_gmail_smtp.diagnose.run_check` and answers with the steps, the cause and
 fix of a failure, and the redacted SMTP transcript. They need the ``gmail_smtp.test_gmailaccount``
-permission (superusers have it), as does seeing whether a secret is stored.
+permission (superusers have it) and the change permission, as does the list action; the test
+permission alone shows whether a secret is stored. A stored secret is used only with the
+destination it was entered for (see :mod:`.binding`; the form asks for it again otherwise).
+Every test, test email and authorization is recorded in the admin history (``LogEntry``).
 
 An OAuth2 account also gets "Authorize with Google" (same permission, POST only): it sends the
 browser to the authorization endpoint with a ``state`` kept in the session and a PKCE challenge;
@@ -121,6 +124,11 @@ def server_summary(host: Any, port: Any, security: Any, username: Any, credentia
         "username": str(username)[:254],
         "credential": credential,
     }
+
+
+def history_message(action: str, result: str, server: str) -> str:
+    """One admin history entry of a test: the action, its result, then where it went."""
+    return gettext("%(action)s: %(result)s") % {"action": action, "result": result} + " " + server
 
 
 def stored_credential(obj: GmailAccount | None) -> str:
@@ -393,18 +401,9 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         else:
             summary = gettext("Not run: %(errors)s") % {"errors": " ".join(errors)}
         posted = {field: form.data.get(field, "") for field in DESTINATION_FIELDS}
-        self.log_test(
-            request,
-            obj,
-            " ".join(
-                [
-                    gettext("%(action)s: %(result)s")
-                    % {"action": gettext("Send test email") if send else gettext("Test connection"), "result": summary},
-                    server_summary(**posted, credential=form_credential(form, obj)),
-                ]
-            ),
-            name=str(form.data.get("name", "")),
-        )
+        action = gettext("Send test email") if send else gettext("Test connection")
+        server = server_summary(**posted, credential=form_credential(form, obj))
+        self.log_test(request, obj, history_message(action, summary, server), name=str(form.data.get("name", "")))
 
         problems = [(p, problem_text(p)) for p in (diagnosis.problems if diagnosis else form.problems)]
         # A configuration refused by the rules: the problems, worded for this form, say it all.
@@ -617,14 +616,8 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             server = server_summary(
                 account.host, account.port, account.security, account.username, stored_credential(account)
             )
-            self.log_test(
-                request,
-                account,
-                gettext("%(action)s: %(result)s")
-                % {"action": gettext("Test the connection of the selected accounts"), "result": summary}
-                + " "
-                + server,
-            )
+            action = gettext("Test the connection of the selected accounts")
+            self.log_test(request, account, history_message(action, summary, server))
             level = messages.SUCCESS if diagnosis.ok else messages.ERROR
             self.message_user(request, f"{account.name}: {summary}", level)
 
