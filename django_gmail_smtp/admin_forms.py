@@ -25,7 +25,7 @@ from django.views.decorators.debug import sensitive_variables
 from . import binding, conf, crypto, rules
 from .conf import SmtpConfig, Value
 from .exceptions import GmailConfigError, SecretDecryptionError, SecretDestinationError
-from .models import GmailAccount, describe_changes, destination_error
+from .models import GmailAccount, bound_secret, describe_changes
 from .rules import Problem
 
 __all__ = ["OAUTH_FIELDS", "SOURCE_FORM", "WRITE_ONLY_FIELDS", "AddressListField", "GmailAccountForm", "problem_text"]
@@ -230,15 +230,6 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
         method = self.cleaned_data.get("auth_method") if hasattr(self, "cleaned_data") else None
         return method == GmailAccount.AuthMethod.OAUTH2
 
-    def destination(self, secret: dict[str, Any]) -> binding.Destination | None:
-        """Where ``secret`` would be sent with the form's values (None while one of them is invalid)."""
-        data = self.cleaned_data
-        if any(data.get(name) in (None, "") for name in DESTINATION_FIELDS):
-            return None
-        return binding.destination_for(
-            secret, host=data["host"], port=data["port"], security=data["security"], username=data["username"]
-        )
-
     @sensitive_variables()
     def stored_for_form(self, parts: tuple[str, ...]) -> dict[str, Any]:
         """The stored secret, if it may be sent where the form points; ``{}`` when it holds none of ``parts``.
@@ -247,20 +238,22 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
         :class:`SecretDestinationError` when the form's host, port, security or username (or the
         token endpoint) differ from those it was entered for, or it is bound to none.
         """
+        data = self.cleaned_data
         if self.instance.pk is None or not self.instance.has_secret:
             return {}
+        if any(data.get(name) in (None, "") for name in DESTINATION_FIELDS):
+            return {}  # an invalid destination field: its own error stops everything
         sealed: binding.Sealed = self.instance.stored_secret()
         if not any(sealed.secret.get(part) for part in parts):
             return {}  # nothing of it would be used
-        if sealed.destination is None:
-            raise destination_error(self.instance.name, None, [])
-        current = self.destination(sealed.secret)
-        if current is None:
-            return {}  # an invalid destination field: its own error stops everything
-        changes = sealed.destination.changes(current)
-        if changes:
-            raise destination_error(self.instance.name, sealed.destination, changes)
-        return sealed.secret
+        return bound_secret(
+            self.instance.name,
+            sealed,
+            host=data["host"],
+            port=data["port"],
+            security=data["security"],
+            username=data["username"],
+        )
 
     @sensitive_variables()
     def current_oauth(self) -> dict[str, str]:

@@ -118,7 +118,14 @@ def decrypt_secret(name: str, token: str, *, host: str, port: int, security: str
     """
     if not token:
         return {}
-    sealed = open_secret(name, token)
+    return bound_secret(name, open_secret(name, token), host=host, port=port, security=security, username=username)
+
+
+@sensitive_variables()
+def bound_secret(
+    name: str, sealed: binding.Sealed, *, host: str, port: int, security: str, username: str
+) -> dict[str, Any]:
+    """The secret of ``sealed`` if it may be sent to these values; :class:`SecretDestinationError` if not."""
     if sealed.destination is None:
         raise destination_error(name, None, [])
     current = binding.destination_for(sealed.secret, host=host, port=port, security=security, username=username)
