@@ -212,10 +212,12 @@ def account_options(name: str) -> dict[str, Any] | None:
 
     None before migrations have run (the resolver then uses the settings). Raises
     :class:`GmailConfigError` for an unknown account (``gmail_smtp.E022``), a disabled one
-    (E023) or an app-password account without its password (E024), and
+    (E023) or an app-password account without its password (E024),
     :class:`~django_gmail_smtp.exceptions.SecretDecryptionError` (E025) when its secret cannot
-    be decrypted. An OAuth2 account's missing parts are left to the OAuth2 rules (E015, E016),
-    an unknown sign-in method to the resolver (E017). Costs no database query once cached.
+    be decrypted, and :class:`~django_gmail_smtp.exceptions.SecretDestinationError` (E020,
+    E021) when it was entered for another host, port, security, username or token endpoint (or
+    for none). An OAuth2 account's missing parts are left to the OAuth2 rules (E015, E016), an
+    unknown sign-in method to the resolver (E017). Costs no database query once cached.
     """
     data = snapshot()
     if data is None:
@@ -236,7 +238,16 @@ def account_options(name: str) -> dict[str, Any] | None:
         "use_ssl": entry["security"] == GmailAccount.Security.SSL,
         "timeout": entry["timeout"],
     }
-    secret = decrypt_secret(account, entry["encrypted_secret"])
+    # Checked here, where it is decrypted, against the very values the backend will use: a cached
+    # snapshot cannot carry a secret to a host it was not entered for.
+    secret = decrypt_secret(
+        account,
+        entry["encrypted_secret"],
+        host=entry["host"],
+        port=entry["port"],
+        security=entry["security"],
+        username=entry["username"],
+    )
     if entry["auth_method"] == GmailAccount.AuthMethod.OAUTH2:
         # What is missing (client, refresh token) is reported by the OAuth2 rules (E015, E016),
         # with the same words as for settings, when the backend starts.

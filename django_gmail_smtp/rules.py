@@ -87,10 +87,14 @@ CHECK_IDS: Mapping[str, str] = {
     "gmail_smtp.E016": "OAuth2 sign-in is configured without a client id or client secret",
     "gmail_smtp.E017": "the authentication method is not 'app_password' or 'oauth2'",
     "gmail_smtp.E018": "an OAuth2 endpoint in GMAIL_SMTP is not an https:// address (loopback excepted)",
+    "gmail_smtp.E019": "GMAIL_SMTP['ENCRYPTION_KEYS'] is not a list of valid Fernet keys",
+    "gmail_smtp.E020": "a stored account's secret was entered for another host, port, security, username "
+    "or token endpoint",
+    "gmail_smtp.E021": "a stored account's secret is bound to no destination (saved before the binding, not upgraded)",
     "gmail_smtp.E022": "the configuration names a stored account that does not exist",
     "gmail_smtp.E023": "the stored account is disabled",
     "gmail_smtp.E024": "the stored app-password account has no app password",
-    "gmail_smtp.E025": "stored secrets cannot be read: no usable encryption key, or the keys do not decrypt it",
+    "gmail_smtp.E025": "a stored account's secret cannot be decrypted with the current keys, or there is no key at all",
     "gmail_smtp.W001": "the password does not look like a 16-letter app password",
     "gmail_smtp.W002": "the host is not a Gmail server (silent for loopback hosts)",
     "gmail_smtp.W003": "the port is not one of Gmail's",
@@ -780,7 +784,7 @@ def raise_for_blocking(config: SmtpConfig) -> None:
 def problem_from_error(exc: GmailConfigError, config_name: str = "") -> Problem:
     """A :class:`GmailConfigError` that resolving a configuration raised, as a Problem.
 
-    ``conf.resolve()`` raises E001, E009, E010 and E017, a stored account E022-E025 (and
+    ``conf.resolve()`` raises E001, E009, E010 and E017, a stored account E019-E025 (and
     the OAuth2 rules' E015/E016 when a backend starts). ``config_name``
     (``MAILERS['default']``) is put in front of the message so that, with several
     mailers, it says which one. An error without a check id is a bug of the caller:
@@ -893,7 +897,7 @@ def check_senders(
 
 
 def check_app_settings(gmail_smtp: Any) -> list[Problem]:
-    """E011/E012/E013: the ``GMAIL_SMTP`` setting itself (``None`` when it is not set)."""
+    """E011/E012/E013/E018/E019: the ``GMAIL_SMTP`` setting itself (``None`` when it is not set)."""
     if gmail_smtp is None:
         return []
     if not isinstance(gmail_smtp, Mapping):
@@ -926,7 +930,21 @@ def check_app_settings(gmail_smtp: Any) -> list[Problem]:
         problems.append(Problem("gmail_smtp.E011", ERROR, message, hint))
     problems += _check_from_aliases(gmail_smtp.get("FROM_ALIASES", ()))
     problems += _check_oauth_endpoints(gmail_smtp)
+    problems += _check_encryption_keys(gmail_smtp.get("ENCRYPTION_KEYS"))
     return problems
+
+
+def _check_encryption_keys(keys: Any) -> list[Problem]:
+    """E019: every entry of ``GMAIL_SMTP['ENCRYPTION_KEYS']`` is a Fernet key (its shape only: nothing is decrypted)."""
+    if keys is None:
+        return []
+    from .crypto import validate_keys
+
+    try:
+        validate_keys(keys)
+    except GmailConfigError as exc:
+        return [problem_from_error(exc)]
+    return []
 
 
 def oauth_endpoint_problem(key: str, uri: Any) -> Problem:

@@ -501,12 +501,18 @@ def test_stored_account_mailers_are_checked_with_database(
     account.save()
     assert [m.id for m in database_messages()] == ["gmail_smtp.E024"]
     account.set_password("abcd efgh ijkl mnop")
-    account.port = 465  # STARTTLS on 465: the configuration's own rules apply as for settings
     account.save()
+    assert database_messages() == []
+    account.port = 465  # changed without entering the secret again: it stays bound to 587
+    account.save()
+    assert [m.id for m in database_messages()] == ["gmail_smtp.E020"]
+    account.set_password("abcd efgh ijkl mnop")
+    account.save()  # STARTTLS on 465: the configuration's own rules apply as for settings
     [wrong_port] = database_messages()
     assert (wrong_port.id, wrong_port.obj) == ("gmail_smtp.E003", mail.label)
     assert "stored account 'main'" in wrong_port.msg
     account.port = 587
+    account.set_password("abcd efgh ijkl mnop")
     account.save()
     assert database_messages() == []
     settings.SECRET_KEY = "another key: the stored secret no longer decrypts"
