@@ -12,6 +12,8 @@ from django.core.management.base import CommandError
 
 from django_gmail_smtp.backend import EmailBackend
 
+from .skip_summary import pytest_terminal_summary  # noqa: F401 - a hook: skips counted by reason
+
 # Tests that deliberately use Django's legacy mail API see Django's own
 # deprecation warnings on 6.1 for *their* use; only those exact messages are
 # ignored, so a warning caused by our code still fails the 6.1 run.
