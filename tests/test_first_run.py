@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example_project"
 
 # Variables a user's shell may hold that would point the example project elsewhere.
+AUTO_PORTS = ("--starttls-port=auto", "--ssl-port=auto")
 MAIL_VARIABLES = ("EMAIL_URL", "GMAIL_SMTP_SSL_CAFILE", "SANDBOX_DIR", "SANDBOX_STARTTLS_PORT", "SANDBOX_SSL_PORT")
 
 
@@ -211,8 +212,15 @@ def running_sandbox(example_env: dict[str, str]) -> Iterator[dict[str, object]]:
     """``manage.py gmail_sandbox`` on free ports (as the demo starts it); yields its ready file."""
     folder = Path(example_env["SANDBOX_DIR"])
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "gmail_sandbox", f"--dir={folder}", "--starttls-port=auto", "--ssl-port=auto"]
-        + ["--no-oauth", "--max-seconds=120"],
+        [
+            sys.executable,
+            "manage.py",
+            "gmail_sandbox",
+            f"--dir={folder}",
+            *AUTO_PORTS,
+            "--no-oauth",
+            "--max-seconds=120",
+        ],
         cwd=EXAMPLE,
         env=example_env,
         stdout=subprocess.PIPE,
@@ -306,9 +314,9 @@ def test_the_test_run_ends_with_skips_counted_by_reason(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     # The project's own pytest configuration (pyproject.toml), as scripts/test.sh runs it.
+    config = [f"--rootdir={ROOT}", "-c", str(ROOT / "pyproject.toml"), str(tmp_path / "test_sample.py")]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.skip_summary"]
-        + [f"--rootdir={ROOT}", "-c", str(ROOT / "pyproject.toml"), str(tmp_path / "test_sample.py")],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.skip_summary", *config],
         cwd=ROOT,
         env=clean_env(PYTHONPATH=str(ROOT)),
         capture_output=True,
