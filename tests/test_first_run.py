@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import django
 import pytest
 from cryptography.fernet import Fernet
 
@@ -42,7 +43,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 # -- the README's settings snippets --------------------------------------------------------
 
 SNIPPET = re.compile(
-    r"^[ \t]*<!-- settings(?P<flags>[^>]*)-->\s*\n[ \t]*```python\n(?P<code>.*?)^[ \t]*```", re.M | re.S
+    r"^[ \t]*<!-- settings(?P<flags>.*?)-->\s*\n[ \t]*```python\n(?P<code>.*?)^[ \t]*```", re.M | re.S
 )
 PYTHON_BLOCK = re.compile(r"^[ \t]*```python\n(?P<code>.*?)^[ \t]*```", re.M | re.S)
 
@@ -53,6 +54,7 @@ class Snippet:
     code: str
     needs: tuple[str, ...]
     base: str  # the snippet it continues ("" for none)
+    django: str  # "" for any version, else "<6.1" or ">=6.1"
 
     @property
     def name(self) -> str:
@@ -60,19 +62,23 @@ class Snippet:
 
 
 def readme_snippets(text: str) -> list[Snippet]:
-    """The blocks marked ``<!-- settings -->`` (``continues``: on top of the last unmarked one;
-    ``needs=a,b``: only when those modules are installed)."""
+    """The blocks marked ``<!-- settings -->``. Flags: ``continues`` (pasted after the last block
+    without it), ``needs=a,b`` (only when those modules are installed), ``django<6.1`` or
+    ``django>=6.1`` (a fresh 6.1 project defines ``MAILERS``, which excludes the ``EMAIL_*``
+    settings)."""
     snippets: list[Snippet] = []
     head = ""
     for match in SNIPPET.finditer(text):
         flags = match["flags"].split()
         code = textwrap.dedent(match["code"])
         needs = tuple(m for flag in flags if flag.startswith("needs=") for m in flag[6:].split(",") if m)
+        version = next((flag[6:] for flag in flags if flag.startswith("django")), "")
+        assert version in ("", "<6.1", ">=6.1"), flags
         line = text.count("\n", 0, match.start("code")) + 1
         if "continues" in flags:
-            snippets.append(Snippet(line, code, needs, head))
+            snippets.append(Snippet(line, code, needs, head, version))
         else:
-            snippets.append(Snippet(line, code, needs, ""))
+            snippets.append(Snippet(line, code, needs, "", version))
             head = code
     return snippets
 
@@ -148,6 +154,8 @@ def test_a_readme_settings_snippet_passes_check_in_a_fresh_project(
     missing = [module for module in snippet.needs if importlib.util.find_spec(module) is None]
     if missing:
         pytest.skip(f"README snippet needs {', '.join(missing)}")
+    if snippet.django and (django.VERSION[:2] >= (6, 1)) != (snippet.django == ">=6.1"):
+        pytest.skip(f"README snippet for Django {snippet.django}")
     done = snippet_results[snippet.name]
     assert done.returncode == 0, f"{snippet.name}:\n{snippet.code}\n{done.stdout}{done.stderr}"
     assert "System check identified no issues" in done.stdout, done.stdout + done.stderr
