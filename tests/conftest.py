@@ -2,6 +2,7 @@
 
 import io
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,15 @@ def _no_pooled_connection_between_tests() -> Any:
     pool.close_all()
     yield
     pool.close_all()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port where nothing listens (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 @pytest.fixture

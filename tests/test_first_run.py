@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +22,8 @@ from pathlib import Path
 import django
 import pytest
 from cryptography.fernet import Fernet
+
+from .test_sandbox_command import wait_for_file
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example_project"
@@ -42,9 +41,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 # -- the README's settings snippets --------------------------------------------------------
 
-SNIPPET = re.compile(
-    r"^[ \t]*<!-- settings(?P<flags>.*?)-->\s*\n[ \t]*```python\n(?P<code>.*?)^[ \t]*```", re.M | re.S
-)
+SNIPPET = re.compile(r"^[ \t]*<!-- settings(?P<flags>.*?)-->\s*\n[ \t]*```python\n(?P<code>.*?)^[ \t]*```", re.M | re.S)
 PYTHON_BLOCK = re.compile(r"^[ \t]*```python\n(?P<code>.*?)^[ \t]*```", re.M | re.S)
 
 
@@ -235,14 +232,8 @@ def running_sandbox(example_env: dict[str, str]) -> Iterator[dict[str, object]]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    ready = folder / "ready.json"
     try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the sandbox did not write its ready file"
-            time.sleep(0.05)
-        yield json.loads(ready.read_text(encoding="utf-8"))
+        yield wait_for_file(folder / "ready.json", process, timeout=60)
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=30)
@@ -262,14 +253,6 @@ def test_the_example_project_finds_the_sandbox_on_the_ports_it_got(
     checked = manage("gmail_check", env=example_env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"All steps passed: Django can send mail through 127.0.0.1:{ports['starttls']}" in checked.stdout
-
-
-@pytest.fixture
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def test_send_demo_fails_with_the_cause_and_the_fix_not_a_traceback(

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,15 +104,6 @@ def step_names(doc: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture
-def closed_port() -> int:
-    """A loopback port where nothing listens (connection refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@pytest.fixture
 def silent_server() -> Iterator[int]:
     """A listener that accepts connections (in its backlog) and never says a word."""
     with socket.socket() as sock:
@@ -121,13 +112,9 @@ def silent_server() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-@pytest.fixture
-def foreign_tls_server() -> Iterator[int]:
-    """An implicit-TLS server whose certificate comes from a CA that is not a sandbox's (like a
-    TLS-intercepting proxy's): it greets once the handshake is done, then hangs up."""
-    ca = trustme.CA(organization_name="Example Corp proxy")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
+@contextlib.contextmanager
+def loopback_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A listener on 127.0.0.1 that calls ``handle`` with each connection (in a thread); yields its port."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.1)
     done = threading.Event()
@@ -138,10 +125,9 @@ def foreign_tls_server() -> Iterator[int]:
                 connection, _address = listener.accept()
             except TimeoutError:
                 continue
-            with connection:
+            with connection, contextlib.suppress(OSError):
                 connection.settimeout(5)
-                with contextlib.suppress(OSError), context.wrap_socket(connection, server_side=True) as tls:
-                    tls.sendall(b"220 proxy.example ESMTP\r\n")
+                handle(connection)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -149,6 +135,22 @@ def foreign_tls_server() -> Iterator[int]:
         yield listener.getsockname()[1]
         done.set()
         thread.join(5)
+
+
+@pytest.fixture
+def foreign_tls_server() -> Iterator[int]:
+    """An implicit-TLS server whose certificate comes from a CA that is not a sandbox's (like a
+    TLS-intercepting proxy's): it greets once the handshake is done, then hangs up."""
+    ca = trustme.CA(organization_name="Example Corp proxy")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+
+    def greet_over_tls(connection: socket.socket) -> None:
+        with context.wrap_socket(connection, server_side=True) as tls:
+            tls.sendall(b"220 proxy.example ESMTP\r\n")
+
+    with loopback_server(greet_over_tls) as port:
+        yield port
 
 
 @pytest.fixture
@@ -464,35 +466,21 @@ def gmail_host_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def corporate_relay() -> Iterator[int]:
     """A plain SMTP server that is not Gmail (no STARTTLS, its own greeting)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.1)
-    done = threading.Event()
 
-    def serve() -> None:
-        while not done.is_set():
-            try:
-                connection, _address = listener.accept()
-            except TimeoutError:
-                continue
-            with connection, contextlib.suppress(OSError):
-                connection.settimeout(5)
-                connection.sendall(b"220 mx.corp.example ESMTP Postfix\r\n")
-                for line in connection.makefile("rb"):
-                    command = line.split(b" ")[0].strip().upper()
-                    if command == b"EHLO":
-                        connection.sendall(b"250-mx.corp.example\r\n250 8BITMIME\r\n")
-                    elif command == b"QUIT":
-                        connection.sendall(b"221 2.0.0 Bye\r\n")
-                        break
-                    else:
-                        connection.sendall(b"502 5.5.2 Error: command not recognized\r\n")
+    def converse(connection: socket.socket) -> None:
+        connection.sendall(b"220 mx.corp.example ESMTP Postfix\r\n")
+        for line in connection.makefile("rb"):
+            command = line.split(b" ")[0].strip().upper()
+            if command == b"EHLO":
+                connection.sendall(b"250-mx.corp.example\r\n250 8BITMIME\r\n")
+            elif command == b"QUIT":
+                connection.sendall(b"221 2.0.0 Bye\r\n")
+                return
+            else:
+                connection.sendall(b"502 5.5.2 Error: command not recognized\r\n")
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    with listener:
-        yield listener.getsockname()[1]
-        done.set()
-        thread.join(5)
+    with loopback_server(converse) as port:
+        yield port
 
 
 @pytest.mark.usefixtures("gmail_host_on_loopback")
