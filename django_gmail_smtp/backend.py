@@ -234,7 +234,8 @@ class EmailBackend(BaseEmailBackend):
 
     # -- connections -------------------------------------------------------------
     def _connect(self) -> SMTPSession:
-        session = SMTPSession(self.config, transcript=self.transcript, ssl_context=self.ssl_context)
+        # The backend's one context, built when TLS starts (a missing CA file fails there, as in Django).
+        session = SMTPSession(self.config, transcript=self.transcript, ssl_context=lambda: self.ssl_context)
         session.connect()
         return session
 

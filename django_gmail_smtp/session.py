@@ -349,7 +349,7 @@ class SMTPSession:
         *,
         transcript: Transcript | None = None,
         on_stage: Callable[[str], None] | None = None,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
         self.config = config
         self.transcript = transcript if transcript is not None else Transcript()
@@ -357,8 +357,11 @@ class SMTPSession:
         """Called with each new stage name (``gmail_check`` shows live progress with it)."""
         self._stage = ""
         self.client: smtplib.SMTP | None = None
-        self._context: ssl.SSLContext | None = ssl_context
-        """The TLS context (the backend's, built once); made from ``config`` when not given."""
+        self._context: ssl.SSLContext | None = None
+        self._context_source = ssl_context
+        """Where the TLS context comes from when it is first needed (the backend's, built once);
+        made from ``config`` when not given. Not before: a missing CA file is a TLS failure, after
+        the connection was made, as with Django's backend."""
         self.stats = _Stats()
         self.pid = os.getpid()
         """The process that opened the connection: after ``fork`` it belongs to the parent."""
@@ -385,13 +388,15 @@ class SMTPSession:
         self.stage = stage
 
     def _fail(self, exc: BaseException) -> BaseException:
-        found = explain_exception(exc, stage=self.stage, port=self.config.port, use_ssl=self.config.use_ssl)
+        config = self.config
+        found = explain_exception(exc, stage=self.stage, port=config.port, use_ssl=config.use_ssl, host=config.host)
         return with_cause(exc, found, self.stage)
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
         if self._context is None:
-            self._context = make_ssl_context(self.config)
+            source, self._context_source = self._context_source, None
+            self._context = source() if source is not None else make_ssl_context(self.config)
         return self._context
 
     @property
