@@ -140,6 +140,22 @@ def loopback_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
         thread.join(5)
 
 
+def scripted(greeting: bytes, replies: dict[bytes, bytes], *, unknown: bytes) -> Callable[[socket.socket], None]:
+    """A ``loopback_server`` handler: greets, answers each command by its verb (``unknown`` for
+    the others) and says goodbye to QUIT."""
+
+    def converse(connection: socket.socket) -> None:
+        connection.sendall(greeting + b"\r\n")
+        for line in connection.makefile("rb"):
+            command = line.split(b" ")[0].strip().upper()
+            if command == b"QUIT":
+                connection.sendall(b"221 2.0.0 Bye\r\n")
+                return
+            connection.sendall(replies.get(command, unknown) + b"\r\n")
+
+    return converse
+
+
 @pytest.fixture
 def foreign_tls_server() -> Iterator[int]:
     """An implicit-TLS server whose certificate comes from a CA that is not a sandbox's (like a
@@ -470,18 +486,11 @@ def gmail_host_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
 def corporate_relay() -> Iterator[int]:
     """A plain SMTP server that is not Gmail (no STARTTLS, its own greeting)."""
 
-    def converse(connection: socket.socket) -> None:
-        connection.sendall(b"220 mx.corp.example ESMTP Postfix\r\n")
-        for line in connection.makefile("rb"):
-            command = line.split(b" ")[0].strip().upper()
-            if command == b"EHLO":
-                connection.sendall(b"250-mx.corp.example\r\n250 8BITMIME\r\n")
-            elif command == b"QUIT":
-                connection.sendall(b"221 2.0.0 Bye\r\n")
-                return
-            else:
-                connection.sendall(b"502 5.5.2 Error: command not recognized\r\n")
-
+    converse = scripted(
+        b"220 mx.corp.example ESMTP Postfix",
+        {b"EHLO": b"250-mx.corp.example\r\n250 8BITMIME"},
+        unknown=b"502 5.5.2 Error: command not recognized",
+    )
     with loopback_server(converse) as port:
         yield port
 
@@ -757,20 +766,11 @@ def garbled_challenge_server() -> Iterator[int]:
     """A plain server that offers only CRAM-MD5 and answers AUTH with a challenge that is not
     base64: smtplib then fails with binascii.Error, which no step expects."""
 
-    def converse(connection: socket.socket) -> None:
-        connection.sendall(b"220 scripted.localhost ESMTP\r\n")
-        for line in connection.makefile("rb"):
-            command = line.split(b" ")[0].strip().upper()
-            if command == b"EHLO":
-                connection.sendall(b"250-scripted.localhost\r\n250 AUTH CRAM-MD5\r\n")
-            elif command == b"AUTH":
-                connection.sendall(b"334 abcde\r\n")
-            elif command == b"QUIT":
-                connection.sendall(b"221 2.0.0 Bye\r\n")
-                return
-            else:
-                connection.sendall(b"502 5.5.1 Unrecognized command.\r\n")
-
+    converse = scripted(
+        b"220 scripted.localhost ESMTP",
+        {b"EHLO": b"250-scripted.localhost\r\n250 AUTH CRAM-MD5", b"AUTH": b"334 abcde"},
+        unknown=b"502 5.5.1 Unrecognized command.",
+    )
     with loopback_server(converse) as port:
         yield port
 
