@@ -45,6 +45,7 @@ __all__ = [
     "app_setting",
     "is_gmail_host",
     "is_loopback",
+    "is_loopback_address",
     "legacy_setting",
     "mailers_enabled",
     "normalize_app_password",
@@ -232,16 +233,24 @@ def is_gmail_host(host: str | None) -> bool:
 
 
 def is_loopback(host: str | None) -> bool:
-    """True for ``localhost`` and loopback IP addresses (no DNS lookup)."""
+    """True for ``localhost``, names under ``.localhost`` and loopback IP addresses (no DNS lookup)."""
     if not host:
         return False
     name = str(host).strip("[]").lower().rstrip(".")
     if name == "localhost" or name.endswith(".localhost"):
         return True
+    return is_loopback_address(name)
+
+
+def is_loopback_address(host: str) -> bool:
+    """True for a literal loopback IP address (``127.0.0.0/8``, ``::1``, ``::ffff:127.0.0.1``)."""
     try:
-        return ipaddress.ip_address(name).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 _APP_PASSWORD = re.compile(r"[A-Za-z]{4}(?:[\s\u00a0]*[A-Za-z]{4}){3}")
