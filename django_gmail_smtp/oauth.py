@@ -134,8 +134,8 @@ def endpoint_is_safe(uri: str) -> bool:
     use it. Other names under ``.localhost`` are refused for ``http://``: nothing guarantees that
     the resolver in use keeps them on this machine.
     """
-    parts = urlsplit(uri)
     try:
+        parts = urlsplit(uri)
         host = parts.hostname
     except ValueError:  # a malformed IPv6 literal
         return False
@@ -153,7 +153,10 @@ def check_endpoint(uri: str, setting: str) -> None:
                 "secrets would travel unencrypted."
             )
             % {"setting": setting, "uri": uri},
-            hint=_("Use https:// (Google's endpoints are the defaults); only a loopback address may use http://."),
+            hint=_(
+                "Use https:// (Google's endpoints are the defaults); only localhost and loopback IP "
+                "addresses (127.0.0.1, [::1]) may use http://."
+            ),
             check_id="gmail_smtp.E018",
         )
 

@@ -81,7 +81,7 @@ CHECK_IDS: Mapping[str, str] = {
     "gmail_smtp.E015": "OAuth2 sign-in is configured without a refresh token",
     "gmail_smtp.E016": "OAuth2 sign-in is configured without a client id or client secret",
     "gmail_smtp.E017": "the authentication method is not 'app_password' or 'oauth2'",
-    "gmail_smtp.E018": "an OAuth2 endpoint in GMAIL_SMTP is not an https:// address (loopback excepted)",
+    "gmail_smtp.E018": "an OAuth2 endpoint in GMAIL_SMTP is not https:// (localhost and loopback IPs excepted)",
     "gmail_smtp.W001": "the password does not look like a 16-letter app password",
     "gmail_smtp.W002": "the host is not a Gmail server (silent for loopback hosts)",
     "gmail_smtp.W003": "the port is not one of Gmail's",
@@ -845,7 +845,8 @@ def check_app_settings(gmail_smtp: Any) -> list[Problem]:
 
 
 def _check_oauth_endpoints(gmail_smtp: Mapping[str, Any]) -> list[Problem]:
-    """E018: OAuth2 endpoints carry the client secret and the tokens: HTTPS only (loopback excepted)."""
+    """E018: OAuth2 endpoints carry the client secret and the tokens: HTTPS only (localhost and
+    loopback IP addresses excepted; the rule is :func:`~django_gmail_smtp.oauth.endpoint_is_safe`)."""
     from .oauth import endpoint_is_safe
 
     problems = []
@@ -868,7 +869,8 @@ def _check_oauth_endpoints(gmail_smtp: Mapping[str, Any]) -> list[Problem]:
                 _text(
                     _(
                         "Remove GMAIL_SMTP[%(key)s] to use Google's endpoint, or give an https:// "
-                        "address; only a loopback address (the sandbox) may use http://."
+                        "address; only localhost and loopback IP addresses (127.0.0.1, [::1], the "
+                        "sandbox) may use http://."
                     ),
                     key=_quote(key),
                 ),
