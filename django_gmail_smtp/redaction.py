@@ -63,10 +63,12 @@ class Redactor:
     ``Redactor(secret, ...)``; :meth:`for_config` takes the secrets of a configuration;
     :meth:`add` learns one more (an access token fetched during sign-in). Calling it on a
     ``str`` returns the redacted ``str``; :meth:`redact_bytes` does the same for bytes.
-    Its ``repr`` never shows a secret.
+    ``substitute`` replaces ``<redacted>`` (Django's reporter filter uses its stars). Its
+    ``repr`` never shows a secret.
     """
 
-    def __init__(self, *secrets: str) -> None:
+    def __init__(self, *secrets: str, substitute: str = REDACTED) -> None:
+        self.substitute = substitute
         self._secrets: set[str] = set()
         self._needles: list[bytes] = []
         self._forms: list[str] = []
@@ -105,7 +107,7 @@ class Redactor:
             return text
         for form in self._forms:
             if form in text:
-                text = text.replace(form, REDACTED)
+                text = text.replace(form, self.substitute)
         return _BASE64_WORD.sub(self._hide_blob, text)
 
     def _hide_blob(self, match: re.Match[str]) -> str:
@@ -115,7 +117,7 @@ class Redactor:
         for start in range(4):
             decoded = _decoded(word[start:])
             if decoded is not None and any(needle in decoded for needle in self._needles):
-                return REDACTED
+                return self.substitute
         return word
 
     def redact_bytes(self, data: bytes) -> bytes:
