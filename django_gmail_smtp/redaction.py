@@ -34,8 +34,12 @@ REDACTED = "<redacted>"
 MIN_SECRET_LENGTH = 4
 """Shorter values are not treated as secrets: hiding every ``abc`` in a text would hide nothing useful."""
 
-# Standard and URL-safe alphabets; 6 characters is the shortest base64 of a 4-character secret.
-_BASE64_WORD = re.compile(r"[A-Za-z0-9+/_-]{6,}={0,2}")
+_BASE64_ALPHABET = "[A-Za-z0-9+/_-]"  # standard and URL-safe
+
+
+def _base64_words(shortest: int) -> re.Pattern[str]:
+    """Words that may be base64 holding a secret of ``shortest`` bytes (which takes 4/3 as many characters)."""
+    return re.compile(f"{_BASE64_ALPHABET}{{{max(6, shortest * 4 // 3)},}}={{0,2}}")
 
 E = TypeVar("E", bound=BaseException)
 
@@ -72,6 +76,7 @@ class Redactor:
         self._secrets: set[str] = set()
         self._needles: list[bytes] = []
         self._forms: list[str] = []
+        self._words = _base64_words(MIN_SECRET_LENGTH)
         for secret in secrets:
             self.add(secret)
 
@@ -91,10 +96,8 @@ class Redactor:
             self._needles.append(secret.encode("utf-8", "surrogatepass"))
             forms = set(self._forms) | {secret, _b64(secret), quote(secret, safe=""), quote_plus(secret)}
             self._forms = sorted(forms, key=len, reverse=True)  # longest first: no half-replaced form
-
-    def extend(self, other: Redactor) -> None:
-        """Hide what ``other`` hides, too."""
-        self.add(*other._secrets)
+            # Shorter words cannot hold any secret: skip decoding them (replies are read on the hot path).
+            self._words = _base64_words(min(len(needle) for needle in self._needles))
 
     def __bool__(self) -> bool:
         return bool(self._secrets)
@@ -108,7 +111,7 @@ class Redactor:
         for form in self._forms:
             if form in text:
                 text = text.replace(form, self.substitute)
-        return _BASE64_WORD.sub(self._hide_blob, text)
+        return self._words.sub(self._hide_blob, text)
 
     def _hide_blob(self, match: re.Match[str]) -> str:
         word = match.group(0)
