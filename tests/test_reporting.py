@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import html
+import smtplib
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from django.test import RequestFactory
 from django.views import debug
 from django.views.debug import ExceptionReporter
 
-from django_gmail_smtp import checks, reporting
+from django_gmail_smtp import checks, reporting, session
 from django_gmail_smtp.backend import EmailBackend
 from django_gmail_smtp.exceptions import GmailSMTPError
 from django_gmail_smtp.models import GmailAccount
@@ -108,6 +110,22 @@ def test_hang_up_in_the_middle_of_auth(tmp_path: Path, one_try: None) -> None:
     assert exc.stage == "auth"  # type: ignore[attr-defined]
     assert any(line.startswith("AUTH") for line in server.received)  # the password was on its way
     assert_nothing_leaks(exc, [ECHO_PASSWORD], ECHO_USER)
+
+
+def test_sign_in_frames_are_marked_sensitive_for_djangos_reporter(tmp_path: Path) -> None:
+    """Should a failure ever escape from the SASL functions untrimmed (an exception that is not an
+    ``Exception``, a caller of ``sign_in_with_password()``), Django's reporter still hides every
+    frame below them: ``sensitive_variables`` works on the Django version under test."""
+    with EchoServer(tmp_path, mode="hangup") as server:
+        context = ssl.create_default_context(cafile=server.ca_file)
+        client = smtplib.SMTP_SSL(server.host, server.port, context=context, timeout=5)
+        client.ehlo()
+        exc = raised(lambda: session.sign_in_with_password(client, ECHO_USER, ECHO_PASSWORD))
+        client.close()
+    needles = all_forms([ECHO_PASSWORD], ECHO_USER)
+    assert frame_leaks(exc, needles)  # the raw frames hold the secret: why SMTPSession.login() drops them
+    assert "_sasl" in reports(exc)
+    assert found_in(reports(exc), needles) == []
 
 
 def oauth_secrets(server: OAuthServer, refresh_token: str) -> list[str]:
