@@ -164,6 +164,14 @@ def test_mechanisms_in_smtplibs_order_and_fallback(tmp_path: Path, one_try: None
     assert server.received[server.received.index("AUTH CRAM-MD5") + 1] == b64(f"{USER} {digest}")
 
 
+def test_a_non_ascii_password_is_sent_as_utf8(tmp_path: Path) -> None:
+    """smtplib's login() raised UnicodeEncodeError here; RFC 4616 says UTF-8."""
+    password = "pässwörd-ünïcode"
+    with EchoServer(tmp_path, mode="accept", offer="PLAIN") as server:
+        assert EmailBackend(**server.options(username=USER, password=password)).send_messages([message()]) == 1
+    assert f"AUTH PLAIN {b64(chr(0) + USER + chr(0) + password)}" in server.received
+
+
 def test_echo_after_a_successful_sign_in_is_not_in_the_transcript(
     accepting: EchoServer, transcript_log: pytest.LogCaptureFixture
 ) -> None:
