@@ -41,6 +41,7 @@ def _base64_words(shortest: int) -> re.Pattern[str]:
     """Words that may be base64 holding a secret of ``shortest`` bytes (which takes 4/3 as many characters)."""
     return re.compile(f"{_BASE64_ALPHABET}{{{max(6, shortest * 4 // 3)},}}={{0,2}}")
 
+
 E = TypeVar("E", bound=BaseException)
 
 
