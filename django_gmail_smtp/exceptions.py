@@ -314,7 +314,9 @@ def with_cause(exc: BaseException, cause: Cause | None, stage: str = "") -> Base
 
     The new exception has the same ``args`` and attributes (``smtp_code``,
     ``smtp_error``, ``errno``, ``verify_code`` ...), so code that inspects them
-    behaves as before. A type outside :data:`CAUSE_CLASSES` (a subclass of smtplib's
+    behaves as before. It does not take over ``exc``'s traceback: the frames below
+    (smtplib's, which may hold credentials in their local variables) stay out of
+    what is raised. A type outside :data:`CAUSE_CLASSES` (a subclass of smtplib's
     errors defined elsewhere, a ``UnicodeError`` ...) keeps its own class: the
     original exception is returned with ``cause`` and ``stage`` set on it, so that
     ``except`` clauses for that type still match.
@@ -344,6 +346,5 @@ def with_cause(exc: BaseException, cause: Cause | None, stage: str = "") -> Base
     new.stage = stage
     new.__cause__ = exc.__cause__
     new.__context__ = exc.__context__
-    new.__traceback__ = exc.__traceback__
     result: BaseException = new
     return result
