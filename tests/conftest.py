@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import os
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,8 @@ from django.core.management.base import CommandError
 from django_gmail_smtp.backend import EmailBackend
 from tests.engines import PostgresServer, RedisServer, missing_postgresql, missing_redis
 from tests.queue_support import queue_site, queue_template
+
+from .skip_summary import pytest_terminal_summary  # noqa: F401 - a hook: skips counted by reason
 
 __all__ = ["queue_site", "queue_template"]  # fixtures for the queue and quota tests (tests/queue_support.py)
 
@@ -64,6 +67,15 @@ def _no_pooled_connection_between_tests() -> Any:
     pool.close_all()
     yield
     pool.close_all()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port where nothing listens (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,7 +230,10 @@ class QueueSite:
             if kind == b"string":
                 chunks.append(connection.get(key) or b"")
             elif kind == b"hash":
-                chunks.extend(b"%s=%s" % item for item in connection.hgetall(key).items())
+                for field, value in connection.hgetall(key).items():
+                    chunks.append(b"%s=%s" % (field, value))
+                    with contextlib.suppress(zlib.error):
+                        chunks.append(zlib.decompress(value))  # RQ keeps a job's call compressed
             elif kind == b"list":
                 chunks.extend(connection.lrange(key, 0, -1))
             elif kind in (b"set", b"zset"):
