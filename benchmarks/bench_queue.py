@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -224,18 +225,21 @@ def main() -> int:
         print(f"CONN_MAX_AGE {args.conn_max_age}; machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
         if "rq" in args.tasks:
             print(f"RQ worker class: {args.rq_worker}")
+
+        def available(missing: Callable[[], str | None], what: str) -> bool:
+            reason = missing()
+            if reason:
+                print(f"skipping {what}: {reason}")
+            return reason is None
+
         for engine in args.engines.split(","):
             if engine == "postgresql":
-                reason = missing_postgresql()
-                if reason:
-                    print(f"skipping PostgreSQL: {reason}")
+                if not available(missing_postgresql, "PostgreSQL"):
                     continue
                 postgres = postgres or PostgresServer(durable=True).start()
             for tasks in args.tasks.split(","):
                 if tasks == "rq":
-                    reason = missing_redis()
-                    if reason:
-                        print(f"skipping RQ: {reason}")
+                    if not available(missing_redis, "RQ"):
                         continue
                     redis = redis or RedisServer().start()
                 name = f"bench_{engine}_{tasks}_{int(time.time())}"

@@ -125,30 +125,28 @@ def gmail_check(*args: str) -> Outcome:
 # -- real database and broker servers (tests/engines.py) -------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """Debian's PostgreSQL on a free loopback port, for the session; skipped (with why) if not installed."""
-    reason = missing_postgresql()
+def _server(missing: Callable[[], str | None], start: Callable[[], Any]) -> Iterator[Any]:
+    """A server for the session, stopped at its end; the tests that need it skipped (with why) if missing."""
+    reason = missing()
     if reason:
         pytest.skip(reason)
-    server = PostgresServer().start()
+    server = start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """Debian's PostgreSQL on a free loopback port."""
+    yield from _server(missing_postgresql, lambda: PostgresServer().start())
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    """Debian's redis-server on a free loopback port, for the session; skipped (with why) if not installed."""
-    reason = missing_redis()
-    if reason:
-        pytest.skip(reason)
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    """Debian's redis-server on a free loopback port."""
+    yield from _server(missing_redis, lambda: RedisServer().start())
 
 
 @pytest.fixture(scope="session")
