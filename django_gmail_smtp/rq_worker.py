@@ -2,8 +2,9 @@
 
 * **No fork per message.** RQ's default worker runs each task in a new child process, so each
   message opens its own connection to Gmail and signs in again: eight round trips more per
-  message (about 3.4 messages a second per worker at 20 ms RTT, against 11 to 13 here), and
-  Gmail answers too many sign-ins with ``454 4.7.0 Too many login attempts``. This worker runs
+  message (3 messages a second for one worker at 20 ms RTT, against 9 to 18 with this one;
+  benchmarks/bench_queue.py), and Gmail answers too many sign-ins with
+  ``454 4.7.0 Too many login attempts``. This worker runs
   the tasks in its own process (RQ's ``SimpleWorker``), so the connection pool keeps the
   signed-in connection from one message to the next; database connections are checked before
   and after each task, as Django does around a request (``CONN_MAX_AGE``).
