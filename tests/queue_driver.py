@@ -83,6 +83,18 @@ def send_view(request: HttpRequest) -> JsonResponse:
     )
 
 
+def _mailer_options() -> dict[str, Any]:
+    """The queued backend's options as the settings give them (MAILERS on 6.1, EMAIL_* before)."""
+    import django
+    from django.conf import settings
+
+    if django.VERSION >= (6, 1):
+        options = dict(settings.MAILERS["default"]["OPTIONS"])
+        options.pop("password", None)  # read from MAILERS by the worker; never an argument
+        return options
+    return {}
+
+
 def main(argv: list[str]) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.queue_settings")
     import django
@@ -119,6 +131,18 @@ def main(argv: list[str]) -> int:
                 continue
             granted += 1
         sys.stdout.write(json.dumps({"granted": granted}))
+    elif command == "enqueue_queries":
+        from django.core.mail import EmailMessage
+        from django.db import connection, transaction
+        from django.test.utils import CaptureQueriesContext
+
+        from django_gmail_smtp.queued import QueuedEmailBackend
+
+        backend = QueuedEmailBackend(fail_silently=arguments.get("fail_silently", False), **_mailer_options())
+        message = EmailMessage(subject="cheap", body="x", from_email=SENDER, to=["a@example.com"])
+        with transaction.atomic(), CaptureQueriesContext(connection) as queries:  # ATOMIC_REQUESTS
+            queued = backend.send_messages([message])
+        sys.stdout.write(json.dumps({"queued": queued, "sql": [q["sql"] for q in queries.captured_queries]}))
     elif command == "admin":
         from django.contrib.auth import get_user_model
         from django.test import Client

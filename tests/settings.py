@@ -1,9 +1,5 @@
 """Settings for the test suite: SQLite, the admin, and our app."""
 
-import importlib.util
-
-import django
-
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 USE_TZ = True
@@ -24,8 +20,6 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
-if importlib.util.find_spec("django_tasks_db"):  # the queue's database Tasks backend, when installed
-    INSTALLED_APPS += ["django_tasks_db"] if django.VERSION >= (6, 0) else ["django_tasks_db", "django_tasks"]
 ROOT_URLCONF = "tests.urls"
 TEMPLATES = [
     {
