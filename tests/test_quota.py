@@ -56,6 +56,10 @@ def test_the_in_process_tests_run_on_the_engine_asked_for() -> None:
     from django.db import connection
 
     assert connection.vendor == os.environ.get("GMAIL_TEST_DATABASE", "sqlite")
+    if connection.vendor == "postgresql":  # the guard needs nothing stricter than the default
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW transaction_isolation")
+            assert cursor.fetchone() == ("read committed",)
     assert quota.reserve(ACCOUNT, limit=1).count == 1
 
 
