@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -288,7 +289,9 @@ def main() -> int:
                     print(f"{engine}/{tasks} failed:\n{done.stderr[-3000:]}")
                     return 2
                 rows.append((engine, tasks, json.loads(done.stdout.strip().splitlines()[-1])))
-        return report(rows, args)
+        status = report(rows, args)
+        shutil.rmtree(logs, ignore_errors=True)  # kept only when a run failed, for its worker logs
+        return status
     finally:
         if server.stdin:
             server.stdin.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -125,6 +126,7 @@ def main() -> int:
                 f"  run {run + 1}: the delayed retry was delivered {result['delivered_s']:.1f} s after the loss ({took})"
             )
         print(f"  min {min(results):.1f} s, max {max(results):.1f} s")
+        shutil.rmtree(directory, ignore_errors=True)  # kept only when a run failed, for the worker logs
         return 0
     finally:
         redis.stop()
