@@ -47,6 +47,7 @@ __all__ = [
     "find_account",
     "invalidate",
     "snapshot",
+    "stored_name",
 ]
 
 logger = logging.getLogger("django_gmail_smtp")
@@ -282,3 +283,14 @@ def _oauth_options(account: str, secret: dict[str, Any]) -> dict[str, Any]:
         "oauth_client_secret": client_secret,
         "oauth_refresh_token": refresh_token,
     }
+
+
+def stored_name(name: str) -> str:
+    """The name of the stored account ``name`` refers to (``"default"``: the one marked so); ``name`` if none."""
+    data = snapshot()
+    if data is None:
+        return name
+    try:
+        return str(find_account(name, data)["name"])
+    except GmailConfigError:
+        return name

@@ -200,6 +200,16 @@ CATALOGUE: dict[str, Cause] = {
             _("Retry later with backoff."),
             temporary=True,
         ),
+        # The queued backend's worker (README.md#background-sending).
+        _c(
+            "config",
+            _("The worker could not send the message with the configuration it found (settings or stored account)."),
+            _(
+                "Read the error under the last reply, correct the settings or the stored account (the "
+                "account's “Test connection” button or 'manage.py gmail_check' shows what is wrong), then "
+                "retry the message."
+            ),
+        ),
         _c(
             "daily_quota",
             _("The account's daily sending limit is used up (550 5.4.5)."),

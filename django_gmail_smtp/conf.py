@@ -122,6 +122,10 @@ APP_SETTINGS: dict[str, Any] = {
     "QUOTA_SYNC": False,
     # Dotted path of a function returning an aware datetime: the guard's and the queue's clock (tests).
     "CLOCK": None,
+    # The delivery log (README.md#the-delivery-log-the-admin-and-the-commands): record each message's
+    # recipients and subject (never its body). False: those columns stay empty, for privacy.
+    "LOG_RECIPIENTS": True,
+    "LOG_SUBJECTS": True,
 }
 # GMAIL_SMTP key -> option it provides a value for.
 APP_SETTING_OPTIONS = {

@@ -1,96 +1,175 @@
-"""One end-to-end run of the Gmail account admin in a real browser (Debian's Chromium via Playwright).
+"""The app's admin pages in a real browser (Debian's Chromium via Playwright), as an operator uses them.
 
-Log in, add an account for the sandbox, press "Test connection", press "Send test email", see
-the message arrive, save. A screenshot goes to ``artifacts/`` (ignored by git).
+Every page is checked with axe-core (no serious or critical violation, in English and Japanese),
+walked with the Tab key (every button is reached) and saved as a screenshot under
+``artifacts/screenshots/`` (README.md#screenshots-and-accessibility-tests). Helpers: :mod:`tests.browser`.
 """
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
+import re
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.core.mail import EmailMessage
 
-from django_gmail_smtp.models import GmailAccount
+from django_gmail_smtp.models import DeliveryLog, GmailAccount
+from django_gmail_smtp.queued import QueuedEmailBackend
 from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER
+from tests.browser import check_page, chromium, open_page, screenshot
+from tests.queue_support import HAVE_TASKS_DB, NO_TASKS_DB
+from tests.test_queue import enqueued, queued_backend, run_enqueued, sandbox_mail
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+__all__ = ["chromium", "sandbox_mail"]  # fixtures used below
+
+LOG = "/admin/gmail_smtp/deliverylog/"
+ACCOUNTS = "/admin/gmail_smtp/gmailaccount/"
+needs_tasks = pytest.mark.skipif(not HAVE_TASKS_DB, reason=NO_TASKS_DB)
 
 
-def _sync_playwright() -> Any:
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip(f"Debian's Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("Playwright for Python is not installed (pip install playwright; no 'playwright install')")
-    return sync_playwright
+def fill_the_log(sandbox: Any, settings: Any) -> dict[str, DeliveryLog]:
+    """A log an operator would see: sent messages, a refused recipient, one held by the daily limit."""
+    settings.GMAIL_SMTP["QUOTA_LIMITS"] = {SANDBOX_USER: 4}
+    account = GmailAccount(name="shop", username=SANDBOX_USER, host=sandbox.host, port=sandbox.starttls_port, timeout=5)
+    account.set_password(SANDBOX_PASSWORD)
+    account.save()
+    settings.GMAIL_SMTP["SSL_CAFILE"] = sandbox.ca_file
+    backend = QueuedEmailBackend(account="shop")
+    subjects = ["Your order #1041 has shipped", "Password reset", "Welcome to the shop", "Invoice 2026-11"]
+    messages = [
+        EmailMessage(subject=subject, body="x", from_email=SANDBOX_USER, to=[f"customer{n}@example.com"])
+        for n, subject in enumerate(subjects)
+    ]
+    messages[0].cc = ["accounts@example.com"]
+    backend.send_messages(messages)
+    senders = [r for r in enqueued() if not r.kwargs["backup"]]
+    assert run_enqueued(senders[:2]) == ["sent", "sent"]
+    sandbox.inject("bad_recipient")
+    assert run_enqueued(senders[2:3]) == ["failed"]
+    queued_backend().send_messages(
+        [
+            EmailMessage(subject="Newsletter", body="x", from_email=SANDBOX_USER, to=["bob@example.com"])
+            for _ in range(3)
+        ]
+    )
+    later = [r for r in enqueued() if not r.kwargs["backup"]][4:]
+    assert run_enqueued([senders[3], *later]) == ["sent", "sent", "held", "held"]
+    log = {entry.subject: entry for entry in DeliveryLog.objects.order_by("pk")}
+    return {
+        "sent": log["Your order #1041 has shipped"],
+        "failed": log["Welcome to the shop"],
+        "held": log["Newsletter"],
+    }
+
+
+@needs_tasks
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("language", ["en", "ja"])
+def test_the_delivery_log_answers_did_my_mail_go_out(
+    chromium: Any, live_server: Any, sandbox_mail: Any, settings: Any, language: str
+) -> None:
+    settings.LANGUAGE_CODE = language
+    entries = fill_the_log(sandbox_mail, settings)
+    page = open_page(chromium, live_server, LOG, language=language)
+    check_page(page, f"delivery_log_list_{language}", readme=True)
+    rows = page.locator("#result_list tbody tr")
+    assert rows.count() == 7
+    header = page.locator("#result_list thead").inner_text()
+    assert "Stuck" not in header
+    assert "stuck" not in page.locator("#result_list").inner_text()
+    # Every column fits the 1280-pixel window: the table is no wider than its container.
+    widths = page.evaluate(
+        "() => [document.querySelector('#result_list').scrollWidth, document.querySelector('.results').clientWidth]"
+    )
+    assert widths[0] <= widths[1], widths
+    summary = page.locator("#gmail-smtp-chart-title").text_content()
+    if language == "en":
+        assert "4 sent, 1 failed, 2 held" in summary
+    assert [int(n) for n in re.findall(r"\d+", summary)][-3:] == [4, 1, 2]
+    assert page.locator(".gmail-smtp-limits li").first.locator(".numbers").inner_text() == "4 / 4"
+
+    # "Did my mail to customer2@example.com go out?": search by recipient, open it, read why not.
+    page.fill("#searchbar", "customer2@example.com")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**?q=customer2%40example.com")
+    assert page.locator("#result_list tbody tr").count() == 1
+    row = page.locator("#result_list tbody tr").first
+    assert "shop" in row.inner_text()
+    assert "553" in row.inner_text()
+    row.locator("th a").click()
+    page.wait_for_url(f"**/{entries['failed'].pk}/change/**")
+    check_page(page, f"delivery_log_failed_{language}", readme=language == "en")
+    text = page.locator("#content-main").inner_text()
+    cause = "bad_recipient"
+    assert cause in text
+    from django.utils import translation
+
+    from django_gmail_smtp.causes import CATALOGUE
+
+    with translation.override(language):
+        assert str(CATALOGUE[cause].summary) in text
+        assert str(CATALOGUE[cause].fix) in text
+    assert "customer2@example.com" in text
+
+    # A sent message shows no "next attempt".
+    page.goto(f"{live_server.url}{LOG}{entries['sent'].pk}/change/")
+    check_page(page, f"delivery_log_sent_{language}")
+    assert page.locator(".field-next_attempt").count() == 0
+    assert page.locator(".field-sent_at_detail").count() == 1
+    assert "accounts@example.com" in page.locator(".field-to_list").inner_text()
+
+
+@needs_tasks
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("language", ["en", "ja"])
+def test_an_empty_log_says_which_backend_fills_it(
+    chromium: Any, live_server: Any, settings: Any, language: str
+) -> None:
+    settings.LANGUAGE_CODE = language
+    page = open_page(chromium, live_server, LOG, language=language)
+    check_page(page, f"delivery_log_empty_{language}")
+    box = page.locator(".gmail-smtp-empty")
+    assert "QueuedEmailBackend" in box.inner_text()
+    assert box.locator("a").first.get_attribute("href").endswith("README.md#background-sending")
 
 
 @pytest.mark.django_db(transaction=True)
-def test_operator_adds_tests_and_sends_from_the_admin(live_server: Any, gmail_sandbox: Any, settings: Any) -> None:
-    sync_playwright = _sync_playwright()
+def test_operator_adds_tests_and_sends_from_the_admin(
+    chromium: Any, live_server: Any, gmail_sandbox: Any, settings: Any
+) -> None:
     settings.GMAIL_SMTP = {"SSL_CAFILE": gmail_sandbox.ca_file}
-    # Database work happens outside Playwright's event loop (Django refuses ORM calls inside one).
-    User.objects.create_superuser("operator", "operator@example.com", "operator-password")
-    ARTIFACTS.mkdir(exist_ok=True)
+    page = open_page(chromium, live_server, f"{ACCOUNTS}add/")
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            page.set_default_timeout(20_000)
-            page.goto(f"{live_server.url}/admin/login/?next=/admin/gmail_smtp/gmailaccount/add/")
-            page.fill("#id_username", "operator")
-            page.fill("#id_password", "operator-password")
-            page.click("input[type=submit]")
-            page.wait_for_url("**/admin/gmail_smtp/gmailaccount/add/")
+    page.fill("#id_name", "shop")
+    page.fill("#id_username", SANDBOX_USER)
+    page.fill("#id_app_password", SANDBOX_PASSWORD)
+    page.fill("#id_host", gmail_sandbox.host)
+    page.fill("#id_port", str(gmail_sandbox.starttls_port))
+    page.select_option("#id_security", "starttls")
+    page.fill("#id_timeout", "5")
 
-            page.fill("#id_name", "shop")
-            page.fill("#id_username", SANDBOX_USER)
-            page.fill("#id_app_password", SANDBOX_PASSWORD)
-            page.fill("#id_host", gmail_sandbox.host)
-            page.fill("#id_port", str(gmail_sandbox.starttls_port))
-            page.select_option("#id_security", "starttls")
-            page.fill("#id_timeout", "5")
+    page.click("button[data-gmail-smtp-action=test]")
+    result = page.locator("#gmail-smtp-results .gmail-smtp-result")
+    result.wait_for()
+    assert result.get_attribute("data-outcome") == "ok", result.inner_text()
+    assert "Connection succeeded" in result.inner_text()
+    assert page.input_value("#id_app_password") == SANDBOX_PASSWORD  # the form kept what was typed
 
-            page.click("button[data-gmail-smtp-action=test]")
-            result = page.locator("#gmail-smtp-results .gmail-smtp-result")
-            result.wait_for()
-            assert result.get_attribute("data-outcome") == "ok", result.inner_text()
-            assert "Connection succeeded" in result.inner_text()
-            assert page.input_value("#id_app_password") == SANDBOX_PASSWORD  # the form kept what was typed
+    assert page.input_value("#id_test_recipient") == "operator@example.com"
+    page.fill("#id_test_recipient", "customer@example.com")
+    page.click("button[data-gmail-smtp-action=send]")
+    page.locator("#gmail-smtp-results .gmail-smtp-reply").wait_for()
+    result = page.locator("#gmail-smtp-results .gmail-smtp-result")
+    assert result.get_attribute("data-outcome") == "ok", result.inner_text()
+    assert "250 2.0.0 OK" in result.inner_text()
+    page.click("#gmail-smtp-results summary")  # open the transcript for the screenshot
+    screenshot(page, "account_add_tested")
+    assert SANDBOX_PASSWORD not in page.content()
 
-            assert page.input_value("#id_test_recipient") == "operator@example.com"
-            page.fill("#id_test_recipient", "customer@example.com")
-            page.click("button[data-gmail-smtp-action=send]")
-            page.locator("#gmail-smtp-results .gmail-smtp-reply").wait_for()
-            result = page.locator("#gmail-smtp-results .gmail-smtp-result")
-            assert result.get_attribute("data-outcome") == "ok", result.inner_text()
-            assert "250 2.0.0 OK" in result.inner_text()
-            page.click("#gmail-smtp-results summary")  # open the transcript for the screenshot
-            page.screenshot(path=str(ARTIFACTS / "admin_gmail_account.png"), full_page=True)
-            assert SANDBOX_PASSWORD not in page.content()
-
-            page.click("input[name=_save]")
-            page.wait_for_url("**/admin/gmail_smtp/gmailaccount/")
-            assert "was added successfully" in page.inner_text(".messagelist")
-            assert SANDBOX_PASSWORD not in page.content()
-        finally:
-            browser.close()
+    page.click("input[name=_save]")
+    page.wait_for_url(f"**{ACCOUNTS}")
+    assert "was added successfully" in page.inner_text(".messagelist")
+    assert SANDBOX_PASSWORD not in page.content()
 
     received = gmail_sandbox.wait_for_messages(1)
     assert received[0].rcpt_tos == ["customer@example.com"]
