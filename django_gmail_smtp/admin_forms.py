@@ -17,20 +17,18 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
 from . import conf, rules
-from .conf import SmtpConfig, Value
+from .conf import SOURCE_FORM, SmtpConfig, Value
 from .exceptions import SecretDecryptionError
 from .models import GmailAccount
 from .rules import Problem
 
 __all__ = ["OAUTH_FIELDS", "SOURCE_FORM", "WRITE_ONLY_FIELDS", "AddressListField", "GmailAccountForm", "problem_text"]
 
-SOURCE_FORM = "form"
 SECRET_FIELD = "app_password"  # noqa: S105 - the form field's name
 # OAuth2 fields; the client secret and the refresh token are write-only like the app password.
 CLIENT_ID_FIELD = "oauth_client_id"
@@ -56,6 +54,7 @@ FIELD_FOR_PROBLEM = {
     "gmail_smtp.W002": "host",
     "gmail_smtp.W003": "port",
     "gmail_smtp.W004": "timeout",
+    "gmail_smtp.W020": "host",
 }
 
 # The option each form field provides, for the provenance of the built configuration.
@@ -105,39 +104,10 @@ class AddressListField(forms.CharField):
 def problem_text(problem: Problem) -> str:
     """A rule's finding as one line for the admin: message, hint and id.
 
-    ``rules`` hints name the Django settings to change (``EMAIL_PORT``); on this page the same
-    values are form fields, so those names are replaced by the fields' labels.
+    The configuration comes from the form (provenance ``form``), so the rules already name the
+    form's fields instead of settings (:func:`~django_gmail_smtp.rules.setting_name`).
     """
-    hint = str(problem.hint)
-    for setting, label in _setting_labels():
-        hint = hint.replace(setting, label)
-    return f"{problem.message} {hint} ({problem.id})"
-
-
-def _setting_labels() -> list[tuple[str, str]]:
-    """(setting, “Field label”) pairs, longest setting names first, in the active language."""
-
-    def label(name: str) -> str:
-        return str(capfirst(getattr(GmailAccount._meta.get_field(name), "verbose_name", name)))
-
-    security = label("security")
-    # Outside the f-strings, so makemessages finds them.
-    implicit_tls = gettext("implicit TLS")
-    app_password = gettext("App password")
-    client_id, client_secret = gettext("OAuth2 client ID"), gettext("OAuth2 client secret")
-    refresh_token = gettext("OAuth2 refresh token")
-    return [
-        ("GMAIL_SMTP['OAUTH_CLIENT_ID']", f"“{client_id}”"),
-        ("GMAIL_SMTP['OAUTH_CLIENT_SECRET']", f"“{client_secret}”"),
-        ("GMAIL_SMTP['OAUTH_REFRESH_TOKEN']", f"“{refresh_token}”"),
-        ("EMAIL_HOST_USER", f"“{label('username')}”"),
-        ("EMAIL_HOST_PASSWORD", f"“{app_password}”"),
-        ("EMAIL_HOST", f"“{label('host')}”"),
-        ("EMAIL_PORT", f"“{label('port')}”"),
-        ("EMAIL_TIMEOUT", f"“{label('timeout')}”"),
-        ("EMAIL_USE_TLS", f"“{security}: STARTTLS”"),
-        ("EMAIL_USE_SSL", f"“{security}: {implicit_tls}”"),
-    ]
+    return f"{problem.message} {problem.hint} ({problem.id})"
 
 
 class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -299,12 +269,17 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
     @sensitive_variables()
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        self.config, self.problems = None, []
+        self.config, self.problems, self.secret_unreadable = None, [], False
         oauth2 = self.uses_oauth2
         try:
             password = "" if oauth2 else self.current_password()
             oauth = self.current_oauth() if oauth2 else None
         except SecretDecryptionError as exc:
+            if cleaned.get("enabled") is False:
+                # A lost key must not stop an operator from switching the account off: saved as
+                # it is, its unreadable secret untouched (and unused while it is disabled).
+                self.secret_unreadable = True
+                return cleaned
             self.add_error(
                 CLIENT_SECRET_FIELD if oauth2 else SECRET_FIELD,
                 ValidationError(f"{exc.message} {exc.hint}", code="undecryptable"),
@@ -314,23 +289,30 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
         if config is None:
             return cleaned
         self.config = config
-        self.problems = [
-            # Not authorized yet is no reason to refuse saving: the button needs a saved account.
-            replace(problem, level=rules.WARNING) if problem.id == "gmail_smtp.E015" else problem
-            for problem in rules.check_config(config)
-        ]
+        self.problems = [self._form_level(problem) for problem in rules.unsilenced(rules.check_config(config))]
         for problem in self.problems:
             if problem.is_error:
-                field = FIELD_FOR_PROBLEM.get(problem.id)
+                field = FIELD_FOR_PROBLEM.get(problem.id) or OPTION_FIELDS.get(problem.option)
                 if field is not None and field not in self.fields:
                     field = None
                 self.add_error(field, ValidationError(problem_text(problem), code=problem.id))
         return cleaned
 
+    @staticmethod
+    def _form_level(problem: Problem) -> Problem:
+        """How much a rule's finding weighs here: what Save refuses, what it only warns about."""
+        if problem.id == "gmail_smtp.E015":  # not authorized yet: the button needs a saved account
+            return replace(problem, level=rules.WARNING)
+        if problem.id == "gmail_smtp.W020":  # a host no lookup can find is never worth storing
+            return replace(problem, level=rules.ERROR)
+        return problem
+
     @sensitive_variables()
     def save(self, commit: bool = True) -> GmailAccount:
         instance: GmailAccount = super().save(commit=False)
-        if self.uses_oauth2:
+        if getattr(self, "secret_unreadable", False):
+            pass  # disabled with its unreadable secret kept as it is (see clean())
+        elif self.uses_oauth2:
             instance.set_oauth(**self.current_oauth())
         else:
             typed = (self.cleaned_data.get(SECRET_FIELD) or "").strip()

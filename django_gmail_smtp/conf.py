@@ -151,6 +151,7 @@ SOURCE_DATABASE = "database"
 SOURCE_SETTINGS = "settings"
 SOURCE_ENVIRONMENT = "environment"
 SOURCE_DEFAULT = "default"
+SOURCE_FORM = "form"  # a value typed in the admin's account form (messages then name its fields)
 
 # Origins of default values, shown by gmail_check and in check messages: translated when shown.
 GMAIL_DEFAULT_LABEL = gettext_lazy("Gmail default")

@@ -8,6 +8,7 @@ Lookups go through :mod:`.accounts`, which caches them.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from django.db import models
@@ -195,11 +196,11 @@ class GmailAccount(models.Model):
     def use_ssl(self) -> bool:
         return self.security == self.Security.SSL
 
-    def record_check(self, ok: bool, message: str) -> None:
-        """Store the outcome of a test; changes nothing the backend uses (no cache invalidation)."""
+    def record_check(self, ok: bool, message: str, at: datetime | None = None) -> None:
+        """Store the outcome of a test (run ``at``, default now); changes nothing the backend uses."""
         from django.utils import timezone
 
-        self.last_checked_at = timezone.now()
+        self.last_checked_at = at or timezone.now()
         self.last_check_ok = ok
         self.last_check_message = message[:2000]
         if self.pk is not None:

@@ -88,13 +88,17 @@ def operator() -> Any:
     return user or User.objects.create_superuser(*OPERATOR)
 
 
-def open_page(browser: Any, live_server: Any, path: str, *, language: str = "en", user: Any = None) -> Any:
+def open_page(
+    browser: Any, live_server: Any, path: str, *, language: str = "en", user: Any = None, javascript: bool = True
+) -> Any:
     """A new browser page, logged in (Django's session cookie), showing ``path``."""
     from django.test import Client
 
     client = Client()
     client.force_login(user or operator())
-    context = browser.new_context(viewport=VIEWPORT, locale="ja-JP" if language == "ja" else "en-US")
+    context = browser.new_context(
+        viewport=VIEWPORT, locale="ja-JP" if language == "ja" else "en-US", java_script_enabled=javascript
+    )
     context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
     page = context.new_page()
     page.set_default_timeout(20_000)

@@ -327,7 +327,8 @@ def test_test_connection_with_a_blank_secret_uses_the_stored_one_and_records_the
     assert account.last_checked_at is not None
     assert "sign-in succeeded" in account.last_check_message
     html = admin_client.get(reverse(CHANGELIST_URL)).content.decode()
-    assert "gmail-smtp-check ok" in html
+    assert 'class="gmail-smtp-badge badge-ok"' in html
+    assert ">passed</span>" in html  # in words, not only in colour
 
 
 def test_test_connection_failure_shows_the_step_cause_and_fix(admin_client: Client, sandbox: Any) -> None:
@@ -349,6 +350,7 @@ def test_test_connection_failure_shows_the_step_cause_and_fix(admin_client: Clie
 
 def test_test_connection_tests_unsaved_values_and_saves_nothing(admin_client: Client, sandbox: Any) -> None:
     account = stored_account(sandbox)
+    account.record_check(True, "Connection, TLS and sign-in succeeded.")
     port = free_port()
     response = admin_client.post(action_url(account), form_data(sandbox, app_password="", port=port), **XHR)
     html = response.content.decode()
@@ -357,15 +359,32 @@ def test_test_connection_tests_unsaved_values_and_saves_nothing(admin_client: Cl
     assert "not saved" in html
     account.refresh_from_db()
     assert account.port == sandbox.starttls_port
-    assert account.last_check_ok is False
-    assert "unsaved changes" in account.last_check_message
+    assert account.last_check_ok is True  # the saved values' status is not overwritten
+    # Saving exactly the values that were tested makes that test the account's last one.
+    admin_client.post(change_url(account), form_data(sandbox, app_password="", port=port))
+    account.refresh_from_db()
+    assert (account.port, account.last_check_ok) == (port, False)
+    assert "TCP connection" in account.last_check_message
+
+
+def test_a_test_before_the_first_save_is_recorded_on_the_new_account(admin_client: Client, sandbox: Any) -> None:
+    response = admin_client.post(action_url(), form_data(sandbox), **XHR)
+    assert 'data-outcome="ok"' in response.content.decode()
+    admin_client.post(reverse("admin:gmail_smtp_gmailaccount_add"), form_data(sandbox))
+    account = GmailAccount.objects.get(name="shop")
+    assert account.last_check_ok is True
+    assert "sign-in succeeded" in account.last_check_message
+    # A test of other values (another password) is not recorded on a later save.
+    admin_client.post(action_url(), form_data(sandbox, name="other", app_password=OTHER_PASSWORD), **XHR)
+    admin_client.post(reverse("admin:gmail_smtp_gmailaccount_add"), form_data(sandbox, name="other"))
+    assert GmailAccount.objects.get(name="other").last_check_ok is None
 
 
 def test_test_connection_reports_rule_errors_as_the_configuration_step(admin_client: Client) -> None:
     # Port 465 with STARTTLS for Gmail: refused before any connection is made.
     response = admin_client.post(action_url(), form_data(port=465), **XHR)
     html = response.content.decode()
-    assert 'data-outcome="config_error"' in html
+    assert 'data-outcome="invalid"' in html  # not run: Save would refuse these values too
     assert "gmail_smtp.E003" in html
     assert 'data-step="dns"' not in html  # nothing was looked up or connected
     assert "EMAIL_" not in html  # worded for the form, not for settings.py
@@ -435,8 +454,9 @@ def test_list_action_tests_stored_accounts(admin_client: Client, sandbox: Any) -
         reverse(CHANGELIST_URL), {"action": "test_selected", "_selected_action": [good.pk, bad.pk]}, follow=True
     )
     html = response.content.decode()
-    assert "Good: Connection, TLS and sign-in succeeded." in html  # the admin capitalizes messages
-    assert "Bad: Failed at Sign-in" in html
+    # The admin capitalises a message's first letter: the names are not at the start, so stay as they are.
+    assert "Gmail account “good”: Connection, TLS and sign-in succeeded." in html
+    assert "Gmail account “bad”: Failed at Sign-in" in html
     good.refresh_from_db()
     bad.refresh_from_db()
     assert (good.last_check_ok, bad.last_check_ok) == (True, False)

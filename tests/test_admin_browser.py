@@ -133,26 +133,55 @@ def test_an_empty_log_says_which_backend_fills_it(
     assert box.locator("a").first.get_attribute("href").endswith("README.md#background-sending")
 
 
+def stored_account(sandbox: Any, **fields: Any) -> GmailAccount:
+    account = GmailAccount(
+        name="shop", username=SANDBOX_USER, host=sandbox.host, port=sandbox.starttls_port, timeout=5, **fields
+    )
+    account.set_password(SANDBOX_PASSWORD)
+    account.save()
+    return account
+
+
+def fill_account(page: Any, sandbox: Any) -> None:
+    page.fill("#id_name", "shop")
+    page.fill("#id_username", SANDBOX_USER)
+    page.fill("#id_app_password", SANDBOX_PASSWORD)
+    page.fill("#id_host", sandbox.host)
+    page.fill("#id_port", str(sandbox.starttls_port))
+    page.select_option("#id_security", "starttls")
+    page.fill("#id_timeout", "5")
+
+
+def height(page: Any, selector: str) -> float:
+    return float(page.locator(selector).first.bounding_box()["height"])
+
+
 @pytest.mark.django_db(transaction=True)
-def test_operator_adds_tests_and_sends_from_the_admin(
+def test_operator_adds_tests_sends_and_saves_an_account(
     chromium: Any, live_server: Any, gmail_sandbox: Any, settings: Any
 ) -> None:
     settings.GMAIL_SMTP = {"SSL_CAFILE": gmail_sandbox.ca_file}
     page = open_page(chromium, live_server, f"{ACCOUNTS}add/")
+    check_page(page, "account_add")
 
-    page.fill("#id_name", "shop")
-    page.fill("#id_username", SANDBOX_USER)
-    page.fill("#id_app_password", SANDBOX_PASSWORD)
-    page.fill("#id_host", gmail_sandbox.host)
-    page.fill("#id_port", str(gmail_sandbox.starttls_port))
-    page.select_option("#id_security", "starttls")
-    page.fill("#id_timeout", "5")
+    # Only the chosen sign-in method's fields are shown.
+    assert page.locator("#id_app_password").is_visible()
+    assert not page.locator("#id_oauth_client_id").is_visible()
+    page.select_option("#id_auth_method", "oauth2")
+    assert page.locator("#id_oauth_client_id").is_visible()
+    assert not page.locator("#id_app_password").is_visible()
+    page.select_option("#id_auth_method", "app_password")
+    # Real buttons, the size of Save, under the server they test.
+    assert height(page, "button[data-gmail-smtp-action=test]") == height(page, "input[name=_save]")
+    assert page.locator(".gmail-smtp-server + #gmail-smtp-test").count() == 1
 
+    fill_account(page, gmail_sandbox)
     page.click("button[data-gmail-smtp-action=test]")
     result = page.locator("#gmail-smtp-results .gmail-smtp-result")
     result.wait_for()
     assert result.get_attribute("data-outcome") == "ok", result.inner_text()
     assert "Connection succeeded" in result.inner_text()
+    assert "not saved" in result.inner_text()
     assert page.input_value("#id_app_password") == SANDBOX_PASSWORD  # the form kept what was typed
 
     assert page.input_value("#id_test_recipient") == "operator@example.com"
@@ -163,17 +192,126 @@ def test_operator_adds_tests_and_sends_from_the_admin(
     assert result.get_attribute("data-outcome") == "ok", result.inner_text()
     assert "250 2.0.0 OK" in result.inner_text()
     page.click("#gmail-smtp-results summary")  # open the transcript for the screenshot
-    screenshot(page, "account_add_tested")
+    check_page(page, "account_add_tested", readme=True)
     assert SANDBOX_PASSWORD not in page.content()
 
     page.click("input[name=_save]")
     page.wait_for_url(f"**{ACCOUNTS}")
     assert "was added successfully" in page.inner_text(".messagelist")
     assert SANDBOX_PASSWORD not in page.content()
+    # The successful test just before the first save is the new account's last test.
+    assert page.locator(".field-last_check .badge-ok").inner_text() == "passed"
+    check_page(page, "account_list", readme=True)
 
     received = gmail_sandbox.wait_for_messages(1)
     assert received[0].rcpt_tos == ["customer@example.com"]
     assert received[0].auth_user == SANDBOX_USER
     assert received[0].tls
+    assert "Django admin" in received[0].message["Subject"]
+    assert "gmail_check" not in received[0].message.get_payload()
     account = GmailAccount.objects.get(name="shop")
     assert account.get_password() == SANDBOX_PASSWORD
+    assert account.last_check_ok is True
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("language", ["en", "ja"])
+def test_a_wrong_password_shows_the_cause_and_the_fix(
+    chromium: Any, live_server: Any, gmail_sandbox: Any, settings: Any, language: str
+) -> None:
+    settings.GMAIL_SMTP = {"SSL_CAFILE": gmail_sandbox.ca_file}
+    settings.LANGUAGE_CODE = language
+    account = stored_account(gmail_sandbox)
+    account.record_check(True, "Connection, TLS and sign-in succeeded.")
+    page = open_page(chromium, live_server, f"{ACCOUNTS}{account.pk}/change/", language=language)
+    check_page(page, f"account_change_{language}", readme=language == "en")
+    gmail_sandbox.inject("bad_credentials")
+    page.click("button[data-gmail-smtp-action=test]")
+    result = page.locator("#gmail-smtp-results .gmail-smtp-result")
+    result.wait_for()
+    assert result.get_attribute("data-outcome") == "failed"
+    text = result.inner_text()
+    from django.utils import translation
+
+    from django_gmail_smtp.causes import CATALOGUE
+
+    with translation.override(language):
+        cause = CATALOGUE["bad_credentials"]
+        assert text.count(str(cause.summary)) == 1  # said once
+        assert str(cause.fix) in text
+    assert "EMAIL_HOST_PASSWORD" not in text
+    assert "-v 3" not in text
+    check_page(page, f"account_test_failed_{language}", readme=language == "en")
+    account.refresh_from_db()
+    assert account.last_check_ok is False  # the saved values were tested: recorded
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_javascript_the_buttons_answer_with_a_page_and_back_works(
+    chromium: Any, live_server: Any, gmail_sandbox: Any, settings: Any
+) -> None:
+    settings.GMAIL_SMTP = {"SSL_CAFILE": gmail_sandbox.ca_file}
+    account = stored_account(gmail_sandbox)
+    change = f"{ACCOUNTS}{account.pk}/change/"
+    page = open_page(chromium, live_server, change, javascript=False)
+    # Both sign-in methods' fields are there, each saying which method it is for.
+    assert page.locator("#id_app_password").is_visible()
+    assert page.locator("#id_oauth_client_id").is_visible()
+    page.fill("#id_port", "99999999999999999999")
+    page.fill("#id_timeout", "1e300")
+    page.click("button[data-gmail-smtp-action=test]")
+    page.wait_for_url("**/test-connection/")
+    screenshot(page, "account_test_refused_nojs")  # no axe here: it needs JavaScript (below)
+    text = page.locator(".gmail-smtp-result").inner_text()
+    assert "65535" in text
+    assert "300" in text
+    assert "OverflowError" not in text
+    assert "unexpected_error" not in text
+    page.click("text=Back to the form")
+    page.wait_for_url(f"**{change}")
+    assert page.locator("#id_name").input_value() == "shop"
+    assert gmail_sandbox.messages == []
+
+    # The same page, for axe-core and the keyboard: the form posted without the script's help.
+    page = open_page(chromium, live_server, change)
+    gmail_sandbox.inject("bad_credentials")
+    page.evaluate(
+        """() => {
+            const button = document.querySelector("button[data-gmail-smtp-action=test]");
+            button.form.action = button.formAction;
+            button.form.submit();
+        }"""
+    )
+    page.wait_for_url("**/test-connection/")
+    check_page(page, "account_test_result_page", readme=True)
+    assert page.locator(".gmail-smtp-cause").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("language", ["en", "ja"])
+def test_the_oauth_result_page(chromium: Any, live_server: Any, settings: Any, language: str) -> None:
+    settings.LANGUAGE_CODE = language
+    page = open_page(chromium, live_server, f"{ACCOUNTS}oauth-callback/?state=forged&code=x", language=language)
+    check_page(page, f"oauth_failed_{language}")
+    assert page.locator(".gmail-smtp-oauth-error").is_visible()
+    page.click(".gmail-smtp-result ~ p a.button")
+    page.wait_for_url(f"**{ACCOUNTS}")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("language", ["en", "ja"])
+def test_the_account_pages_in_both_languages(chromium: Any, live_server: Any, settings: Any, language: str) -> None:
+    settings.LANGUAGE_CODE = language
+    account = GmailAccount(name="newsletter", username="news@example.com", auth_method="oauth2")
+    account.set_oauth(client_id="1234-abc.apps.googleusercontent.com", client_secret="client-secret")
+    account.save()
+    for path, name in (
+        (ACCOUNTS, "account_list"),
+        (f"{ACCOUNTS}add/", "account_add"),
+        (f"{ACCOUNTS}{account.pk}/change/", "account_change_oauth2"),
+    ):
+        page = open_page(chromium, live_server, path, language=language)
+        check_page(page, f"{name}_{language}")
+    assert page.locator("#gmail-smtp-oauth button").is_visible()  # Authorize with Google, under OAuth2
+    assert not page.locator("#id_app_password").is_visible()
+    assert height(page, "#gmail-smtp-oauth button") == height(page, "input[name=_save]")
