@@ -16,7 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 if TYPE_CHECKING:
     from .causes import Cause
 
-__all__ = ["GmailConfigError", "GmailSMTPError", "OAuthError", "TLSRequiredError", "with_cause"]
+__all__ = ["GmailConfigError", "GmailSMTPError", "MailboxError", "OAuthError", "TLSRequiredError", "with_cause"]
 
 
 class GmailConfigError(ImproperlyConfigured, ValueError):
@@ -116,3 +116,14 @@ class SecretDecryptionError(GmailConfigError):
     def __init__(self, message: str, *, account: str, hint: str = "", check_id: str = "") -> None:
         self.account = account
         super().__init__(message, hint=hint, check_id=check_id)
+
+
+class MailboxError(GmailSMTPError, OSError):
+    """Reading the account's mailbox (IMAP or POP3, ``gmail_check --round-trip``) failed: the
+    server refused (``reply`` is its answer) or broke the protocol. Carries a cause and the stage."""
+
+    def __init__(self, message: str, *, cause: Cause | None = None, stage: str = "", reply: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.stage = stage
+        self.reply = reply

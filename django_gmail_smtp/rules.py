@@ -34,6 +34,7 @@ from .conf import (
     APP_SETTINGS,
     GMAIL_DEFAULT_LABEL,
     LEGACY_SETTINGS,
+    MAILBOX_OPTIONS,
     OAUTH_OPTIONS,
     SOURCE_DEFAULT,
     SmtpConfig,
@@ -144,7 +145,7 @@ def setting_name(config: SmtpConfig, option: str) -> str:
     """
     if config.alias is not None:
         return f"MAILERS[{config.alias!r}]['OPTIONS'][{option!r}]"
-    if option in OAUTH_OPTIONS:  # no EMAIL_* setting: this app's own
+    if option in OAUTH_OPTIONS or option in MAILBOX_OPTIONS:  # no EMAIL_* setting: this app's own
         return f"GMAIL_SMTP[{option.upper()!r}]"
     return LEGACY_SETTINGS.get(option, option)
 

@@ -24,7 +24,7 @@ rm -f "$SANDBOX_DIR/ready.json"
 echo "==> Migrating the example project (SQLite)"
 "$PY" manage.py migrate --noinput -v 0
 
-echo "==> Starting the Gmail sandbox on 127.0.0.1 (STARTTLS 2587, implicit TLS 2465)"
+echo "==> Starting the Gmail sandbox on 127.0.0.1 (STARTTLS 2587, implicit TLS 2465, IMAP 2993, POP3 2995)"
 "$PY" manage.py gmail_sandbox --dir "$SANDBOX_DIR" --ready-file "$SANDBOX_DIR/ready.json" --max-seconds 120 --no-oauth \
     > "$SANDBOX_DIR/sandbox.log" 2>&1 &
 SANDBOX_PID=$!
@@ -44,6 +44,10 @@ echo "==> manage.py check"
 
 echo "==> Sending a message through django_gmail_smtp.backend.EmailBackend"
 "$PY" manage.py send_demo --to you@example.com
+
+echo "==> Proving delivery: gmail_check --round-trip (sends to the sandbox account, finds it over IMAP)"
+"$PY" manage.py gmail_check --round-trip --round-trip-timeout 20 -v 0
+echo "The round-trip message arrived in the inbox and was deleted."
 
 echo
 echo "Done. Next: 'cd example_project && ../$VENV/bin/python manage.py gmail_sandbox' runs the sandbox"

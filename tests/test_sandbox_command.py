@@ -53,6 +53,10 @@ def test_command_prints_settings_and_records_messages(tmp_path: Path) -> None:
         "0",
         "--ssl-port",
         "0",
+        "--imap-port",
+        "0",
+        "--pop-port",
+        "0",
         "--oauth-port",
         "0",
         "--ready-file",
@@ -86,7 +90,9 @@ def test_command_prints_settings_and_records_messages(tmp_path: Path) -> None:
         "    EMAIL_USE_TLS = True",
         '    EMAIL_HOST_USER = "sandbox@example.com"',
         '    EMAIL_HOST_PASSWORD = "sandboxapppasswd"',
-        f'    GMAIL_SMTP = {{"SSL_CAFILE": "{ca}"}}',
+        f'    GMAIL_SMTP = {{"SSL_CAFILE": "{ca}", "IMAP_HOST": "127.0.0.1", "IMAP_PORT": {info["imap_port"]}, '
+        f'"POP_HOST": "127.0.0.1", "POP_PORT": {info["pop_port"]}}}',
+        f"    GMAIL_SMTP_IMAP_PORT={info['imap_port']}",
         f'                "ssl_cafile": "{ca}",',
         f"    EMAIL_URL=smtp+tls://sandbox%40example.com:sandboxapppasswd@127.0.0.1:{port}",
         f"    GMAIL_SMTP_SSL_CAFILE={ca}",
@@ -106,6 +112,8 @@ def test_command_stops_by_itself_after_max_seconds(tmp_path: Path) -> None:
         "gmail_sandbox",
         "--starttls-port=0",
         "--ssl-port=0",
+        "--imap-port=0",
+        "--pop-port=0",
         "--oauth-port=0",
         f"--dir={tmp_path / 'state'}",
         "--user=me@example.org",
@@ -125,12 +133,25 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         process = run_command(
-            "--starttls-port", "0", "--ssl-port", str(port), "--oauth-port", "0", "--max-seconds", "5", cwd=tmp_path
+            "--starttls-port",
+            "0",
+            "--ssl-port",
+            str(port),
+            "--imap-port",
+            "0",
+            "--pop-port",
+            "0",
+            "--oauth-port",
+            "0",
+            "--max-seconds",
+            "5",
+            cwd=tmp_path,
         )
         _, err = process.communicate(timeout=30)
     assert process.returncode == 1
     assert err.strip() == (
-        f"CommandError: Port {port} on 127.0.0.1 is already in use. Pick another with --starttls-port / --ssl-port."
+        f"CommandError: Port {port} on 127.0.0.1 is already in use. Pick another with --starttls-port / "
+        "--ssl-port / --imap-port / --pop-port."
     )
 
 

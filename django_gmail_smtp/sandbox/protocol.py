@@ -294,6 +294,14 @@ class GmailSMTP(SMTP):
         peer = self.sess.peer if self.session is not None else None
         return str(peer[0]) if isinstance(peer, tuple) else "127.0.0.1"
 
+    def _tls_info(self) -> dict[str, str | None]:
+        """The TLS version and cipher of this connection (None without TLS)."""
+        ssl_object = self.transport.get_extra_info("ssl_object") if self.transport is not None else None
+        if ssl_object is None:
+            return {"tls_version": None, "cipher": None}
+        cipher = ssl_object.cipher()
+        return {"tls_version": ssl_object.version(), "cipher": cipher[0] if cipher else None}
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None and self._original_transport is None
         super().connection_made(transport)  # after STARTTLS: a new, unauthenticated session
@@ -723,6 +731,10 @@ class GmailSMTP(SMTP):
             port=self.listener_port,
             smtputf8=bool(envelope.smtp_utf8),
             via_bdat=via_bdat,
+            helo=self.sess.host_name or "",
+            peer=self._client_ip,
+            session_id=self.sid,
+            **self._tls_info(),
         )
         try:
             self.sandbox.deliver(message)

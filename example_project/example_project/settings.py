@@ -23,6 +23,11 @@ if not os.environ.get("EMAIL_URL"):
     sandbox_port = env.int("SANDBOX_STARTTLS_PORT", default=2587)
     os.environ["EMAIL_URL"] = f"smtp+tls://sandbox%40example.com:sandboxapppasswd@127.0.0.1:{sandbox_port}"
     os.environ.setdefault("GMAIL_SMTP_SSL_CAFILE", str(SANDBOX_DIR / "ca.pem"))
+    # The sandbox account's mailbox, for 'manage.py gmail_check --round-trip'.
+    os.environ.setdefault("GMAIL_SMTP_IMAP_HOST", "127.0.0.1")
+    os.environ.setdefault("GMAIL_SMTP_IMAP_PORT", str(env.int("SANDBOX_IMAP_PORT", default=2993)))
+    os.environ.setdefault("GMAIL_SMTP_POP_HOST", "127.0.0.1")
+    os.environ.setdefault("GMAIL_SMTP_POP_PORT", str(env.int("SANDBOX_POP_PORT", default=2995)))
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="example-project-insecure-key-change-me")
 DEBUG = env.bool("DJANGO_DEBUG", default=True)

@@ -48,6 +48,16 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1", help="Loopback address to listen on (default 127.0.0.1).")
         parser.add_argument("--starttls-port", type=int, default=2587, help="STARTTLS port, like Gmail's 587.")
         parser.add_argument("--ssl-port", type=int, default=2465, help="Implicit-TLS port, like Gmail's 465.")
+        parser.add_argument("--imap-port", type=int, default=2993, help="IMAP port (implicit TLS), like Gmail's 993.")
+        parser.add_argument("--pop-port", type=int, default=2995, help="POP3 port (implicit TLS), like Gmail's 995.")
+        parser.add_argument(
+            "--alias",
+            action="append",
+            default=[],
+            metavar="ADDRESS",
+            help="A verified 'Send mail as' address of the account (may be repeated); other From "
+            "addresses are rewritten to the account in its mailbox, as Gmail does.",
+        )
         parser.add_argument(
             "--dir", default=".sandbox", help="Folder for ca.pem and the received messages (default .sandbox)."
         )
@@ -76,6 +86,9 @@ class Command(BaseCommand):
                 options["starttls_port"],
                 options["ssl_port"],
                 users={options["user"]: options["password"]},
+                imap_port=options["imap_port"],
+                pop_port=options["pop_port"],
+                aliases={options["user"]: options["alias"]},
                 state_dir=Path(options["dir"]),
                 keep_files=True,
                 on_message=arrived.put,
@@ -102,7 +115,10 @@ class Command(BaseCommand):
             if oauth_server is not None:
                 oauth_server.stop()
             raise CommandError(
-                _("Port %(port)s on %(host)s is already in use. Pick another with --starttls-port / --ssl-port.")
+                _(
+                    "Port %(port)s on %(host)s is already in use. Pick another with --starttls-port / "
+                    "--ssl-port / --imap-port / --pop-port."
+                )
                 % {"port": error.port, "host": error.host}
             ) from error
         except OSError as error:
@@ -205,6 +221,8 @@ class Command(BaseCommand):
             "host": sandbox.host,
             "starttls_port": sandbox.starttls_port,
             "ssl_port": sandbox.ssl_port,
+            "imap_port": sandbox.imap_port,
+            "pop_port": sandbox.pop_port,
             "ca_file": sandbox.ca_file,
             "user": user,
             "password": password,
@@ -272,6 +290,13 @@ class Command(BaseCommand):
         write(_("Sign in as %(user)s with the password %(password)s.") % {"user": user, "password": password})
         write(_("The server certificate is signed by the CA in %(ca_file)s.") % {"ca_file": ca_file})
         write(_("Received messages are saved in %(folder)s.") % {"folder": Path(str(sandbox.state_dir)) / "messages"})
+        write(
+            _(
+                "Mail to %(user)s lands in its mailbox: IMAP on port %(imap_port)s, POP3 on port "
+                "%(pop_port)s (implicit TLS, same password; gmail_check --round-trip reads it)."
+            )
+            % {"user": user, "imap_port": sandbox.imap_port, "pop_port": sandbox.pop_port}
+        )
         write("")
         write(self.style.MIGRATE_HEADING(_("Settings for Django 5.2 (settings.py):")))
         for line in [
@@ -281,7 +306,8 @@ class Command(BaseCommand):
             "EMAIL_USE_TLS = True",
             f"EMAIL_HOST_USER = {literal(user)}",
             f"EMAIL_HOST_PASSWORD = {literal(password)}",
-            f'GMAIL_SMTP = {{"SSL_CAFILE": {literal(ca_file)}}}',
+            f'GMAIL_SMTP = {{"SSL_CAFILE": {literal(ca_file)}, "IMAP_HOST": {literal(host)}, '
+            f'"IMAP_PORT": {sandbox.imap_port}, "POP_HOST": {literal(host)}, "POP_PORT": {sandbox.pop_port}}}',
         ]:
             write("    " + line)
         write("")
@@ -297,6 +323,8 @@ class Command(BaseCommand):
             f'            "username": {literal(user)},',
             f'            "password": {literal(password)},',
             f'            "ssl_cafile": {literal(ca_file)},',
+            f'            "imap_host": {literal(host)},',
+            f'            "imap_port": {sandbox.imap_port},',
             "        },",
             "    },",
             "}",
@@ -307,6 +335,10 @@ class Command(BaseCommand):
         credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
         write(f"    EMAIL_URL=smtp+tls://{credentials}@{host}:{port}")
         write(f"    GMAIL_SMTP_SSL_CAFILE={ca_file}")
+        write(f"    GMAIL_SMTP_IMAP_HOST={host}")
+        write(f"    GMAIL_SMTP_IMAP_PORT={sandbox.imap_port}")
+        write(f"    GMAIL_SMTP_POP_HOST={host}")
+        write(f"    GMAIL_SMTP_POP_PORT={sandbox.pop_port}")
         write("")
         write(
             _("For implicit TLS use port %(ssl_port)s with EMAIL_USE_SSL = True (or %(url)s).")
