@@ -171,10 +171,10 @@ def receiving_hop(values: Sequence[str]) -> dict[str, Any] | None:
     """
     for value in reversed(values):
         text = re.sub(r"\s+", " ", value).strip()
-        found = _WITH.search(text)
-        if found is None or "SMTP" not in found[1].upper():
+        protocols = [word.upper() for word in _WITH.findall(text) if "SMTP" in word.upper()]
+        if not protocols:  # "with LMTP" (local delivery), "with cipher ..." alone: not the hop
             continue
-        protocol = found[1].upper()
+        protocol = protocols[0]
         details = _GOOGLE_TLS.search(text) or _POSTFIX_TLS.search(text)
         tls: bool | None = None
         if details is not None or protocol in ("ESMTPS", "ESMTPSA", "UTF8SMTPS", "UTF8SMTPSA"):

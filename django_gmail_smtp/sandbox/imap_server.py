@@ -494,7 +494,7 @@ class ImapSession:
         await self.send(
             f"* FLAGS ({flags})",
             f"* OK [PERMANENTFLAGS ({flags} \\*)] Flags permitted.",
-            f"* OK [UIDVALIDITY {self.store.UIDVALIDITY}] UIDs valid.",
+            f"* OK [UIDVALIDITY {self.store.uidvalidity}] UIDs valid.",
             f"* {len(self.view)} EXISTS",
             "* 0 RECENT",
             f"* OK [UIDNEXT {self.store.uidnext(self.user, folder.name)}] Predicted next UID.",
@@ -714,7 +714,7 @@ class ImapSession:
         if pairs and "UIDPLUS" in self.extensions:
             sources = ",".join(str(s) for s, _t in pairs)
             copies = ",".join(str(t) for _s, t in pairs)
-            code = f"[COPYUID {self.store.UIDVALIDITY} {sources} {copies}] "
+            code = f"[COPYUID {self.store.uidvalidity} {sources} {copies}] "
         if move:
             if code:
                 await self.send(f"* OK {code}(Success)")

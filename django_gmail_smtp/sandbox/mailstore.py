@@ -136,9 +136,8 @@ class Mailbox:
 class MailStore:
     """The mailboxes of the sandbox's accounts (``language``: the names of Gmail's folders)."""
 
-    UIDVALIDITY = 1
-
     def __init__(self, users: Iterable[str], *, language: str = "en", limit: int = MAILBOX_LIMIT) -> None:
+        self.uidvalidity = 1
         self.language = language
         self.limit = limit
         self._lock = threading.RLock()
@@ -207,10 +206,11 @@ class MailStore:
         return message
 
     def clear(self) -> None:
+        """Empty every mailbox and start the UIDs again (under a new UIDVALIDITY, as IMAP requires)."""
         with self._lock:
-            for box in self._mailboxes.values():
-                box.messages.clear()
-                box.sync()
+            self.uidvalidity += 1
+            for user in list(self._mailboxes):
+                self._mailboxes[user] = Mailbox(gmail_folders(self.language))
         self._changed()
 
     # -- reading --
