@@ -33,7 +33,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
-from . import conf, diagnose, oauth
+from . import conf, diagnose, oauth, roundtrip
 from .admin_forms import OAUTH_FIELDS, SECRET_FIELD, WRITE_ONLY_FIELDS, GmailAccountForm, problem_text
 from .causes import CATALOGUE
 from .exceptions import GmailConfigError, OAuthError, SecretDecryptionError
@@ -81,7 +81,14 @@ def diagnose_config(obj: GmailAccount) -> conf.SmtpConfig:
 
 def outcome_summary(diagnosis: diagnose.Diagnosis, *, sent_to: str = "") -> str:
     """One line recorded on the account: what passed, or which step failed and why."""
+    trip = diagnosis.round_trip or {}
     if diagnosis.ok:
+        if trip.get("arrived"):
+            return gettext("Test email delivered to %(to)s: it arrived in %(folder)s after %(seconds).1f s.") % {
+                "to": trip.get("to", ""),
+                "folder": trip.get("folder", ""),
+                "seconds": trip.get("seconds", 0.0),
+            }
         if sent_to:
             send = diagnosis.step("send")
             reply = send.data.get("reply", "") if send is not None else ""
@@ -226,6 +233,8 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             can_test_account=can_act,
             test_connection_action=reverse(prefix % "test", kwargs=kwargs, current_app=self.admin_site.name),
             send_test_email_action=reverse(prefix % "send", kwargs=kwargs, current_app=self.admin_site.name),
+            round_trip_action=reverse(prefix % "round_trip", kwargs=kwargs, current_app=self.admin_site.name),
+            round_trip_timeout=f"{roundtrip.DEFAULT_TIMEOUT:g}",
             config_warnings=[problem_text(p) for p in getattr(context["adminform"].form, "config_warnings", [])],
             can_authorize=can_act and oauth2,
             oauth_client_ready=oauth2 and obj is not None and _client_stored(obj),
@@ -258,8 +267,10 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             ),
             path("add/test-connection/", wrap(self.test_connection_view), name=name(*info, "test_new")),
             path("add/send-test-email/", wrap(self.send_test_email_view), name=name(*info, "send_new")),
+            path("add/confirm-delivery/", wrap(self.round_trip_view), name=name(*info, "round_trip_new")),
             path("<path:object_id>/test-connection/", wrap(self.test_connection_view), name=name(*info, "test")),
             path("<path:object_id>/send-test-email/", wrap(self.send_test_email_view), name=name(*info, "send")),
+            path("<path:object_id>/confirm-delivery/", wrap(self.round_trip_view), name=name(*info, "round_trip")),
             *super().get_urls(),
         ]
 
@@ -273,7 +284,15 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def send_test_email_view(self, request: HttpRequest, object_id: str | None = None) -> HttpResponse:
         return self._run_test(request, object_id, send=True)
 
-    def _run_test(self, request: HttpRequest, object_id: str | None, *, send: bool) -> HttpResponse:
+    @sensitive_secret
+    @method_decorator(require_POST)
+    def round_trip_view(self, request: HttpRequest, object_id: str | None = None) -> HttpResponse:
+        """Send a test email to the account itself and confirm its delivery over IMAP (the round trip)."""
+        return self._run_test(request, object_id, send=False, round_trip=True)
+
+    def _run_test(
+        self, request: HttpRequest, object_id: str | None, *, send: bool, round_trip: bool = False
+    ) -> HttpResponse:
         """Test the values in the posted form (before saving); the stored secret if none was typed."""
         if not self.has_test_permission(request):
             raise PermissionDenied
@@ -304,7 +323,15 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 errors.append(gettext("Enter the address to send the test email to."))
 
         diagnosis = None
-        if not errors and form.config is not None:
+        if not errors and form.config is not None and round_trip:
+            # The mailbox (IMAP) comes from GMAIL_SMTP or the defaults: Gmail's for a Gmail host.
+            diagnosis = diagnose.run_check(conf.with_mailbox(form.config), round_trip=roundtrip.RoundTrip())
+            if obj is not None:
+                summary = outcome_summary(diagnosis)
+                if form.has_changed():
+                    summary += " " + gettext("(Tested with unsaved changes.)")
+                obj.record_check(diagnosis.ok, summary)
+        elif not errors and form.config is not None:
             diagnosis = diagnose.run_check(form.config, send_to=[recipient] if send else ())
             if obj is not None:
                 summary = outcome_summary(diagnosis, sent_to=recipient if send else "")
@@ -321,8 +348,15 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "original": obj,
-            "title": gettext("Send test email") if send else gettext("Test connection"),
+            "title": gettext("Send test email and confirm delivery")
+            if round_trip
+            else gettext("Send test email")
+            if send
+            else gettext("Test connection"),
             "send": send,
+            "round_trip": diagnosis.round_trip if diagnosis is not None and round_trip else None,
+            "confirming": round_trip,
+            "mailbox_transcript": diagnosis.mailbox_transcript_lines() if diagnosis is not None else [],
             "recipient": recipient,
             "errors": errors,
             "diagnosis": diagnosis,
