@@ -524,7 +524,7 @@ class _Round:
             step.details.append(_("No Received header with an SMTP hop: the receiving side does not say."))
             self.run.end(step, "skipped")
             return
-        shown = hop["received"].split(";")[0]
+        shown = re.split(r"\s+id\s+|;", hop["received"])[0]  # "from ... by ... with ESMTPSA"
         step.details.append(shown if len(shown) <= 160 else shown[:159] + "…")
         if hop["tls"] is True:
             version = hop["tls_version"] or hop["protocol"]
