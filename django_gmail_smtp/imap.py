@@ -19,21 +19,19 @@ from __future__ import annotations
 import base64
 import imaplib
 import re
-import socket
-import ssl
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.utils.translation import gettext as _
 
-from .bounded_io import BoundedReader, Deadline, ReplyTooLarge, shut
+from .bounded_io import BoundedReader, ReplyTooLarge, shut
 from .causes import CATALOGUE, Cause
-from .conf import SmtpConfig
 from .exceptions import MailboxError
+from .mailbox_session import MailboxSession
 from .mutf7 import decode_mutf7, encode_mutf7
-from .session import CLIENT, INFO, SERVER, Transcript, make_ssl_context
+from .session import CLIENT, INFO, SERVER
 
 __all__ = [
     "ImapClient",
@@ -143,36 +141,16 @@ def explain_imap_reply(text: str) -> Cause:
 class _IMAP(imaplib.IMAP4_SSL):
     """``imaplib.IMAP4_SSL`` reading through a :class:`BoundedReader` and keeping a redacted transcript."""
 
-    def __init__(self, owner: ImapClient, host: str, port: int, ssl_context: ssl.SSLContext) -> None:
+    def __init__(self, owner: ImapClient, host: str, port: int) -> None:
         self.owner = owner  # before imaplib's constructor, which connects through open()
-        super().__init__(host, port, ssl_context=ssl_context, timeout=owner.timeout)
+        super().__init__(host, port, timeout=owner.timeout)
 
     def open(self, host: str = "", port: int | None = None, timeout: float | None = None) -> None:
-        owner = self.owner
-        port = port or 993
-        owner.stage = "connect"
-        owner.transcript.add(INFO, f"Connecting to {host}:{port} (implicit TLS)")
-        self.host, self.port = host, port
-        plain = socket.create_connection((host, port), owner.deadline.wait(owner.timeout))
-        owner.stage = "tls"
-        try:
-            plain.settimeout(owner.deadline.wait(owner.timeout))
-            sock = self.ssl_context.wrap_socket(plain, server_hostname=host)
-        except BaseException:
-            shut(plain)
-            raise
-        self.sock = sock
-        cipher = sock.cipher()
-        owner.transcript.add(INFO, f"TLS established: {sock.version()} {cipher[0] if cipher else ''}".rstrip())
-        owner.stage = "greeting"
-        self.file = BoundedReader(  # type: ignore[assignment]  # stands in for sock.makefile("rb")
-            sock,
-            deadline=owner.deadline,
-            timeout=owner.timeout,
-            max_line=MAX_LINE,
-            max_reply=MAX_REPLY,
-            max_lines=MAX_LINES,
+        self.host, self.port = host, port or 993
+        self.sock, reader = self.owner.open_tls(
+            host, self.port, max_line=MAX_LINE, max_reply=MAX_REPLY, max_lines=MAX_LINES
         )
+        self.file = reader  # type: ignore[assignment]  # stands in for sock.makefile("rb")
 
     @property
     def reader(self) -> BoundedReader:
@@ -209,7 +187,7 @@ class FetchedMessage:
     """The server's arrival time (epoch seconds), when it said."""
 
 
-class ImapClient:
+class ImapClient(MailboxSession):
     """One IMAP conversation over implicit TLS, bounded by ``deadline``.
 
     Failures raise :class:`~.exceptions.MailboxError` carrying a cause and the ``stage``
@@ -217,30 +195,17 @@ class ImapClient:
     ``delete``, ``idle``); ``OSError`` subclasses (timeouts, TLS) pass through with ``stage`` set.
     """
 
-    def __init__(
-        self,
-        config: SmtpConfig,
-        *,
-        deadline: Deadline,
-        timeout: float,
-        transcript: Transcript | None = None,
-        access_token: Callable[[bool], tuple[str, bool]] | None = None,
-    ) -> None:
-        self.config = config
-        self.deadline = deadline
-        self.timeout = timeout
-        self.transcript = transcript if transcript is not None else Transcript()
-        self.access_token = access_token
-        """``access_token(force_refresh) -> (token, came_from_cache)`` for XOAUTH2 (OAuth2 configurations)."""
-        self.stage = ""
-        self.imap: _IMAP | None = None
-        self.capabilities: frozenset[str] = frozenset()
-        self.greeting = ""
-        self.mechanism = ""
-        self.challenge: dict[str, Any] | None = None
-        self.selected = ""
-        self._secret_exchange = False
-        self._idle_number = 0
+    protocol = "IMAP"
+    protocol_cause = "imap_protocol"
+    library_errors = (imaplib.IMAP4.error,)
+
+    imap: _IMAP | None = None
+    capabilities: frozenset[str] = frozenset()
+    challenge: dict[str, Any] | None = None
+    """The JSON of a refused XOAUTH2 token's error challenge."""
+    selected = ""
+    _secret_exchange = False
+    _idle_number = 0
 
     # -- the transcript --
     def said(self, data: bytes) -> None:
@@ -265,43 +230,22 @@ class ImapClient:
     # -- steps --
     def _client(self) -> _IMAP:
         if self.imap is None:
-            raise MailboxError(
-                _("The IMAP connection is not open."), cause=CATALOGUE["imap_protocol"], stage=self.stage
-            )
+            raise self.not_open()
         return self.imap
 
-    def _fail(self, exc: BaseException) -> BaseException:
-        """``exc`` with the stage it happened in (and a cause for protocol errors)."""
-        if isinstance(exc, MailboxError):
-            return exc
-        if isinstance(exc, ReplyTooLarge):
-            return MailboxError(str(exc), cause=CATALOGUE["imap_protocol"], stage=self.stage)
-        if isinstance(exc, imaplib.IMAP4.error):
-            return MailboxError(_reply_of(exc), cause=CATALOGUE["imap_protocol"], stage=self.stage)
-        if isinstance(exc, OSError) and not getattr(exc, "stage", ""):
-            from .exceptions import with_cause
-
-            return with_cause(exc, None, self.stage)
-        return exc
+    def reply_text(self, exc: BaseException) -> str:
+        return _reply_of(exc)
 
     def connect(self) -> str:
         """TCP, TLS (verified with ``ssl_cafile``, as for SMTP) and the greeting; returns it."""
-        context = make_ssl_context(self.config)
         try:
-            client = _IMAP(self, self.config.imap_host, self.config.imap_port, context)
-        except imaplib.IMAP4.error as exc:  # a greeting that is not IMAP's
-            raise MailboxError(_reply_of(exc), cause=CATALOGUE["imap_protocol"], stage="greeting") from None
-        except BaseException as exc:
-            raise self._fail(exc) from None
+            client = _IMAP(self, self.config.imap_host, self.config.imap_port)
+        except BaseException as exc:  # an imaplib error here: a greeting that is not IMAP's
+            raise self.fail(exc) from None
         self.imap = client
         self.greeting = client.welcome.decode("utf-8", "replace")
         self.capabilities = frozenset(str(c).upper() for c in client.capabilities)
         return self.greeting
-
-    @property
-    def tls_socket(self) -> ssl.SSLSocket | None:
-        sock = self.imap.sock if self.imap is not None else None
-        return sock if isinstance(sock, ssl.SSLSocket) else None
 
     def _refresh_capabilities(self) -> None:
         client = self._client()
@@ -321,7 +265,7 @@ class ImapClient:
                 typ, data = client.login(self.config.username, self.config.password)
                 text = _join(data[-1:]) or typ
         except imaplib.IMAP4.abort as exc:
-            raise self._fail(exc) from None
+            raise self.fail(exc) from None
         except imaplib.IMAP4.error as exc:
             reply = _reply_of(exc)
             cause = explain_imap_reply(reply)
@@ -329,7 +273,7 @@ class ImapClient:
                 cause = CATALOGUE["imap_token_rejected"]
             raise MailboxError(reply, cause=cause, stage="auth", reply=reply) from None
         except BaseException as exc:
-            raise self._fail(exc) from None
+            raise self.fail(exc) from None
         self._refresh_capabilities()  # servers announce more once signed in (MOVE, UIDPLUS, IDLE)
         return text
 
@@ -337,11 +281,7 @@ class ImapClient:
         from .oauth import parse_challenge, xoauth2_response
 
         if self.access_token is None:
-            raise MailboxError(
-                _("OAuth2 is configured but no access token is available."),
-                cause=CATALOGUE["imap_token_rejected"],
-                stage="auth",
-            )
+            raise self.no_token()
         self.mechanism = "XOAUTH2"
         force = False
         while True:
@@ -375,7 +315,7 @@ class ImapClient:
         try:
             typ, data = client.list('""', '"*"')
         except BaseException as exc:
-            raise self._fail(exc) from None
+            raise self.fail(exc) from None
         if typ != "OK":
             raise MailboxError(_join(data), cause=CATALOGUE["imap_no_folder"], stage="list", reply=_join(data))
         found: list[ImapFolder] = []
@@ -394,7 +334,7 @@ class ImapClient:
         try:
             typ, data = client.select(quote(folder.wire), readonly=readonly)
         except BaseException as exc:
-            raise self._fail(exc) from None
+            raise self.fail(exc) from None
         if typ != "OK":
             reply = _join(data)
             raise MailboxError(
@@ -414,7 +354,7 @@ class ImapClient:
         try:
             typ, data = client.uid(command, *args)
         except BaseException as exc:
-            raise self._fail(exc) from None
+            raise self.fail(exc) from None
         if typ != "OK":
             reply = _join(data)
             raise MailboxError(
@@ -507,7 +447,7 @@ class ImapClient:
         try:
             typ, _data = client.expunge()
         except BaseException as exc:
-            raise self._fail(exc) from None
+            raise self.fail(exc) from None
         return typ == "OK"
 
     @property
@@ -562,14 +502,14 @@ class ImapClient:
         except MailboxError:
             raise
         except BaseException as exc:
-            raise self._fail(exc) from None
+            raise self.fail(exc) from None
 
     def noop(self) -> None:
         client = self._client()
         try:
             client.noop()
         except BaseException as exc:
-            raise self._fail(exc) from None
+            raise self.fail(exc) from None
 
     def logout(self) -> str:
         """LOGOUT; returns the server's BYE text."""
@@ -582,7 +522,7 @@ class ImapClient:
             _typ, data = client.logout()
         except BaseException as exc:
             shut(client.sock)
-            raise self._fail(exc) from None
+            raise self.fail(exc) from None
         return _join(data)
 
     def abort(self) -> None:

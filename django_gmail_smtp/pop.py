@@ -16,17 +16,13 @@ per-read timeout, and caps on a line, a reply's size and its number of lines. ``
 from __future__ import annotations
 
 import poplib
-import socket
 import ssl
-from collections.abc import Callable
 
-from django.utils.translation import gettext as _
-
-from .bounded_io import BoundedReader, Deadline, ReplyTooLarge, shut
+from .bounded_io import BoundedReader, shut
 from .causes import CATALOGUE, Cause
-from .conf import SmtpConfig
-from .exceptions import MailboxError, with_cause
-from .session import CLIENT, INFO, SERVER, Transcript, make_ssl_context
+from .exceptions import MailboxError
+from .mailbox_session import MailboxSession
+from .session import CLIENT, SERVER
 
 __all__ = ["PopClient", "explain_pop_reply"]
 
@@ -54,34 +50,14 @@ def explain_pop_reply(text: str) -> Cause:
 class _POP3(poplib.POP3_SSL):
     """``poplib.POP3_SSL`` reading through a :class:`BoundedReader`, with a redacted transcript."""
 
-    def __init__(self, owner: PopClient, host: str, port: int, context: ssl.SSLContext) -> None:
+    def __init__(self, owner: PopClient, host: str, port: int) -> None:
         self.owner = owner  # before poplib's constructor, which connects and reads the greeting
         self.bounded: BoundedReader | None = None
-        super().__init__(host, port, timeout=owner.timeout, context=context)
+        super().__init__(host, port, timeout=owner.timeout)
 
     def _create_socket(self, timeout: float | None) -> ssl.SSLSocket:
-        owner = self.owner
-        owner.stage = "connect"
-        owner.transcript.add(INFO, f"Connecting to {self.host}:{self.port} (implicit TLS)")
-        plain = socket.create_connection((self.host, self.port), owner.deadline.wait(owner.timeout))
-        owner.stage = "tls"
-        try:
-            plain.settimeout(owner.deadline.wait(owner.timeout))
-            context: ssl.SSLContext = self.context  # type: ignore[attr-defined]  # set by POP3_SSL
-            sock = context.wrap_socket(plain, server_hostname=self.host)
-        except BaseException:
-            shut(plain)
-            raise
-        cipher = sock.cipher()
-        owner.transcript.add(INFO, f"TLS established: {sock.version()} {cipher[0] if cipher else ''}".rstrip())
-        owner.stage = "greeting"
-        self.bounded = BoundedReader(
-            sock,
-            deadline=owner.deadline,
-            timeout=owner.timeout,
-            max_line=MAX_LINE,
-            max_reply=MAX_REPLY,
-            max_lines=MAX_LINES,
+        sock, self.bounded = self.owner.open_tls(
+            self.host, self.port, max_line=MAX_LINE, max_reply=MAX_REPLY, max_lines=MAX_LINES
         )
         return sock
 
@@ -104,29 +80,16 @@ class _POP3(poplib.POP3_SSL):
         self.sock.sendall(line + b"\r\n")
 
 
-class PopClient:
+class PopClient(MailboxSession):
     """One POP3 session over implicit TLS, bounded by ``deadline``. Failures raise
     :class:`~.exceptions.MailboxError` (with a cause) or ``OSError`` with the ``stage`` set."""
 
-    def __init__(
-        self,
-        config: SmtpConfig,
-        *,
-        deadline: Deadline,
-        timeout: float,
-        transcript: Transcript | None = None,
-        access_token: Callable[[bool], tuple[str, bool]] | None = None,
-    ) -> None:
-        self.config = config
-        self.deadline = deadline
-        self.timeout = timeout
-        self.transcript = transcript if transcript is not None else Transcript()
-        self.access_token = access_token
-        self.stage = ""
-        self.pop: _POP3 | None = None
-        self.greeting = ""
-        self.mechanism = ""
-        self._secret_exchange = False
+    protocol = "POP3"
+    protocol_cause = "pop_protocol"
+    library_errors = (poplib.error_proto,)
+
+    pop: _POP3 | None = None
+    _secret_exchange = False
 
     def said(self, line: bytes) -> None:
         text = line.decode("utf-8", "replace")
@@ -149,32 +112,17 @@ class PopClient:
 
     def _client(self) -> _POP3:
         if self.pop is None:
-            raise MailboxError(_("The POP3 connection is not open."), cause=CATALOGUE["pop_protocol"], stage=self.stage)
+            raise self.not_open()
         return self.pop
-
-    def _fail(self, exc: BaseException) -> BaseException:
-        if isinstance(exc, MailboxError):
-            return exc
-        if isinstance(exc, ReplyTooLarge | poplib.error_proto):
-            text = _text(exc)
-            return MailboxError(text, cause=CATALOGUE["pop_protocol"], stage=self.stage, reply=text)
-        if isinstance(exc, OSError) and not getattr(exc, "stage", ""):
-            return with_cause(exc, None, self.stage)
-        return exc
 
     def connect(self) -> str:
         """TCP, TLS (verified as for SMTP) and the ``+OK`` greeting; returns it."""
         try:
-            self.pop = _POP3(self, self.config.pop_host, self.config.pop_port, make_ssl_context(self.config))
+            self.pop = _POP3(self, self.config.pop_host, self.config.pop_port)
         except BaseException as exc:
-            raise self._fail(exc) from None
+            raise self.fail(exc) from None
         self.greeting = _text(self.pop.welcome)
         return self.greeting
-
-    @property
-    def tls_socket(self) -> ssl.SSLSocket | None:
-        sock = self.pop.sock if self.pop is not None else None
-        return sock if isinstance(sock, ssl.SSLSocket) else None
 
     def login(self) -> str:
         """USER/PASS, or AUTH XOAUTH2 with the access token for OAuth2. Some servers (Gmail with POP
@@ -192,24 +140,20 @@ class PopClient:
         except poplib.error_proto as exc:
             reply = _text(exc)
             if not reply.startswith("-ERR") or reply == "-ERR EOF":
-                raise self._fail(exc) from None
+                raise self.fail(exc) from None
             cause = explain_pop_reply(reply)
             if self.config.uses_oauth2 and cause.id == "imap_bad_credentials":
                 cause = CATALOGUE["imap_token_rejected"]
             raise MailboxError(reply, cause=cause, stage="auth", reply=reply) from None
         except BaseException as exc:
-            raise self._fail(exc) from None
+            raise self.fail(exc) from None
         return text
 
     def _xoauth2(self, client: _POP3) -> str:
         from .oauth import xoauth2_response
 
         if self.access_token is None:
-            raise MailboxError(
-                _("OAuth2 is configured but no access token is available."),
-                cause=CATALOGUE["imap_token_rejected"],
-                stage="auth",
-            )
+            raise self.no_token()
         self.mechanism = "XOAUTH2"
         token, _cached = self.access_token(False)
         # poplib has no AUTH: the command and its answer go through its line primitives.
@@ -229,7 +173,7 @@ class PopClient:
         try:
             _resp, lines, _octets = client.uidl()
         except BaseException as exc:
-            raise self._fail(exc) from None
+            raise self.fail(exc) from None
         found = []
         for line in lines:
             number, _sep, uid = line.decode("utf-8", "replace").partition(" ")
@@ -244,7 +188,7 @@ class PopClient:
         try:
             _resp, lines, _octets = client.top(number, 0)
         except BaseException as exc:
-            raise self._fail(exc) from None
+            raise self.fail(exc) from None
         return b"\r\n".join(lines) + b"\r\n"
 
     def delete(self, number: int) -> str:
@@ -254,7 +198,7 @@ class PopClient:
         try:
             return _text(client.dele(number))
         except BaseException as exc:
-            raise self._fail(exc) from None
+            raise self.fail(exc) from None
 
     def quit(self) -> str:
         """QUIT (which commits deletions); returns the server's answer."""
@@ -266,7 +210,7 @@ class PopClient:
             return _text(client.quit())
         except BaseException as exc:
             shut(client.sock)
-            raise self._fail(exc) from None
+            raise self.fail(exc) from None
 
     def abort(self) -> None:
         """Drop the connection without QUIT (nothing marked deleted is removed)."""

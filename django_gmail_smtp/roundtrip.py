@@ -541,6 +541,27 @@ class _Round:
             step.details.append(_("The header does not say whether TLS was used (%(protocol)s).") % hop)
             self.run.end(step, "skipped")
 
+    def cleanup_step(self, kept: str, delete: Callable[[], str]) -> None:
+        """Delete the test message (``delete()`` says what it did), or keep it with ``--keep``.
+        A failure is a warning: the message was delivered, it only stays behind."""
+        trip = self.trip
+        trip.summary["deleted"] = False
+        if trip.keep:
+            self.run.skip("round_trip_cleanup", _title("round_trip_cleanup"), kept)
+            return
+        step = self.run.begin("round_trip_cleanup", _title("round_trip_cleanup"))
+        try:
+            done = delete()
+        except Exception as exc:
+            step.error = describe_mailbox_error(exc)
+            step.cause = CATALOGUE["round_trip_cleanup_failed"]
+            self.run.end(step, "warning")
+            return
+        step.details.append(done)
+        step.data = {"done": done}
+        trip.summary["deleted"] = True
+        self.run.end(step)
+
     def analyse(self, found: Delivered) -> None:
         header = _header(found.header)
         self.folder_step(found)
@@ -663,29 +684,12 @@ class _ImapRound(_Round):
             return None
 
     def cleanup(self, client: ImapClient, found: Delivered, roles: dict[str, ImapFolder]) -> None:
-        trip = self.trip
-        if trip.keep:
-            self.run.skip(
-                "round_trip_cleanup",
-                _title("round_trip_cleanup"),
-                _("--keep: the test message stays in %(folder)s.") % {"folder": found.folder},
-            )
-            trip.summary["deleted"] = False
-            return
-        step = self.run.begin("round_trip_cleanup", _title("round_trip_cleanup"))
         assert found.imap_folder is not None
-        try:
-            done = client.delete(found.imap_folder, found.uids, trip.message_id, roles.get("trash"))
-        except Exception as exc:
-            step.error = describe_mailbox_error(exc)
-            step.cause = CATALOGUE["round_trip_cleanup_failed"]
-            trip.summary["deleted"] = False
-            self.run.end(step, "warning")
-            return
-        step.details.append(done)
-        step.data = {"done": done}
-        trip.summary["deleted"] = True
-        self.run.end(step)
+        folder = found.imap_folder
+        self.cleanup_step(
+            _("--keep: the test message stays in %(folder)s.") % {"folder": found.folder},
+            lambda: client.delete(folder, found.uids, self.trip.message_id, roles.get("trash")),
+        )
 
     def logout(self, client: ImapClient) -> None:
         step = self.run.begin("imap_logout", _title("imap_logout"))
@@ -782,30 +786,11 @@ class _PopRound(_Round):
             return None
 
     def cleanup(self, client: PopClient, found: Delivered) -> None:
-        trip = self.trip
-        if trip.keep:
-            self.run.skip(
-                "round_trip_cleanup",
-                _title("round_trip_cleanup"),
-                _("--keep: the test message stays in the mailbox."),
-            )
-            trip.summary["deleted"] = False
-            return
-        step = self.run.begin("round_trip_cleanup", _title("round_trip_cleanup"))
-        try:
-            text = client.delete(found.pop_number)
-        except Exception as exc:
-            step.error = describe_mailbox_error(exc)
-            step.cause = CATALOGUE["round_trip_cleanup_failed"]
-            trip.summary["deleted"] = False
-            self.run.end(step, "warning")
-            return
-        step.details.append(
-            _("DELE %(number)s: %(reply)s (removed at QUIT)") % {"number": found.pop_number, "reply": text}
-        )
-        step.data = {"reply": text}
-        trip.summary["deleted"] = True
-        self.run.end(step)
+        def delete() -> str:
+            reply = client.delete(found.pop_number)
+            return _("DELE %(number)s: %(reply)s (removed at QUIT)") % {"number": found.pop_number, "reply": reply}
+
+        self.cleanup_step(_("--keep: the test message stays in the mailbox."), delete)
 
     def quit(self, client: PopClient) -> None:
         step = self.run.begin("pop_quit", _title("pop_quit"))

@@ -25,20 +25,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..mutf7 import decode_mutf7, encode_mutf7
+from .line_session import Closed, LineSession, MailboxLimits
 from .mailstore import Folder, MailStore, StoredMessage
-from .protocol import SandboxState, new_session_id
+from .protocol import XOAUTH2_CHALLENGE, SandboxState
 
 log = logging.getLogger("django_gmail_smtp.sandbox")
 
 __all__ = ["IMAP_EXTENSIONS", "ImapSession", "MailboxLimits"]
-
-LINE_LIMIT = 64 * 1024
-"""Longest command line (CRLF excluded); longer: ``BAD`` and the connection is closed."""
-LITERAL_LIMIT = 64 * 1024
-"""Largest literal in a command (the sandbox takes no APPEND)."""
-IDLE_TIMEOUT = 1800.0
-"""Seconds without a command before the server says BYE (RFC 3501's autologout is at least 30 min)."""
-MAX_CONNECTIONS = 100
 
 #: Optional extensions the server offers (the others are always on); leave some out to test clients.
 IMAP_EXTENSIONS = ("IDLE", "MOVE", "UIDPLUS")
@@ -53,29 +46,8 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Draft", "\\Deleted", "\\Seen")
 
 
-class MailboxLimits:
-    """The caps of one server (the IMAP and the POP3 one share the shape)."""
-
-    def __init__(
-        self,
-        *,
-        line: int = LINE_LIMIT,
-        literal: int = LITERAL_LIMIT,
-        idle_timeout: float = IDLE_TIMEOUT,
-        connections: int = MAX_CONNECTIONS,
-    ) -> None:
-        self.line = line
-        self.literal = literal
-        self.idle_timeout = idle_timeout
-        self.connections = connections
-
-
 class BadCommand(Exception):
     """The command does not parse: answered ``BAD``."""
-
-
-class _Closed(Exception):
-    """The client went away (or must be sent away)."""
 
 
 def internaldate(stamp: float) -> str:
@@ -183,8 +155,11 @@ def _text(value: Any) -> str:
 # -- one connection ---------------------------------------------------------------------------
 
 
-class ImapSession:
+class ImapSession(LineSession):
     """One client connection, answered the way imap.gmail.com answers."""
+
+    too_long = "* BAD [TOOBIG] Command line too long (Failure)"
+    expired = "* BYE Session expired, please login again."
 
     def __init__(
         self,
@@ -195,17 +170,10 @@ class ImapSession:
         *,
         extensions: Iterable[str] = IMAP_EXTENSIONS,
         limits: MailboxLimits | None = None,
-        on_close: Callable[[ImapSession], None] | None = None,
+        on_close: Callable[[Any], None] | None = None,
     ) -> None:
-        self.state = state
-        self.store = store
-        self.reader = reader
-        self.writer = writer
+        super().__init__(state, store, reader, writer, limits=limits, on_close=on_close)
         self.extensions = {e.upper() for e in extensions}
-        self.limits = limits or MailboxLimits()
-        self.on_close = on_close
-        self.sid = new_session_id().split("-")[0]
-        self.user: str | None = None
         self.folder: Folder | None = None
         self.readonly = False
         self.view: list[int] = []
@@ -218,31 +186,15 @@ class ImapSession:
 
         self._stop_listening = store.listen(wake)
 
-    # -- wire --
-    async def send(self, *lines: str | bytes) -> None:
-        for line in lines:
-            self.writer.write((line.encode("utf-8") if isinstance(line, str) else line) + b"\r\n")
-        await self.writer.drain()
-
-    async def _readline(self, timeout: float | None) -> bytes:
-        try:
-            line = await asyncio.wait_for(self.reader.readuntil(b"\r\n"), timeout)
-        except asyncio.LimitOverrunError:
-            await self.send("* BAD [TOOBIG] Command line too long (Failure)")
-            raise _Closed from None
-        except (asyncio.IncompleteReadError, ConnectionError):
-            raise _Closed from None
-        except TimeoutError:
-            await self.send("* BYE Session expired, please login again.")
-            raise _Closed from None
-        return line[:-2]
+    def closed(self) -> None:
+        self._stop_listening()
 
     async def read_command(self) -> tuple[str, list[bytes]]:
         """One command (literals cut out, see :func:`tokenize`)."""
         parts: list[bytes] = []
         literals: list[bytes] = []
         while True:
-            line = await self._readline(self.limits.idle_timeout)
+            line = await self.readline()
             found = _LITERAL_AT_END.search(line)
             if found is None:
                 parts.append(line)
@@ -250,37 +202,24 @@ class ImapSession:
             size = int(found[1])
             if size > self.limits.literal or sum(map(len, parts)) + len(line) > self.limits.line:
                 await self.send("* BAD [TOOBIG] Literal too large (Failure)")
-                raise _Closed
+                raise Closed
             if not found[2]:
                 await self.send("+ go ahead")
             try:
                 literal = await asyncio.wait_for(self.reader.readexactly(size), self.limits.idle_timeout)
             except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
-                raise _Closed from None
+                raise Closed from None
             parts.append(line[: found.start()] + f"\x00{len(literals)}\x00".encode())
             literals.append(literal)
         return b"".join(parts).decode("utf-8", "replace"), literals
 
     # -- the loop --
-    async def run(self) -> None:
-        try:
-            peer = self.writer.get_extra_info("peername")
-            client = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
-            await self.send(f"* OK Gimap ready for requests from {client} {self.sid}")
-            while True:
-                text, literals = await self.read_command()
-                if not await self.dispatch(text, literals):
-                    return
-        except _Closed:
-            return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
-        finally:
-            self._stop_listening()
-            if self.on_close is not None:
-                self.on_close(self)
-            with contextlib.suppress(Exception):
-                self.writer.close()
+    async def serve(self) -> None:
+        await self.send(f"* OK Gimap ready for requests from {self.client_ip} {self.sid}")
+        while True:
+            text, literals = await self.read_command()
+            if not await self.dispatch(text, literals):
+                return
 
     async def dispatch(self, text: str, literals: list[bytes]) -> bool:
         """Run one command; False once the connection should close."""
@@ -414,7 +353,7 @@ class ImapSession:
             answer = _text(args[1])
         else:
             await self.send("+ ")
-            answer = (await self._readline(self.limits.idle_timeout)).decode("ascii", "replace")
+            answer = (await self.readline()).decode("ascii", "replace")
         if answer == "*":
             await self.send(f"{tag} BAD Authentication aborted {self.sid}")
             return True
@@ -425,20 +364,10 @@ class ImapSession:
             return True
         if await self._refused_by_injection(tag):
             return True
-        if mechanism == "PLAIN":
-            parts = blob.split(b"\0")
-            user = self.state.check_login(parts[1], parts[2]) if len(parts) == 3 else None
-        else:
-            fields = dict(p.split("=", 1) for p in blob.decode("utf-8", "replace").split("\x01") if "=" in p)
-            bearer = fields.get("auth", "")
-            token = bearer[7:] if bearer[:7].lower() == "bearer " else ""
-            claimed = fields.get("user", "")
-            user = self.state.check_token(claimed, token)[0] if claimed and token else None
-            if user is None:  # Gmail's error challenge, then NO after the client's empty answer
-                from .protocol import XOAUTH2_CHALLENGE
-
-                await self.send(f"+ {XOAUTH2_CHALLENGE}")
-                await self._readline(self.limits.idle_timeout)
+        user = self.state.sasl_user(mechanism, blob)
+        if user is None and mechanism == "XOAUTH2":  # Gmail's error challenge, then NO after the empty answer
+            await self.send(f"+ {XOAUTH2_CHALLENGE}")
+            await self.readline()
         if user is None or not self.store.has(user):
             await self.send(f"{tag} NO {BAD_CREDENTIALS_REPLY}")
             return True
@@ -741,7 +670,7 @@ class ImapSession:
             return True
         await self.send("+ idling")
         ends = time.monotonic() + self.limits.idle_timeout
-        done = asyncio.ensure_future(self._readline(None))
+        done = asyncio.ensure_future(self.readline(None))
         try:
             while True:
                 self.changed.clear()

@@ -8,15 +8,13 @@ message to Trash at QUIT (Gmail's "delete Gmail's copy" setting). Same caps as t
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 from collections.abc import Callable
 
-from .imap_server import MailboxLimits
-from .mailstore import MailStore, StoredMessage
-from .protocol import XOAUTH2_CHALLENGE, SandboxState, new_session_id
+from .line_session import LineSession
+from .mailstore import StoredMessage
+from .protocol import XOAUTH2_CHALLENGE
 
 __all__ = ["PopSession"]
 
@@ -27,72 +25,28 @@ DISABLED_REPLY = (
 BAD_CREDENTIALS_REPLY = "-ERR [AUTH] Username and password not accepted."
 
 
-class _Closed(Exception):
-    pass
-
-
-class PopSession:
+class PopSession(LineSession):
     """One POP3 client connection, answered the way pop.gmail.com answers."""
 
-    def __init__(
-        self,
-        state: SandboxState,
-        store: MailStore,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        *,
-        limits: MailboxLimits | None = None,
-        on_close: Callable[[PopSession], None] | None = None,
-    ) -> None:
-        self.state = state
-        self.store = store
-        self.reader = reader
-        self.writer = writer
-        self.limits = limits or MailboxLimits()
-        self.on_close = on_close
-        self.sid = new_session_id().split("-")[0]
-        self.login: str | None = None
-        self.user: str | None = None
-        self.maildrop: list[StoredMessage] = []
-        self.deleted: set[int] = set()
-        self.downloaded: set[int] = set()
+    too_long = "-ERR Line too long."
 
-    async def send(self, *lines: str | bytes) -> None:
-        for line in lines:
-            self.writer.write((line.encode("utf-8") if isinstance(line, str) else line) + b"\r\n")
-        await self.writer.drain()
+    login: str | None = None
+    maildrop: list[StoredMessage]
+    deleted: set[int]
+    downloaded: set[int]
 
-    async def readline(self) -> bytes:
-        try:
-            line = await asyncio.wait_for(self.reader.readuntil(b"\r\n"), self.limits.idle_timeout)
-        except asyncio.LimitOverrunError:
-            await self.send("-ERR Line too long.")
-            raise _Closed from None
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
-            raise _Closed from None
-        return line[:-2]
-
-    async def run(self) -> None:
-        try:
-            peer = self.writer.get_extra_info("peername")
-            client = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
-            await self.send(f"+OK Gpop ready for requests from {client} {self.sid}")
-            while True:
-                line = (await self.readline()).decode("utf-8", "replace")
-                command, _sep, argument = line.partition(" ")
-                handler = getattr(self, f"cmd_{command.lower()}", None) if command.isalpha() else None
-                if handler is None:
-                    await self.send("-ERR bad command")
-                    continue
-                if not await handler(argument.strip()):
-                    return
-        except (_Closed, ConnectionError):
-            return
-        finally:
-            if self.on_close is not None:
-                self.on_close(self)
-            with contextlib.suppress(Exception):
-                self.writer.close()
+    async def serve(self) -> None:
+        self.maildrop, self.deleted, self.downloaded = [], set(), set()
+        await self.send(f"+OK Gpop ready for requests from {self.client_ip} {self.sid}")
+        while True:
+            line = (await self.readline()).decode("utf-8", "replace")
+            command, _sep, argument = line.partition(" ")
+            handler = getattr(self, f"cmd_{command.lower()}", None) if command.isalpha() else None
+            if handler is None:
+                await self.send("-ERR bad command")
+                continue
+            if not await handler(argument.strip()):
+                return
 
     # -- sign-in --
     async def cmd_capa(self, argument: str) -> bool:
@@ -153,18 +107,10 @@ class PopSession:
             return True
         if await self._refused():
             return True
-        if mechanism.upper() == "PLAIN":
-            parts = blob.split(b"\0")
-            user = self.state.check_login(parts[1], parts[2]) if len(parts) == 3 else None
-        else:
-            fields = dict(p.split("=", 1) for p in blob.decode("utf-8", "replace").split("\x01") if "=" in p)
-            bearer = fields.get("auth", "")
-            token = bearer[7:] if bearer[:7].lower() == "bearer " else ""
-            claimed = fields.get("user", "")
-            user = self.state.check_token(claimed, token)[0] if claimed and token else None
-            if user is None:
-                await self.send(f"+ {XOAUTH2_CHALLENGE}")
-                await self.readline()
+        user = self.state.sasl_user(mechanism.upper(), blob)
+        if user is None and mechanism.upper() == "XOAUTH2":  # Gmail's error challenge first
+            await self.send(f"+ {XOAUTH2_CHALLENGE}")
+            await self.readline()
         if user is None or not self.store.has(user):
             await self.send(BAD_CREDENTIALS_REPLY)
             return True
@@ -195,25 +141,22 @@ class PopSession:
             await self.send(f"+OK {len(live)} {sum(len(m.data) for _n, m in live)}")
         return True
 
-    async def cmd_list(self, argument: str) -> bool:
+    async def _listing(self, argument: str, heading: str, line: Callable[[int, StoredMessage], str]) -> bool:
+        """LIST and UIDL: one message (``argument``) or all of them, one ``line`` each."""
         if not await self._need_user():
             return True
         if argument:
             found = self._message(argument)
-            await self.send(f"+OK {found[0]} {len(found[1].data)}" if found else "-ERR no such message")
+            await self.send(f"+OK {line(*found)}" if found else "-ERR no such message")
             return True
-        await self.send(f"+OK {len(self._live())} messages", *[f"{n} {len(m.data)}" for n, m in self._live()], ".")
+        await self.send(heading, *[line(n, m) for n, m in self._live()], ".")
         return True
 
+    async def cmd_list(self, argument: str) -> bool:
+        return await self._listing(argument, f"+OK {len(self._live())} messages", lambda n, m: f"{n} {len(m.data)}")
+
     async def cmd_uidl(self, argument: str) -> bool:
-        if not await self._need_user():
-            return True
-        if argument:
-            found = self._message(argument)
-            await self.send(f"+OK {found[0]} GmailId{found[1].number:x}" if found else "-ERR no such message")
-            return True
-        await self.send("+OK", *[f"{n} GmailId{m.number:x}" for n, m in self._live()], ".")
-        return True
+        return await self._listing(argument, "+OK", lambda n, m: f"{n} GmailId{m.number:x}")
 
     async def _content(self, data: bytes) -> None:
         lines = data.split(b"\r\n")
