@@ -159,7 +159,7 @@ def _resolved(mailer: Mailer) -> tuple[conf.SmtpConfig | None, list[Problem]]:
 
 
 def check_app_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """E011-E013: the ``GMAIL_SMTP`` setting itself."""
+    """E011-E013, E018, E019: the ``GMAIL_SMTP`` setting itself (no database, nothing decrypted)."""
     if not _wanted(app_configs):
         return []
     return to_check_messages(rules.check_app_settings(getattr(settings, "GMAIL_SMTP", None)))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import smtplib
 import socket
 import ssl
@@ -35,18 +36,23 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from django.core.mail.utils import DNS_NAME
 from django.utils.translation import get_language, gettext_lazy, ngettext
 from django.utils.translation import gettext as _
 
 from . import conf, rules
 from .causes import CATALOGUE, Cause, explain_exception
-from .conf import SmtpConfig
+from .conf import SmtpConfig, is_loopback
 from .exceptions import GmailConfigError, GmailSMTPError, OAuthError
 from .roundtrip import ROUND_TRIP_STEPS
 from .roundtrip import STEP_TITLES as ROUND_TRIP_TITLES
 from .rules import Problem
+from .sandbox.constants import SANDBOX_CA_ORGANIZATION
 from .session import CLIENT, SERVER, SMTPSession, Transcript, make_ssl_context
 
 if TYPE_CHECKING:
@@ -60,7 +66,9 @@ __all__ = [
     "FAILED",
     "JSON_SCHEMA",
     "OK",
+    "SCHEMA_VERSION",
     "SKIPPED",
+    "STEP_IDS",
     "STEP_NAMES",
     "WARNING",
     "Diagnosis",
@@ -90,6 +98,21 @@ STEP_NAMES = (
     "send",
     "quit",
     *ROUND_TRIP_STEPS,  # gmail_check --round-trip (django_gmail_smtp.roundtrip)
+)
+#: Step ids, unique within a run: the name, except that an EHLO over TLS is ``ehlo_tls``.
+STEP_IDS = (
+    "config",
+    "dns",
+    "connect",
+    "greeting",
+    "tls",
+    "ehlo",
+    "ehlo_tls",
+    "token",
+    "auth",
+    "send",
+    "quit",
+    *ROUND_TRIP_STEPS,
 )
 
 EXIT_OK = 0
@@ -218,6 +241,11 @@ class Step:
     data: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     cause: Cause | None = None
+    id: str = ""
+    """Unique within a run (:data:`STEP_IDS`); the name unless set."""
+
+    def __post_init__(self) -> None:
+        self.id = self.id or self.name
 
     @property
     def ok(self) -> bool:
@@ -225,13 +253,14 @@ class Step:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "id": self.id,
             "name": self.name,
             "title": self.title,
             "status": self.status,
             "duration": None if self.duration is None else round(self.duration, 4),
             "details": list(self.details),
             "data": self.data,
-            "error": self.error,
+            "error": self.error or None,
             "cause_id": self.cause.id if self.cause else None,
         }
 
@@ -245,6 +274,9 @@ class Diagnosis:
     steps: list[Step] = field(default_factory=list)
     cause: Cause | None = None
     failed_step: str | None = None
+    """The name of the step that failed (:data:`STEP_NAMES`; the exit status depends on it)."""
+    failed_step_id: str | None = None
+    """Its id (:data:`STEP_IDS`), unique within the run."""
     error: str = ""
     transcript: Transcript = field(default_factory=Transcript)
     language: str = ""
@@ -307,15 +339,15 @@ class Diagnosis:
                 "alias": self.config.alias,
                 "security": self.config.security,
                 "values": [
-                    {"name": name, "value": shown, "source": value.source, "origin": str(value.origin)}
-                    for name, shown, value in self.config.describe()
+                    _config_value(self.config, *row)
+                    for row in self.config.describe(mailbox=(self.round_trip or {}).get("via", ""))
                 ],
             }
         return {
-            "version": 1,
+            "schema_version": SCHEMA_VERSION,
             "ok": self.ok,
             "outcome": self.outcome,
-            "failed_step": self.failed_step,
+            "failed_step": self.failed_step_id,
             "exit_code": self.exit_code,
             "language": self.language,
             "duration": round(self.duration, 4),
@@ -330,14 +362,30 @@ class Diagnosis:
                 "id": self.cause.id,
                 "summary": str(self.cause.summary),
                 "fix": str(self.cause.fix),
-                "url": self.cause.url,
+                "url": self.cause.url or None,
                 "temporary": self.cause.temporary,
             },
-            "error": self.error,
+            "error": self.error or None,
             "transcript": [{"direction": d, "text": t} for d, t in self.transcript_lines()],
             "round_trip": self.round_trip,
             "mailbox_transcript": [{"direction": d, "text": t} for d, t in self.mailbox_transcript_lines()],
         }
+
+
+def _config_value(config: SmtpConfig, name: str, shown: str, value: conf.Value) -> dict[str, Any]:
+    """One configuration row for JSON: the value with its own type, null when not set or secret."""
+    raw = getattr(config, name)
+    secret = name in conf.SECRET_OPTIONS
+    given = raw not in (None, "")
+    return {
+        "name": name,
+        "value": raw if given and not secret else None,
+        "set": given,
+        "secret": secret,
+        "display": shown,
+        "source": value.source,
+        "origin": str(value.origin),
+    }
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -360,9 +408,11 @@ class _Run:
         self.on_step_end = on_step_end
         self.current: Step | None = None
         self._started: dict[int, float] = {}
+        self.impostor: Cause | None = None
+        """Set when a Gmail host greeted unlike Gmail: the cause of any failure after that."""
 
-    def begin(self, name: str, title: str, *, started: float | None = None) -> Step:
-        step = Step(name=name, title=title)
+    def begin(self, name: str, title: str, *, started: float | None = None, step_id: str = "") -> Step:
+        step = Step(name=name, title=title, id=step_id)
         self._started[id(step)] = time.perf_counter() if started is None else started
         self.current = step
         if self.on_step_start is not None:
@@ -389,11 +439,12 @@ class _Run:
         return self.end(step, SKIPPED)
 
     def fail(self, step: Step, cause: Cause | None, error: str = "", *, ended: float | None = None) -> None:
-        cause = cause or CATALOGUE["unexpected_error"]
+        cause = self.impostor or cause or CATALOGUE["unexpected_error"]
         step.cause = cause
         step.error = error
         self.diagnosis.cause = cause
         self.diagnosis.failed_step = step.name
+        self.diagnosis.failed_step_id = step.id
         self.diagnosis.error = self.redact(error)
         self.end(step, FAILED, ended=ended)
 
@@ -436,7 +487,7 @@ def _reply_text(code: int, text: bytes | str) -> str:
 def _cause_of(exc: BaseException, stage: str, config: SmtpConfig) -> Cause:
     found = getattr(exc, "cause", None)
     if found is None:
-        found = explain_exception(exc, stage=stage, port=config.port, use_ssl=config.use_ssl)
+        found = explain_exception(exc, stage=stage, port=config.port, use_ssl=config.use_ssl, host=config.host)
     if found is None:
         found = CATALOGUE["unexpected_reply" if isinstance(exc, smtplib.SMTPResponseException) else "unexpected_error"]
     return found
@@ -692,6 +743,47 @@ def _probe_plain_greeting(config: SmtpConfig, wait: float) -> str:
     return data.decode("ascii", "replace").split("\r\n")[0].strip()
 
 
+def _probe_issuer(config: SmtpConfig, wait: float) -> x509.Name | None:
+    """Who signed the server's certificate, read without trusting it (None: could not tell).
+
+    For naming the signer of a certificate that failed verification. Only the handshake is done
+    over the unverified connection (after EHLO and STARTTLS with STARTTLS); nothing else is sent.
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only to read the certificate: no credential, no mail
+    der: bytes | None = None
+    try:
+        if config.use_ssl:
+            with (
+                socket.create_connection((config.host, config.port), wait) as raw,
+                context.wrap_socket(raw, server_hostname=config.host) as sock,
+            ):
+                der = sock.getpeercert(binary_form=True)
+        else:
+            client = smtplib.SMTP(config.host, config.port, local_hostname=DNS_NAME.get_fqdn(), timeout=wait)
+            try:
+                client.ehlo()
+                client.starttls(context=context)
+                if isinstance(client.sock, ssl.SSLSocket):
+                    der = client.sock.getpeercert(binary_form=True)
+            finally:
+                client.close()
+        return x509.load_der_x509_certificate(der).issuer if der else None
+    except (OSError, smtplib.SMTPException, ValueError):
+        return None
+
+
+def _is_sandbox_ca(issuer: x509.Name) -> bool:
+    names = issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return any(name.value == SANDBOX_CA_ORGANIZATION for name in names)
+
+
+def _is_gmail_greeting(reply: str) -> bool:
+    """Gmail's greeting ends with its ``<id> - gsmtp`` tail (so does the sandbox's)."""
+    return reply.rstrip().lower().endswith("gsmtp")
+
+
 # -- steps 3-7: the SMTP conversation ------------------------------------------------------
 
 
@@ -841,6 +933,16 @@ class _Conversation:
         text = _reply_text(code, message)
         step.details.append(text)
         step.data = {"code": code, "reply": text}
+        if config.is_gmail:
+            step.data["gmail"] = _is_gmail_greeting(text)
+            if not step.data["gmail"]:
+                # Every later failure is then this impostor's, not Gmail's: say so instead.
+                self.run.impostor = CATALOGUE["not_gmail_server"]
+                step.status = WARNING
+                step.details.append(
+                    _("This is not Gmail's greeting (Gmail's ends with “- gsmtp”): %(summary)s")
+                    % {"summary": self.run.impostor.summary}
+                )
         self.run.end(step, ended=greeted)
         return True
 
@@ -902,16 +1004,29 @@ class _Conversation:
                     % {"port": config.port, "greeting": greeting[:80]}
                 )
         elif name == "tls" and isinstance(exc, ssl.SSLCertVerificationError):
-            step.details.append(self._cert_advice(exc))
+            cause = self._certificate_failed(step, cause)
         run.fail(step, cause, error, ended=ended)
 
-    def _cert_advice(self, exc: ssl.SSLCertVerificationError) -> str:
-        if self.config.ssl_cafile:
-            return _("Verified with the CA file %(file)s (from %(origin)s).") % {
-                "file": self.config.ssl_cafile,
-                "origin": self._origin("ssl_cafile"),
-            }
-        return _("Verified with the system's CA certificates (no SSL_CAFILE set).")
+    def _certificate_failed(self, step: Step, cause: Cause) -> Cause:
+        """Say what verified the certificate and who signed it; a sandbox's CA (or, with no CA
+        file, any server on this machine) makes it the sandbox's cause."""
+        config = self.config
+        if config.ssl_cafile:
+            step.details.append(
+                _("Verified with the CA file %(file)s (from %(origin)s).")
+                % {"file": config.ssl_cafile, "origin": self._origin("ssl_cafile")}
+            )
+        else:
+            step.details.append(_("Verified with the system's CA certificates (no SSL_CAFILE set)."))
+        if cause.id not in ("cert_untrusted", "sandbox_cert_untrusted"):
+            return cause
+        issuer = _probe_issuer(config, min(self.timeout, PROBE_WAIT))
+        if issuer is not None:
+            step.details.append(_("certificate issued by: %(issuer)s") % {"issuer": issuer.rfc4514_string()})
+            step.data["issuer"] = issuer.rfc4514_string()
+        if (issuer is not None and _is_sandbox_ca(issuer)) or (is_loopback(config.host) and not config.ssl_cafile):
+            return CATALOGUE["sandbox_cert_untrusted"]
+        return CATALOGUE["cert_untrusted"] if issuer is not None else cause
 
     def _origin(self, option: str) -> str:
         value = self.config.provenance.get(option)
@@ -920,7 +1035,7 @@ class _Conversation:
     # -- EHLO --
     def ehlo(self, *, before_tls: bool) -> bool:
         title = _("EHLO (before TLS)") if before_tls else _title("ehlo")
-        step = self.run.begin("ehlo", title)
+        step = self.run.begin("ehlo", title, step_id="ehlo_tls" if self.session.tls_active else "ehlo")
         try:
             code, _message = self.session.ehlo()
         except Exception as exc:
@@ -975,9 +1090,10 @@ class _Conversation:
         try:
             self.session.starttls()
         except Exception as exc:
+            cause = _cause_of(exc, "starttls", self.config)
             if isinstance(exc, ssl.SSLCertVerificationError):
-                step.details.append(self._cert_advice(exc))
-            self.run.fail(step, _cause_of(exc, "starttls", self.config), describe_error(exc))
+                cause = self._certificate_failed(step, cause)
+            self.run.fail(step, cause, describe_error(exc))
             return False
         step.details.extend(_server_lines_since(self.run.diagnosis.transcript, mark)[:1])
         sock = self.session.client.sock if self.session.client is not None else None
@@ -1170,6 +1286,8 @@ def run_check(
     run = _Run(diagnosis, on_step_start, on_step_end)
     timeout = config.timeout if config.timeout and config.timeout > 0 else conf.DEFAULT_TIMEOUT
     try:
+        if round_trip is not None:
+            diagnosis.round_trip = round_trip.summary  # filled in as the round trip goes
         if not _check_config(run, config, round_trip):
             return diagnosis
         addresses = _dns(run, config, timeout)
@@ -1229,199 +1347,12 @@ def check(
 
 # -- the JSON document ---------------------------------------------------------------------
 
-_STRING_OR_NULL = {"type": ["string", "null"]}
-_TRANSCRIPT = {
-    "type": "array",
-    "items": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["direction", "text"],
-        "properties": {"direction": {"enum": ["->", "<-", "**"]}, "text": {"type": "string"}},
-    },
-}
-_VERDICT = {"type": ["string", "null"], "pattern": "^[a-z]+$"}
-#: What the round trip found (``round_trip`` in the JSON document); absent keys: not reached.
-_ROUND_TRIP = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["via"],
-    "properties": {
-        "via": {"enum": ["imap", "pop3"]},
-        "message_id": {"type": "string"},
-        "from_sent": {"type": "string"},
-        "to": {"type": "string"},
-        "host": {"type": "string"},
-        "port": {"type": "integer"},
-        "kept": {"type": "boolean"},
-        "folders": {"type": "object", "additionalProperties": {"type": "string"}},
-        "arrived": {"type": "boolean"},
-        "seconds": {"type": "number", "minimum": 0},
-        "folder": {"type": "string"},
-        "folder_role": {"type": "string"},
-        "from_delivered": _STRING_OR_NULL,
-        "from_rewritten": {"type": "boolean"},
-        "authentication_results": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["spf", "dkim", "dmarc"],
-            "properties": {"spf": _VERDICT, "dkim": _VERDICT, "dmarc": _VERDICT},
-        },
-        "tls": {
-            "oneOf": [
-                {"type": "null"},
-                {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["received", "protocol", "tls", "tls_version", "cipher"],
-                    "properties": {
-                        "received": {"type": "string"},
-                        "protocol": {"type": "string"},
-                        "tls": {"type": ["boolean", "null"]},
-                        "tls_version": _STRING_OR_NULL,
-                        "cipher": _STRING_OR_NULL,
-                    },
-                },
-            ]
-        },
-        "deleted": {"type": "boolean"},
-    },
-}
+#: The ``schema_version`` of :meth:`Diagnosis.to_dict` (and ``gmail_check --json``); it changes
+#: whenever a field changes meaning or type. 2: typed configuration values, step ids, nulls.
+SCHEMA_VERSION = 2
 
-#: JSON Schema (draft 2020-12) of :meth:`Diagnosis.to_dict` and ``gmail_check --json``.
-JSON_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "https://github.com/django-gmail-smtp/django-gmail-smtp/gmail_check.schema.json",
-    "title": "gmail_check result",
-    "type": "object",
-    "additionalProperties": False,
-    "required": [
-        "version",
-        "ok",
-        "outcome",
-        "failed_step",
-        "exit_code",
-        "language",
-        "duration",
-        "config",
-        "problems",
-        "steps",
-        "cause",
-        "error",
-        "transcript",
-        "round_trip",
-        "mailbox_transcript",
-    ],
-    "properties": {
-        "version": {"const": 1},
-        "ok": {"type": "boolean"},
-        "outcome": {"enum": ["ok", "failed", "config_error"]},
-        "failed_step": {"enum": [None, *STEP_NAMES]},
-        "exit_code": {"type": "integer", "minimum": 0, "maximum": 255},
-        "language": {"type": "string"},
-        "duration": {"type": "number", "minimum": 0},
-        "config": {
-            "oneOf": [
-                {"type": "null"},
-                {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["alias", "security", "values"],
-                    "properties": {
-                        "alias": _STRING_OR_NULL,
-                        "security": {"enum": ["ssl", "starttls", "none"]},
-                        "values": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "additionalProperties": False,
-                                "required": ["name", "value", "source", "origin"],
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "value": {"type": "string"},
-                                    "source": {"type": "string"},
-                                    "origin": {"type": "string"},
-                                },
-                            },
-                        },
-                    },
-                },
-            ]
-        },
-        "problems": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["id", "level", "message", "hint"],
-                "properties": {
-                    "id": {"type": "string", "pattern": r"^gmail_smtp\.[EW]\d{3}$"},
-                    "level": {"enum": ["error", "warning"]},
-                    "message": {"type": "string"},
-                    "hint": {"type": "string"},
-                },
-            },
-        },
-        "steps": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["name", "title", "status", "duration", "details", "data", "error", "cause_id"],
-                "properties": {
-                    "name": {"enum": list(STEP_NAMES)},
-                    "title": {"type": "string"},
-                    "status": {"enum": list(STATUSES)},
-                    "duration": {"type": ["number", "null"], "minimum": 0},
-                    "details": {"type": "array", "items": {"type": "string"}},
-                    "data": {"type": "object"},
-                    "error": {"type": "string"},
-                    "cause_id": _STRING_OR_NULL,
-                },
-            },
-        },
-        "cause": {
-            "oneOf": [
-                {"type": "null"},
-                {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["id", "summary", "fix", "url", "temporary"],
-                    "properties": {
-                        "id": {"type": "string", "minLength": 1},
-                        "summary": {"type": "string"},
-                        "fix": {"type": "string"},
-                        "url": {"type": "string"},
-                        "temporary": {"type": "boolean"},
-                    },
-                },
-            ]
-        },
-        "error": {"type": "string"},
-        "transcript": _TRANSCRIPT,
-        "round_trip": {"oneOf": [{"type": "null"}, _ROUND_TRIP]},
-        "mailbox_transcript": _TRANSCRIPT,
-    },
-    "allOf": [
-        {
-            "if": {"properties": {"ok": {"const": True}}},
-            "then": {
-                "properties": {
-                    "exit_code": {"const": 0},
-                    "cause": {"type": "null"},
-                    "failed_step": {"type": "null"},
-                    "outcome": {"const": "ok"},
-                }
-            },
-        },
-        {
-            "if": {"properties": {"ok": {"const": False}}},
-            "then": {
-                "properties": {
-                    "exit_code": {"minimum": 1},
-                    "cause": {"type": "object"},
-                    "failed_step": {"type": "string"},
-                }
-            },
-        },
-    ],
-}
+#: JSON Schema (draft 2020-12) of :meth:`Diagnosis.to_dict` and ``gmail_check --json``, from the
+#: file shipped in the package (``django_gmail_smtp/schemas/gmail_check.schema.json``).
+JSON_SCHEMA: dict[str, Any] = json.loads(
+    resources.files("django_gmail_smtp").joinpath("schemas", "gmail_check.schema.json").read_text(encoding="utf-8")
+)

@@ -16,7 +16,16 @@ from django.core.exceptions import ImproperlyConfigured
 if TYPE_CHECKING:
     from .causes import Cause
 
-__all__ = ["GmailConfigError", "GmailSMTPError", "MailboxError", "OAuthError", "TLSRequiredError", "with_cause"]
+__all__ = [
+    "GmailConfigError",
+    "GmailSMTPError",
+    "MailboxError",
+    "OAuthError",
+    "SecretDecryptionError",
+    "SecretDestinationError",
+    "TLSRequiredError",
+    "with_cause",
+]
 
 
 class GmailConfigError(ImproperlyConfigured, ValueError):
@@ -115,6 +124,32 @@ class SecretDecryptionError(GmailConfigError):
 
     def __init__(self, message: str, *, account: str, hint: str = "", check_id: str = "") -> None:
         self.account = account
+        super().__init__(message, hint=hint, check_id=check_id)
+
+
+class SecretDestinationError(GmailConfigError):
+    """A stored account's secret may not be used with the account's current values.
+
+    It was entered for another destination (``changed`` names the fields that differ since:
+    ``host``, ``port``, ``security``, ``username``, ``token_uri``; ``bound`` holds their values
+    then), or it is not bound to any (``changed`` empty, ``bound`` None: stored by a version
+    before the binding and not upgraded). ``account`` is the account's name. Never contains the
+    secret.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        account: str,
+        changed: tuple[str, ...] = (),
+        bound: dict[str, Any] | None = None,
+        hint: str = "",
+        check_id: str = "",
+    ) -> None:
+        self.account = account
+        self.changed = changed
+        self.bound = bound
         super().__init__(message, hint=hint, check_id=check_id)
 
 

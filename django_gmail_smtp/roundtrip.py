@@ -303,7 +303,6 @@ class RoundTrip:
             _ImapRound(self, run, config, timeout, deadline, transcript).walk()
         else:
             _PopRound(self, run, config, timeout, deadline, transcript).walk()
-        run.diagnosis.round_trip = self.summary
 
     def arrival_deadline(self) -> float:
         assert self.sent_at is not None

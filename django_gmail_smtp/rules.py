@@ -83,6 +83,10 @@ CHECK_IDS: Mapping[str, str] = {
     "gmail_smtp.E016": "OAuth2 sign-in is configured without a client id or client secret",
     "gmail_smtp.E017": "the authentication method is not 'app_password' or 'oauth2'",
     "gmail_smtp.E018": "an OAuth2 endpoint in GMAIL_SMTP is not an https:// address (loopback excepted)",
+    "gmail_smtp.E019": "GMAIL_SMTP['ENCRYPTION_KEYS'] is not a list of valid Fernet keys",
+    "gmail_smtp.E020": "a stored account's secret was entered for another host, port, security, username "
+    "or token endpoint",
+    "gmail_smtp.E021": "a stored account's secret is bound to no destination (saved before the binding, not upgraded)",
     "gmail_smtp.W001": "the password does not look like a 16-letter app password",
     "gmail_smtp.W002": "the host is not a Gmail server (silent for loopback hosts)",
     "gmail_smtp.W003": "the port is not one of Gmail's",
@@ -809,7 +813,7 @@ def check_senders(
 
 
 def check_app_settings(gmail_smtp: Any) -> list[Problem]:
-    """E011/E012/E013: the ``GMAIL_SMTP`` setting itself (``None`` when it is not set)."""
+    """E011/E012/E013/E018/E019: the ``GMAIL_SMTP`` setting itself (``None`` when it is not set)."""
     if gmail_smtp is None:
         return []
     if not isinstance(gmail_smtp, Mapping):
@@ -842,7 +846,21 @@ def check_app_settings(gmail_smtp: Any) -> list[Problem]:
         problems.append(Problem("gmail_smtp.E011", ERROR, message, hint))
     problems += _check_from_aliases(gmail_smtp.get("FROM_ALIASES", ()))
     problems += _check_oauth_endpoints(gmail_smtp)
+    problems += _check_encryption_keys(gmail_smtp.get("ENCRYPTION_KEYS"))
     return problems
+
+
+def _check_encryption_keys(keys: Any) -> list[Problem]:
+    """E019: every entry of ``GMAIL_SMTP['ENCRYPTION_KEYS']`` is a Fernet key (its shape only: nothing is decrypted)."""
+    if keys is None:
+        return []
+    from .crypto import validate_keys
+
+    try:
+        validate_keys(keys)
+    except GmailConfigError as exc:
+        return [problem_from_error(exc)]
+    return []
 
 
 def _check_oauth_endpoints(gmail_smtp: Mapping[str, Any]) -> list[Problem]:

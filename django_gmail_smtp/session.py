@@ -384,7 +384,8 @@ class SMTPSession:
         self.stage = stage
 
     def _fail(self, exc: BaseException) -> BaseException:
-        found = explain_exception(exc, stage=self.stage, port=self.config.port, use_ssl=self.config.use_ssl)
+        config = self.config
+        found = explain_exception(exc, stage=self.stage, port=config.port, use_ssl=config.use_ssl, host=config.host)
         return with_cause(exc, found, self.stage)
 
     @property

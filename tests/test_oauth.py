@@ -861,7 +861,7 @@ def test_gmail_sandbox_command_serves_oauth2_with_the_printed_settings(settings:
         }
         backend = EmailBackend(
             host=info["host"],
-            port=info["starttls_port"],
+            port=info["ports"]["starttls"],
             username=info["user"],
             use_tls=True,
             timeout=5,
