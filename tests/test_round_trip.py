@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import django
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
@@ -499,6 +500,27 @@ def test_a_server_dripping_bytes_is_stopped_by_the_overall_deadline(
         stop.set()
     assert outcome.code == CODES["mailbox_connect"]
     assert "overall limit" in outcome.doc["error"]
+
+
+@pytest.mark.skipif(django.VERSION < (6, 1), reason="MAILERS is new in Django 6.1")
+def test_mailers_options_carry_the_mailbox(settings: Any, gmail_sandbox: GmailSandbox) -> None:
+    """Django 6.1 builds the backend from OPTIONS and rejects unknown ones: imap_host/imap_port pass."""
+    from django.core.mail import mailers  # type: ignore[attr-defined]
+
+    settings.GMAIL_SMTP = {"SSL_CAFILE": gmail_sandbox.ca_file}
+    settings.DEFAULT_FROM_EMAIL = SANDBOX_USER
+    settings.MAILERS = {
+        "default": {
+            "BACKEND": "django_gmail_smtp.backend.EmailBackend",
+            "OPTIONS": gmail_sandbox.mailer_options("ssl") | gmail_sandbox.mailbox_options("imap"),
+        },
+    }
+    assert mailers["default"].config.imap_port == gmail_sandbox.imap_port
+    outcome = check_json("--using", "default")
+    assert outcome.code == 0, outcome.doc["cause"]
+    values = {row["name"]: row for row in outcome.doc["config"]["values"]}
+    assert values["imap_port"]["value"] == gmail_sandbox.imap_port
+    assert values["imap_port"]["origin"] == "MAILERS['default']['OPTIONS']['imap_port']"
 
 
 def test_the_round_trip_object_refuses_an_unknown_way() -> None:
