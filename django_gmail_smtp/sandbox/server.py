@@ -127,6 +127,8 @@ class GmailSandbox:
         self.mailbox = MailStore(self.users, language=mailbox_language)
         """The accounts' mailboxes (what IMAP and POP3 show)."""
         self._mailbox_sessions: set[ImapSession | PopSession] = set()
+        self.mailbox_connections = 0
+        """IMAP and POP3 connections accepted since the start or the last :meth:`reset`."""
         self._requested_ports = (starttls_port, ssl_port)
         self._requested_dir = Path(state_dir) if state_dir is not None else None
         self._temp_dir: Path | None = None
@@ -310,6 +312,7 @@ class GmailSandbox:
 
         def handler(kind: str) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
             async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                self.mailbox_connections += 1
                 if len(self._mailbox_sessions) >= limits.connections:
                     writer.write(
                         b"* BYE [UNAVAILABLE] Too many simultaneous connections. (Failure)\r\n"
@@ -518,6 +521,7 @@ class GmailSandbox:
         self.clear()
         self._state.injections.clear()
         self._state.reset_counters()
+        self.mailbox_connections = 0
         self._rearm_idle_timers()
 
     def drop_connections(self) -> None:
