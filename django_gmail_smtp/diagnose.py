@@ -10,8 +10,10 @@ time, each bounded by the configuration's timeout:
 (optional) -> ``quit``
 
 and stops at the first failing step, explained from :mod:`~django_gmail_smtp.causes`.
-Secrets never reach the result: the transcript is redacted by the session, and
-every text in the result is scrubbed of the password and its base64 forms.
+Secrets never reach the result: the session redacts the transcript and the server's replies,
+and every text in the result passes through the same
+:class:`~django_gmail_smtp.redaction.Redactor` (the password, the OAuth2 client secret, refresh
+and access tokens, in every encoding they travel in).
 
 Typical use::
 
@@ -26,7 +28,6 @@ Typical use::
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import smtplib
@@ -49,6 +50,7 @@ from . import conf, rules
 from .causes import CATALOGUE, Cause, explain_exception
 from .conf import SmtpConfig, is_loopback
 from .exceptions import GmailConfigError, GmailSMTPError, OAuthError
+from .redaction import Redactor
 from .roundtrip import ROUND_TRIP_STEPS
 from .roundtrip import STEP_TITLES as ROUND_TRIP_TITLES
 from .rules import Problem
@@ -86,34 +88,10 @@ STATUSES = (OK, WARNING, FAILED, SKIPPED)
 #: Every step name, in the order they can appear. ``ehlo`` appears twice with
 #: STARTTLS (before and after TLS; ``data["tls"]`` tells which). With implicit TLS
 #: ``tls`` comes before ``greeting``.
-STEP_NAMES = (
-    "config",
-    "dns",
-    "connect",
-    "greeting",
-    "tls",
-    "ehlo",
-    "token",
-    "auth",
-    "send",
-    "quit",
-    *ROUND_TRIP_STEPS,  # gmail_check --round-trip (django_gmail_smtp.roundtrip)
-)
+_SMTP_STEPS = ("config", "dns", "connect", "greeting", "tls", "ehlo", "token", "auth", "send", "quit")
+STEP_NAMES = (*_SMTP_STEPS, *ROUND_TRIP_STEPS)  # the round trip's: django_gmail_smtp.roundtrip
 #: Step ids, unique within a run: the name, except that an EHLO over TLS is ``ehlo_tls``.
-STEP_IDS = (
-    "config",
-    "dns",
-    "connect",
-    "greeting",
-    "tls",
-    "ehlo",
-    "ehlo_tls",
-    "token",
-    "auth",
-    "send",
-    "quit",
-    *ROUND_TRIP_STEPS,
-)
+STEP_IDS = (*_SMTP_STEPS[:6], "ehlo_tls", *_SMTP_STEPS[6:], *ROUND_TRIP_STEPS)
 
 EXIT_OK = 0
 #: A bug or an error nobody expected (Django's default CommandError status).
@@ -195,33 +173,6 @@ _RULE_CAUSES = {
 _FAMILIES: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 
 
-# -- secrets -------------------------------------------------------------------------------
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
-
-
-class _Redactor:
-    """Removes the password (and the base64 forms smtplib sends it in) and the OAuth2 client
-    secret and refresh token from any text."""
-
-    def __init__(self, config: SmtpConfig | None) -> None:
-        self.secrets: list[str] = []
-        forms: set[str] = set()
-        if config is not None and len(config.password) >= 4:
-            user, password = config.username, config.password
-            forms = {password, _b64(password), _b64(f"\0{user}\0{password}"), _b64(f"{user}\0{user}\0{password}")}
-        if config is not None:
-            forms |= {s for s in (config.oauth_client_secret, config.oauth_refresh_token) if len(s) >= 4}
-        self.secrets = sorted(forms, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "<redacted>")
-        return text
-
-
 # -- results -------------------------------------------------------------------------------
 
 
@@ -285,6 +236,11 @@ class Diagnosis:
     """The IMAP or POP3 conversation of the round trip (sign-in redacted)."""
     round_trip: dict[str, Any] | None = None
     """What the round trip found (``--round-trip``): folder, seconds, From, verdicts, TLS."""
+    redactor: Redactor = field(init=False, repr=False, compare=False)
+    """Hides the configuration's secrets, and the access tokens fetched during the run."""
+
+    def __post_init__(self) -> None:
+        self.redactor = Redactor.for_config(self.config)
 
     @property
     def ok(self) -> bool:
@@ -311,18 +267,16 @@ class Diagnosis:
         return ROUND_TRIP_EXIT_CODES[kind] if kind else EXIT_UNEXPECTED
 
     def redact(self, text: str) -> str:
-        """``text`` without the password or its base64 forms."""
-        return _Redactor(self.config)(text)
+        """``text`` without any secret of the configuration, in any encoding."""
+        return self.redactor(text)
 
     def transcript_lines(self) -> list[tuple[str, str]]:
         """The SMTP conversation as ``(direction, text)``; credentials already hidden."""
-        redact = _Redactor(self.config)
-        return [(direction, redact(text)) for direction, text in self.transcript.lines]
+        return [(direction, self.redactor(text)) for direction, text in self.transcript.lines]
 
     def mailbox_transcript_lines(self) -> list[tuple[str, str]]:
         """The IMAP or POP3 conversation of the round trip as ``(direction, text)``; sign-in hidden."""
-        redact = _Redactor(self.config)
-        return [(direction, redact(text)) for direction, text in self.mailbox_transcript.lines]
+        return [(direction, self.redactor(text)) for direction, text in self.mailbox_transcript.lines]
 
     def step(self, name: str) -> Step | None:
         """The last step called ``name``, if it ran."""
@@ -403,7 +357,7 @@ class _Run:
         on_step_end: StepCallback | None,
     ) -> None:
         self.diagnosis = diagnosis
-        self.redact = _Redactor(diagnosis.config)
+        self.redact = diagnosis.redactor
         self.on_step_start = on_step_start
         self.on_step_end = on_step_end
         self.current: Step | None = None
@@ -865,7 +819,9 @@ class _Conversation:
         self.config = config
         self.timeout = timeout
         self.marks: dict[str, float] = {}
-        self.session = SMTPSession(config, transcript=run.diagnosis.transcript, on_stage=self._stage)
+        self.session = SMTPSession(
+            config, transcript=run.diagnosis.transcript, on_stage=self._stage, redactor=run.diagnosis.redactor
+        )
         self.tls_step: Step | None = None
         self.greeting_step: Step | None = None
 
@@ -1114,6 +1070,7 @@ class _Conversation:
         step = self.run.begin("token", _("OAuth2 access token from %(uri)s") % {"uri": uri})
         try:
             token = oauth.access_token(config, force=True)
+            self.run.redact.add(token.token)
         except GmailConfigError as exc:
             cause = _problem_cause(rules.problem_from_error(exc))
             if exc.check_id == "gmail_smtp.E014":

@@ -89,7 +89,9 @@ def with_cause(exc: BaseException, cause: Cause | None, stage: str = "") -> Base
 
     The new exception has the same ``args`` and attributes (``smtp_code``,
     ``smtp_error``, ``errno``, ``verify_code`` ...), so code that inspects them
-    behaves as before.
+    behaves as before. It does not take over ``exc``'s traceback: the frames below
+    (smtplib's, which may hold credentials in their local variables) stay out of
+    what is raised.
     """
     if isinstance(exc, GmailSMTPError):
         if cause is not None and exc.cause is None:
@@ -111,7 +113,6 @@ def with_cause(exc: BaseException, cause: Cause | None, stage: str = "") -> Base
     new.stage = stage
     new.__cause__ = exc.__cause__
     new.__context__ = exc.__context__
-    new.__traceback__ = exc.__traceback__
     result: BaseException = new
     return result
 

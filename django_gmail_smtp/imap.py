@@ -219,13 +219,13 @@ class ImapClient(MailboxSession):
             text = " ".join(words[:keep] + (["<redacted>"] if len(words) > keep else []))
         elif self._secret_exchange:
             text = "<redacted>"
-        self.transcript.add(CLIENT, text)
+        self.record(CLIENT, text)
 
     def heard(self, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip("\r\n")
         if self._secret_exchange and not text.startswith(("*", "+")):
             self._secret_exchange = False  # the tagged end of the sign-in
-        self.transcript.add(SERVER, text)
+        self.record(SERVER, text)
 
     # -- steps --
     def _client(self) -> _IMAP:
@@ -280,12 +280,10 @@ class ImapClient(MailboxSession):
     def _xoauth2(self, client: _IMAP) -> str:
         from .oauth import parse_challenge, xoauth2_response
 
-        if self.access_token is None:
-            raise self.no_token()
         self.mechanism = "XOAUTH2"
         force = False
         while True:
-            token, cached = self.access_token(force)
+            token, cached = self.token(force)
             initial = base64.b64decode(xoauth2_response(self.config.username, token))
             self.challenge = None
 

@@ -19,6 +19,7 @@ from .bounded_io import BoundedReader, Deadline, ReplyTooLarge, shut
 from .causes import CATALOGUE
 from .conf import SmtpConfig
 from .exceptions import MailboxError, with_cause
+from .redaction import Redactor
 from .session import INFO, Transcript, make_ssl_context
 
 __all__ = ["AccessTokenSource", "MailboxSession"]
@@ -44,12 +45,15 @@ class MailboxSession:
         timeout: float,
         transcript: Transcript | None = None,
         access_token: AccessTokenSource | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.config = config
         self.deadline = deadline
         self.timeout = timeout
         self.transcript = transcript if transcript is not None else Transcript()
         self.access_token = access_token
+        self.redactor = redactor if redactor is not None else Redactor.for_config(config)
+        """Hides secrets a server echoes back; the sign-in itself is redacted by protocol."""
         self.stage = ""
         self.greeting = ""
         self.mechanism = ""
@@ -82,6 +86,18 @@ class MailboxSession:
             max_lines=max_lines,
         )
         return sock, reader
+
+    def record(self, direction: str, text: str) -> None:
+        """A transcript line, with any secret the server may have echoed hidden."""
+        self.transcript.add(direction, self.redactor(text))
+
+    def token(self, force: bool) -> tuple[str, bool]:
+        """An access token for XOAUTH2 (and whether it came from the cache); the redactor learns it."""
+        if self.access_token is None:
+            raise self.no_token()
+        token, cached = self.access_token(force)
+        self.redactor.add(token)
+        return token, cached
 
     def reply_text(self, exc: BaseException) -> str:
         """The server's words carried by a library error."""

@@ -102,13 +102,13 @@ class PopClient(MailboxSession):
             text = f"{words[0]} <redacted>"
         elif self._secret_exchange:
             text = "<redacted>"
-        self.transcript.add(CLIENT, text)
+        self.record(CLIENT, text)
 
     def heard(self, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip("\r\n")
         if text.startswith(("+OK", "-ERR")):
             self._secret_exchange = False
-        self.transcript.add(SERVER, text)
+        self.record(SERVER, text)
 
     def _client(self) -> _POP3:
         if self.pop is None:
@@ -152,10 +152,8 @@ class PopClient(MailboxSession):
     def _xoauth2(self, client: _POP3) -> str:
         from .oauth import xoauth2_response
 
-        if self.access_token is None:
-            raise self.no_token()
         self.mechanism = "XOAUTH2"
-        token, _cached = self.access_token(False)
+        token, _cached = self.token(False)
         # poplib has no AUTH: the command and its answer go through its line primitives.
         client._putline(f"AUTH XOAUTH2 {xoauth2_response(self.config.username, token)}".encode("ascii"))
         line, _octets = client._getline()

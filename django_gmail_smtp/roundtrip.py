@@ -586,6 +586,7 @@ class _ImapRound(_Round):
             timeout=self.timeout,
             transcript=self.transcript,
             access_token=_access_token(self.config),
+            redactor=self.run.diagnosis.redactor,
         )
         try:
             if not self.connect_step(
@@ -715,6 +716,7 @@ class _PopRound(_Round):
             timeout=self.timeout,
             transcript=self.transcript,
             access_token=_access_token(self.config),
+            redactor=self.run.diagnosis.redactor,
         )
 
     def walk(self) -> None:
