@@ -424,6 +424,31 @@ def _scripted(settings: Any, sandbox: GmailSandbox, tmp_path: Path, server: Scri
     settings.GMAIL_SMTP = {**settings.GMAIL_SMTP, "IMAP_PORT": server.port}
 
 
+def test_a_mailbox_server_echoing_the_password_cannot_show_it(
+    settings: Any, gmail_sandbox: GmailSandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def script(conn: Conn) -> None:
+        tag, arguments = serve_until(conn, "LOGIN")  # the arguments hold the password
+        conn.line(f"* OK you said {arguments}")
+        blob = base64.b64encode(arguments.encode()).decode()
+        conn.line(f"{tag} NO [AUTHENTICATIONFAILED] not accepted: {arguments} {blob}")
+        serve_until(conn, "LOGOUT", greeting="")
+
+    with ScriptedServer(script, tmp_path) as server, caplog.at_level("DEBUG", "django_gmail_smtp.transcript"):
+        _scripted(settings, gmail_sandbox, tmp_path, server)
+        settings.GMAIL_SMTP = {**settings.GMAIL_SMTP, "TRANSCRIPT": True}  # the transcript's log too
+        outcome = check_json("-v", "2")
+        text = gmail_check("--round-trip", "-v", "2").text
+    assert "you said" in caplog.text
+    assert_no_secret(caplog.text)
+    assert outcome.code == CODES["mailbox_sign_in"]
+    assert "<redacted>" in outcome.doc["error"]
+    assert any(
+        "you said" in line["text"] and "<redacted>" in line["text"] for line in outcome.doc["mailbox_transcript"]
+    )
+    assert_no_secret(text)  # check_json already checked the JSON
+
+
 def test_a_list_refused_is_a_folder_failure(settings: Any, gmail_sandbox: GmailSandbox, tmp_path: Path) -> None:
     def script(conn: Conn) -> None:
         tag, _rest = serve_until(conn, "LIST")
