@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from email.utils import getaddresses, make_msgid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -46,7 +46,10 @@ from .session import Transcript
 if TYPE_CHECKING:
     from .diagnose import Step, _Run
     from .imap import ImapClient, ImapFolder
+    from .mailbox_session import MailboxSession
     from .pop import PopClient
+
+Client = TypeVar("Client", bound="MailboxSession")
 
 __all__ = [
     "IMAP",
@@ -356,6 +359,17 @@ class _Round:
         self.deadline = deadline
         self.transcript = transcript
 
+    def open(self, kind: type[Client]) -> Client:
+        """A client of ``kind`` for this round trip (not connected yet)."""
+        return kind(
+            self.config,
+            deadline=self.deadline,
+            timeout=self.timeout,
+            transcript=self.transcript,
+            access_token=_access_token(self.config),
+            redactor=self.run.diagnosis.redactor,
+        )
+
     # -- failures --
     def _connect_cause(self, exc: BaseException, unreachable: str) -> Cause:
         found = getattr(exc, "cause", None)
@@ -580,14 +594,7 @@ class _ImapRound(_Round):
     def walk(self) -> None:
         from .imap import ImapClient
 
-        client = ImapClient(
-            self.config,
-            deadline=self.deadline,
-            timeout=self.timeout,
-            transcript=self.transcript,
-            access_token=_access_token(self.config),
-            redactor=self.run.diagnosis.redactor,
-        )
+        client = self.open(ImapClient)
         try:
             if not self.connect_step(
                 "imap_connect", client, self.config.imap_host, self.config.imap_port, "imap_unreachable"
@@ -710,14 +717,7 @@ class _PopRound(_Round):
     def client(self) -> PopClient:
         from .pop import PopClient
 
-        return PopClient(
-            self.config,
-            deadline=self.deadline,
-            timeout=self.timeout,
-            transcript=self.transcript,
-            access_token=_access_token(self.config),
-            redactor=self.run.diagnosis.redactor,
-        )
+        return self.open(PopClient)
 
     def walk(self) -> None:
         client = self.client()
