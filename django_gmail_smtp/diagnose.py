@@ -35,6 +35,7 @@ import socket
 import ssl
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -236,6 +237,8 @@ class Diagnosis:
     """The IMAP or POP3 conversation of the round trip (sign-in redacted)."""
     round_trip: dict[str, Any] | None = None
     """What the round trip found (``--round-trip``): folder, seconds, From, verdicts, TLS."""
+    unexpected: str = ""
+    """The traceback (secrets redacted) of an error no step expects: a bug; exit status 1."""
     redactor: Redactor = field(init=False, repr=False, compare=False)
     """Hides the configuration's secrets, and the access tokens fetched during the run."""
 
@@ -257,6 +260,8 @@ class Diagnosis:
     def exit_code(self) -> int:
         if self.failed_step is None:
             return EXIT_OK
+        if self.unexpected:
+            return EXIT_UNEXPECTED
         if self.failed_step == "round_trip_send":
             return EXIT_CODES["send"]
         if self.failed_step in EXIT_CODES:
@@ -811,6 +816,15 @@ def _server_lines_since(transcript: Transcript, mark: int) -> list[str]:
     return [text for direction, text in lines if direction == SERVER]
 
 
+# What the network steps expect: a server's refusal or a network/TLS failure (ssl.SSLError,
+# socket.timeout and OAuthError included). Anything else is a bug: run_check() reports it
+# with exit status 1 instead of passing it off as that step's failure.
+_NETWORK_ERRORS: tuple[type[Exception], ...] = (smtplib.SMTPException, OSError)
+# Signing in may also stop at a setting (GmailConfigError) or at credentials smtplib cannot
+# encode (UnicodeError: a non-ASCII password).
+_SIGN_IN_ERRORS: tuple[type[Exception], ...] = (*_NETWORK_ERRORS, GmailConfigError, UnicodeError)
+
+
 class _Conversation:
     """Steps 3-7 over one :class:`SMTPSession`."""
 
@@ -868,7 +882,7 @@ class _Conversation:
         session.config = replace(config, timeout=patience)
         try:
             code, message = session.open_connection()
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:
             self._open_failed(exc, patience)
             return False
         finally:
@@ -994,7 +1008,7 @@ class _Conversation:
         step = self.run.begin("ehlo", title, step_id="ehlo_tls" if self.session.tls_active else "ehlo")
         try:
             code, _message = self.session.ehlo()
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:
             self.run.fail(step, _cause_of(exc, "ehlo", self.config), describe_error(exc))
             return False
         client = self.session.client
@@ -1045,7 +1059,7 @@ class _Conversation:
         mark = self._mark()
         try:
             self.session.starttls()
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:
             cause = _cause_of(exc, "starttls", self.config)
             if isinstance(exc, ssl.SSLCertVerificationError):
                 cause = self._certificate_failed(step, cause)
@@ -1077,7 +1091,7 @@ class _Conversation:
                 cause = CATALOGUE["oauth_extra_missing"]
             self.run.fail(step, cause, exc.message)
             return False
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:  # OAuthError is an SMTPException
             self.run.fail(step, _cause_of(exc, "token", config), describe_error(exc))
             return False
         scope = token.scope or _("(not stated)")
@@ -1109,7 +1123,7 @@ class _Conversation:
         mark = self._mark()
         try:
             result = self.session.login()
-        except Exception as exc:
+        except _SIGN_IN_ERRORS as exc:
             client_lines = [t for d, t in list(self.run.diagnosis.transcript.lines)[mark:] if d == CLIENT]
             if client_lines:
                 step.data["command"] = client_lines[0]
@@ -1160,7 +1174,7 @@ class _Conversation:
         step.data = {"from": sender, "to": list(recipients), "bytes": len(data)}
         try:
             refused = self.session.send(sender, recipients, data)
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:
             self.run.fail(step, _cause_of(exc, "send", self.config), describe_error(exc))
             return False
         replies = _server_lines_since(self.run.diagnosis.transcript, mark)
@@ -1183,7 +1197,7 @@ class _Conversation:
         mark = self._mark()
         try:
             self.session.quit()
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:
             self.run.fail(step, _cause_of(exc, "quit", self.config), describe_error(exc))
             return
         step.details.extend(_server_lines_since(self.run.diagnosis.transcript, mark)[-1:])
@@ -1253,7 +1267,8 @@ def run_check(
         _Conversation(run, config, timeout).run_all(send_to, from_email, round_trip)
         if round_trip is not None and diagnosis.ok:
             round_trip.receive(run, config, timeout)
-    except Exception as exc:  # a bug: still a result, never a traceback for the user
+    except Exception as exc:  # a bug: exit status 1 and a request to report it, never a bare traceback
+        diagnosis.unexpected = run.redact(traceback.format_exc()) or "-"
         step = run.current or run.begin("config", _title("config"))
         run.fail(step, CATALOGUE["unexpected_error"], describe_error(exc))
     finally:

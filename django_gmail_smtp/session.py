@@ -105,6 +105,9 @@ class Transaction:
     tag: Any = None
     issued: bool = False
     """Its commands were written (or, without pipelining, started)."""
+    data_sent: bool = False
+    """The message's bytes were handed to the connection: without a final reply, the server may
+    have accepted it or not (the outcome is unknown), where without them it certainly did not."""
     mail: Reply | None = None
     rcpt: list[Reply | None] = field(default_factory=list)
     final: Reply | None = None
@@ -118,13 +121,6 @@ class Transaction:
         if self.mail is not None and not self.mail.ok:
             return True
         return bool(self.rcpt) and all(r is not None and not r.ok for r in self.rcpt)
-
-    @property
-    def accepted(self) -> list[str]:
-        """Recipients the server took the message for (only after its final 2xx)."""
-        if self.final is None or not self.final.ok:
-            return []
-        return [addr for addr, reply in zip(self.recipients, self.rcpt, strict=False) if reply is not None and reply.ok]
 
 
 class _Stats:
@@ -214,12 +210,15 @@ class _Recording:
     _auth_exchange = False
     _body_next = False
     _wrote = False
+    bodies_sent = 0
+    """Message bodies written after a ``354`` (smtplib's ``data()``)."""
 
     def send(self, s: Any) -> None:
         self._wrote = True
         raw = s.decode("ascii", "replace") if isinstance(s, bytes) else s
         if self._body_next:
             self._body_next = False
+            self.bodies_sent += 1
             self.transcript.add(CLIENT, f"<message body, {len(s)} bytes>")
         else:
             for line in raw.rstrip("\r\n").split("\r\n"):
@@ -436,6 +435,7 @@ class SMTPSession:
         *,
         transcript: Transcript | None = None,
         on_stage: Callable[[str], None] | None = None,
+        ssl_context: Callable[[], ssl.SSLContext] | None = None,
         redactor: Redactor | None = None,
     ) -> None:
         self.config = config
@@ -447,6 +447,10 @@ class SMTPSession:
         self._stage = ""
         self.client: smtplib.SMTP | None = None
         self._context: ssl.SSLContext | None = None
+        self._context_source = ssl_context
+        """Where the TLS context comes from when it is first needed (the backend's, built once);
+        made from ``config`` when not given. Not before: a missing CA file is a TLS failure, after
+        the connection was made, as with Django's backend."""
         self.stats = _Stats()
         self.pid = os.getpid()
         """The process that opened the connection: after ``fork`` it belongs to the parent."""
@@ -480,7 +484,8 @@ class SMTPSession:
     @property
     def ssl_context(self) -> ssl.SSLContext:
         if self._context is None:
-            self._context = make_ssl_context(self.config)
+            source, self._context_source = self._context_source, None
+            self._context = source() if source is not None else make_ssl_context(self.config)
         return self._context
 
     @property
@@ -785,6 +790,7 @@ class SMTPSession:
                 elif kind == "data" and code == 354:
                     awaiting_go_ahead = False
                     if txn.mail is not None and txn.mail.ok and any(r is not None and r.ok for r in txn.rcpt):
+                        txn.data_sent = True
                         out.append(_dot_stuff(txn.data))
                         self.transcript.add(CLIENT, f"<message body, {len(txn.data)} bytes>")
                     else:  # a server that says 354 without a recipient: end an empty message at once
@@ -840,6 +846,7 @@ class SMTPSession:
         for line in lines:
             add(CLIENT, line)
         if chunking:
+            txn.data_sent = True  # in the same write as the commands
             lines.append(f"BDAT {len(txn.data)} LAST")
             add(CLIENT, f"BDAT {len(txn.data)} LAST")
             add(CLIENT, f"<message body, {len(txn.data)} bytes>")
@@ -898,6 +905,7 @@ class SMTPSession:
                         if code == 421:
                             break
                     if any(r is not None and r.ok for r in txn.rcpt):
+                        bodies = getattr(client, "bodies_sent", 0)
                         try:
                             code, text = client.data(txn.data)
                         except smtplib.SMTPDataError as refused:
@@ -907,6 +915,8 @@ class SMTPSession:
                                 if isinstance(refused.smtp_error, bytes)
                                 else refused.smtp_error.encode()
                             )
+                        finally:
+                            txn.data_sent = getattr(client, "bodies_sent", 0) > bodies
                         txn.final = Reply(code, text.decode("utf-8", "replace"))
                 self._clean = (txn.final is not None and txn.final.ok) or not txn.mail.ok
             except (smtplib.SMTPException, OSError) as exc:
@@ -919,15 +929,6 @@ class SMTPSession:
                 return
             if stop is not None and stop(txn):
                 return
-
-    def noop(self) -> tuple[int, bytes]:
-        """Say NOOP; returns the reply."""
-        self.stage = "noop"
-        try:
-            return self._client().noop()
-        except (smtplib.SMTPException, OSError) as exc:
-            self.abort()
-            raise self._fail(exc) from None
 
     def quit(self, *, wait: bool = True) -> None:
         """Say QUIT; tolerate a server that already hung up.
