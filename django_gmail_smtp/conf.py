@@ -23,8 +23,9 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import django
 from django.conf import settings
@@ -43,18 +44,26 @@ __all__ = [
     "SmtpConfig",
     "Value",
     "app_setting",
+    "configured_secrets",
+    "email_url_sources",
     "is_gmail_host",
     "is_loopback",
+    "is_loopback_address",
     "legacy_setting",
     "mailers_enabled",
     "normalize_app_password",
     "number_setting",
     "resolve",
+    "url_password",
+    "with_mailbox",
 ]
 
 GMAIL_HOSTS = frozenset({"smtp.gmail.com", "smtp.googlemail.com", "smtp-relay.gmail.com"})
 DEFAULT_HOST = "smtp.gmail.com"
 DEFAULT_TIMEOUT = 10.0
+# Gmail's receiving side, reached with the same credentials (gmail_check --round-trip).
+GMAIL_IMAP_HOST, IMAP_PORT = "imap.gmail.com", 993
+GMAIL_POP_HOST, POP_PORT = "pop.gmail.com", 995
 
 # Option name -> legacy Django setting (used only when MAILERS is not in use).
 LEGACY_SETTINGS = {
@@ -75,7 +84,9 @@ AUTH_OAUTH2 = "oauth2"
 AUTH_METHODS = (AUTH_APP_PASSWORD, AUTH_OAUTH2)
 OAUTH_OPTIONS = ("auth_method", "oauth_client_id", "oauth_client_secret", "oauth_refresh_token")
 SECRET_OPTIONS = frozenset({"password", "oauth_client_secret", "oauth_refresh_token"})
-OPTIONS = (*LEGACY_SETTINGS, "ssl_cafile", *OAUTH_OPTIONS)
+# Where the round trip reads the account's mailbox (implicit TLS; README.md#proving-delivery-the-round-trip).
+MAILBOX_OPTIONS = ("imap_host", "imap_port", "pop_host", "pop_port")
+OPTIONS = (*LEGACY_SETTINGS, "ssl_cafile", *OAUTH_OPTIONS, *MAILBOX_OPTIONS)
 
 # GMAIL_SMTP keys and their defaults. Never remove a key without a deprecation.
 APP_SETTINGS: dict[str, Any] = {
@@ -94,6 +105,11 @@ APP_SETTINGS: dict[str, Any] = {
     "OAUTH_REFRESH_TOKEN": None,
     "OAUTH_TOKEN_URI": "https://oauth2.googleapis.com/token",
     "OAUTH_AUTH_URI": "https://accounts.google.com/o/oauth2/v2/auth",
+    # The receiving mailbox for gmail_check --round-trip (None: Gmail's for a Gmail host, else the SMTP host).
+    "IMAP_HOST": None,
+    "IMAP_PORT": None,
+    "POP_HOST": None,
+    "POP_PORT": None,
     # Delivery (README.md#fast-fault-tolerant-delivery): connection reuse, pipelining, retries, Gmail's limits.
     "REUSE_CONNECTIONS": True,
     "POOL_IDLE_TIMEOUT": 60.0,
@@ -134,6 +150,10 @@ APP_SETTING_OPTIONS = {
     "OAUTH_CLIENT_ID": "oauth_client_id",
     "OAUTH_CLIENT_SECRET": "oauth_client_secret",
     "OAUTH_REFRESH_TOKEN": "oauth_refresh_token",
+    "IMAP_HOST": "imap_host",
+    "IMAP_PORT": "imap_port",
+    "POP_HOST": "pop_host",
+    "POP_PORT": "pop_port",
 }
 # Environment variable -> option.
 ENV_OPTIONS = {
@@ -143,6 +163,10 @@ ENV_OPTIONS = {
     "GMAIL_SMTP_OAUTH_CLIENT_ID": "oauth_client_id",
     "GMAIL_SMTP_OAUTH_CLIENT_SECRET": "oauth_client_secret",
     "GMAIL_SMTP_OAUTH_REFRESH_TOKEN": "oauth_refresh_token",
+    "GMAIL_SMTP_IMAP_HOST": "imap_host",
+    "GMAIL_SMTP_IMAP_PORT": "imap_port",
+    "GMAIL_SMTP_POP_HOST": "pop_host",
+    "GMAIL_SMTP_POP_PORT": "pop_port",
 }
 
 SOURCE_ARGUMENT = "argument"
@@ -187,10 +211,16 @@ class SmtpConfig:
     ssl_keyfile: str | None = None
     ssl_cafile: str | None = None
     alias: str | None = None
+    account: str | None = None
+    """The stored account the configuration named and got values from (None: no stored account)."""
     auth_method: str = AUTH_APP_PASSWORD
     oauth_client_id: str = ""
     oauth_client_secret: str = field(default="", repr=False)
     oauth_refresh_token: str = field(default="", repr=False)
+    imap_host: str = ""
+    imap_port: int = 0
+    pop_host: str = ""
+    pop_port: int = 0
     provenance: Mapping[str, Value] = field(default_factory=dict, compare=False)
 
     @property
@@ -214,14 +244,18 @@ class SmtpConfig:
         """A username and what signs it in: the refresh token (OAuth2) or the password."""
         return bool(self.username and (self.oauth_refresh_token if self.uses_oauth2 else self.password))
 
-    def describe(self) -> list[tuple[str, str, Value]]:
+    def describe(self, *, mailbox: str = "") -> list[tuple[str, str, Value]]:
         """(option, printable value, provenance) rows; secrets are redacted.
 
-        The OAuth2 rows appear only when the configuration signs in with OAuth2.
+        The OAuth2 rows appear only when the configuration signs in with OAuth2; the mailbox
+        rows only for ``mailbox="imap"`` or ``"pop3"`` (the round trip reads that mailbox).
         """
+        shown_mailbox = {"imap": ("imap_host", "imap_port"), "pop3": ("pop_host", "pop_port")}.get(mailbox, ())
         rows = []
         for name in OPTIONS:
             if name in OAUTH_OPTIONS and not self.uses_oauth2:
+                continue
+            if name in MAILBOX_OPTIONS and name not in shown_mailbox:
                 continue
             value = getattr(self, name)
             if name in SECRET_OPTIONS:
@@ -237,16 +271,24 @@ def is_gmail_host(host: str | None) -> bool:
 
 
 def is_loopback(host: str | None) -> bool:
-    """True for ``localhost`` and loopback IP addresses (no DNS lookup)."""
+    """True for ``localhost``, names under ``.localhost`` and loopback IP addresses (no DNS lookup)."""
     if not host:
         return False
     name = str(host).strip("[]").lower().rstrip(".")
     if name == "localhost" or name.endswith(".localhost"):
         return True
+    return is_loopback_address(name)
+
+
+def is_loopback_address(host: str) -> bool:
+    """True for a literal loopback IP address (``127.0.0.0/8``, ``::1``, ``::ffff:127.0.0.1``)."""
     try:
-        return ipaddress.ip_address(name).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 _APP_PASSWORD = re.compile(r"[A-Za-z]{4}(?:[\s\u00a0]*[A-Za-z]{4}){3}")
@@ -309,6 +351,7 @@ def number_setting(
             hint=_(
                 "See the GMAIL_SMTP settings in the README (README.md#gmail_smtp-settings) for every key and its default."
             ),
+            check_id=None,  # found where the knob is used; no system check reads these knobs
         ) from None
     return number
 
@@ -331,6 +374,50 @@ def legacy_setting(name: str) -> tuple[bool, Any]:
     if django.VERSION >= (6, 1):
         return True, getattr(holder._wrapped, name)
     return True, getattr(holder, name)
+
+
+def url_password(url: Any) -> str:
+    """The password in ``scheme://user:password@host`` (percent-decoded); ``""`` if none or not a URL."""
+    if not isinstance(url, str) or "://" not in url:
+        return ""
+    try:
+        password = urlsplit(url.strip()).password
+    except ValueError:
+        return ""
+    return unquote(password) if password else ""
+
+
+def email_url_sources() -> dict[str, str]:
+    """Where an ``EMAIL_URL`` is configured: ``{"os.environ['EMAIL_URL']": url, "settings.EMAIL_URL": url}``."""
+    found = {
+        "os.environ['EMAIL_URL']": os.environ.get("EMAIL_URL"),
+        "settings.EMAIL_URL": getattr(settings, "EMAIL_URL", None),
+    }
+    return {place: url for place, url in found.items() if isinstance(url, str) and url}
+
+
+def configured_secrets() -> list[str]:
+    """Every secret the settings and the environment hold for this app.
+
+    App passwords (``EMAIL_HOST_PASSWORD``, ``EMAIL_URL``, ``MAILERS`` OPTIONS), OAuth2 client
+    secrets and refresh tokens (``GMAIL_SMTP``, ``GMAIL_SMTP_*``, OPTIONS) and
+    ``GMAIL_SMTP["ENCRYPTION_KEYS"]``. Stored accounts are not read: no database query.
+    """
+    values: list[Any] = [legacy_setting("EMAIL_HOST_PASSWORD")[1]]
+    configured = getattr(settings, "GMAIL_SMTP", None)
+    if isinstance(configured, Mapping):
+        values += [configured.get(key) for key, option in APP_SETTING_OPTIONS.items() if option in SECRET_OPTIONS]
+        keys = configured.get("ENCRYPTION_KEYS")
+        values += list(keys) if isinstance(keys, list | tuple) else [keys]
+    mailers = getattr(settings, "MAILERS", None) if mailers_enabled() else None
+    for mailer in mailers.values() if isinstance(mailers, Mapping) else ():
+        options = mailer.get("OPTIONS") if isinstance(mailer, Mapping) else None
+        if isinstance(options, Mapping):
+            values += [options.get(name) for name in SECRET_OPTIONS]
+    values += [os.environ.get(name) for name, option in ENV_OPTIONS.items() if option in SECRET_OPTIONS]
+    values += [url_password(url) for url in email_url_sources().values()]
+    secrets = [value.decode("utf-8", "replace") if isinstance(value, bytes) else value for value in values]
+    return [secret for secret in secrets if isinstance(secret, str) and secret]
 
 
 def _environment() -> dict[str, tuple[Any, str]]:
@@ -372,6 +459,27 @@ def _to_bool(value: Any) -> bool:
     return bool(value)
 
 
+# Django's backend falls back to the settings for these when the argument is falsy ("" or 0),
+# and for every other option only when it is None.
+FALSY_MEANS_UNSET = frozenset({"host", "port"})
+
+# Django's own words for STARTTLS and implicit TLS both on (its ValueError, and its InvalidMailer
+# for a MAILERS alias), kept verbatim so that code matching Django's message still matches.
+DJANGO_TLS_AND_SSL = "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set one of those settings to True."
+DJANGO_TLS_AND_SSL_OPTIONS = "The 'use_ssl' and 'use_tls' OPTIONS are incompatible. Set at most one of them to True."
+
+
+def _given(option: str, value: Any) -> bool:
+    """Whether a keyword argument / OPTIONS value counts as given, as Django's backend decides.
+
+    ``None`` never does; ``""`` and ``0`` do (``username=""`` turns sign-in off even with
+    ``EMAIL_HOST_USER`` set), except for the host and the port.
+    """
+    if value is None:
+        return False
+    return bool(value) if option in FALSY_MEANS_UNSET else True
+
+
 def resolve(
     options: Mapping[str, Any] | None = None,
     *,
@@ -379,39 +487,53 @@ def resolve(
 ) -> SmtpConfig:
     """Resolve the SMTP configuration for a backend instance.
 
-    ``options`` are the keyword arguments given to the backend (``None`` values
-    mean "not given", as ``send_mail()`` passes them). ``alias`` is the
-    ``MAILERS`` alias on Django 6.1 (keyword arguments are then its OPTIONS);
-    without an alias the legacy ``EMAIL_*`` settings are consulted.
+    ``options`` are the keyword arguments given to the backend: ``None`` means "not
+    given" (what ``send_mail()`` passes), while an explicit ``""`` is a value, as in
+    Django's backend (``username=""`` signs in with nothing, whatever ``EMAIL_HOST_USER``
+    says); a falsy host or port falls back, as there. ``alias`` is the ``MAILERS`` alias
+    on Django 6.1 (keyword arguments are then its OPTIONS); without an alias the legacy
+    ``EMAIL_*`` settings are consulted. Errors are :class:`GmailConfigError`; with an
+    alias their text starts with ``MAILERS['alias']: `` as Django's ``InvalidMailer`` does.
     """
-    options = dict(options or {})
+    try:
+        return _resolve(dict(options or {}), alias)
+    except GmailConfigError as exc:
+        if alias is None or exc.alias is not None:
+            raise
+        raise exc.for_alias(alias) from None
+
+
+def _resolve(options: dict[str, Any], alias: str | None) -> SmtpConfig:
     values: dict[str, Any] = {}
     provenance: dict[str, Value] = {}
 
-    def take(option: str, value: Any, source: str, origin: str | Promise) -> None:
-        if option not in values and value is not None and value != "":
+    def take(option: str, value: Any, source: str, origin: str | Promise, *, empty: bool = False) -> None:
+        if option not in values and value is not None and (empty or value != ""):
             values[option] = value
             provenance[option] = Value(source, origin)
 
-    if alias is not None:
-        for option in OPTIONS:
-            take(option, options.get(option), SOURCE_OPTIONS, f"MAILERS[{alias!r}]['OPTIONS'][{option!r}]")
-    else:
-        for option in OPTIONS:
-            take(
-                option,
-                options.get(option),
-                SOURCE_ARGUMENT,
-                format_lazy(gettext_lazy("{option}= argument"), option=option),
-            )
+    for option in OPTIONS:
+        value = options.get(option)
+        if not _given(option, value):
+            continue
+        values[option] = value
+        if alias is not None:
+            provenance[option] = Value(SOURCE_OPTIONS, f"MAILERS[{alias!r}]['OPTIONS'][{option!r}]")
+        else:
+            provenance[option] = Value(SOURCE_ARGUMENT, format_lazy(gettext_lazy("{option}= argument"), option=option))
     account = options.get("account") or app_setting("ACCOUNT")
+    stored: str | None = None
     if account:
         from .accounts import account_options  # lazy: the ORM is only needed for stored accounts
 
-        for option, value in (account_options(str(account)) or {}).items():
-            take(
-                option, value, SOURCE_DATABASE, format_lazy(gettext_lazy("stored account {name!r}"), name=str(account))
-            )
+        found = account_options(str(account))
+        if found is not None:
+            stored = str(account)
+        origin = format_lazy(gettext_lazy("stored account {name!r}"), name=str(account))
+        for option, value in (found or {}).items():
+            # A stored OAuth2 account's missing part stays missing (the rules say so): it is never
+            # completed from the settings or the environment, which may belong to another account.
+            take(option, value, SOURCE_DATABASE, origin, empty=option in OAUTH_OPTIONS)
     if alias is None:
         for option, setting in LEGACY_SETTINGS.items():
             is_set, value = legacy_setting(setting)
@@ -443,13 +565,15 @@ def resolve(
                 check_id="gmail_smtp.E010",
             ) from None
     if use_tls and use_ssl:
+        ours = _(
+            "STARTTLS (use_tls / EMAIL_USE_TLS) and implicit TLS (use_ssl / EMAIL_USE_SSL) "
+            "are both on; they are mutually exclusive."
+        )
         raise GmailConfigError(
-            _(
-                "STARTTLS (use_tls / EMAIL_USE_TLS) and implicit TLS (use_ssl / EMAIL_USE_SSL) "
-                "are both on; they are mutually exclusive."
-            ),
+            f"{DJANGO_TLS_AND_SSL if alias is None else DJANGO_TLS_AND_SSL_OPTIONS} {ours}",
             hint=_("Turn one off: port 587 uses STARTTLS, port 465 implicit TLS."),
             check_id="gmail_smtp.E001",
+            alias=alias,
         )
     if gmail and not explicit_tls and not explicit_ssl:
         # Gmail: the port decides the mode; no port means 587 + STARTTLS.
@@ -500,6 +624,7 @@ def resolve(
             check_id="gmail_smtp.E017",
         )
 
+    mailbox = _mailbox(values, provenance, host)
     return SmtpConfig(
         host=host,
         port=port,
@@ -512,9 +637,67 @@ def resolve(
         ssl_keyfile=values.get("ssl_keyfile"),
         ssl_cafile=values.get("ssl_cafile"),
         alias=alias,
+        account=stored,
         auth_method=auth_method,
         oauth_client_id=str(values.get("oauth_client_id", "")).strip(),
         oauth_client_secret=str(values.get("oauth_client_secret", "")).strip(),
         oauth_refresh_token=str(values.get("oauth_refresh_token", "")).strip(),
         provenance=provenance,
+        **mailbox,
     )
+
+
+def _mailbox(values: Mapping[str, Any], provenance: dict[str, Value], host: str) -> dict[str, Any]:
+    """The IMAP and POP3 endpoints (implicit TLS): as set, else Gmail's for a Gmail SMTP host,
+    else the SMTP host on ports 993 and 995. Records the provenance of defaults."""
+    gmail = is_gmail_host(host)
+    label = GMAIL_DEFAULT_LABEL if gmail else DEFAULT_LABEL
+    found: dict[str, Any] = {}
+    for kind, gmail_host, default_port in (("imap", GMAIL_IMAP_HOST, IMAP_PORT), ("pop", GMAIL_POP_HOST, POP_PORT)):
+        host_option, port_option = f"{kind}_host", f"{kind}_port"
+        if values.get(host_option) in (None, ""):
+            found[host_option] = gmail_host if gmail else host
+            provenance[host_option] = Value(SOURCE_DEFAULT, label)
+        else:
+            found[host_option] = str(values[host_option]).strip()
+        if values.get(port_option) in (None, ""):
+            found[port_option] = default_port
+            provenance[port_option] = Value(SOURCE_DEFAULT, label)
+            continue
+        try:
+            port = int(values[port_option])
+            if not 0 < port < 65536 or isinstance(values[port_option], bool | float):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise GmailConfigError(
+                _("The %(kind)s port %(value)r (from %(origin)s) is not a port number.")
+                % {
+                    "kind": "IMAP" if kind == "imap" else "POP3",
+                    "value": values[port_option],
+                    "origin": provenance[port_option].origin,
+                },
+                hint=_("Use %(port)s (implicit TLS), the port Gmail uses.") % {"port": default_port},
+                check_id="gmail_smtp.E010",
+            ) from None
+        found[port_option] = port
+    return found
+
+
+def with_mailbox(config: SmtpConfig) -> SmtpConfig:
+    """``config`` with the mailbox endpoints it lacks taken from ``GMAIL_SMTP``, the environment
+    or the defaults, as :func:`resolve` does: for configurations built elsewhere (the admin's form)."""
+    values: dict[str, Any] = {}
+    provenance = dict(config.provenance)
+    for option in MAILBOX_OPTIONS:
+        if getattr(config, option):
+            values[option] = getattr(config, option)
+    for key, option in APP_SETTING_OPTIONS.items():
+        if option in MAILBOX_OPTIONS and option not in values and app_setting(key) not in (None, ""):
+            values[option] = app_setting(key)
+            provenance[option] = Value(SOURCE_SETTINGS, f"GMAIL_SMTP[{key!r}]")
+    for variable, option in ENV_OPTIONS.items():
+        if option in MAILBOX_OPTIONS and option not in values and os.environ.get(variable):
+            values[option] = os.environ[variable]
+            provenance[option] = Value(SOURCE_ENVIRONMENT, variable)
+    mailbox = _mailbox(values, provenance, config.host)
+    return replace(config, provenance=provenance, **mailbox)

@@ -10,8 +10,10 @@ time, each bounded by the configuration's timeout:
 (optional) -> ``quit``
 
 and stops at the first failing step, explained from :mod:`~django_gmail_smtp.causes`.
-Secrets never reach the result: the transcript is redacted by the session, and
-every text in the result is scrubbed of the password and its base64 forms.
+Secrets never reach the result: the session redacts the transcript and the server's replies,
+and every text in the result passes through the same
+:class:`~django_gmail_smtp.redaction.Redactor` (the password, the OAuth2 client secret, refresh
+and access tokens, in every encoding they travel in).
 
 Typical use::
 
@@ -26,26 +28,38 @@ Typical use::
 
 from __future__ import annotations
 
-import base64
 import contextlib
+import json
 import smtplib
 import socket
 import ssl
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from importlib import resources
+from typing import TYPE_CHECKING, Any, cast
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from django.core.mail.utils import DNS_NAME
 from django.utils.translation import get_language, gettext_lazy, ngettext
 from django.utils.translation import gettext as _
 
 from . import conf, rules
 from .causes import CATALOGUE, Cause, explain_exception
-from .conf import SmtpConfig
+from .conf import SmtpConfig, is_loopback
 from .exceptions import GmailConfigError, GmailSMTPError, OAuthError
+from .redaction import Redactor
+from .roundtrip import ROUND_TRIP_STEPS
+from .roundtrip import STEP_TITLES as ROUND_TRIP_TITLES
 from .rules import Problem
+from .sandbox.constants import SANDBOX_CA_ORGANIZATION
 from .session import CLIENT, SERVER, SMTPSession, Transcript, make_ssl_context
+
+if TYPE_CHECKING:
+    from .roundtrip import RoundTrip
 
 __all__ = [
     "EXIT_CODES",
@@ -55,7 +69,9 @@ __all__ = [
     "FAILED",
     "JSON_SCHEMA",
     "OK",
+    "SCHEMA_VERSION",
     "SKIPPED",
+    "STEP_IDS",
     "STEP_NAMES",
     "WARNING",
     "Diagnosis",
@@ -73,7 +89,10 @@ STATUSES = (OK, WARNING, FAILED, SKIPPED)
 #: Every step name, in the order they can appear. ``ehlo`` appears twice with
 #: STARTTLS (before and after TLS; ``data["tls"]`` tells which). With implicit TLS
 #: ``tls`` comes before ``greeting``.
-STEP_NAMES = ("config", "dns", "connect", "greeting", "tls", "ehlo", "token", "auth", "send", "quit")
+_SMTP_STEPS = ("config", "dns", "connect", "greeting", "tls", "ehlo", "token", "auth", "send", "quit")
+STEP_NAMES = (*_SMTP_STEPS, *ROUND_TRIP_STEPS)  # the round trip's: django_gmail_smtp.roundtrip
+#: Step ids, unique within a run: the name, except that an EHLO over TLS is ``ehlo_tls``.
+STEP_IDS = (*_SMTP_STEPS[:6], "ehlo_tls", *_SMTP_STEPS[6:], *ROUND_TRIP_STEPS)
 
 EXIT_OK = 0
 #: A bug or an error nobody expected (Django's default CommandError status).
@@ -93,6 +112,31 @@ EXIT_CODES: Mapping[str, int] = {
     "quit": 11,
     # Added later, so numbered after the others (exit codes never change meaning).
     "token": 12,
+}
+#: Exit statuses of the round trip (``--round-trip``), by what went wrong with the mailbox.
+ROUND_TRIP_EXIT_CODES: Mapping[str, int] = {
+    "mailbox_connect": 13,  # the IMAP/POP3 server could not be reached (DNS, TCP, TLS, greeting)
+    "mailbox_disabled": 14,  # IMAP (or POP) access is turned off for the account
+    "mailbox_sign_in": 15,  # the mailbox sign-in was refused
+    "mailbox_folder": 16,  # a folder could not be listed or opened
+    "not_arrived": 17,  # the test message did not arrive in time
+    "spam": 18,  # the test message arrived in Spam
+    "mailbox_protocol": 19,  # the mailbox server broke off or broke the protocol
+}
+# What a failed round-trip step or its cause means, for the exit status: causes first, then steps.
+_ROUND_TRIP_FAILURES = {
+    "imap_disabled": "mailbox_disabled",
+    "pop_disabled": "mailbox_disabled",
+    "imap_no_folder": "mailbox_folder",
+    "round_trip_timeout": "not_arrived",
+    "round_trip_spam": "spam",
+    "imap_protocol": "mailbox_protocol",
+    "pop_protocol": "mailbox_protocol",
+    "imap_connect": "mailbox_connect",
+    "pop_connect": "mailbox_connect",
+    "imap_auth": "mailbox_sign_in",
+    "pop_auth": "mailbox_sign_in",
+    "imap_folders": "mailbox_folder",
 }
 
 #: Ports where a server speaks TLS from the first byte (SMTPS, IMAPS, POP3S, HTTPS):
@@ -114,6 +158,7 @@ STEP_TITLES: Mapping[str, Any] = {
     "auth": gettext_lazy("Sign-in"),
     "send": gettext_lazy("Test message"),
     "quit": gettext_lazy("QUIT"),
+    **ROUND_TRIP_TITLES,
 }
 
 # Rule ids that have a catalogue entry saying the same thing with a stable cause id.
@@ -127,33 +172,6 @@ _RULE_CAUSES = {
 }
 
 _FAMILIES: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
-
-
-# -- secrets -------------------------------------------------------------------------------
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
-
-
-class _Redactor:
-    """Removes the password (and the base64 forms smtplib sends it in) and the OAuth2 client
-    secret and refresh token from any text."""
-
-    def __init__(self, config: SmtpConfig | None) -> None:
-        self.secrets: list[str] = []
-        forms: set[str] = set()
-        if config is not None and len(config.password) >= 4:
-            user, password = config.username, config.password
-            forms = {password, _b64(password), _b64(f"\0{user}\0{password}"), _b64(f"{user}\0{user}\0{password}")}
-        if config is not None:
-            forms |= {s for s in (config.oauth_client_secret, config.oauth_refresh_token) if len(s) >= 4}
-        self.secrets = sorted(forms, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "<redacted>")
-        return text
 
 
 # -- results -------------------------------------------------------------------------------
@@ -175,6 +193,11 @@ class Step:
     data: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     cause: Cause | None = None
+    id: str = ""
+    """Unique within a run (:data:`STEP_IDS`); the name unless set."""
+
+    def __post_init__(self) -> None:
+        self.id = self.id or self.name
 
     @property
     def ok(self) -> bool:
@@ -182,13 +205,14 @@ class Step:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "id": self.id,
             "name": self.name,
             "title": self.title,
             "status": self.status,
             "duration": None if self.duration is None else round(self.duration, 4),
             "details": list(self.details),
             "data": self.data,
-            "error": self.error,
+            "error": self.error or None,
             "cause_id": self.cause.id if self.cause else None,
         }
 
@@ -202,10 +226,24 @@ class Diagnosis:
     steps: list[Step] = field(default_factory=list)
     cause: Cause | None = None
     failed_step: str | None = None
+    """The name of the step that failed (:data:`STEP_NAMES`; the exit status depends on it)."""
+    failed_step_id: str | None = None
+    """Its id (:data:`STEP_IDS`), unique within the run."""
     error: str = ""
     transcript: Transcript = field(default_factory=Transcript)
     language: str = ""
     duration: float = 0.0
+    mailbox_transcript: Transcript = field(default_factory=Transcript)
+    """The IMAP or POP3 conversation of the round trip (sign-in redacted)."""
+    round_trip: dict[str, Any] | None = None
+    """What the round trip found (``--round-trip``): folder, seconds, From, verdicts, TLS."""
+    unexpected: str = ""
+    """The traceback (secrets redacted) of an error no step expects: a bug; exit status 1."""
+    redactor: Redactor = field(init=False, repr=False, compare=False)
+    """Hides the configuration's secrets, and the access tokens fetched during the run."""
+
+    def __post_init__(self) -> None:
+        self.redactor = Redactor.for_config(self.config)
 
     @property
     def ok(self) -> bool:
@@ -222,16 +260,28 @@ class Diagnosis:
     def exit_code(self) -> int:
         if self.failed_step is None:
             return EXIT_OK
-        return EXIT_CODES.get(self.failed_step, EXIT_UNEXPECTED)
+        if self.unexpected:
+            return EXIT_UNEXPECTED
+        if self.failed_step == "round_trip_send":
+            return EXIT_CODES["send"]
+        if self.failed_step in EXIT_CODES:
+            return EXIT_CODES[self.failed_step]
+        kind = _ROUND_TRIP_FAILURES.get(self.cause.id if self.cause else "") or _ROUND_TRIP_FAILURES.get(
+            self.failed_step
+        )
+        return ROUND_TRIP_EXIT_CODES[kind] if kind else EXIT_UNEXPECTED
 
     def redact(self, text: str) -> str:
-        """``text`` without the password or its base64 forms."""
-        return _Redactor(self.config)(text)
+        """``text`` without any secret of the configuration, in any encoding."""
+        return self.redactor(text)
 
     def transcript_lines(self) -> list[tuple[str, str]]:
         """The SMTP conversation as ``(direction, text)``; credentials already hidden."""
-        redact = _Redactor(self.config)
-        return [(direction, redact(text)) for direction, text in self.transcript.lines]
+        return [(direction, self.redactor(text)) for direction, text in self.transcript.lines]
+
+    def mailbox_transcript_lines(self) -> list[tuple[str, str]]:
+        """The IMAP or POP3 conversation of the round trip as ``(direction, text)``; sign-in hidden."""
+        return [(direction, self.redactor(text)) for direction, text in self.mailbox_transcript.lines]
 
     def step(self, name: str) -> Step | None:
         """The last step called ``name``, if it ran."""
@@ -248,15 +298,15 @@ class Diagnosis:
                 "alias": self.config.alias,
                 "security": self.config.security,
                 "values": [
-                    {"name": name, "value": shown, "source": value.source, "origin": str(value.origin)}
-                    for name, shown, value in self.config.describe()
+                    _config_value(self.config, *row)
+                    for row in self.config.describe(mailbox=(self.round_trip or {}).get("via", ""))
                 ],
             }
         return {
-            "version": 1,
+            "schema_version": SCHEMA_VERSION,
             "ok": self.ok,
             "outcome": self.outcome,
-            "failed_step": self.failed_step,
+            "failed_step": self.failed_step_id,
             "exit_code": self.exit_code,
             "language": self.language,
             "duration": round(self.duration, 4),
@@ -271,12 +321,30 @@ class Diagnosis:
                 "id": self.cause.id,
                 "summary": str(self.cause.summary),
                 "fix": str(self.cause.fix),
-                "url": self.cause.url,
+                "url": self.cause.url or None,
                 "temporary": self.cause.temporary,
             },
-            "error": self.error,
+            "error": self.error or None,
             "transcript": [{"direction": d, "text": t} for d, t in self.transcript_lines()],
+            "round_trip": self.round_trip,
+            "mailbox_transcript": [{"direction": d, "text": t} for d, t in self.mailbox_transcript_lines()],
         }
+
+
+def _config_value(config: SmtpConfig, name: str, shown: str, value: conf.Value) -> dict[str, Any]:
+    """One configuration row for JSON: the value with its own type, null when not set or secret."""
+    raw = getattr(config, name)
+    secret = name in conf.SECRET_OPTIONS
+    given = raw not in (None, "")
+    return {
+        "name": name,
+        "value": raw if given and not secret else None,
+        "set": given,
+        "secret": secret,
+        "display": shown,
+        "source": value.source,
+        "origin": str(value.origin),
+    }
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -294,14 +362,16 @@ class _Run:
         on_step_end: StepCallback | None,
     ) -> None:
         self.diagnosis = diagnosis
-        self.redact = _Redactor(diagnosis.config)
+        self.redact = diagnosis.redactor
         self.on_step_start = on_step_start
         self.on_step_end = on_step_end
         self.current: Step | None = None
         self._started: dict[int, float] = {}
+        self.impostor: Cause | None = None
+        """Set when a Gmail host greeted unlike Gmail: the cause of any failure after that."""
 
-    def begin(self, name: str, title: str, *, started: float | None = None) -> Step:
-        step = Step(name=name, title=title)
+    def begin(self, name: str, title: str, *, started: float | None = None, step_id: str = "") -> Step:
+        step = Step(name=name, title=title, id=step_id)
         self._started[id(step)] = time.perf_counter() if started is None else started
         self.current = step
         if self.on_step_start is not None:
@@ -328,11 +398,12 @@ class _Run:
         return self.end(step, SKIPPED)
 
     def fail(self, step: Step, cause: Cause | None, error: str = "", *, ended: float | None = None) -> None:
-        cause = cause or CATALOGUE["unexpected_error"]
+        cause = self.impostor or cause or CATALOGUE["unexpected_error"]
         step.cause = cause
         step.error = error
         self.diagnosis.cause = cause
         self.diagnosis.failed_step = step.name
+        self.diagnosis.failed_step_id = step.id
         self.diagnosis.error = self.redact(error)
         self.end(step, FAILED, ended=ended)
 
@@ -375,7 +446,7 @@ def _reply_text(code: int, text: bytes | str) -> str:
 def _cause_of(exc: BaseException, stage: str, config: SmtpConfig) -> Cause:
     found = getattr(exc, "cause", None)
     if found is None:
-        found = explain_exception(exc, stage=stage, port=config.port, use_ssl=config.use_ssl)
+        found = explain_exception(exc, stage=stage, port=config.port, use_ssl=config.use_ssl, host=config.host)
     if found is None:
         found = CATALOGUE["unexpected_reply" if isinstance(exc, smtplib.SMTPResponseException) else "unexpected_error"]
     return found
@@ -413,7 +484,7 @@ def _credentials_cause(config: SmtpConfig, errors: Sequence[Problem]) -> Cause |
     return None
 
 
-def _check_config(run: _Run, config: SmtpConfig) -> bool:
+def _check_config(run: _Run, config: SmtpConfig, round_trip: RoundTrip | None = None) -> bool:
     step = run.begin("config", _title("config"))
     problems = rules.unsilenced(rules.check_config(config))
     run.diagnosis.problems = problems
@@ -425,6 +496,8 @@ def _check_config(run: _Run, config: SmtpConfig) -> bool:
         step.details.append(f"{problem.id} ({level}): {problem.message}")
         step.details.append("    " + _("Hint: %(hint)s") % {"hint": problem.hint})
     missing = _credentials_cause(config, errors)
+    if missing is None and round_trip is not None:
+        missing = round_trip.config_cause(config)
     for problem in errors:  # the rule says the same, naming the setting: use its words
         if missing is not None and _RULE_CAUSES.get(problem.id) == missing.id:
             missing = _problem_cause(problem)
@@ -629,6 +702,47 @@ def _probe_plain_greeting(config: SmtpConfig, wait: float) -> str:
     return data.decode("ascii", "replace").split("\r\n")[0].strip()
 
 
+def _probe_issuer(config: SmtpConfig, wait: float) -> x509.Name | None:
+    """Who signed the server's certificate, read without trusting it (None: could not tell).
+
+    For naming the signer of a certificate that failed verification. Only the handshake is done
+    over the unverified connection (after EHLO and STARTTLS with STARTTLS); nothing else is sent.
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only to read the certificate: no credential, no mail
+    der: bytes | None = None
+    try:
+        if config.use_ssl:
+            with (
+                socket.create_connection((config.host, config.port), wait) as raw,
+                context.wrap_socket(raw, server_hostname=config.host) as sock,
+            ):
+                der = sock.getpeercert(binary_form=True)
+        else:
+            client = smtplib.SMTP(config.host, config.port, local_hostname=DNS_NAME.get_fqdn(), timeout=wait)
+            try:
+                client.ehlo()
+                client.starttls(context=context)
+                if isinstance(client.sock, ssl.SSLSocket):
+                    der = client.sock.getpeercert(binary_form=True)
+            finally:
+                client.close()
+        return x509.load_der_x509_certificate(der).issuer if der else None
+    except (OSError, smtplib.SMTPException, ValueError):
+        return None
+
+
+def _is_sandbox_ca(issuer: x509.Name) -> bool:
+    names = issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return any(name.value == SANDBOX_CA_ORGANIZATION for name in names)
+
+
+def _is_gmail_greeting(reply: str) -> bool:
+    """Gmail's greeting ends with its ``<id> - gsmtp`` tail (so does the sandbox's)."""
+    return reply.rstrip().lower().endswith("gsmtp")
+
+
 # -- steps 3-7: the SMTP conversation ------------------------------------------------------
 
 
@@ -649,7 +763,11 @@ def _name_text(name: Any) -> str:
     return ", ".join(parts)
 
 
-def _tls_facts(step: Step, sock: ssl.SSLSocket, config: SmtpConfig, context: ssl.SSLContext) -> None:
+def _tls_facts(
+    step: Step, sock: ssl.SSLSocket, config: SmtpConfig, context: ssl.SSLContext, *, host: str | None = None
+) -> None:
+    """The TLS facts of ``sock`` (a connection to ``host``, by default the SMTP host) on ``step``."""
+    host = host or config.host
     cipher = sock.cipher()
     cert = sock.getpeercert() or {}
     data: dict[str, Any] = {
@@ -661,7 +779,7 @@ def _tls_facts(step: Step, sock: ssl.SSLSocket, config: SmtpConfig, context: ssl
         "names": [str(entry[1]) for entry in cast(Sequence[Sequence[str]], cert.get("subjectAltName", ()))],
         "not_after": cert.get("notAfter"),
         "days_left": None,
-        "hostname": config.host,
+        "hostname": host,
         "hostname_verified": bool(context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED),
         "ca_file": config.ssl_cafile or None,
     }
@@ -684,7 +802,7 @@ def _tls_facts(step: Step, sock: ssl.SSLSocket, config: SmtpConfig, context: ssl
             step.status = WARNING
             step.details.append(_("The certificate expires soon."))
     if data["hostname_verified"]:
-        step.details.append(_("host name %(host)s verified against the certificate") % {"host": config.host})
+        step.details.append(_("host name %(host)s verified against the certificate") % {"host": host})
     step.details.append(
         _("trusted through the CA file %(file)s") % {"file": config.ssl_cafile}
         if config.ssl_cafile
@@ -698,6 +816,15 @@ def _server_lines_since(transcript: Transcript, mark: int) -> list[str]:
     return [text for direction, text in lines if direction == SERVER]
 
 
+# What the network steps expect: a server's refusal or a network/TLS failure (ssl.SSLError,
+# socket.timeout and OAuthError included). Anything else is a bug: run_check() reports it
+# with exit status 1 instead of passing it off as that step's failure.
+_NETWORK_ERRORS: tuple[type[Exception], ...] = (smtplib.SMTPException, OSError)
+# Signing in may also stop at a setting (GmailConfigError) or at credentials smtplib cannot
+# encode (UnicodeError: a non-ASCII password).
+_SIGN_IN_ERRORS: tuple[type[Exception], ...] = (*_NETWORK_ERRORS, GmailConfigError, UnicodeError)
+
+
 class _Conversation:
     """Steps 3-7 over one :class:`SMTPSession`."""
 
@@ -707,7 +834,9 @@ class _Conversation:
         self.timeout = timeout
         self.from_admin = from_admin
         self.marks: dict[str, float] = {}
-        self.session = SMTPSession(config, transcript=run.diagnosis.transcript, on_stage=self._stage)
+        self.session = SMTPSession(
+            config, transcript=run.diagnosis.transcript, on_stage=self._stage, redactor=run.diagnosis.redactor
+        )
         self.tls_step: Step | None = None
         self.greeting_step: Step | None = None
 
@@ -723,7 +852,7 @@ class _Conversation:
     def _mark(self) -> int:
         return len(self.run.diagnosis.transcript.lines)
 
-    def run_all(self, send_to: Sequence[str], from_email: str | None) -> None:
+    def run_all(self, send_to: Sequence[str], from_email: str | None, round_trip: RoundTrip | None = None) -> None:
         try:
             if not self.open():
                 return
@@ -736,6 +865,8 @@ class _Conversation:
                 or not self.auth()
                 or not self.send(send_to, from_email)
             ):
+                return
+            if round_trip is not None and not self.send_round_trip(round_trip):
                 return
             self.quit()
         finally:
@@ -752,7 +883,7 @@ class _Conversation:
         session.config = replace(config, timeout=patience)
         try:
             code, message = session.open_connection()
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:
             self._open_failed(exc, patience)
             return False
         finally:
@@ -773,6 +904,16 @@ class _Conversation:
         text = _reply_text(code, message)
         step.details.append(text)
         step.data = {"code": code, "reply": text}
+        if config.is_gmail:
+            step.data["gmail"] = _is_gmail_greeting(text)
+            if not step.data["gmail"]:
+                # Every later failure is then this impostor's, not Gmail's: say so instead.
+                self.run.impostor = CATALOGUE["not_gmail_server"]
+                step.status = WARNING
+                step.details.append(
+                    _("This is not Gmail's greeting (Gmail's ends with “- gsmtp”): %(summary)s")
+                    % {"summary": self.run.impostor.summary}
+                )
         self.run.end(step, ended=greeted)
         return True
 
@@ -834,16 +975,29 @@ class _Conversation:
                     % {"port": config.port, "greeting": greeting[:80]}
                 )
         elif name == "tls" and isinstance(exc, ssl.SSLCertVerificationError):
-            step.details.append(self._cert_advice(exc))
+            cause = self._certificate_failed(step, cause)
         run.fail(step, cause, error, ended=ended)
 
-    def _cert_advice(self, exc: ssl.SSLCertVerificationError) -> str:
-        if self.config.ssl_cafile:
-            return _("Verified with the CA file %(file)s (from %(origin)s).") % {
-                "file": self.config.ssl_cafile,
-                "origin": self._origin("ssl_cafile"),
-            }
-        return _("Verified with the system's CA certificates (no SSL_CAFILE set).")
+    def _certificate_failed(self, step: Step, cause: Cause) -> Cause:
+        """Say what verified the certificate and who signed it; a sandbox's CA (or, with no CA
+        file, any server on this machine) makes it the sandbox's cause."""
+        config = self.config
+        if config.ssl_cafile:
+            step.details.append(
+                _("Verified with the CA file %(file)s (from %(origin)s).")
+                % {"file": config.ssl_cafile, "origin": self._origin("ssl_cafile")}
+            )
+        else:
+            step.details.append(_("Verified with the system's CA certificates (no SSL_CAFILE set)."))
+        if cause.id not in ("cert_untrusted", "sandbox_cert_untrusted"):
+            return cause
+        issuer = _probe_issuer(config, min(self.timeout, PROBE_WAIT))
+        if issuer is not None:
+            step.details.append(_("certificate issued by: %(issuer)s") % {"issuer": issuer.rfc4514_string()})
+            step.data["issuer"] = issuer.rfc4514_string()
+        if (issuer is not None and _is_sandbox_ca(issuer)) or (is_loopback(config.host) and not config.ssl_cafile):
+            return CATALOGUE["sandbox_cert_untrusted"]
+        return CATALOGUE["cert_untrusted"] if issuer is not None else cause
 
     def _origin(self, option: str) -> str:
         value = self.config.provenance.get(option)
@@ -852,10 +1006,10 @@ class _Conversation:
     # -- EHLO --
     def ehlo(self, *, before_tls: bool) -> bool:
         title = _("EHLO (before TLS)") if before_tls else _title("ehlo")
-        step = self.run.begin("ehlo", title)
+        step = self.run.begin("ehlo", title, step_id="ehlo_tls" if self.session.tls_active else "ehlo")
         try:
             code, _message = self.session.ehlo()
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:
             self.run.fail(step, _cause_of(exc, "ehlo", self.config), describe_error(exc))
             return False
         client = self.session.client
@@ -910,10 +1064,11 @@ class _Conversation:
         mark = self._mark()
         try:
             self.session.starttls()
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:
+            cause = _cause_of(exc, "starttls", self.config)
             if isinstance(exc, ssl.SSLCertVerificationError):
-                step.details.append(self._cert_advice(exc))
-            self.run.fail(step, _cause_of(exc, "starttls", self.config), describe_error(exc))
+                cause = self._certificate_failed(step, cause)
+            self.run.fail(step, cause, describe_error(exc))
             return False
         step.details.extend(_server_lines_since(self.run.diagnosis.transcript, mark)[:1])
         sock = self.session.client.sock if self.session.client is not None else None
@@ -934,13 +1089,14 @@ class _Conversation:
         step = self.run.begin("token", _("OAuth2 access token from %(uri)s") % {"uri": uri})
         try:
             token = oauth.access_token(config, force=True)
+            self.run.redact.add(token.token)
         except GmailConfigError as exc:
             cause = _problem_cause(rules.problem_from_error(exc))
             if exc.check_id == "gmail_smtp.E014":
                 cause = CATALOGUE["oauth_extra_missing"]
             self.run.fail(step, cause, exc.message)
             return False
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:  # OAuthError is an SMTPException
             self.run.fail(step, _cause_of(exc, "token", config), describe_error(exc))
             return False
         scope = token.scope or _("(not stated)")
@@ -972,7 +1128,7 @@ class _Conversation:
         mark = self._mark()
         try:
             result = self.session.login()
-        except Exception as exc:
+        except _SIGN_IN_ERRORS as exc:
             client_lines = [t for d, t in list(self.run.diagnosis.transcript.lines)[mark:] if d == CLIENT]
             if client_lines:
                 step.data["command"] = client_lines[0]
@@ -995,16 +1151,35 @@ class _Conversation:
             self.run.skip("send", _title("send"), _("No recipient given: nothing was sent."))
             return True
         step = self.run.begin("send", _("Test message to %(recipients)s") % {"recipients": ", ".join(send_to)})
-        mark = self._mark()
         try:
             sender, recipients, data = _build_message(self.config, send_to, from_email, from_admin=self.from_admin)
         except (ValueError, GmailConfigError) as exc:
             self.run.fail(step, CATALOGUE["bad_recipient"], describe_error(exc))
             return False
+        return self._send(step, sender, recipients, data)
+
+    def send_round_trip(self, round_trip: RoundTrip) -> bool:
+        """The round trip's tagged message, to the account itself, from the configured From."""
+        step = self.run.begin(
+            "round_trip_send", _("Round-trip message to %(recipient)s") % {"recipient": self.config.username}
+        )
+        try:
+            sender, recipients, data = round_trip.message(self.config)
+        except (ValueError, GmailConfigError) as exc:
+            self.run.fail(step, CATALOGUE["envelope_syntax"], describe_error(exc))
+            return False
+        if not self._send(step, sender, recipients, data):
+            return False
+        round_trip.sent()
+        step.data["message_id"] = round_trip.message_id
+        return True
+
+    def _send(self, step: Step, sender: str, recipients: list[str], data: bytes) -> bool:
+        mark = self._mark()
         step.data = {"from": sender, "to": list(recipients), "bytes": len(data)}
         try:
             refused = self.session.send(sender, recipients, data)
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:
             self.run.fail(step, _cause_of(exc, "send", self.config), describe_error(exc))
             return False
         replies = _server_lines_since(self.run.diagnosis.transcript, mark)
@@ -1027,7 +1202,7 @@ class _Conversation:
         mark = self._mark()
         try:
             self.session.quit()
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:
             self.run.fail(step, _cause_of(exc, "quit", self.config), describe_error(exc))
             return
         step.details.extend(_server_lines_since(self.run.diagnosis.transcript, mark)[-1:])
@@ -1083,12 +1258,15 @@ def run_check(
     from_email: str | None = None,
     on_step_start: StepCallback | None = None,
     on_step_end: StepCallback | None = None,
+    round_trip: RoundTrip | None = None,
     from_admin: bool = False,
 ) -> Diagnosis:
     """Run every step against ``config`` and return the :class:`Diagnosis`.
 
     ``send_to``: addresses to send a real test message to (none: nothing is sent); its text
     names the admin as its origin when ``from_admin``, else ``manage.py gmail_check``.
+    ``round_trip``: also send a tagged message to the account itself and prove it arrives
+    (:class:`~django_gmail_smtp.roundtrip.RoundTrip`; its steps follow QUIT).
     ``on_step_start(step)`` / ``on_step_end(step)`` are called as the steps run
     (for live progress); steps that run inside one socket call (implicit TLS and
     the greeting) are reported as soon as that call returns. Never raises for a
@@ -1100,13 +1278,18 @@ def run_check(
     run = _Run(diagnosis, on_step_start, on_step_end)
     timeout = config.timeout if config.timeout and config.timeout > 0 else conf.DEFAULT_TIMEOUT
     try:
-        if not _check_config(run, config):
+        if round_trip is not None:
+            diagnosis.round_trip = round_trip.summary  # filled in as the round trip goes
+        if not _check_config(run, config, round_trip):
             return diagnosis
         addresses = _dns(run, config, timeout)
         if addresses is None or not _connect(run, config, addresses, timeout):
             return diagnosis
-        _Conversation(run, config, timeout, from_admin=from_admin).run_all(send_to, from_email)
-    except Exception as exc:  # a bug: still a result, never a traceback for the user
+        _Conversation(run, config, timeout, from_admin=from_admin).run_all(send_to, from_email, round_trip)
+        if round_trip is not None and diagnosis.ok:
+            round_trip.receive(run, config, timeout)
+    except Exception as exc:  # a bug: exit status 1 and a request to report it, never a bare traceback
+        diagnosis.unexpected = run.redact(traceback.format_exc()) or "-"
         step = run.current or run.begin("config", _title("config"))
         run.fail(step, CATALOGUE["unexpected_error"], describe_error(exc))
     finally:
@@ -1138,6 +1321,7 @@ def check(
     from_email: str | None = None,
     on_step_start: StepCallback | None = None,
     on_step_end: StepCallback | None = None,
+    round_trip: RoundTrip | None = None,
 ) -> Diagnosis:
     """Resolve the configuration the backend would use (see :func:`conf.resolve`) and test it."""
     try:
@@ -1150,152 +1334,18 @@ def check(
         from_email=from_email,
         on_step_start=on_step_start,
         on_step_end=on_step_end,
+        round_trip=round_trip,
     )
 
 
 # -- the JSON document ---------------------------------------------------------------------
 
-_STRING_OR_NULL = {"type": ["string", "null"]}
+#: The ``schema_version`` of :meth:`Diagnosis.to_dict` (and ``gmail_check --json``); it changes
+#: whenever a field changes meaning or type. 2: typed configuration values, step ids, nulls.
+SCHEMA_VERSION = 2
 
-#: JSON Schema (draft 2020-12) of :meth:`Diagnosis.to_dict` and ``gmail_check --json``.
-JSON_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "https://github.com/django-gmail-smtp/django-gmail-smtp/gmail_check.schema.json",
-    "title": "gmail_check result",
-    "type": "object",
-    "additionalProperties": False,
-    "required": [
-        "version",
-        "ok",
-        "outcome",
-        "failed_step",
-        "exit_code",
-        "language",
-        "duration",
-        "config",
-        "problems",
-        "steps",
-        "cause",
-        "error",
-        "transcript",
-    ],
-    "properties": {
-        "version": {"const": 1},
-        "ok": {"type": "boolean"},
-        "outcome": {"enum": ["ok", "failed", "config_error"]},
-        "failed_step": {"enum": [None, *STEP_NAMES]},
-        "exit_code": {"type": "integer", "minimum": 0, "maximum": 255},
-        "language": {"type": "string"},
-        "duration": {"type": "number", "minimum": 0},
-        "config": {
-            "oneOf": [
-                {"type": "null"},
-                {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["alias", "security", "values"],
-                    "properties": {
-                        "alias": _STRING_OR_NULL,
-                        "security": {"enum": ["ssl", "starttls", "none"]},
-                        "values": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "additionalProperties": False,
-                                "required": ["name", "value", "source", "origin"],
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "value": {"type": "string"},
-                                    "source": {"type": "string"},
-                                    "origin": {"type": "string"},
-                                },
-                            },
-                        },
-                    },
-                },
-            ]
-        },
-        "problems": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["id", "level", "message", "hint"],
-                "properties": {
-                    "id": {"type": "string", "pattern": r"^gmail_smtp\.[EW]\d{3}$"},
-                    "level": {"enum": ["error", "warning"]},
-                    "message": {"type": "string"},
-                    "hint": {"type": "string"},
-                },
-            },
-        },
-        "steps": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["name", "title", "status", "duration", "details", "data", "error", "cause_id"],
-                "properties": {
-                    "name": {"enum": list(STEP_NAMES)},
-                    "title": {"type": "string"},
-                    "status": {"enum": list(STATUSES)},
-                    "duration": {"type": ["number", "null"], "minimum": 0},
-                    "details": {"type": "array", "items": {"type": "string"}},
-                    "data": {"type": "object"},
-                    "error": {"type": "string"},
-                    "cause_id": _STRING_OR_NULL,
-                },
-            },
-        },
-        "cause": {
-            "oneOf": [
-                {"type": "null"},
-                {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["id", "summary", "fix", "url", "temporary"],
-                    "properties": {
-                        "id": {"type": "string", "minLength": 1},
-                        "summary": {"type": "string"},
-                        "fix": {"type": "string"},
-                        "url": {"type": "string"},
-                        "temporary": {"type": "boolean"},
-                    },
-                },
-            ]
-        },
-        "error": {"type": "string"},
-        "transcript": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["direction", "text"],
-                "properties": {"direction": {"enum": ["->", "<-", "**"]}, "text": {"type": "string"}},
-            },
-        },
-    },
-    "allOf": [
-        {
-            "if": {"properties": {"ok": {"const": True}}},
-            "then": {
-                "properties": {
-                    "exit_code": {"const": 0},
-                    "cause": {"type": "null"},
-                    "failed_step": {"type": "null"},
-                    "outcome": {"const": "ok"},
-                }
-            },
-        },
-        {
-            "if": {"properties": {"ok": {"const": False}}},
-            "then": {
-                "properties": {
-                    "exit_code": {"minimum": 1},
-                    "cause": {"type": "object"},
-                    "failed_step": {"type": "string"},
-                }
-            },
-        },
-    ],
-}
+#: JSON Schema (draft 2020-12) of :meth:`Diagnosis.to_dict` and ``gmail_check --json``, from the
+#: file shipped in the package (``django_gmail_smtp/schemas/gmail_check.schema.json``).
+JSON_SCHEMA: dict[str, Any] = json.loads(
+    resources.files("django_gmail_smtp").joinpath("schemas", "gmail_check.schema.json").read_text(encoding="utf-8")
+)

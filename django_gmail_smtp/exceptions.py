@@ -1,36 +1,135 @@
 """Exceptions: configuration mistakes, and SMTP failures that carry a Gmail cause.
 
-Configuration errors subclass ``ImproperlyConfigured`` so that ``fail_silently``
-never hides them. SMTP and network failures keep their original ``smtplib`` /
-``OSError`` type (callers' ``except`` clauses keep working) and gain a
+Configuration errors subclass ``ImproperlyConfigured`` (and, on Django 6.1+,
+``django.core.mail.InvalidMailer``) so that ``fail_silently`` never hides them.
+SMTP and network failures keep their original ``smtplib`` / ``OSError`` type
+(callers' ``except`` clauses keep working) and gain a
 :class:`~django_gmail_smtp.causes.Cause` that says what happened and what to do.
+
+Every exception class this package raises is declared here (or next to the
+module that raises it) at module level, so each one can be pickled (Celery's
+pickle serializer, ``multiprocessing``, result stores), imported by its path and
+recognised by error trackers. :func:`with_cause` picks the class from a fixed
+table (:data:`CAUSE_CLASSES`); it never creates a class at run time.
 """
 
 from __future__ import annotations
 
 import smtplib
+import socket
+import ssl
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+try:  # Django 6.1+: the error of a MAILERS entry
+    from django.core.mail import InvalidMailer as _MailerError
+except ImportError:  # Django 5.2 / 6.0
+    _MailerError = ImproperlyConfigured  # type: ignore[assignment,misc]
+
 if TYPE_CHECKING:
     from .causes import Cause
 
-__all__ = ["GmailConfigError", "GmailSMTPError", "OAuthError", "TLSRequiredError", "with_cause"]
+__all__ = [
+    "CAUSE_CLASSES",
+    "GmailConfigError",
+    "GmailSMTPError",
+    "MailboxError",
+    "OAuthError",
+    "PickleByState",
+    "SecretDecryptionError",
+    "SecretDestinationError",
+    "TLSRequiredError",
+    "with_cause",
+]
 
 
-class GmailConfigError(ImproperlyConfigured, ValueError):
+def _restore(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    """Unpickle an exception whose constructor takes keyword-only arguments: no constructor call."""
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
+
+class PickleByState:
+    """Mixin for an exception whose constructor takes keyword arguments: it pickles by its
+    ``args`` and ``__dict__``, not by calling the constructor again."""
+
+    args: tuple[Any, ...]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _restore, (type(self), self.args, dict(self.__dict__))
+
+
+class GmailConfigError(PickleByState, _MailerError, ValueError):
     """A setting is wrong or missing; the message names it and says the fix.
 
-    Also a ``ValueError``, as Django raises for ``EMAIL_USE_TLS``/``EMAIL_USE_SSL``.
+    Also a ``ValueError``, as Django raises for ``EMAIL_USE_TLS``/``EMAIL_USE_SSL``, and on
+    Django 6.1+ a ``django.core.mail.InvalidMailer``. ``check_id`` is the system check id that
+    reports the same mistake (``gmail_smtp.E003``), or None for a mistake no system check
+    reports (found only where the value is used); every raise must say which. With ``alias``
+    (a ``MAILERS`` alias) the text starts with ``MAILERS['alias']: ``, as Django's own mailer
+    errors do; ``message`` stays the bare sentence.
     """
 
-    def __init__(self, message: str, *, hint: str = "", check_id: str = "") -> None:
+    def __init__(self, message: str, *, check_id: str | None, hint: str = "", alias: str | None = None) -> None:
         self.message = str(message)
         self.hint = str(hint)
         self.check_id = check_id
+        self.alias = alias
         text = f"{self.message} {self.hint}".strip()
-        super().__init__(f"{text} ({check_id})" if check_id else text)
+        if check_id:
+            text = f"{text} ({check_id})"
+        if alias is not None:
+            text = f"MAILERS[{alias!r}]: {text}"
+        ValueError.__init__(self, text)
+
+    def for_alias(self, alias: str | None) -> GmailConfigError:
+        """This error naming the mailer ``alias`` (a copy; the same error without an alias)."""
+        if alias is None or self.alias is not None:
+            return self
+        copy = _restore(type(self), self.args, dict(self.__dict__))
+        copy.args = (f"MAILERS[{alias!r}]: {self.args[0]}",)
+        copy.alias = alias  # type: ignore[attr-defined]
+        return copy  # type: ignore[return-value]
+
+
+class SecretDecryptionError(GmailConfigError):
+    """A stored account's secret cannot be decrypted with the configured keys.
+
+    ``account`` is the account's name. The message never contains the secret.
+    """
+
+    def __init__(self, message: str, *, account: str, check_id: str | None, hint: str = "") -> None:
+        self.account = account
+        super().__init__(message, hint=hint, check_id=check_id)
+
+
+class SecretDestinationError(GmailConfigError):
+    """A stored account's secret may not be used with the account's current values.
+
+    It was entered for another destination (``changed`` names the fields that differ since:
+    ``host``, ``port``, ``security``, ``username``, ``token_uri``; ``bound`` holds their values
+    then), or it is not bound to any (``changed`` empty, ``bound`` None: stored by a version
+    before the binding and not upgraded). ``account`` is the account's name. Never contains the
+    secret.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        account: str,
+        check_id: str | None,
+        changed: tuple[str, ...] = (),
+        bound: dict[str, Any] | None = None,
+        hint: str = "",
+    ) -> None:
+        self.account = account
+        self.changed = changed
+        self.bound = bound
+        super().__init__(message, hint=hint, check_id=check_id)
 
 
 class GmailSMTPError(Exception):
@@ -38,7 +137,7 @@ class GmailSMTPError(Exception):
 
     Never raised on its own: every instance is also an ``smtplib`` exception or
     an ``OSError`` (see :func:`with_cause`), so ``except SMTPAuthenticationError``
-    and ``except OSError`` keep working.
+    and ``except OSError`` keep working. ``cause`` and ``stage`` survive pickling.
     """
 
     cause: Cause | None = None
@@ -55,7 +154,7 @@ class TLSRequiredError(GmailSMTPError, ConnectionError):
     """Refused to sign in because the connection is not encrypted."""
 
 
-class OAuthError(smtplib.SMTPException):
+class OAuthError(PickleByState, smtplib.SMTPException):
     """Getting an OAuth2 access token failed (the token endpoint refused, or could not be reached).
 
     An ``smtplib.SMTPException`` (so an ``OSError``), like every failure to sign in. ``error`` is
@@ -72,15 +171,156 @@ class OAuthError(smtplib.SMTPException):
         self.status = status
 
 
-_subclasses: dict[type[BaseException], type[GmailSMTPError]] = {}
+# -- the fixed table of "<type> with a cause" classes ------------------------------------------
+# One class per exception type the package explains (smtplib's, the socket and TLS errors a
+# connection raises, OAuthError). Each has its base's constructor, so pickling works as for
+# the base, with ``cause`` and ``stage`` carried in the instance's __dict__.
+
+
+class GmailSMTPException(GmailSMTPError, smtplib.SMTPException):
+    """``smtplib.SMTPException`` with a cause."""
+
+
+class GmailSMTPNotSupportedError(GmailSMTPError, smtplib.SMTPNotSupportedError):
+    """``smtplib.SMTPNotSupportedError`` with a cause."""
+
+
+class GmailSMTPServerDisconnected(GmailSMTPError, smtplib.SMTPServerDisconnected):
+    """``smtplib.SMTPServerDisconnected`` with a cause."""
+
+
+class GmailSMTPResponseException(GmailSMTPError, smtplib.SMTPResponseException):
+    """``smtplib.SMTPResponseException`` with a cause."""
+
+
+class GmailSMTPSenderRefused(GmailSMTPError, smtplib.SMTPSenderRefused):
+    """``smtplib.SMTPSenderRefused`` with a cause."""
+
+
+class GmailSMTPRecipientsRefused(GmailSMTPError, smtplib.SMTPRecipientsRefused):
+    """``smtplib.SMTPRecipientsRefused`` with a cause."""
+
+
+class GmailSMTPDataError(GmailSMTPError, smtplib.SMTPDataError):
+    """``smtplib.SMTPDataError`` with a cause."""
+
+
+class GmailSMTPConnectError(GmailSMTPError, smtplib.SMTPConnectError):
+    """``smtplib.SMTPConnectError`` with a cause."""
+
+
+class GmailSMTPHeloError(GmailSMTPError, smtplib.SMTPHeloError):
+    """``smtplib.SMTPHeloError`` with a cause."""
+
+
+class GmailSMTPAuthenticationError(GmailSMTPError, smtplib.SMTPAuthenticationError):
+    """``smtplib.SMTPAuthenticationError`` with a cause."""
+
+
+class GmailOAuthError(GmailSMTPError, OAuthError):
+    """:class:`OAuthError` with a cause."""
+
+
+class GmailOSError(GmailSMTPError, OSError):
+    """``OSError`` with a cause."""
+
+
+class GmailConnectionError(GmailSMTPError, ConnectionError):
+    """``ConnectionError`` with a cause."""
+
+
+class GmailConnectionRefusedError(GmailSMTPError, ConnectionRefusedError):
+    """``ConnectionRefusedError`` with a cause."""
+
+
+class GmailConnectionResetError(GmailSMTPError, ConnectionResetError):
+    """``ConnectionResetError`` with a cause."""
+
+
+class GmailConnectionAbortedError(GmailSMTPError, ConnectionAbortedError):
+    """``ConnectionAbortedError`` with a cause."""
+
+
+class GmailBrokenPipeError(GmailSMTPError, BrokenPipeError):
+    """``BrokenPipeError`` with a cause."""
+
+
+class GmailTimeoutError(GmailSMTPError, TimeoutError):
+    """``TimeoutError`` (``socket.timeout``) with a cause."""
+
+
+class GmailGAIError(GmailSMTPError, socket.gaierror):
+    """``socket.gaierror`` (name lookup failed) with a cause."""
+
+
+class GmailHError(GmailSMTPError, socket.herror):
+    """``socket.herror`` with a cause."""
+
+
+class GmailSSLError(GmailSMTPError, ssl.SSLError):
+    """``ssl.SSLError`` with a cause."""
+
+
+class GmailSSLCertVerificationError(GmailSMTPError, ssl.SSLCertVerificationError):
+    """``ssl.SSLCertVerificationError`` with a cause."""
+
+
+class GmailSSLZeroReturnError(GmailSMTPError, ssl.SSLZeroReturnError):
+    """``ssl.SSLZeroReturnError`` with a cause."""
+
+
+class GmailSSLEOFError(GmailSMTPError, ssl.SSLEOFError):
+    """``ssl.SSLEOFError`` with a cause."""
+
+
+class GmailSSLSyscallError(GmailSMTPError, ssl.SSLSyscallError):
+    """``ssl.SSLSyscallError`` with a cause."""
+
+
+CAUSE_CLASSES: dict[type[BaseException], type[GmailSMTPError]] = {
+    klass.__bases__[1]: klass
+    for klass in (
+        GmailSMTPException,
+        GmailSMTPNotSupportedError,
+        GmailSMTPServerDisconnected,
+        GmailSMTPResponseException,
+        GmailSMTPSenderRefused,
+        GmailSMTPRecipientsRefused,
+        GmailSMTPDataError,
+        GmailSMTPConnectError,
+        GmailSMTPHeloError,
+        GmailSMTPAuthenticationError,
+        GmailOAuthError,
+        GmailOSError,
+        GmailConnectionError,
+        GmailConnectionRefusedError,
+        GmailConnectionResetError,
+        GmailConnectionAbortedError,
+        GmailBrokenPipeError,
+        GmailTimeoutError,
+        GmailGAIError,
+        GmailHError,
+        GmailSSLError,
+        GmailSSLCertVerificationError,
+        GmailSSLZeroReturnError,
+        GmailSSLEOFError,
+        GmailSSLSyscallError,
+    )
+}
+"""Exception type -> its subclass that carries a cause; :func:`with_cause` uses nothing else."""
 
 
 def with_cause(exc: BaseException, cause: Cause | None, stage: str = "") -> BaseException:
-    """Return ``exc`` as an instance of a subclass of its own type that carries ``cause``.
+    """Return ``exc`` as an instance of the subclass of its own type that carries ``cause``.
 
     The new exception has the same ``args`` and attributes (``smtp_code``,
     ``smtp_error``, ``errno``, ``verify_code`` ...), so code that inspects them
-    behaves as before.
+    behaves as before. It does not take over ``exc``'s traceback: the frames below
+    (smtplib's, which may hold credentials in their local variables) stay out of
+    what is raised. A type outside :data:`CAUSE_CLASSES` (a subclass of smtplib's
+    errors defined elsewhere, a ``UnicodeError`` ...) keeps its own class: the
+    original exception is returned with ``cause`` and ``stage`` set on it, so that
+    ``except`` clauses for that type still match.
     """
     if isinstance(exc, GmailSMTPError):
         if cause is not None and exc.cause is None:
@@ -88,31 +328,35 @@ def with_cause(exc: BaseException, cause: Cause | None, stage: str = "") -> Base
         if stage and not exc.stage:
             exc.stage = stage
         return exc
-    base = type(exc)
-    sub = _subclasses.get(base)
-    if sub is None:
-        sub = type(f"Gmail{base.__name__}", (GmailSMTPError, base), {"__module__": __name__})
-        _subclasses[base] = sub
-    try:
-        new: Any = sub(*exc.args)
-    except Exception:  # an exception type with an unusual constructor: keep the original
+    sub = CAUSE_CLASSES.get(type(exc))
+    new: Any = None
+    if sub is not None:
+        try:
+            new = sub(*exc.args)
+        except Exception:  # an unusual argument list: keep the original (below)
+            new = None
+    if new is None:
+        try:
+            exc.cause = cause  # type: ignore[attr-defined]
+            exc.stage = stage  # type: ignore[attr-defined]
+        except AttributeError:  # an exception type with __slots__
+            pass
         return exc
     new.__dict__.update(exc.__dict__)
     new.cause = cause
     new.stage = stage
     new.__cause__ = exc.__cause__
     new.__context__ = exc.__context__
-    new.__traceback__ = exc.__traceback__
     result: BaseException = new
     return result
 
 
-class SecretDecryptionError(GmailConfigError):
-    """A stored account's secret cannot be decrypted with the configured keys.
+class MailboxError(PickleByState, GmailSMTPError, OSError):
+    """Reading the account's mailbox (IMAP or POP3, ``gmail_check --round-trip``) failed: the
+    server refused (``reply`` is its answer) or broke the protocol. Carries a cause and the stage."""
 
-    ``account`` is the account's name. The message never contains the secret.
-    """
-
-    def __init__(self, message: str, *, account: str, hint: str = "", check_id: str = "") -> None:
-        self.account = account
-        super().__init__(message, hint=hint, check_id=check_id)
+    def __init__(self, message: str, *, cause: Cause | None = None, stage: str = "", reply: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.stage = stage
+        self.reply = reply

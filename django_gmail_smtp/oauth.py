@@ -51,8 +51,9 @@ from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
 from .causes import CATALOGUE, Cause, explain_reply
-from .conf import SmtpConfig, app_setting, is_loopback
-from .exceptions import GmailConfigError, OAuthError, with_cause
+from .conf import SmtpConfig, app_setting, is_loopback_address
+from .exceptions import OAuthError, with_cause
+from .redaction import Redactor, detach
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -89,7 +90,6 @@ MAX_INLINE_AUTH = 512
 
 CACHE_ALIAS = DEFAULT_CACHE_ALIAS
 KEY_PREFIX = "gmail_smtp:oauth:v1"
-INSTALL_HINT = 'pip install "django-gmail-smtp[oauth]"'
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -108,14 +108,15 @@ def available() -> bool:
     return True
 
 
-def require_library() -> None:
-    """Raise :class:`GmailConfigError` (E014) when the ``oauth`` extra is missing."""
-    if not available():
-        raise GmailConfigError(
-            _("OAuth2 sign-in is configured, but google-auth (the 'oauth' extra) is not installed."),
-            hint=_("Install it: %(command)s.") % {"command": INSTALL_HINT},
-            check_id="gmail_smtp.E014",
-        )
+def require_library(config: SmtpConfig | None = None) -> None:
+    """Raise :class:`GmailConfigError` (E014, the rule's words) when the ``oauth`` extra is missing."""
+    if available():
+        return
+    from . import rules
+
+    if config is not None:
+        rules.raise_first_error(rules.check_oauth_library(config), config.alias)
+    raise rules.to_error(rules.oauth_library_problem())
 
 
 def token_uri() -> str:
@@ -127,25 +128,29 @@ def auth_uri() -> str:
 
 
 def endpoint_is_safe(uri: str) -> bool:
-    """HTTPS, or plain HTTP to a loopback address (the sandbox's token server)."""
-    parts = urlsplit(uri)
-    if parts.scheme == "https" and parts.hostname:
+    """HTTPS, or plain HTTP to ``localhost`` or a literal loopback IP address (the sandbox's server).
+
+    The only rule for OAuth2 endpoints: the runtime (:func:`check_endpoint`) and check E018 both
+    use it. Other names under ``.localhost`` are refused for ``http://``: nothing guarantees that
+    the resolver in use keeps them on this machine.
+    """
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname
+    except ValueError:  # a malformed IPv6 literal
+        return False
+    if parts.scheme == "https" and host:
         return True
-    return parts.scheme == "http" and is_loopback(parts.hostname)
+    return parts.scheme == "http" and host is not None and (host == "localhost" or is_loopback_address(host))
 
 
 def check_endpoint(uri: str, setting: str) -> None:
-    """Raise :class:`GmailConfigError` (E018) for an endpoint that would carry secrets in clear text."""
+    """Raise :class:`GmailConfigError` (E018, the rule's words) for an endpoint that would carry
+    secrets in clear text."""
     if not endpoint_is_safe(uri):
-        raise GmailConfigError(
-            _(
-                "GMAIL_SMTP[%(setting)r] is %(uri)r, which is not an https:// address, so OAuth2 "
-                "secrets would travel unencrypted."
-            )
-            % {"setting": setting, "uri": uri},
-            hint=_("Use https:// (Google's endpoints are the defaults); only a loopback address may use http://."),
-            check_id="gmail_smtp.E018",
-        )
+        from . import rules
+
+        raise rules.to_error(rules.oauth_endpoint_problem(setting, uri))
 
 
 # -- access tokens ---------------------------------------------------------------------------
@@ -217,25 +222,10 @@ def invalidate(config: SmtpConfig) -> None:
 
 
 def _check_credentials(config: SmtpConfig) -> None:
-    missing = [
-        name
-        for name, value in (
-            ("oauth_client_id", config.oauth_client_id),
-            ("oauth_client_secret", config.oauth_client_secret),
-            ("oauth_refresh_token", config.oauth_refresh_token),
-        )
-        if not value
-    ]
-    if missing:
-        raise GmailConfigError(
-            _("OAuth2 sign-in is configured, but %(missing)s is not set.") % {"missing": ", ".join(missing)},
-            hint=_(
-                "Set GMAIL_SMTP_OAUTH_CLIENT_ID, GMAIL_SMTP_OAUTH_CLIENT_SECRET and "
-                "GMAIL_SMTP_OAUTH_REFRESH_TOKEN (or the oauth_* MAILERS OPTIONS); 'manage.py "
-                "gmail_authorize' gets a refresh token."
-            ),
-            check_id="gmail_smtp.E015" if "oauth_refresh_token" in missing else "gmail_smtp.E016",
-        )
+    """Raise the OAuth2 rules' E015/E016 (their words) for a missing client or refresh token."""
+    from . import rules
+
+    rules.raise_first_error(rules.check_oauth_credentials(config), config.alias)
 
 
 @sensitive_variables()
@@ -261,18 +251,6 @@ def access_token(config: SmtpConfig, *, force: bool = False) -> AccessToken:
         token = _refresh(config)
         _store(key, token)
     return token
-
-
-class _ScrubbedText:
-    """Removes the secrets of a configuration from texts that came from outside (server answers)."""
-
-    def __init__(self, *secrets: str) -> None:
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "<redacted>")
-        return text
 
 
 def _cause_for_error(error: str) -> Cause:
@@ -332,7 +310,7 @@ class _TimedRequest:
 @sensitive_variables()
 def _refresh(config: SmtpConfig) -> AccessToken:
     """A new access token from the token endpoint (``grant_type=refresh_token``), via google-auth."""
-    require_library()
+    require_library(config)
     uri = token_uri()
     check_endpoint(uri, "OAUTH_TOKEN_URI")
     from google.auth import exceptions as google_exceptions
@@ -346,24 +324,27 @@ def _refresh(config: SmtpConfig) -> AccessToken:
         token_uri=uri,
         scopes=[SCOPE],
     )
-    scrub = _ScrubbedText(config.oauth_client_secret, config.oauth_refresh_token)
+    scrub = Redactor(config.oauth_client_secret, config.oauth_refresh_token)
     request = _TimedRequest(config.timeout or 10.0)
     started = time.time()
+    failure: OAuthError | None = None
     try:
         credentials.refresh(request)  # type: ignore[no-untyped-call]
     except google_exceptions.RefreshError as exc:
         data = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], Mapping) else {}
         text = str(exc.args[0]) if exc.args else ""
-        raise token_error(
+        failure = token_error(
             str(data.get("error", "")),
             str(data.get("error_description", "")) if data else text,
             0,
             scrub=scrub,
-        ) from None
+        )
     except google_exceptions.TransportError as exc:
-        raise unreachable_error(uri, scrub(_reason(exc))) from None
+        failure = unreachable_error(uri, scrub(_reason(exc)))
     finally:
         request.close()
+    if failure is not None:  # raised here, not in the except clause: google-auth's frames hold the secrets
+        raise detach(failure)
     token = credentials.token
     if not isinstance(token, str) or not token:
         raise token_error("", _("no access token in the answer"), 200)
@@ -429,6 +410,13 @@ def _note(client: smtplib.SMTP, text: str) -> None:
         transcript.add("**", text)
 
 
+def _hide(client: smtplib.SMTP, token: AccessToken) -> None:
+    """Tell the session's redactor (when the client has one) to hide this access token in replies."""
+    redactor = getattr(client, "redactor", None)
+    if isinstance(redactor, Redactor):
+        redactor.add(token.token)
+
+
 @sensitive_variables()
 def _exchange(client: smtplib.SMTP, username: str, token: str) -> tuple[int, bytes, dict[str, Any] | None]:
     """One XOAUTH2 exchange: (final code, final text, the error challenge's JSON if there was one)."""
@@ -473,6 +461,7 @@ def sign_in(client: smtplib.SMTP, config: SmtpConfig) -> tuple[int, bytes]:
         )
         raise with_cause(not_offered, CATALOGUE["xoauth2_not_offered"], "auth")
     token = access_token(config)
+    _hide(client, token)
     _note(client, _("Access token from the cache.") if token.cached else _("Access token refreshed."))
     code, text, challenge = _exchange(client, config.username, token.token)
     if code in (235, 503) and challenge is None:
@@ -481,6 +470,7 @@ def sign_in(client: smtplib.SMTP, config: SmtpConfig) -> tuple[int, bytes]:
         _note(client, _("Gmail rejected the cached access token: refreshing it and signing in again."))
         invalidate(config)
         token = access_token(config, force=True)
+        _hide(client, token)
         code, text, challenge = _exchange(client, config.username, token.token)
         if code in (235, 503) and challenge is None:
             return code, text
@@ -590,7 +580,7 @@ def exchange_code(
 
     uri = token_uri()
     check_endpoint(uri, "OAUTH_TOKEN_URI")
-    scrub = _ScrubbedText(client_secret, code, code_verifier)
+    scrub = Redactor(client_secret, code, code_verifier)
     data = {
         "grant_type": "authorization_code",
         "code": code,
@@ -599,10 +589,13 @@ def exchange_code(
         "redirect_uri": redirect_uri,
         "code_verifier": code_verifier,
     }
+    unreachable: OAuthError | None = None
     try:
         response = requests.post(uri, data=data, timeout=timeout, headers={"Accept": "application/json"})
     except requests.RequestException as exc:
-        raise unreachable_error(uri, scrub(_reason(exc))) from None
+        unreachable = unreachable_error(uri, scrub(_reason(exc)))
+    if unreachable is not None:  # raised outside the except clause: requests' frames hold the form
+        raise detach(unreachable)
     try:
         answer = response.json()
     except ValueError:

@@ -1,8 +1,9 @@
 """``QueuedEmailBackend``: send in the background with Django's Tasks framework (README.md#background-sending).
 
-``send_messages()`` turns each message into a JSON-safe payload (:mod:`.payload`), writes a
-:class:`~django_gmail_smtp.models.DeliveryLog` entry and enqueues the task
-``django_gmail_smtp.queued.deliver_queued_message`` on a Tasks backend (``TASKS`` alias
+``send_messages()`` turns each message into a JSON-safe payload (:mod:`.payload`), writes it
+into a :class:`~django_gmail_smtp.models.DeliveryLog` entry and enqueues the task
+``django_gmail_smtp.queued.deliver_queued_message`` with the entry's id (never the message) on a
+Tasks backend (``TASKS`` alias
 ``GMAIL_SMTP["QUEUE_TASK_BACKEND"]`` or the ``task_backend`` option; queue ``QUEUE_NAME`` or
 ``queue_name``). A worker runs the task, which sends with :class:`~.backend.EmailBackend`
 (connection reuse, pipelining and quick retries included) under the daily-limit guard
@@ -29,6 +30,11 @@ Delivery is *at least once*:
 
 No password or other secret is ever put in a payload: the worker resolves the credentials from
 the settings (``MAILERS[alias]["OPTIONS"]``, ``EMAIL_*``, ``GMAIL_SMTP``, a stored account).
+The message itself stays out of the Tasks backend's storage (django-tasks-db's table, a Redis
+queue, a Celery broker), which keeps what it ran: a task carries the log entry's id, its
+generation and whether it is a backup; the worker reads the message from the entry, which
+forgets it once sent. Tasks enqueued by earlier versions, which carried a copy of the message
+(``payload=``), are still accepted and delivered from the entry.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ from django.utils.translation import gettext as _
 from . import conf, quota
 from .causes import explain_reply
 from .conf import app_setting
-from .delivery import STATUS_ATTRIBUTE
+from .delivery import STATUS_ATTRIBUTE, UNKNOWN
 from .exceptions import GmailConfigError
 from .payload import PayloadError, envelope, from_payload, message_id_of, to_payload
 from .retry import backoff_delay
@@ -134,6 +140,7 @@ def _tasks_backend(alias: str, queue_name: str) -> Any:
                 "Django 5.2 the django-tasks backport."
             ),
             hint=_('Install it with: pip install "django-gmail-smtp[tasks]" (see README.md#background-sending).'),
+            check_id=None,
         ) from None
     try:
         backend = task_backends[alias]
@@ -145,6 +152,7 @@ def _tasks_backend(alias: str, queue_name: str) -> Any:
                 "Define it in TASKS, or choose another with GMAIL_SMTP['QUEUE_TASK_BACKEND'] or the "
                 "'task_backend' option."
             ),
+            check_id=None,
         ) from None
     if not getattr(backend, "supports_defer", False):
         raise GmailConfigError(
@@ -157,6 +165,7 @@ def _tasks_backend(alias: str, queue_name: str) -> Any:
                 "Use a backend with a worker: django_tasks_db.DatabaseBackend ('manage.py db_worker'), "
                 "or an RQ- or Celery-based one (README.md#background-sending)."
             ),
+            check_id=None,
         )
     queues = getattr(backend, "queues", None)
     if queues and queue_name not in queues:
@@ -165,6 +174,7 @@ def _tasks_backend(alias: str, queue_name: str) -> Any:
             % {"queue": queue_name, "alias": alias, "queues": ", ".join(sorted(map(str, queues)))},
             hint=_("Add it to TASKS[%(alias)r]['QUEUES'] or set GMAIL_SMTP['QUEUE_NAME'] / 'queue_name'.")
             % {"alias": alias},
+            check_id=None,
         )
     return backend
 
@@ -204,30 +214,19 @@ def _real_time(when: datetime) -> datetime | None:
     return timezone.now() + delay
 
 
-def _enqueue(
-    alias: str, queue_name: str, *, log_id: int, generation: int, when: datetime, payload: Any, backup: bool
-) -> None:
+def _enqueue(alias: str, queue_name: str, *, log_id: int, generation: int, when: datetime, backup: bool) -> None:
+    """One task for the log entry ``log_id``: its id, not its message (the Tasks backend keeps its arguments)."""
     task = _make_task(alias, queue_name)
     run_after = _real_time(when)
     if run_after is not None:
         task = task.using(run_after=run_after)
-    task.enqueue(payload=payload, log_id=log_id, generation=generation, backup=backup)
+    task.enqueue(log_id=log_id, generation=generation, backup=backup)
 
 
-def _schedule(
-    alias: str, queue_name: str, *, log_id: int, generation: int, when: datetime, payload: Mapping[str, Any]
-) -> None:
+def _schedule(alias: str, queue_name: str, *, log_id: int, generation: int, when: datetime) -> None:
     """The sender at ``when`` and its backup one lease later."""
-    _enqueue(alias, queue_name, log_id=log_id, generation=generation, when=when, payload=dict(payload), backup=False)
-    _enqueue(
-        alias,
-        queue_name,
-        log_id=log_id,
-        generation=generation,
-        when=when + _lease() + _MARGIN,
-        payload=None,
-        backup=True,
-    )
+    _enqueue(alias, queue_name, log_id=log_id, generation=generation, when=when, backup=False)
+    _enqueue(alias, queue_name, log_id=log_id, generation=generation, when=when + _lease() + _MARGIN, backup=True)
 
 
 def _same_transaction(backend: Any, db: str) -> bool:
@@ -309,6 +308,7 @@ class QueuedEmailBackend(BaseEmailBackend):
                         "Configure it in settings (EMAIL_HOST_PASSWORD, MAILERS OPTIONS, GMAIL_SMTP) or in a "
                         "stored Gmail account, and do not pass it to get_connection() / send_mail()."
                     ),
+                    check_id=None,
                 )
             carried[name] = value
         return carried
@@ -361,7 +361,7 @@ class QueuedEmailBackend(BaseEmailBackend):
             )
 
         def schedule(entry: DeliveryLog) -> None:
-            _schedule(self.task_backend, self.queue_name, log_id=entry.pk, generation=1, when=current, payload=payload)
+            _schedule(self.task_backend, self.queue_name, log_id=entry.pk, generation=1, when=current)
 
         if _same_transaction(self.tasks, db):  # django-tasks-db: the entry and its tasks in one transaction
             with transaction.atomic(using=db):
@@ -380,6 +380,7 @@ class QueuedEmailBackend(BaseEmailBackend):
 
 
 def _deliver(payload: dict[str, Any] | None = None, log_id: int = 0, generation: int = 1, backup: bool = False) -> str:
+    # ``payload``: only in tasks enqueued by earlier versions, which carried a copy of the message.
     return deliver(payload, log_id=log_id, generation=generation, backup=backup)
 
 
@@ -400,6 +401,7 @@ def _smtp_backend(payload: Mapping[str, Any]) -> EmailBackend:
         raise GmailConfigError(
             _("The message was queued for the mailer %(alias)r, which is no longer in MAILERS.") % {"alias": alias},
             hint=_("Add the mailer back, or retry the message from the admin after queuing it anew."),
+            check_id=None,
         )
     configured = {k: v for k, v in (mailers[alias].get("OPTIONS") or {}).items() if k not in QUEUE_OPTIONS}
     return EmailBackend(alias=alias, **(configured | options))
@@ -455,8 +457,7 @@ def _status_reply(message: EmailMessage) -> str:
 class _Attempt:
     """One run of the task for one message."""
 
-    def __init__(self, payload: dict[str, Any] | None, log_id: int, generation: int, backup: bool) -> None:
-        self.payload = payload
+    def __init__(self, log_id: int, generation: int, backup: bool) -> None:
         self.log_id = log_id
         self.generation = generation
         self.backup = backup
@@ -500,7 +501,6 @@ class _Attempt:
                     log_id=entry.pk,
                     generation=self.generation,
                     when=entry.due_at,
-                    payload=self.payload,
                     backup=False,
                 )
             return "not due"
@@ -518,7 +518,7 @@ class _Attempt:
                 "Queued message %s: the attempt that was sending it stopped (worker killed?); sending it again.",
                 entry.message_id,
             )
-        payload = self.payload or entry.payload
+        payload = entry.payload
         if not payload:
             self.finish(Status.FAILED, _("The message's payload is gone; it cannot be sent."), "")
             return "failed"
@@ -526,13 +526,7 @@ class _Attempt:
 
     def arm_backup(self, entry: DeliveryLog, when: datetime) -> None:
         _enqueue(
-            entry.task_backend,
-            entry.queue_name,
-            log_id=entry.pk,
-            generation=self.generation,
-            when=when,
-            payload=None,
-            backup=True,
+            entry.task_backend, entry.queue_name, log_id=entry.pk, generation=self.generation, when=when, backup=True
         )
 
     def send(self, entry: DeliveryLog, payload: dict[str, Any], current: datetime) -> str:
@@ -551,20 +545,30 @@ class _Attempt:
         try:
             reservation = quota.reserve(key, 1, limit=limit)
         except quota.QuotaExceededError as exc:
-            return self.hold(entry, payload, key, limit, str(exc.args[0]))
+            return self.hold(entry, key, limit, str(exc.args[0]))
         attempts = entry.attempts + 1
         self.mine().update(attempts=F("attempts") + 1, account=key)
         try:
             with quota.bypass():
                 sent = smtp.send_messages([message])
         except (smtplib.SMTPException, OSError) as exc:
-            quota.release(reservation)
+            status = getattr(message, STATUS_ATTRIBUTE, None)
+            unknown = status is not None and status.status == UNKNOWN
+            if unknown:  # it may have been delivered: Gmail may have counted it
+                quota.confirm(reservation)
+            else:
+                quota.release(reservation)
             kind, reply, cause_id = classify(exc)
+            if unknown:
+                reply = _(
+                    "Outcome unknown: the connection broke after the message went out and before the "
+                    "server's reply, so it may have been delivered (%(reply)s)."
+                ) % {"reply": reply}
             if kind == "quota":
                 quota.block(key, reason=reply)
-                return self.hold(entry, payload, key, limit, reply)
+                return self.hold(entry, key, limit, reply)
             if kind == "temporary" and attempts < _attempts():
-                return self.retry(entry, payload, attempts, reply, cause_id)
+                return self.retry(entry, attempts, reply, cause_id)
             self.finish(Status.FAILED, reply, cause_id)
             logger.warning("Queued message %s failed after %d attempt(s): %s", entry.message_id, attempts, reply)
             return "failed"
@@ -591,7 +595,7 @@ class _Attempt:
     def finish(self, status: str, reply: str, cause: str, **fields: Any) -> int:
         return self.mine().update(status=status, last_reply=reply[:_REPLY_LIMIT], cause=cause[:50], **fields)
 
-    def reschedule(self, entry: DeliveryLog, payload: dict[str, Any], when: datetime, **fields: Any) -> None:
+    def reschedule(self, entry: DeliveryLog, when: datetime, **fields: Any) -> None:
         """Hand the message to a new generation of tasks, due at ``when``.
 
         With django-tasks-db the entry and the new tasks change in one transaction. Otherwise the
@@ -602,9 +606,7 @@ class _Attempt:
         db = router.db_for_write(type(entry))
 
         def schedule() -> None:
-            _schedule(
-                entry.task_backend, entry.queue_name, log_id=entry.pk, generation=generation, when=when, payload=payload
-            )
+            _schedule(entry.task_backend, entry.queue_name, log_id=entry.pk, generation=generation, when=when)
 
         if _same_transaction(_tasks_backend(entry.task_backend, entry.queue_name), db):
             with transaction.atomic(using=db):
@@ -614,7 +616,7 @@ class _Attempt:
         schedule()
         self.mine().update(generation=generation, due_at=when, **fields)
 
-    def retry(self, entry: DeliveryLog, payload: dict[str, Any], attempts: int, reply: str, cause: str) -> str:
+    def retry(self, entry: DeliveryLog, attempts: int, reply: str, cause: str) -> str:
         from .models import DeliveryLog
 
         delay = backoff_delay(
@@ -623,11 +625,11 @@ class _Attempt:
         when = quota.now() + timedelta(seconds=delay)
         logger.info("Queued message %s: temporary failure (%s); retrying in %.1f s.", entry.message_id, reply, delay)
         self.reschedule(
-            entry, payload, when, status=DeliveryLog.Status.QUEUED, last_reply=reply[:_REPLY_LIMIT], cause=cause[:50]
+            entry, when, status=DeliveryLog.Status.QUEUED, last_reply=reply[:_REPLY_LIMIT], cause=cause[:50]
         )
         return "retrying"
 
-    def hold(self, entry: DeliveryLog, payload: dict[str, Any], key: str, limit: int | None, reply: str) -> str:
+    def hold(self, entry: DeliveryLog, key: str, limit: int | None, reply: str) -> str:
         from .models import DeliveryLog
 
         Status = DeliveryLog.Status
@@ -640,7 +642,7 @@ class _Attempt:
         when = max(when, current + _MARGIN)
         logger.info("Queued message %s held for %s's daily limit until %s.", entry.message_id, key, when.isoformat())
         self.reschedule(
-            entry, payload, when, status=Status.HELD, account=key, last_reply=reply[:_REPLY_LIMIT], cause="daily_quota"
+            entry, when, status=Status.HELD, account=key, last_reply=reply[:_REPLY_LIMIT], cause="daily_quota"
         )
         return "held"
 
@@ -648,10 +650,13 @@ class _Attempt:
 def deliver(payload: dict[str, Any] | None, *, log_id: int, generation: int, backup: bool = False) -> str:
     """Run one attempt for the queued message ``log_id`` (what the task does); returns what happened.
 
+    The message comes from the log entry. ``payload`` is ignored: tasks enqueued by earlier
+    versions carried a copy of the message (the entry has it too); new tasks pass None.
+
     ``sent``, ``failed``, ``retrying``, ``held``; or, doing nothing: ``missing``, ``superseded``,
     ``not due``, ``watching``, ``taken`` (another attempt holds it), ``sent``/``failed`` (done already).
     """
-    return _Attempt(payload, log_id, generation, backup).run()
+    return _Attempt(log_id, generation, backup).run()
 
 
 # -- for the admin and the commands -------------------------------------------------------------
@@ -679,13 +684,7 @@ def retry(
             continue
         generation = entry.generation + 1
         schedule = functools.partial(
-            _schedule,
-            entry.task_backend,
-            entry.queue_name,
-            log_id=entry.pk,
-            generation=generation,
-            when=current,
-            payload=entry.payload,
+            _schedule, entry.task_backend, entry.queue_name, log_id=entry.pk, generation=generation, when=current
         )
         try:
             same = _same_transaction(_tasks_backend(entry.task_backend, entry.queue_name), db)

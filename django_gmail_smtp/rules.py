@@ -12,7 +12,8 @@ What callers use:
 - :func:`check_config` -- every problem of one resolved configuration;
 - :func:`check_senders` -- ``DEFAULT_FROM_EMAIL`` / ``SERVER_EMAIL`` against the account;
 - :func:`check_app_settings` -- the ``GMAIL_SMTP`` dict itself;
-- :func:`check_deploy_config` and :func:`check_transcript` -- production-only findings;
+- :func:`check_deploy_config`, :func:`check_transcript` and :func:`check_email_url_reporting` --
+  production-only findings;
 - :func:`problem_from_error` -- a :class:`GmailConfigError` raised by ``conf.resolve()``;
 - :func:`raise_for_blocking` -- what the backend refuses to start with.
 """
@@ -36,11 +37,14 @@ from .conf import (
     APP_SETTINGS,
     GMAIL_DEFAULT_LABEL,
     LEGACY_SETTINGS,
+    MAILBOX_OPTIONS,
     OAUTH_OPTIONS,
+    SOURCE_DATABASE,
     SOURCE_DEFAULT,
     SOURCE_FORM,
     SmtpConfig,
     is_loopback,
+    url_password,
 )
 from .exceptions import GmailConfigError
 
@@ -56,13 +60,18 @@ __all__ = [
     "check_app_settings",
     "check_config",
     "check_deploy_config",
+    "check_email_url_reporting",
     "check_senders",
     "check_transcript",
     "from_form",
+    "oauth_endpoint_problem",
+    "oauth_library_problem",
     "problem_from_error",
+    "raise_first_error",
     "raise_for_blocking",
     "setting_name",
     "signs_in_with_password",
+    "to_error",
     "unsilenced",
     "valid_host",
 ]
@@ -89,7 +98,15 @@ CHECK_IDS: Mapping[str, str] = {
     "gmail_smtp.E015": "OAuth2 sign-in is configured without a refresh token",
     "gmail_smtp.E016": "OAuth2 sign-in is configured without a client id or client secret",
     "gmail_smtp.E017": "the authentication method is not 'app_password' or 'oauth2'",
-    "gmail_smtp.E018": "an OAuth2 endpoint in GMAIL_SMTP is not an https:// address (loopback excepted)",
+    "gmail_smtp.E018": "an OAuth2 endpoint in GMAIL_SMTP is not https:// (localhost and loopback IPs excepted)",
+    "gmail_smtp.E019": "GMAIL_SMTP['ENCRYPTION_KEYS'] is not a list of valid Fernet keys",
+    "gmail_smtp.E020": "a stored account's secret was entered for another host, port, security, username "
+    "or token endpoint",
+    "gmail_smtp.E021": "a stored account's secret is bound to no destination (saved before the binding, not upgraded)",
+    "gmail_smtp.E022": "the configuration names a stored account that does not exist",
+    "gmail_smtp.E023": "the stored account is disabled",
+    "gmail_smtp.E024": "the stored app-password account has no app password",
+    "gmail_smtp.E025": "a stored account's secret cannot be decrypted with the current keys, or there is no key at all",
     "gmail_smtp.W001": "the password does not look like a 16-letter app password",
     "gmail_smtp.W002": "the host is not a Gmail server (silent for loopback hosts)",
     "gmail_smtp.W003": "the port is not one of Gmail's",
@@ -99,6 +116,7 @@ CHECK_IDS: Mapping[str, str] = {
     "gmail_smtp.W007": "GMAIL_SMTP['TRANSCRIPT'] is on (deploy)",
     "gmail_smtp.W008": "the host is a loopback address while DEBUG is False (deploy)",
     "gmail_smtp.W009": "a password is configured too, but OAuth2 is used: the password is ignored",
+    "gmail_smtp.W010": "EMAIL_URL holds a password that the exception reporter filter would show (deploy)",
     "gmail_smtp.W020": "the host is not a valid host name or IP address",
 }
 
@@ -168,7 +186,7 @@ def setting_name(config: SmtpConfig, option: str) -> str:
         return str(config.provenance[option].origin)
     if config.alias is not None:
         return f"MAILERS[{config.alias!r}]['OPTIONS'][{option!r}]"
-    if option in OAUTH_OPTIONS:  # no EMAIL_* setting: this app's own
+    if option in OAUTH_OPTIONS or option in MAILBOX_OPTIONS:  # no EMAIL_* setting: this app's own
         return f"GMAIL_SMTP[{option.upper()!r}]"
     return LEGACY_SETTINGS.get(option, option)
 
@@ -501,30 +519,87 @@ def _oauth_origin(config: SmtpConfig) -> str | Promise:
     return _origin(config, "auth_method")
 
 
+def oauth_library_problem(origin: str | Promise | None = None) -> Problem:
+    """E014: google-auth (the ``oauth`` extra) is missing; ``origin`` says where OAuth2 was chosen."""
+    if origin is None:  # gmail_authorize and the admin's authorization: no configuration involved
+        message: Promise = _("OAuth2 sign-in is used, but google-auth, which gets the access tokens, is not installed.")
+    else:
+        message = _text(
+            _(
+                "OAuth2 sign-in is configured (%(origin)s), but google-auth, which gets the "
+                "access tokens, is not installed."
+            ),
+            origin=origin,
+        )
+    return Problem(
+        "gmail_smtp.E014",
+        ERROR,
+        message,
+        _text(_("Install the 'oauth' extra: %(command)s."), command=OAUTH_INSTALL_COMMAND),
+    )
+
+
 def check_oauth_library(config: SmtpConfig) -> list[Problem]:
     """E014: OAuth2 needs google-auth (the ``oauth`` extra); the backend refuses to start without it."""
     if not config.uses_oauth2 or _oauth_library_available():
         return []
-    return [
-        Problem(
-            "gmail_smtp.E014",
-            ERROR,
-            _text(
-                _(
-                    "OAuth2 sign-in is configured (%(origin)s), but google-auth, which gets the "
-                    "access tokens, is not installed."
+    return [oauth_library_problem(_oauth_origin(config))]
+
+
+def _stored_account(config: SmtpConfig) -> str | None:
+    """The name of the stored account that signs in with OAuth2, if one does."""
+    value = config.provenance.get("auth_method")
+    if config.account is None or value is None or value.source != SOURCE_DATABASE:
+        return None
+    return config.account
+
+
+def _stored_oauth_problems(config: SmtpConfig, account: str) -> list[Problem]:
+    """E016/E015 for a stored OAuth2 account: what to do on its admin page."""
+    problems = []
+    if not config.oauth_client_id or not config.oauth_client_secret:
+        problems.append(
+            Problem(
+                "gmail_smtp.E016",
+                ERROR,
+                _text(
+                    _("The stored Gmail account %(name)s signs in with OAuth2 but has no client id and client secret."),
+                    name=_quote(account),
                 ),
-                origin=_oauth_origin(config),
-            ),
-            _text(_("Install the 'oauth' extra: %(command)s."), command=OAUTH_INSTALL_COMMAND),
+                _(
+                    "Enter the OAuth client's id and secret (Google Cloud console, APIs & Services, "
+                    "Credentials) on the account's admin page (Gmail SMTP, Gmail accounts)."
+                ),
+            )
         )
-    ]
+    elif not config.oauth_refresh_token:  # a refresh token belongs to a client: that comes first
+        problems.append(
+            Problem(
+                "gmail_smtp.E015",
+                ERROR,
+                _text(
+                    _("The stored Gmail account %(name)s signs in with OAuth2 but has not been authorized yet."),
+                    name=_quote(account),
+                ),
+                _text(
+                    _(
+                        'Click "Authorize with Google" on the account\'s admin page, or run '
+                        "'manage.py gmail_authorize --account %(name)s'."
+                    ),
+                    name=account,
+                ),
+            )
+        )
+    return problems
 
 
 def check_oauth_credentials(config: SmtpConfig) -> list[Problem]:
     """E015/E016/W009: what XOAUTH2 needs -- a refresh token, and the client that issued it."""
     if not config.uses_oauth2:
         return []
+    account = _stored_account(config)
+    if account is not None:
+        return _stored_oauth_problems(config, account)
     problems = []
     if not config.oauth_refresh_token:
         problems.append(
@@ -808,7 +883,12 @@ def check_timeout(config: SmtpConfig) -> list[Problem]:
 
 
 # Rules whose errors make sending impossible: the backend refuses to start with them.
-BLOCKING_RULES: tuple[Rule, ...] = (check_port_matches_mode, check_tls_before_sign_in, check_oauth_library)
+BLOCKING_RULES: tuple[Rule, ...] = (
+    check_port_matches_mode,
+    check_tls_before_sign_in,
+    check_oauth_library,
+    check_oauth_credentials,
+)
 
 
 # Every rule over one resolved configuration, in report order.
@@ -843,25 +923,39 @@ def unsilenced(problems: Sequence[Problem]) -> list[Problem]:
     return [problem for problem in problems if problem.id not in silenced]
 
 
+def to_error(problem: Problem, alias: str | None = None) -> GmailConfigError:
+    """The :class:`GmailConfigError` that says ``problem``: its words, its id (one wording, one id)."""
+    return GmailConfigError(str(problem.message), hint=str(problem.hint), check_id=problem.id, alias=alias)
+
+
+def raise_first_error(problems: Sequence[Problem], alias: str | None = None) -> None:
+    """Raise the first error among ``problems`` (warnings are not raised)."""
+    for problem in problems:
+        if problem.is_error:
+            raise to_error(problem, alias)
+
+
 def raise_for_blocking(config: SmtpConfig) -> None:
     """Raise :class:`GmailConfigError` for the first error that makes sending impossible."""
     for rule in BLOCKING_RULES:
-        for problem in rule(config):
-            if problem.is_error:
-                raise GmailConfigError(str(problem.message), hint=str(problem.hint), check_id=problem.id)
+        raise_first_error(rule(config), config.alias)
 
 
 def problem_from_error(exc: GmailConfigError, config_name: str = "") -> Problem:
-    """The error ``conf.resolve()`` raised, as a Problem: E001, E009 or E010.
+    """A :class:`GmailConfigError` that resolving a configuration raised, as a Problem.
 
-    ``config_name`` (``MAILERS['default']``) is put in front of the message so
-    that, with several mailers, it says which one.
+    ``conf.resolve()`` raises E001, E009, E010 and E017, a stored account E019-E025 (and
+    the OAuth2 rules' E015/E016 when a backend starts). ``config_name``
+    (``MAILERS['default']``) is put in front of the message so that, with several
+    mailers, it says which one. An error without a check id is a bug of the caller:
+    every error a configuration can resolve to has one.
     """
-    check_id = exc.check_id or "gmail_smtp.E010"
+    if not exc.check_id:
+        raise ValueError(f"{type(exc).__name__} has no check id: {exc}")
     message: str | Promise = exc.message
     if config_name:
         message = _text(_("%(mailer)s: %(message)s"), mailer=config_name, message=exc.message)
-    return Problem(check_id, ERROR, message, exc.hint)
+    return Problem(exc.check_id, ERROR, message, exc.hint)
 
 
 # -- project-level rules: the configuration plus setting values -----------------------------
@@ -963,7 +1057,7 @@ def check_senders(
 
 
 def check_app_settings(gmail_smtp: Any) -> list[Problem]:
-    """E011/E012/E013: the ``GMAIL_SMTP`` setting itself (``None`` when it is not set)."""
+    """E011/E012/E013/E018/E019: the ``GMAIL_SMTP`` setting itself (``None`` when it is not set)."""
     if gmail_smtp is None:
         return []
     if not isinstance(gmail_smtp, Mapping):
@@ -996,40 +1090,57 @@ def check_app_settings(gmail_smtp: Any) -> list[Problem]:
         problems.append(Problem("gmail_smtp.E011", ERROR, message, hint))
     problems += _check_from_aliases(gmail_smtp.get("FROM_ALIASES", ()))
     problems += _check_oauth_endpoints(gmail_smtp)
+    problems += _check_encryption_keys(gmail_smtp.get("ENCRYPTION_KEYS"))
     return problems
+
+
+def _check_encryption_keys(keys: Any) -> list[Problem]:
+    """E019: every entry of ``GMAIL_SMTP['ENCRYPTION_KEYS']`` is a Fernet key (its shape only: nothing is decrypted)."""
+    if keys is None:
+        return []
+    from .crypto import validate_keys
+
+    try:
+        validate_keys(keys)
+    except GmailConfigError as exc:
+        return [problem_from_error(exc)]
+    return []
+
+
+def oauth_endpoint_problem(key: str, uri: Any) -> Problem:
+    """E018: ``GMAIL_SMTP[key]`` (an OAuth2 endpoint) would carry secrets in clear text."""
+    return Problem(
+        "gmail_smtp.E018",
+        ERROR,
+        _text(
+            _(
+                "GMAIL_SMTP[%(key)s] is %(uri)s, which is not an https:// address, so OAuth2 "
+                "secrets and tokens would travel unencrypted."
+            ),
+            key=_quote(key),
+            uri=_quote(uri),
+        ),
+        _text(
+            _(
+                "Remove GMAIL_SMTP[%(key)s] to use Google's endpoint, or give an https:// "
+                "address; only localhost and loopback IP addresses (127.0.0.1, [::1], the "
+                "sandbox) may use http://."
+            ),
+            key=_quote(key),
+        ),
+    )
 
 
 def _check_oauth_endpoints(gmail_smtp: Mapping[str, Any]) -> list[Problem]:
-    """E018: OAuth2 endpoints carry the client secret and the tokens: HTTPS only (loopback excepted)."""
+    """E018: OAuth2 endpoints carry the client secret and the tokens: HTTPS only (localhost and
+    loopback IP addresses excepted; the rule is :func:`~django_gmail_smtp.oauth.endpoint_is_safe`)."""
     from .oauth import endpoint_is_safe
 
-    problems = []
-    for key in ("OAUTH_TOKEN_URI", "OAUTH_AUTH_URI"):
-        uri = gmail_smtp.get(key)
-        if uri is None or (isinstance(uri, str) and endpoint_is_safe(uri)):
-            continue
-        problems.append(
-            Problem(
-                "gmail_smtp.E018",
-                ERROR,
-                _text(
-                    _(
-                        "GMAIL_SMTP[%(key)s] is %(uri)s, which is not an https:// address, so OAuth2 "
-                        "secrets and tokens would travel unencrypted."
-                    ),
-                    key=_quote(key),
-                    uri=_quote(uri),
-                ),
-                _text(
-                    _(
-                        "Remove GMAIL_SMTP[%(key)s] to use Google's endpoint, or give an https:// "
-                        "address; only a loopback address (the sandbox) may use http://."
-                    ),
-                    key=_quote(key),
-                ),
-            )
-        )
-    return problems
+    return [
+        oauth_endpoint_problem(key, uri)
+        for key in ("OAUTH_TOKEN_URI", "OAUTH_AUTH_URI")
+        if (uri := gmail_smtp.get(key)) is not None and not (isinstance(uri, str) and endpoint_is_safe(uri))
+    ]
 
 
 def _check_from_aliases(from_aliases: Any) -> list[Problem]:
@@ -1078,6 +1189,43 @@ def check_transcript(transcript: Any) -> list[Problem]:
             _(
                 "Set GMAIL_SMTP['TRANSCRIPT'] = False in production settings and turn it on only "
                 "while investigating a delivery problem."
+            ),
+        )
+    ]
+
+
+def check_email_url_reporting(
+    sources: Mapping[str, str], reporter_filter: str, *, hides_url_passwords: bool, recommended: str
+) -> list[Problem]:
+    """W010 (deploy): an ``EMAIL_URL`` with a password, and an exception reporter filter that shows it.
+
+    ``sources`` maps where an ``EMAIL_URL`` is set (``settings.EMAIL_URL``,
+    ``os.environ['EMAIL_URL']``) to its value; ``reporter_filter`` is
+    ``DEFAULT_EXCEPTION_REPORTER_FILTER``, ``hides_url_passwords`` whether it is ``recommended``
+    (this app's filter) or a subclass of it.
+    """
+    places = [place for place, url in sources.items() if url_password(url)]
+    if not places or hides_url_passwords:
+        return []
+    return [
+        Problem(
+            "gmail_smtp.W010",
+            WARNING,
+            _text(
+                _(
+                    "EMAIL_URL contains a password (%(places)s), and the exception reporter filter "
+                    "%(filter)s hides settings and environment variables by name only, so Django's error "
+                    "reports (the debug page, error e-mails to ADMINS) would show it."
+                ),
+                places=", ".join(places),
+                filter=_quote(reporter_filter),
+            ),
+            _text(
+                _(
+                    "Set DEFAULT_EXCEPTION_REPORTER_FILTER = %(recommended)s (or a subclass of it): it "
+                    "also hides passwords inside URLs and this app's secrets."
+                ),
+                recommended=_quote(recommended),
             ),
         )
     ]

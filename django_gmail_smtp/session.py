@@ -14,7 +14,9 @@ time.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hmac
 import logging
 import os
 import re
@@ -29,12 +31,14 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from django.core.mail.utils import DNS_NAME
+from django.views.decorators.debug import sensitive_variables
 
 from .causes import cause, explain_exception
 from .conf import SmtpConfig, app_setting, is_loopback
 from .exceptions import GmailConfigError, TLSRequiredError, with_cause
+from .redaction import REDACTED, Redactor, detach
 
-__all__ = ["Reply", "SMTPSession", "Transaction", "Transcript", "make_ssl_context"]
+__all__ = ["Reply", "SMTPSession", "Transaction", "Transcript", "make_ssl_context", "sign_in_with_password"]
 
 logger = logging.getLogger("django_gmail_smtp.transcript")
 
@@ -42,7 +46,7 @@ CLIENT, SERVER, INFO = "->", "<-", "**"
 
 
 class Transcript:
-    """The last lines of an SMTP conversation, credentials already redacted."""
+    """The last lines of an SMTP conversation, credentials already redacted (by the session's client)."""
 
     def __init__(self, maxlen: int = 500) -> None:
         self.lines: deque[tuple[str, str]] = deque(maxlen=maxlen)
@@ -101,6 +105,9 @@ class Transaction:
     tag: Any = None
     issued: bool = False
     """Its commands were written (or, without pipelining, started)."""
+    data_sent: bool = False
+    """The message's bytes were handed to the connection: without a final reply, the server may
+    have accepted it or not (the outcome is unknown), where without them it certainly did not."""
     mail: Reply | None = None
     rcpt: list[Reply | None] = field(default_factory=list)
     final: Reply | None = None
@@ -114,13 +121,6 @@ class Transaction:
         if self.mail is not None and not self.mail.ok:
             return True
         return bool(self.rcpt) and all(r is not None and not r.ok for r in self.rcpt)
-
-    @property
-    def accepted(self) -> list[str]:
-        """Recipients the server took the message for (only after its final 2xx)."""
-        if self.final is None or not self.final.ok:
-            return []
-        return [addr for addr, reply in zip(self.recipients, self.rcpt, strict=False) if reply is not None and reply.ok]
 
 
 class _Stats:
@@ -194,22 +194,31 @@ class _SocketReader:
 
 
 class _Recording:
-    """Mixin for ``smtplib.SMTP`` that records the conversation and its stage."""
+    """Mixin for ``smtplib.SMTP`` that records the conversation and its stage.
+
+    Every reply passes through the session's :class:`~django_gmail_smtp.redaction.Redactor`
+    before smtplib (and so every exception, ``Reply`` and transcript line) sees it: a server that
+    echoes the credentials cannot put them into an error message.
+    """
 
     transcript: Transcript
     on_stage: Callable[[str], None]
     file: Any
     sock: Any
     stats: _Stats | None = None
+    redactor: Redactor | None = None
     _auth_exchange = False
     _body_next = False
     _wrote = False
+    bodies_sent = 0
+    """Message bodies written after a ``354`` (smtplib's ``data()``)."""
 
     def send(self, s: Any) -> None:
         self._wrote = True
         raw = s.decode("ascii", "replace") if isinstance(s, bytes) else s
         if self._body_next:
             self._body_next = False
+            self.bodies_sent += 1
             self.transcript.add(CLIENT, f"<message body, {len(s)} bytes>")
         else:
             for line in raw.rstrip("\r\n").split("\r\n"):
@@ -220,10 +229,10 @@ class _Recording:
         words = line.split(" ")
         if words[0].upper() == "AUTH":
             self._auth_exchange = True
-            return " ".join(words[:2] + (["<redacted>"] if len(words) > 2 else []))
+            return " ".join(words[:2] + ([REDACTED] if len(words) > 2 else []))
         if self._auth_exchange:
-            return "<redacted>"
-        return line
+            return REDACTED
+        return self.redactor(line) if self.redactor else line
 
     def getreply(self) -> tuple[int, bytes]:
         if self._wrote:  # waiting for a reply after writing: one more round trip
@@ -233,6 +242,8 @@ class _Recording:
         if self.file is None and self.sock is not None:
             self.file = _SocketReader(self.sock)
         code, message = super().getreply()  # type: ignore[misc]
+        if self.redactor:
+            message = self.redactor.redact_bytes(message)
         lines = message.decode("utf-8", "replace").split("\n") if message else [""]
         for i, text in enumerate(lines):
             sep = " " if i == len(lines) - 1 else "-"
@@ -327,6 +338,80 @@ def _readable(sock: Any) -> bool:
         return True
 
 
+# -- signing in with a password ----------------------------------------------------------------
+# smtplib's login() keeps the password on the client object and in the local variables of its
+# frames, where error reports read it. These functions speak the same SASL exchanges under
+# Django's sensitive_variables, and SMTPSession.login() raises their failures without frames.
+
+AUTH_MECHANISMS = ("CRAM-MD5", "PLAIN", "LOGIN")
+"""Mechanisms tried, in smtplib's order of preference, among those the server offers."""
+
+_MAX_CHALLENGES = 5  # smtplib's limit of 334 continuations in one exchange
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+@sensitive_variables()
+def _sasl(
+    client: smtplib.SMTP, mechanism: str, initial: str | None, answer: Callable[[bytes], str]
+) -> tuple[int, bytes]:
+    """``AUTH mechanism [initial]``, then ``answer(challenge)`` to each ``334``; the final reply."""
+    code, text = client.docmd("AUTH", f"{mechanism} {initial}" if initial is not None else mechanism)
+    challenges = 0
+    while code == 334:
+        challenges += 1
+        if challenges > _MAX_CHALLENGES:
+            raise smtplib.SMTPException(f"The server kept asking for more during AUTH {mechanism}; last reply {code}.")
+        code, text = client.docmd(answer(text))
+    return code, text
+
+
+@sensitive_variables()
+def _cram_md5(username: str, password: str, challenge: bytes) -> str:
+    digest = hmac.HMAC(password.encode("utf-8"), base64.decodebytes(challenge), "md5").hexdigest()
+    return _b64(f"{username} {digest}")
+
+
+@sensitive_variables()
+def _authenticate(client: smtplib.SMTP, mechanism: str, username: str, password: str) -> tuple[int, bytes]:
+    """One SASL exchange with an initial response where smtplib sends one (PLAIN, LOGIN)."""
+    if mechanism == "PLAIN":
+        blob = _b64(f"\0{username}\0{password}")
+        return _sasl(client, mechanism, blob, lambda _challenge: blob)
+    if mechanism == "LOGIN":
+        encoded = _b64(password)
+        return _sasl(client, mechanism, _b64(username), lambda _challenge: encoded)
+    return _sasl(client, mechanism, None, lambda challenge: _cram_md5(username, password, challenge))
+
+
+@sensitive_variables()
+def sign_in_with_password(client: smtplib.SMTP, username: str, password: str) -> tuple[int, bytes]:
+    """What ``client.login(username, password)`` does (same mechanisms, order and errors),
+    without leaving the password on the client or in frames outside this module.
+
+    Returns the ``235`` (or ``503`` "already signed in") reply; raises
+    ``SMTPNotSupportedError`` (no AUTH), ``SMTPException`` (no common mechanism) or the last
+    mechanism's ``SMTPAuthenticationError``. Credentials are sent as UTF-8 (RFC 4616).
+    """
+    client.ehlo_or_helo_if_needed()
+    if not client.has_extn("auth"):
+        raise smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+    offered = client.esmtp_features["auth"].upper().split()
+    mechanisms = [m for m in AUTH_MECHANISMS if m in offered]
+    if not mechanisms:
+        raise smtplib.SMTPException("No suitable authentication method found.")
+    refused: smtplib.SMTPAuthenticationError | None = None
+    for mechanism in mechanisms:
+        code, text = _authenticate(client, mechanism, username, password)
+        if code in (235, 503):
+            return code, text
+        refused = smtplib.SMTPAuthenticationError(code, text)
+    assert refused is not None
+    raise refused
+
+
 class _Flight:
     """A transaction in flight and how many of its replies are still to come."""
 
@@ -350,14 +435,22 @@ class SMTPSession:
         *,
         transcript: Transcript | None = None,
         on_stage: Callable[[str], None] | None = None,
+        ssl_context: Callable[[], ssl.SSLContext] | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.config = config
         self.transcript = transcript if transcript is not None else Transcript()
+        self.redactor = redactor if redactor is not None else Redactor.for_config(config)
+        """Hides the configuration's secrets (and the access tokens of its sign-ins) in replies."""
         self.on_stage = on_stage
         """Called with each new stage name (``gmail_check`` shows live progress with it)."""
         self._stage = ""
         self.client: smtplib.SMTP | None = None
         self._context: ssl.SSLContext | None = None
+        self._context_source = ssl_context
+        """Where the TLS context comes from when it is first needed (the backend's, built once);
+        made from ``config`` when not given. Not before: a missing CA file is a TLS failure, after
+        the connection was made, as with Django's backend."""
         self.stats = _Stats()
         self.pid = os.getpid()
         """The process that opened the connection: after ``fork`` it belongs to the parent."""
@@ -384,13 +477,15 @@ class SMTPSession:
         self.stage = stage
 
     def _fail(self, exc: BaseException) -> BaseException:
-        found = explain_exception(exc, stage=self.stage, port=self.config.port, use_ssl=self.config.use_ssl)
+        config = self.config
+        found = explain_exception(exc, stage=self.stage, port=config.port, use_ssl=config.use_ssl, host=config.host)
         return with_cause(exc, found, self.stage)
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
         if self._context is None:
-            self._context = make_ssl_context(self.config)
+            source, self._context_source = self._context_source, None
+            self._context = source() if source is not None else make_ssl_context(self.config)
         return self._context
 
     @property
@@ -415,6 +510,7 @@ class SMTPSession:
         client.transcript = self.transcript  # type: ignore[attr-defined]
         client.on_stage = self._set_stage  # type: ignore[attr-defined]
         client.stats = self.stats  # type: ignore[attr-defined]
+        client.redactor = self.redactor  # type: ignore[attr-defined]
         self.pid = os.getpid()
         self.messages = 0
         self.error = None
@@ -457,7 +553,12 @@ class SMTPSession:
 
     def login(self) -> tuple[int, bytes] | None:
         """Sign in (app password, or OAuth2 with XOAUTH2); refuses to send credentials
-        unencrypted except to a loopback peer."""
+        unencrypted except to a loopback peer.
+
+        A failure is raised without the traceback and the chained exceptions of the code
+        below (ours, smtplib's, google-auth's), whose local variables hold the secrets: error
+        reports that show frame locals (Django's, Sentry's) never see them.
+        """
         cfg = self.config
         if not cfg.has_credentials:
             return None
@@ -473,18 +574,20 @@ class SMTPSession:
             refused.cause = cause("tls_required")
             refused.stage = "auth"
             raise refused
+        failure: BaseException
         try:
             if cfg.uses_oauth2:
                 from .oauth import sign_in  # lazy: google-auth is an optional extra
 
                 return sign_in(client, cfg)
-            return client.login(cfg.username, cfg.password)
-        except GmailConfigError:  # a setting, not the connection: never explained as a server failure
+            return sign_in_with_password(client, cfg.username, cfg.password)
+        except GmailConfigError as exc:  # a setting, not the connection: never explained as a server failure
             self.abort()
-            raise
+            failure = exc
         except Exception as exc:
             self.abort()
-            raise self._fail(exc) from None
+            failure = self._fail(exc)
+        raise detach(failure)  # outside the except clause, so Python chains nothing to it
 
     def _peer_is_loopback(self) -> bool:
         try:
@@ -687,6 +790,7 @@ class SMTPSession:
                 elif kind == "data" and code == 354:
                     awaiting_go_ahead = False
                     if txn.mail is not None and txn.mail.ok and any(r is not None and r.ok for r in txn.rcpt):
+                        txn.data_sent = True
                         out.append(_dot_stuff(txn.data))
                         self.transcript.add(CLIENT, f"<message body, {len(txn.data)} bytes>")
                     else:  # a server that says 354 without a recipient: end an empty message at once
@@ -742,6 +846,7 @@ class SMTPSession:
         for line in lines:
             add(CLIENT, line)
         if chunking:
+            txn.data_sent = True  # in the same write as the commands
             lines.append(f"BDAT {len(txn.data)} LAST")
             add(CLIENT, f"BDAT {len(txn.data)} LAST")
             add(CLIENT, f"<message body, {len(txn.data)} bytes>")
@@ -800,6 +905,7 @@ class SMTPSession:
                         if code == 421:
                             break
                     if any(r is not None and r.ok for r in txn.rcpt):
+                        bodies = getattr(client, "bodies_sent", 0)
                         try:
                             code, text = client.data(txn.data)
                         except smtplib.SMTPDataError as refused:
@@ -809,6 +915,8 @@ class SMTPSession:
                                 if isinstance(refused.smtp_error, bytes)
                                 else refused.smtp_error.encode()
                             )
+                        finally:
+                            txn.data_sent = getattr(client, "bodies_sent", 0) > bodies
                         txn.final = Reply(code, text.decode("utf-8", "replace"))
                 self._clean = (txn.final is not None and txn.final.ok) or not txn.mail.ok
             except (smtplib.SMTPException, OSError) as exc:
@@ -821,15 +929,6 @@ class SMTPSession:
                 return
             if stop is not None and stop(txn):
                 return
-
-    def noop(self) -> tuple[int, bytes]:
-        """Say NOOP; returns the reply."""
-        self.stage = "noop"
-        try:
-            return self._client().noop()
-        except (smtplib.SMTPException, OSError) as exc:
-            self.abort()
-            raise self._fail(exc) from None
 
     def quit(self, *, wait: bool = True) -> None:
         """Say QUIT; tolerate a server that already hung up.

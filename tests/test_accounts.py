@@ -24,7 +24,7 @@ from django_gmail_smtp.exceptions import GmailConfigError, SecretDecryptionError
 from django_gmail_smtp.models import GmailAccount
 from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER
 
-from .conftest import LEGACY_API
+from .conftest import LEGACY_API, gmail_check
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_PASSWORD = "abcdefghijklmnop"
@@ -110,7 +110,7 @@ def test_dedicated_keys_encrypt_and_secret_key_tokens_stay_readable(settings: An
     [
         ("not-a-list", "must be a list of Fernet keys"),
         ([], "empty list"),
-        (["short"], "GMAIL_SMTP['ENCRYPTION_KEYS'][0] is not a Fernet key"),
+        (["short"], "GMAIL_SMTP['ENCRYPTION_KEYS'][0] is not a valid Fernet key"),
     ],
 )
 def test_bad_encryption_keys_are_named_without_the_key(settings: Any, keys: Any, expected: str) -> None:
@@ -119,6 +119,63 @@ def test_bad_encryption_keys_are_named_without_the_key(settings: Any, keys: Any,
         crypto.encrypt("x")
     assert "short" not in str(info.value)
     assert "Fernet.generate_key()" in str(info.value)
+    assert info.value.check_id == "gmail_smtp.E019"
+
+
+def test_bad_encryption_keys_are_reported_as_such_not_as_a_changed_key(settings: Any, db: Any) -> None:
+    """A stored secret and a typo in the second key: the key is named, SECRET_KEY is not blamed."""
+    make_account()
+    settings.GMAIL_SMTP = {"ENCRYPTION_KEYS": [crypto.generate_key(), "not-a-fernet-key"]}
+    with pytest.raises(GmailConfigError) as info:
+        accounts.account_options("shop")
+    assert not isinstance(info.value, SecretDecryptionError)
+    assert info.value.check_id == "gmail_smtp.E019"
+    text = str(info.value)
+    assert "GMAIL_SMTP['ENCRYPTION_KEYS'][1] is not a valid Fernet key" in text
+    assert "cannot be decrypted" not in text
+    assert "SECRET_KEY_FALLBACKS" not in text
+    assert "not-a-fernet-key" not in text
+    outcome = gmail_check("--account", "shop")
+    assert "is not a valid Fernet key" in outcome.text
+    assert "cannot be decrypted" not in outcome.text
+
+
+GOOD_KEY = "bXktMzItYnl0ZS1rZXktZm9yLXRoZS10ZXN0cy0hISE="  # 32 bytes, not used for anything else
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (["short-key"], "GMAIL_SMTP['ENCRYPTION_KEYS'][0] is not a valid Fernet key"),
+        ([GOOD_KEY, "x" * 44], "GMAIL_SMTP['ENCRYPTION_KEYS'][1] is not a valid Fernet key"),
+        ([GOOD_KEY, 1234], "GMAIL_SMTP['ENCRYPTION_KEYS'][1] is not a valid Fernet key"),
+        (GOOD_KEY, "must be a list of Fernet keys"),
+        ([], "is an empty list"),
+    ],
+)
+def test_system_check_validates_the_encryption_keys_without_the_database(
+    settings: Any, db: Any, django_assert_num_queries: Any, keys: Any, expected: str
+) -> None:
+    from django.core.checks import ERROR, run_checks
+
+    settings.GMAIL_SMTP = {"ENCRYPTION_KEYS": keys}
+    with django_assert_num_queries(0):
+        found = [message for message in run_checks(tags=["gmail_smtp"]) if message.id == "gmail_smtp.E019"]
+    assert len(found) == 1
+    assert found[0].level == ERROR
+    assert expected in found[0].msg
+    assert "Fernet.generate_key()" in found[0].hint
+    for key in keys if isinstance(keys, list) else [keys]:
+        if isinstance(key, str) and key != GOOD_KEY:
+            assert key not in found[0].msg + found[0].hint
+    assert GOOD_KEY not in found[0].msg + found[0].hint
+
+
+def test_system_check_accepts_valid_keys(settings: Any) -> None:
+    from django.core.checks import run_checks
+
+    settings.GMAIL_SMTP = {"ENCRYPTION_KEYS": [GOOD_KEY, crypto.generate_key().encode()]}
+    assert [message for message in run_checks(tags=["gmail_smtp"]) if message.id == "gmail_smtp.E019"] == []
 
 
 # -- the model -----------------------------------------------------------------------------
@@ -195,8 +252,9 @@ def test_default_means_the_account_named_default_else_the_flagged_one() -> None:
 @pytest.mark.django_db
 def test_default_without_any_default_account_is_a_clear_error() -> None:
     make_account("main")
-    with pytest.raises(GmailConfigError, match="none is marked as the default account"):
+    with pytest.raises(GmailConfigError, match="none is marked as the default account") as info:
         accounts.account_options("default")
+    assert info.value.check_id == "gmail_smtp.E022"
 
 
 @pytest.mark.django_db
@@ -205,20 +263,23 @@ def test_unknown_account_is_a_clear_error_naming_the_stored_ones() -> None:
     with pytest.raises(GmailConfigError, match="'shoop'") as info:
         accounts.account_options("shoop")
     assert "stored accounts: 'main'" in str(info.value)
+    assert info.value.check_id == "gmail_smtp.E022"  # its own id, not E010 ("not a number")
 
 
 @pytest.mark.django_db
 def test_disabled_account_is_a_clear_error() -> None:
     make_account(enabled=False)
-    with pytest.raises(GmailConfigError, match="'shop' is disabled"):
+    with pytest.raises(GmailConfigError, match="'shop' is disabled") as info:
         accounts.account_options("shop")
+    assert info.value.check_id == "gmail_smtp.E023"
 
 
 @pytest.mark.django_db
 def test_account_without_secret_is_a_clear_error() -> None:
     make_account(password="")
-    with pytest.raises(GmailConfigError, match="has no app password"):
+    with pytest.raises(GmailConfigError, match="has no app password") as info:
         accounts.account_options("shop")
+    assert info.value.check_id == "gmail_smtp.E024"
 
 
 @pytest.mark.django_db
@@ -227,7 +288,7 @@ def test_wrong_key_names_the_account_and_the_way_out(settings: Any) -> None:
     settings.SECRET_KEY = "rotated-without-keeping-the-old-one"
     with pytest.raises(SecretDecryptionError) as info:
         accounts.account_options("shop")
-    assert info.value.account == "shop"
+    assert (info.value.account, info.value.check_id) == ("shop", "gmail_smtp.E025")
     text = str(info.value)
     assert "'shop'" in text
     assert "SECRET_KEY_FALLBACKS" in text
@@ -346,9 +407,9 @@ def test_save_and_delete_invalidate_the_cached_account(django_assert_num_queries
     assert accounts.account_options("shop")["port"] == 587
     with django_assert_num_queries(0):
         accounts.account_options("shop")
-    account.port = 2525
+    account.timeout = 3
     account.save()
-    assert accounts.account_options("shop")["port"] == 2525
+    assert accounts.account_options("shop")["timeout"] == 3.0
     account.delete()
     with pytest.raises(GmailConfigError, match="there is none"):
         accounts.account_options("shop")
@@ -446,6 +507,7 @@ if action == "create":
 elif action == "update":
     account = GmailAccount.objects.get(name="shop")
     account.username, account.port = "second@gmail.com", 465
+    account.set_password("abcdefghijklmnop")  # a new destination needs the secret again
     account.save()
 elif action == "delete":
     GmailAccount.objects.get(name="shop").delete()
@@ -499,3 +561,14 @@ def test_cache_invalidation_reaches_another_process(tmp_path: Path) -> None:
     finally:
         reader.stdin.close()
         reader.wait(timeout=30)
+
+
+@pytest.mark.django_db
+def test_unknown_sign_in_method_is_the_resolvers_e017() -> None:
+    """A method this version does not know (a newer version wrote it): E017, naming the account."""
+    account = make_account()
+    GmailAccount.objects.filter(pk=account.pk).update(auth_method="passkey")
+    accounts.invalidate()
+    with pytest.raises(GmailConfigError, match="'passkey' \\(from stored account 'shop'\\)") as info:
+        conf.resolve({"account": "shop"})
+    assert info.value.check_id == "gmail_smtp.E017"

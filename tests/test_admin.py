@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -246,12 +247,46 @@ def test_wrong_key_page_still_opens_and_a_new_secret_can_be_entered(admin_client
     assert accounts.account_options("shop")["password"] == OTHER_PASSWORD
 
 
+def test_an_account_whose_secret_cannot_be_decrypted_can_be_disabled_without_retyping_it(
+    admin_client: Client, settings: Any
+) -> None:
+    account = stored_account()
+    sealed = account.encrypted_secret
+    settings.SECRET_KEY = "a-new-key-without-the-old-one-in-fallbacks"
+    admin_client.force_login(User.objects.get(username="admin"))
+    response = admin_client.post(change_url(account), form_data(app_password="", enabled=None))
+    assert response.status_code == 302, response.content.decode()
+    account.refresh_from_db()
+    assert account.enabled is False
+    assert account.encrypted_secret == sealed  # kept as it was, for the day the old key comes back
+    # Enabling it again still needs a secret that can be read.
+    response = admin_client.post(change_url(account), form_data(app_password=""))
+    assert response.status_code == 200
+    assert "gmail_rotate_keys" in response.content.decode()
+
+
 def test_old_key_in_fallbacks_keeps_the_account_readable(admin_client: Client, settings: Any) -> None:
     account = stored_account()
     settings.SECRET_KEY = "the-new-key"
     settings.SECRET_KEY_FALLBACKS = ["tests-only-not-secret"]
     assert "An app password is stored." in admin_client.get(change_url(account)).content.decode()
     assert accounts.account_options("shop")["password"] == SANDBOX_PASSWORD
+
+
+def test_an_invalid_encryption_key_is_named_on_the_pages(admin_client: Client, settings: Any) -> None:
+    account = stored_account()
+    settings.GMAIL_SMTP = {"ENCRYPTION_KEYS": ["not-a-fernet-key"]}
+    for url in (change_url(account), reverse(CHANGELIST_URL)):
+        page = admin_client.get(url)
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert "GMAIL_SMTP[&#x27;ENCRYPTION_KEYS&#x27;][0] is not a valid Fernet key" in html
+        assert "cannot be decrypted" not in html
+        assert "not-a-fernet-key" not in html
+    for typed in ("", OTHER_PASSWORD):  # keeping the stored one, or typing a new one
+        response = admin_client.post(change_url(account), form_data(app_password=typed, timeout="7"))
+        assert response.status_code == 200
+        assert "gmail_smtp.E019" in response.content.decode()
 
 
 # -- permissions ---------------------------------------------------------------------------
@@ -352,7 +387,8 @@ def test_test_connection_tests_unsaved_values_and_saves_nothing(admin_client: Cl
     account = stored_account(sandbox)
     account.record_check(True, "Connection, TLS and sign-in succeeded.")
     port = free_port()
-    response = admin_client.post(action_url(account), form_data(sandbox, app_password="", port=port), **XHR)
+    # Another port: the stored password is not sent there (tests/test_secret_binding.py), the typed one is.
+    response = admin_client.post(action_url(account), form_data(sandbox, port=port), **XHR)
     html = response.content.decode()
     assert 'data-outcome="failed"' in html
     assert 'data-step="connect"' in html
@@ -361,7 +397,7 @@ def test_test_connection_tests_unsaved_values_and_saves_nothing(admin_client: Cl
     assert account.port == sandbox.starttls_port
     assert account.last_check_ok is True  # the saved values' status is not overwritten
     # Saving exactly the values that were tested makes that test the account's last one.
-    admin_client.post(change_url(account), form_data(sandbox, app_password="", port=port))
+    admin_client.post(change_url(account), form_data(sandbox, port=port))
     account.refresh_from_db()
     assert (account.port, account.last_check_ok) == (port, False)
     assert "TCP connection" in account.last_check_message
@@ -444,6 +480,56 @@ def test_send_test_email_failure_has_a_cause(admin_client: Client, sandbox: Any)
     assert "[daily_quota]" in html
 
 
+# -- Send test email and confirm delivery (the round trip) ---------------------------------
+
+
+@pytest.fixture
+def mailbox_sandbox(settings: Any, sandbox: Any) -> Any:
+    """The sandbox, with its IMAP server as the accounts' mailbox (GMAIL_SMTP['IMAP_HOST'/'IMAP_PORT'])."""
+    settings.GMAIL_SMTP = {**settings.GMAIL_SMTP, "IMAP_HOST": sandbox.host, "IMAP_PORT": sandbox.imap_port}
+    settings.DEFAULT_FROM_EMAIL = SANDBOX_USER
+    return sandbox
+
+
+def test_confirm_delivery_shows_where_the_message_arrived_and_records_it(
+    admin_client: Client, mailbox_sandbox: Any
+) -> None:
+    account = stored_account(mailbox_sandbox)
+    page = admin_client.get(change_url(account)).content.decode()
+    assert "Send test email and confirm delivery" in page
+    assert action_url(account, "round_trip") in page
+    response = admin_client.post(action_url(account, "round_trip"), form_data(mailbox_sandbox, app_password=""), **XHR)
+    html = response.content.decode()
+    assert 'data-outcome="ok"' in html, html
+    assert "Delivery confirmed: the test email arrived in INBOX after" in html
+    for name in ("imap_connect", "round_trip_arrival", "round_trip_folder", "round_trip_from", "round_trip_cleanup"):
+        assert f'data-step="{name}"' in html
+    assert "Mailbox (IMAP) transcript (credentials hidden)" in html
+    assert " LOGIN &lt;redacted&gt;" in html
+    assert SANDBOX_PASSWORD not in html
+    assert mailbox_sandbox.mailbox.all_messages(SANDBOX_USER) == []  # deleted after it was found
+    account.refresh_from_db()
+    assert account.last_check_ok is True
+    assert "it arrived in INBOX" in account.last_check_message
+
+
+def test_confirm_delivery_reports_spam_with_its_cause(admin_client: Client, mailbox_sandbox: Any) -> None:
+    mailbox_sandbox.inject("spam")
+    response = admin_client.post(action_url(action="round_trip"), form_data(mailbox_sandbox), **XHR)
+    html = response.content.decode()
+    assert 'data-outcome="failed"' in html
+    assert "[round_trip_spam]" in html
+    assert "[Gmail]/Spam" in html
+
+
+def test_confirm_delivery_needs_the_test_permission(staff_client: Client, mailbox_sandbox: Any) -> None:
+    account = stored_account(mailbox_sandbox)
+    assert "confirm delivery" not in staff_client.get(change_url(account)).content.decode()
+    for url in (action_url(account, "round_trip"), action_url(action="round_trip")):
+        assert staff_client.post(url, form_data(mailbox_sandbox)).status_code == 403
+    assert mailbox_sandbox.connections == 0
+
+
 # -- list action ---------------------------------------------------------------------------
 
 
@@ -460,3 +546,183 @@ def test_list_action_tests_stored_accounts(admin_client: Client, sandbox: Any) -
     good.refresh_from_db()
     bad.refresh_from_db()
     assert (good.last_check_ok, bad.last_check_ok) == (True, False)
+
+
+def test_list_action_needs_the_change_permission_too(client: Client, sandbox: Any) -> None:
+    """As the buttons do: test + view alone is not enough."""
+    account = stored_account(sandbox)
+    viewer = User.objects.create_user("viewer", "viewer@example.com", "pw", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename__in=["view_gmailaccount", "test_gmailaccount"]))
+    client.force_login(viewer)
+    page = client.get(reverse(CHANGELIST_URL)).content.decode()
+    assert "test_selected" not in page
+    client.post(reverse(CHANGELIST_URL), {"action": "test_selected", "_selected_action": [account.pk]})
+    assert sandbox.connections == 0
+    account.refresh_from_db()
+    assert account.last_checked_at is None
+    assert not LogEntry.objects.exists()
+
+    viewer.user_permissions.add(Permission.objects.get(codename="change_gmailaccount"))
+    client.force_login(User.objects.get(pk=viewer.pk))  # a fresh permission cache
+    assert "test_selected" in client.get(reverse(CHANGELIST_URL)).content.decode()
+    client.post(reverse(CHANGELIST_URL), {"action": "test_selected", "_selected_action": [account.pk]})
+    account.refresh_from_db()
+    assert account.last_check_ok is True
+
+
+# -- the admin history: every test, test email and authorization ------------------------------
+
+
+def history(account: GmailAccount | None = None) -> list[LogEntry]:
+    entries = LogEntry.objects.order_by("pk")
+    return list(entries.filter(object_id=str(account.pk)) if account is not None else entries)
+
+
+def assert_no_secret_in_history() -> None:
+    for entry in LogEntry.objects.all():
+        assert SANDBOX_PASSWORD not in entry.change_message
+        assert OTHER_PASSWORD not in entry.change_message
+        assert SANDBOX_PASSWORD not in entry.object_repr
+
+
+def test_test_connection_is_recorded_with_who_where_what_and_the_result(admin_client: Client, sandbox: Any) -> None:
+    account = stored_account(sandbox)
+    admin_client.post(action_url(account), form_data(sandbox, app_password=""), **XHR)
+    sandbox.inject("bad_credentials")
+    admin_client.post(action_url(account), form_data(sandbox, app_password=OTHER_PASSWORD, timeout="6"), **XHR)
+    ok, failed = history(account)
+    assert ok.user.username == failed.user.username == "admin"
+    assert ok.is_change()
+    assert ok.change_message == (
+        "Test connection: Connection, TLS and sign-in succeeded. "
+        f"Server 127.0.0.1:{sandbox.starttls_port} (STARTTLS (port 587)), user {SANDBOX_USER}, "
+        "the stored app password."
+    )
+    assert failed.change_message.startswith("Test connection: Failed at Sign-in")
+    assert "(535 5.7.8)" in failed.change_message
+    assert "(Tested with unsaved changes.)" in failed.change_message
+    assert "a typed app password" in failed.change_message
+    assert_no_secret_in_history()
+    page = admin_client.get(reverse("admin:gmail_smtp_gmailaccount_history", args=[account.pk])).content.decode()
+    assert "Connection, TLS and sign-in succeeded." in page
+
+
+def test_send_test_email_is_recorded(admin_client: Client, sandbox: Any) -> None:
+    account = stored_account(sandbox)
+    data = form_data(sandbox, app_password="", _test_recipient="operator@example.com")
+    admin_client.post(action_url(account, "send"), data, **XHR)
+    (entry,) = history(account)
+    assert entry.change_message.startswith("Send test email: Test email sent to operator@example.com;")
+    assert "250 2.0.0 OK" in entry.change_message
+    assert_no_secret_in_history()
+
+
+def test_a_test_refused_by_the_form_is_recorded_too(admin_client: Client, sandbox: Any) -> None:
+    account = stored_account(sandbox)
+    admin_client.post(action_url(account, "send"), form_data(sandbox, _test_recipient="nobody"), **XHR)
+    (entry,) = history(account)
+    assert entry.change_message.startswith("Send test email: Not run: Enter the address")
+    assert sandbox.connections == 0
+
+
+def test_a_test_on_the_add_page_is_recorded_without_an_account(admin_client: Client, sandbox: Any) -> None:
+    admin_client.post(action_url(), form_data(sandbox, name="new-shop"), **XHR)
+    (entry,) = history()
+    assert entry.object_id is None
+    assert entry.object_repr == "new-shop"
+    assert entry.content_type is not None
+    assert entry.content_type.model_class() is GmailAccount
+    assert entry.change_message.startswith("Test connection: Connection, TLS and sign-in succeeded.")
+    assert "a typed app password" in entry.change_message
+    assert_no_secret_in_history()
+    assert "new-shop" in admin_client.get(reverse("admin:index")).content.decode()  # under Recent actions
+
+
+def test_list_action_is_recorded_per_account(admin_client: Client, sandbox: Any) -> None:
+    good = stored_account(sandbox, name="good")
+    bad = stored_account(sandbox, name="bad", password=OTHER_PASSWORD)
+    admin_client.post(reverse(CHANGELIST_URL), {"action": "test_selected", "_selected_action": [good.pk, bad.pk]})
+    (good_entry,) = history(good)
+    (bad_entry,) = history(bad)
+    assert good_entry.change_message.startswith(
+        "Test the connection of the selected accounts: Connection, TLS and sign-in succeeded."
+    )
+    assert bad_entry.change_message.startswith("Test the connection of the selected accounts: Failed at Sign-in")
+    assert_no_secret_in_history()
+
+
+# -- what the buttons refuse and how they speak (#14) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("port", "99999999999999999999", "65535"),
+        ("port", "0", "1"),
+        ("timeout", "1e300", "300"),
+        ("host", "https://smtp.gmail.com", "smtp.gmail.com"),
+    ],
+)
+def test_no_test_runs_on_values_save_would_refuse(
+    admin_client: Client, sandbox: Any, field: str, value: str, said: str
+) -> None:
+    response = admin_client.post(action_url(), form_data(sandbox, **{field: value}), **XHR)
+    html = response.content.decode()
+    assert 'data-outcome="invalid"' in html
+    assert said in html
+    assert "OverflowError" not in html
+    assert "unexpected_error" not in html
+    assert sandbox.messages == []
+    assert admin_client.post(reverse(ADD_URL), form_data(sandbox, **{field: value})).status_code == 200  # refused
+
+
+def test_the_buttons_speak_of_the_form_not_of_settings(admin_client: Client, sandbox: Any, settings: Any) -> None:
+    # STARTTLS was not used where the server asks for it: the fix names the "Security" field.
+    response = admin_client.post(
+        action_url(), form_data(sandbox, port=sandbox.ssl_port, security="starttls", timeout="2"), **XHR
+    )
+    html = response.content.decode()
+    for setting in ("EMAIL_", "MAILERS OPTIONS", "-v 3", "= True"):
+        assert setting not in html
+    # W002 (not a Gmail host) respects SILENCED_SYSTEM_CHECKS in the admin too (saved: no network).
+    saved = admin_client.post(reverse(ADD_URL), form_data(host="mail.example.com"), follow=True)
+    assert "gmail_smtp.W002" in saved.content.decode()
+    settings.SILENCED_SYSTEM_CHECKS = ["gmail_smtp.W002"]
+    saved = admin_client.post(reverse(ADD_URL), form_data(name="other", host="mail.example.com"), follow=True)
+    assert "was added successfully" in saved.content.decode()
+    assert "gmail_smtp.W002" not in saved.content.decode()
+
+
+def test_each_cause_is_shown_once(admin_client: Client, sandbox: Any) -> None:
+    sandbox.inject("bad_credentials")
+    html = admin_client.post(action_url(), form_data(sandbox), **XHR).content.decode()
+    assert html.count("Gmail did not accept the username and password") == 1
+
+
+def test_the_page_without_javascript_links_back_to_the_form(admin_client: Client, sandbox: Any) -> None:
+    account = stored_account(sandbox)
+    page = admin_client.post(action_url(account), form_data(sandbox, app_password="")).content.decode()
+    assert f'href="{change_url(account)}"' in page
+    assert "history.back" not in page
+    page = admin_client.post(action_url(), form_data(sandbox)).content.decode()
+    assert f'href="{reverse(ADD_URL)}"' in page
+
+
+def test_the_test_email_says_it_came_from_the_admin(admin_client: Client, sandbox: Any) -> None:
+    admin_client.post(action_url(action="send"), form_data(sandbox, _test_recipient="bob@example.com"), **XHR)
+    [received] = sandbox.wait_for_messages(1)
+    assert received.message["Subject"] == "Test email from the Django admin"
+    assert "Django admin" in received.message.get_payload()
+    assert "gmail_check" not in received.message.get_payload()
+
+
+def test_last_test_is_words_on_a_label_with_one_date_format(admin_client: Client, sandbox: Any) -> None:
+    account = stored_account(sandbox)
+    account.record_check(False, "Failed at Sign-in: Gmail did not accept the username and password (535 5.7.8).")
+    page = admin_client.get(change_url(account)).content.decode()
+    assert '<span class="gmail-smtp-badge badge-failed"' in page
+    assert ">failed</span>" in page
+    assert "Gmail did not accept" in page.split("field-last_check_detail")[1]  # written out, not only on hover
+    times = re.findall(r'<time datetime="[^"]+" title="[^"]+">([^<]+)</time>', page)
+    assert len(times) == 3  # last test, created, updated: all in the same short format
+    assert len({len(t) for t in times}) == 1

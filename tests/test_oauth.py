@@ -157,6 +157,73 @@ def test_oauth_rules_name_what_is_missing(settings: Any, monkeypatch: pytest.Mon
     assert rules.check_app_settings({"OAUTH_TOKEN_URI": "http://127.0.0.1:8/token"}) == []
 
 
+def same_words(error: GmailConfigError, problem: rules.Problem) -> None:
+    assert (error.check_id, error.message, error.hint) == (problem.id, str(problem.message), str(problem.hint))
+
+
+def test_oauth_errors_are_raised_in_the_rules_words(gmail_sandbox: GmailSandbox, gmail_oauth: OAuthServer) -> None:
+    """One wording, one id: what the backend and oauth.py raise is the rule's problem (E015,
+    E016, E018), never a second text under the same id."""
+    options = gmail_sandbox.mailer_options() | gmail_oauth.mailer_options()
+    options["password"] = None
+    for missing, check_id in (("oauth_refresh_token", "gmail_smtp.E015"), ("oauth_client_secret", "gmail_smtp.E016")):
+        incomplete = options | {missing: None}
+        [problem] = [p for p in rules.check_config(conf.resolve(incomplete)) if p.id == check_id]
+        with pytest.raises(GmailConfigError) as info:  # refused when the backend starts, not at sign-in
+            EmailBackend(**incomplete)
+        same_words(info.value, problem)
+    [problem] = rules.check_app_settings({"OAUTH_TOKEN_URI": "http://tokens.example.com/token"})
+    with pytest.raises(GmailConfigError) as info:
+        oauth.check_endpoint("http://tokens.example.com/token", "OAUTH_TOKEN_URI")
+    same_words(info.value, problem)
+
+
+@pytest.mark.parametrize(
+    ("uri", "safe"),
+    [
+        ("https://oauth2.googleapis.com/token", True),
+        ("http://127.0.0.1:8/token", True),
+        ("http://127.8.9.10/token", True),
+        ("http://[::1]:8/token", True),
+        ("http://[::ffff:127.0.0.1]:8/token", True),
+        ("http://localhost:8/token", True),
+        ("http://LocalHost/token", True),
+        # Names that only a resolver decides about: never plain HTTP.
+        ("http://tokens.localhost:8/token", False),
+        ("http://localhost.example.com/token", False),
+        ("http://127.1/token", False),
+        ("http://2130706433/token", False),
+        ("http://tokens.example.com/token", False),
+        ("http://[::1/token", False),
+        ("ftp://127.0.0.1/token", False),
+        ("https:///token", False),
+    ],
+)
+def test_plain_http_endpoints_only_for_localhost_and_loopback_addresses(uri: str, safe: bool) -> None:
+    assert oauth.endpoint_is_safe(uri) is safe
+    # The same rule behind check E018 and behind the runtime's refusal.
+    assert [p.id for p in rules.check_app_settings({"OAUTH_TOKEN_URI": uri})] == ([] if safe else ["gmail_smtp.E018"])
+    if safe:
+        oauth.check_endpoint(uri, "OAUTH_TOKEN_URI")
+    else:
+        with pytest.raises(GmailConfigError) as info:
+            oauth.check_endpoint(uri, "OAUTH_TOKEN_URI")
+        assert info.value.check_id == "gmail_smtp.E018"
+
+
+def test_a_localhost_subdomain_token_endpoint_is_refused_before_any_request(
+    settings: Any, gmail_oauth: OAuthServer, oauth_options: Callable[..., dict[str, Any]]
+) -> None:
+    settings.GMAIL_SMTP = {
+        **settings.GMAIL_SMTP,
+        "OAUTH_TOKEN_URI": gmail_oauth.token_uri.replace("127.0.0.1", "tokens.localhost"),
+    }
+    with pytest.raises(GmailConfigError, match="not an https:// address") as info:
+        EmailBackend(**oauth_options()).send_messages([message()])
+    assert info.value.check_id == "gmail_smtp.E018"
+    assert gmail_oauth.token_requests == 0
+
+
 # -- signing in ----------------------------------------------------------------------------
 
 
@@ -423,6 +490,14 @@ def test_stored_oauth2_account_signs_in(
     with pytest.raises(GmailConfigError, match="has not been authorized yet") as info:
         EmailBackend(account="shop")
     assert "gmail_authorize --account shop" in str(info.value)
+    # The rules' words and id; the refresh token of the environment never completes the account.
+    monkeypatch.setenv("GMAIL_SMTP_OAUTH_REFRESH_TOKEN", "1//from-the-environment-ignored")
+    config = conf.resolve({"account": "shop"})
+    assert config.oauth_refresh_token == ""
+    [problem] = [p for p in rules.check_config(config) if p.is_error]
+    same_words(info.value, problem)
+    assert problem.id == "gmail_smtp.E015"
+    monkeypatch.delenv("GMAIL_SMTP_OAUTH_REFRESH_TOKEN")
     account.set_oauth(refresh_token=gmail_oauth.issue_refresh_token())
     account.save()
     monkeypatch.setenv("GMAIL_SMTP_OAUTH_REFRESH_TOKEN", "1//from-the-environment-ignored")
@@ -842,7 +917,14 @@ def test_gmail_sandbox_command_serves_oauth2_with_the_printed_settings(settings:
 
     ready = tmp_path / "ready.json"
     process = run_command(
-        "--starttls-port=0", "--ssl-port=0", "--oauth-port=0", f"--ready-file={ready}", "--max-seconds=60", cwd=tmp_path
+        "--starttls-port=0",
+        "--ssl-port=0",
+        "--imap-port=0",
+        "--pop-port=0",
+        "--oauth-port=0",
+        f"--ready-file={ready}",
+        "--max-seconds=60",
+        cwd=tmp_path,
     )
     try:
         info: Any = wait_for_file(ready, process)
@@ -854,7 +936,7 @@ def test_gmail_sandbox_command_serves_oauth2_with_the_printed_settings(settings:
         }
         backend = EmailBackend(
             host=info["host"],
-            port=info["starttls_port"],
+            port=info["ports"]["starttls"],
             username=info["user"],
             use_tls=True,
             timeout=5,

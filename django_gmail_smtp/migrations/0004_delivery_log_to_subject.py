@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('gmail_smtp', '0002_delivery_log_and_quota'),
+        ('gmail_smtp', '0003_bind_secrets_to_destination'),
     ]
 
     operations = [
