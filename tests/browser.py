@@ -179,6 +179,14 @@ def optimize_png(source: Path, target: Path, *, colors: int = 128) -> None:
         small.save(target, optimize=True)
 
 
+def check_list_fits(page: Any) -> None:
+    """A change list's columns fit the window: the table is no wider than its container."""
+    widths = page.evaluate(
+        "() => [document.querySelector('#result_list').scrollWidth, document.querySelector('.results').clientWidth]"
+    )
+    assert widths[0] <= widths[1], f"the list is {widths[0]} px wide in {widths[1]} px"
+
+
 def check_page(page: Any, name: str, *, readme: bool = False) -> None:
     """Everything a page of the app must pass: axe-core, keyboard, and a screenshot."""
     page.wait_for_load_state("load")
