@@ -16,7 +16,15 @@ from django.core.exceptions import ImproperlyConfigured
 if TYPE_CHECKING:
     from .causes import Cause
 
-__all__ = ["GmailConfigError", "GmailSMTPError", "OAuthError", "TLSRequiredError", "with_cause"]
+__all__ = [
+    "DeadlineExceeded",
+    "GmailConfigError",
+    "GmailSMTPError",
+    "OAuthError",
+    "ReplyTooLongError",
+    "TLSRequiredError",
+    "with_cause",
+]
 
 
 class GmailConfigError(ImproperlyConfigured, ValueError):
@@ -53,6 +61,35 @@ class GmailSMTPError(Exception):
 
 class TLSRequiredError(GmailSMTPError, ConnectionError):
     """Refused to sign in because the connection is not encrypted."""
+
+
+class DeadlineExceeded(GmailSMTPError, TimeoutError, smtplib.SMTPServerDisconnected):
+    """An overall deadline passed: the connection set-up, one exchange, a ``send_messages()`` call.
+
+    A ``TimeoutError`` (so ``except socket.timeout``/``OSError`` and the timeout causes keep
+    working) and, like the reply timeouts smtplib reports, an ``SMTPServerDisconnected``: the
+    connection is closed. The message says which deadline passed. ``kind`` is ``setup``,
+    ``step``, ``reply``, ``batch`` or ``token``; ``seconds`` its length; ``received`` how many
+    bytes of the unfinished answer had arrived (0: the server said nothing at all).
+    """
+
+    def __init__(self, message: str, *, kind: str = "", seconds: float | None = None, received: int = 0) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.seconds = seconds
+        self.received = received
+
+
+class ReplyTooLongError(GmailSMTPError, smtplib.SMTPServerDisconnected):
+    """A server's reply went past a cap (lines or bytes); the connection was closed.
+
+    ``limit`` names the cap that was reached (``lines`` or ``bytes``), ``size`` its value.
+    """
+
+    def __init__(self, message: str, *, limit: str = "", size: int = 0) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.size = size
 
 
 class OAuthError(smtplib.SMTPException):
