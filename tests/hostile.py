@@ -42,8 +42,6 @@ class Peer:
         self.server = server
         self.sent = 0
         """Bytes the server got out (into the kernel's buffers) before the client closed."""
-        self.hung_up = False
-        """The client closed the connection while the script still had something to say."""
         self.done = False
         """The script ran to its end (the client waited it out)."""
         self.started = time.monotonic()
@@ -55,8 +53,7 @@ class Peer:
             raise Stopped
         try:
             self.sock.sendall(data)
-        except OSError:
-            self.hung_up = not self.server.stopping.is_set()
+        except OSError:  # the client hung up
             raise Stopped from None
         self.sent += len(data)
 
