@@ -210,9 +210,11 @@ def account_options(name: str) -> dict[str, Any] | None:
     auth_method, and the password or the oauth_client_id/_secret/_refresh_token.
 
     None before migrations have run (the resolver then uses the settings). Raises
-    :class:`GmailConfigError` for an unknown or disabled account or one without a secret, and
+    :class:`GmailConfigError` for an unknown or disabled account or one without a secret,
     :class:`~django_gmail_smtp.exceptions.SecretDecryptionError` when its secret cannot be
-    decrypted. Costs no database query once cached.
+    decrypted, and :class:`~django_gmail_smtp.exceptions.SecretDestinationError` when it was
+    entered for another host, port, security, username or token endpoint (or for none).
+    Costs no database query once cached.
     """
     data = snapshot()
     if data is None:
@@ -232,7 +234,16 @@ def account_options(name: str) -> dict[str, Any] | None:
         "use_ssl": entry["security"] == GmailAccount.Security.SSL,
         "timeout": entry["timeout"],
     }
-    secret = decrypt_secret(account, entry["encrypted_secret"])
+    # Checked here, where it is decrypted, against the very values the backend will use: a cached
+    # snapshot cannot carry a secret to a host it was not entered for.
+    secret = decrypt_secret(
+        account,
+        entry["encrypted_secret"],
+        host=entry["host"],
+        port=entry["port"],
+        security=entry["security"],
+        username=entry["username"],
+    )
     if entry["auth_method"] == GmailAccount.AuthMethod.OAUTH2:
         return server | _oauth_options(account, secret)
     if entry["auth_method"] != GmailAccount.AuthMethod.APP_PASSWORD:

@@ -3,7 +3,10 @@
 Both buttons post the form's current values (unsaved changes included) to their own view, which
 runs :func:`django_gmail_smtp.diagnose.run_check` and answers with the steps, the cause and
 fix of a failure, and the redacted SMTP transcript. They need the ``gmail_smtp.test_gmailaccount``
-permission (superusers have it), as does seeing whether a secret is stored.
+permission (superusers have it) and the change permission, as does the list action; the test
+permission alone shows whether a secret is stored. A stored secret is used only with the
+destination it was entered for (see :mod:`.binding`; the form asks for it again otherwise).
+Every test, test email and authorization is recorded in the admin history (``LogEntry``).
 
 An OAuth2 account also gets "Authorize with Google" (same permission, POST only): it sends the
 browser to the authorization endpoint with a ``state`` kept in the session and a PKCE challenge;
@@ -17,7 +20,9 @@ import time
 from typing import Any, cast
 
 from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.utils import unquote
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
 from django.db.models import QuerySet
@@ -34,10 +39,19 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_POST
 
 from . import conf, diagnose, oauth
-from .admin_forms import OAUTH_FIELDS, SECRET_FIELD, WRITE_ONLY_FIELDS, GmailAccountForm, problem_text
+from .admin_forms import (
+    CLIENT_SECRET_FIELD,
+    DESTINATION_FIELDS,
+    OAUTH_FIELDS,
+    REFRESH_TOKEN_FIELD,
+    SECRET_FIELD,
+    WRITE_ONLY_FIELDS,
+    GmailAccountForm,
+    problem_text,
+)
 from .causes import CATALOGUE
-from .exceptions import GmailConfigError, OAuthError, SecretDecryptionError
-from .models import GmailAccount
+from .exceptions import GmailConfigError, OAuthError, SecretDecryptionError, SecretDestinationError
+from .models import GmailAccount, destination_label
 
 __all__ = ["GmailAccountAdmin", "outcome_summary"]
 
@@ -55,7 +69,7 @@ OAUTH_PENDING_MAX = 5
 def _client_stored(obj: GmailAccount) -> bool:
     try:
         parts = obj.get_oauth()
-    except SecretDecryptionError:
+    except GmailConfigError:  # unreadable, or entered for another destination: the status says which
         return False
     return bool(parts["client_id"] and parts["client_secret"])
 
@@ -97,6 +111,46 @@ def outcome_summary(diagnosis: diagnose.Diagnosis, *, sent_to: str = "") -> str:
     return gettext("Failed at %(step)s: %(summary)s") % {"step": title, "summary": summary}
 
 
+def server_summary(host: Any, port: Any, security: Any, username: Any, credential: str) -> str:
+    """Where a test went and with what, for the admin history: never a secret, only which one."""
+    try:
+        security_label = str(GmailAccount.Security(security).label)
+    except ValueError:
+        security_label = str(security)
+    return gettext("Server %(host)s:%(port)s (%(security)s), user %(username)s, %(credential)s.") % {
+        "host": str(host)[:255],
+        "port": str(port)[:10],
+        "security": security_label[:40],
+        "username": str(username)[:254],
+        "credential": credential,
+    }
+
+
+def history_message(action: str, result: str, server: str) -> str:
+    """One admin history entry of a test: the action, its result, then where it went."""
+    return gettext("%(action)s: %(result)s") % {"action": action, "result": result} + " " + server
+
+
+def stored_credential(obj: GmailAccount | None) -> str:
+    """Which stored secret a test of a saved account uses (its kind, never its value)."""
+    if obj is None or not obj.has_secret:
+        return gettext("no stored secret")
+    if obj.auth_method == GmailAccount.AuthMethod.OAUTH2:
+        return gettext("the stored OAuth2 client secret and refresh token")
+    return gettext("the stored app password")
+
+
+def form_credential(form: GmailAccountForm, obj: GmailAccount | None) -> str:
+    """Which secret the posted form tests with: the typed one, or the stored one."""
+    data = getattr(form, "cleaned_data", {})
+    if form.uses_oauth2:
+        if data.get(CLIENT_SECRET_FIELD) or data.get(REFRESH_TOKEN_FIELD):
+            return gettext("a typed OAuth2 client secret or refresh token")
+    elif data.get(SECRET_FIELD):
+        return gettext("a typed app password")
+    return stored_credential(obj)
+
+
 @admin.register(GmailAccount)
 class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     form = GmailAccountForm
@@ -113,6 +167,31 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         """May test accounts, send test email and see whether a secret is stored."""
         opts = self.opts
         return bool(request.user.has_perm(f"{opts.app_label}.{TEST_PERMISSION}"))
+
+    def has_test_and_change_permission(self, request: HttpRequest, obj: GmailAccount | None = None) -> bool:
+        """What the list action needs, as the buttons do (an action's ``permissions`` need only one)."""
+        return self.has_test_permission(request) and self.has_change_permission(request, obj)
+
+    # -- the admin history ----------------------------------------------------------------------
+
+    def log_test(self, request: HttpRequest, obj: GmailAccount | None, message: str, *, name: str = "") -> None:
+        """Record a test, test email or authorization in the admin history: who, what, the outcome.
+
+        On a saved account it is a change entry of that account (its history page lists it). A
+        test on the add page has no account yet: the entry names the typed name and links to
+        nothing (it shows under "Recent actions"). ``message`` must never hold a secret.
+        """
+        if obj is not None:
+            self.log_change(request, obj, message)
+            return
+        LogEntry.objects.create(
+            user_id=cast(int, request.user.pk),  # the admin views need a signed-in user
+            content_type_id=ContentType.objects.get_for_model(self.model, for_concrete_model=False).pk,
+            object_id=None,
+            object_repr=(name.strip() or gettext("new Gmail account (not saved)"))[:200],
+            action_flag=CHANGE,
+            change_message=message,
+        )
 
     # -- the pages ------------------------------------------------------------------------------
 
@@ -168,6 +247,14 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 "Stored, but it cannot be decrypted with the current keys (SECRET_KEY or "
                 "GMAIL_SMTP['ENCRYPTION_KEYS'] changed): enter it again."
             )
+        except SecretDestinationError as exc:
+            if exc.bound is None:
+                return gettext("Stored, but bound to no server (saved by an older version): enter it again.")
+            return gettext(
+                "Stored for another destination (%(fields)s changed since), so it is not used: enter it again."
+            ) % {"fields": ", ".join(destination_label(field) for field in exc.changed)}
+        except GmailConfigError as exc:  # GMAIL_SMTP['ENCRYPTION_KEYS'] itself is wrong
+            return exc.message
         if not oauth2:
             return gettext("An app password is stored.")
         if not (secret.get("client_id") and secret.get("client_secret")):
@@ -306,11 +393,17 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         diagnosis = None
         if not errors and form.config is not None:
             diagnosis = diagnose.run_check(form.config, send_to=[recipient] if send else ())
+            summary = outcome_summary(diagnosis, sent_to=recipient if send else "")
+            if obj is not None and form.has_changed():
+                summary += " " + gettext("(Tested with unsaved changes.)")
             if obj is not None:
-                summary = outcome_summary(diagnosis, sent_to=recipient if send else "")
-                if form.has_changed():
-                    summary += " " + gettext("(Tested with unsaved changes.)")
                 obj.record_check(diagnosis.ok, summary)
+        else:
+            summary = gettext("Not run: %(errors)s") % {"errors": " ".join(errors)}
+        posted = {field: form.data.get(field, "") for field in DESTINATION_FIELDS}
+        action = gettext("Send test email") if send else gettext("Test connection")
+        server = server_summary(**posted, credential=form_credential(form, obj))
+        self.log_test(request, obj, history_message(action, summary, server), name=str(form.data.get("name", "")))
 
         problems = [(p, problem_text(p)) for p in (diagnosis.problems if diagnosis else form.problems)]
         # A configuration refused by the rules: the problems, worded for this form, say it all.
@@ -350,6 +443,32 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def _may_authorize(self, request: HttpRequest, obj: GmailAccount) -> bool:
         return self.has_test_permission(request) and self.has_change_permission(request, obj)
 
+    def _posted_form_problem(self, request: HttpRequest, obj: GmailAccount) -> str:
+        """Why the values posted with *Authorize with Google* forbid it ("" when they do not).
+
+        The button posts the whole change form. Google's answer is bound to the saved account,
+        so a changed host, port, security or username must be saved first, which needs the
+        secret typed again: that field's error is the answer.
+        """
+        if not any(field in request.POST for field in DESTINATION_FIELDS):
+            return ""  # not posted from the form: the saved account alone counts
+        form_class = self.get_form(request, obj, change=True)
+        form = cast(GmailAccountForm, form_class(request.POST, request.FILES, instance=obj))
+        form.is_valid()
+        changed = [field for field in DESTINATION_FIELDS if field in form.changed_data]
+        if not changed:
+            return ""
+        errors = [
+            f"{form.fields[field].label}: {error}"
+            for field in (CLIENT_SECRET_FIELD, *DESTINATION_FIELDS)
+            for error in form.errors.get(field, [])
+        ]
+        if errors:
+            return " ".join(errors)
+        return gettext(
+            "Save the account first: %(fields)s changed, and the authorization is stored for the saved values."
+        ) % {"fields": ", ".join(f"“{form.fields[field].label}”" for field in changed)}
+
     @sensitive_secret
     @method_decorator(require_POST)
     def oauth_authorize_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -363,9 +482,14 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if obj.auth_method != GmailAccount.AuthMethod.OAUTH2:
             messages.error(request, gettext("This account does not sign in with OAuth2: choose OAuth2 and save first."))
             return back
+        problem = self._posted_form_problem(request, obj)
+        if problem:
+            self._log_authorization(request, obj, gettext("refused: %(reason)s") % {"reason": problem})
+            return self._oauth_failure(request, obj, problem)
         try:
-            parts = obj.get_oauth()
-        except SecretDecryptionError as exc:
+            parts = obj.get_oauth()  # only where it was entered for (E020 if the row was changed)
+        except GmailConfigError as exc:
+            self._log_authorization(request, obj, gettext("refused: %(reason)s") % {"reason": exc.message})
             messages.error(request, f"{exc.message} {exc.hint}")
             return back
         if not (parts["client_id"] and parts["client_secret"]):
@@ -390,7 +514,11 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             "created": time.time(),
         }
         request.session[OAUTH_SESSION_KEY] = dict(list(store.items())[-OAUTH_PENDING_MAX:])
+        self._log_authorization(request, obj, gettext("started (the browser was sent to Google's sign-in page)."))
         return HttpResponseRedirect(pending.url)
+
+    def _log_authorization(self, request: HttpRequest, obj: GmailAccount, outcome: str) -> None:
+        self.log_test(request, obj, gettext("Authorize with Google: %(outcome)s") % {"outcome": outcome})
 
     @method_decorator(sensitive_variables())
     def oauth_callback_view(self, request: HttpRequest) -> HttpResponse:
@@ -428,23 +556,27 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 timeout=obj.timeout or 10.0,
             )
         except oauth.AuthorizationError as exc:
-            return self._oauth_failure(request, obj, str(exc))
+            return self._oauth_failure(request, obj, str(exc), log=True)
         except (OAuthError, GmailConfigError) as exc:
             explained = getattr(exc, "cause", None)
             text = exc.message if isinstance(exc, GmailConfigError) else str(exc.args[0] if exc.args else exc)
             if explained is not None:
                 text = f"{text} {explained.summary} {explained.fix}"
-            return self._oauth_failure(request, obj, text)
+            return self._oauth_failure(request, obj, text, log=True)
         refresh_token = str(answer.get("refresh_token") or "")
         if not refresh_token:
             return self._oauth_failure(
                 request,
                 obj,
                 gettext("Google returned no refresh token: remove the app's access in the Google account, then retry."),
+                log=True,
             )
         if not oauth.granted_mail_scope(answer):
             return self._oauth_failure(
-                request, obj, f"{CATALOGUE['oauth_wrong_scope'].summary} {CATALOGUE['oauth_wrong_scope'].fix}"
+                request,
+                obj,
+                f"{CATALOGUE['oauth_wrong_scope'].summary} {CATALOGUE['oauth_wrong_scope'].fix}",
+                log=True,
             )
         oauth.invalidate(diagnose_config(obj))  # the access token cached for the old refresh token
         obj.set_oauth(refresh_token=refresh_token)
@@ -457,7 +589,11 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         )
         return HttpResponseRedirect(self._change_url(obj))
 
-    def _oauth_failure(self, request: HttpRequest, obj: GmailAccount | None, text: str) -> HttpResponse:
+    def _oauth_failure(
+        self, request: HttpRequest, obj: GmailAccount | None, text: str, *, log: bool = False
+    ) -> HttpResponse:
+        if log and obj is not None:
+            self._log_authorization(request, obj, gettext("failed: %(reason)s") % {"reason": text})
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -470,14 +606,20 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     # -- list action ----------------------------------------------------------------------------
 
-    @admin.action(description=_("Test the connection of the selected accounts"), permissions=["test"])
+    @admin.action(description=_("Test the connection of the selected accounts"), permissions=["test_and_change"])
     def test_selected(self, request: HttpRequest, queryset: QuerySet[GmailAccount]) -> None:
-        """Test each stored account exactly as the backend would resolve it."""
+        """Test each stored account exactly as the backend would resolve it (test + change permissions)."""
         for account in queryset:
             diagnosis = diagnose.check({"account": account.name})
-            account.record_check(diagnosis.ok, outcome_summary(diagnosis))
+            summary = outcome_summary(diagnosis)
+            account.record_check(diagnosis.ok, summary)
+            server = server_summary(
+                account.host, account.port, account.security, account.username, stored_credential(account)
+            )
+            action = gettext("Test the connection of the selected accounts")
+            self.log_test(request, account, history_message(action, summary, server))
             level = messages.SUCCESS if diagnosis.ok else messages.ERROR
-            self.message_user(request, f"{account.name}: {outcome_summary(diagnosis)}", level)
+            self.message_user(request, f"{account.name}: {summary}", level)
 
 
 from . import admin_delivery  # noqa: E402, F401  (the delivery log of the queued backend)

@@ -22,10 +22,10 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
-from . import conf, rules
+from . import binding, conf, crypto, rules
 from .conf import SmtpConfig, Value
-from .exceptions import SecretDecryptionError
-from .models import GmailAccount
+from .exceptions import GmailConfigError, SecretDecryptionError, SecretDestinationError
+from .models import GmailAccount, bound_secret, describe_changes
 from .rules import Problem
 
 __all__ = ["OAUTH_FIELDS", "SOURCE_FORM", "WRITE_ONLY_FIELDS", "AddressListField", "GmailAccountForm", "problem_text"]
@@ -38,6 +38,9 @@ CLIENT_SECRET_FIELD = "oauth_client_secret"  # noqa: S105 - the form field's nam
 REFRESH_TOKEN_FIELD = "oauth_refresh_token"  # noqa: S105 - the form field's name
 OAUTH_FIELDS = (CLIENT_ID_FIELD, CLIENT_SECRET_FIELD, REFRESH_TOKEN_FIELD)
 WRITE_ONLY_FIELDS = (SECRET_FIELD, CLIENT_SECRET_FIELD, REFRESH_TOKEN_FIELD)
+# The fields a stored secret is bound to (README.md#stored-secrets-go-only-where-they-were-entered-for):
+# changing one of them needs the secret typed again. Name, timeout, aliases, enabled and default do not.
+DESTINATION_FIELDS = ("host", "port", "security", "username")
 
 # The form field each rule id is about (None: the form as a whole).
 FIELD_FOR_PROBLEM = {
@@ -149,7 +152,8 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text=_(
-            "Write-only: it is never shown again. Leave empty to keep the stored one. "
+            "Write-only: it is never shown again. Leave empty to keep the stored one, which is only "
+            "used with the host, port, security and address it was entered for. "
             "Create one at https://myaccount.google.com/apppasswords (16 letters; spaces may stay)."
         ),
     )
@@ -169,7 +173,10 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
         required=False,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-        help_text=_("For OAuth2 only. Write-only: it is never shown again. Leave empty to keep the stored one."),
+        help_text=_(
+            "For OAuth2 only. Write-only: it is never shown again. Leave empty to keep the stored one, "
+            "which is only used with the host, port, security and address it was entered for."
+        ),
     )
     oauth_refresh_token = forms.CharField(
         label=_("OAuth2 refresh token"),
@@ -207,10 +214,12 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
         super().__init__(*args, **kwargs)
         self.config: SmtpConfig | None = None
         self.problems: list[Problem] = []
+        self.oauth_parts: dict[str, str] | None = None  # what save() stores for OAuth2, set by clean()
         if CLIENT_ID_FIELD in self.fields and self.instance.pk is not None and self.instance.has_secret:
             # The client id is no secret: show the stored one (it lives in the encrypted blob).
-            with contextlib.suppress(SecretDecryptionError):  # the clean() reports it
-                self.fields[CLIENT_ID_FIELD].initial = self.instance.get_oauth()["client_id"]
+            with contextlib.suppress(GmailConfigError):  # the clean() reports it
+                client_id = self.instance.stored_secret().secret.get("client_id")
+                self.fields[CLIENT_ID_FIELD].initial = str(client_id or "")
 
     @property
     def config_warnings(self) -> list[Problem]:
@@ -222,20 +231,61 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
         return method == GmailAccount.AuthMethod.OAUTH2
 
     @sensitive_variables()
+    def stored_for_form(self, parts: tuple[str, ...]) -> dict[str, Any]:
+        """The stored secret, if it may be sent where the form points; ``{}`` when it holds none of ``parts``.
+
+        Raises :class:`SecretDecryptionError` when it cannot be decrypted and
+        :class:`SecretDestinationError` when the form's host, port, security or username (or the
+        token endpoint) differ from those it was entered for, or it is bound to none.
+        """
+        data = self.cleaned_data
+        if self.instance.pk is None or not self.instance.has_secret:
+            return {}
+        if any(data.get(name) in (None, "") for name in DESTINATION_FIELDS):
+            return {}  # an invalid destination field: its own error stops everything
+        sealed: binding.Sealed = self.instance.stored_secret()
+        if not any(sealed.secret.get(part) for part in parts):
+            return {}  # nothing of it would be used
+        return bound_secret(
+            self.instance.name,
+            sealed,
+            host=data["host"],
+            port=data["port"],
+            security=data["security"],
+            username=data["username"],
+        )
+
+    @sensitive_variables()
     def current_oauth(self) -> dict[str, str]:
         """The OAuth2 parts the form stands for: typed ones, else the stored ones.
 
         A new client id without a new refresh token drops the stored refresh token (it belongs to
-        the old client). Raises :class:`SecretDecryptionError` when the stored ones cannot be read.
+        the old client). Stored parts are used only while the form points where they were
+        entered for; otherwise the client secret must be typed again and the stored refresh
+        token is dropped (authorize again). Raises :class:`SecretDecryptionError` when the
+        stored ones cannot be read, :class:`SecretDestinationError` when they may not be used
+        and no client secret was typed.
         """
-        stored = dict.fromkeys(GmailAccount.OAUTH_PARTS, "")
-        if self.instance.pk is not None and self.instance.has_secret:
-            stored = self.instance.get_oauth()
         typed = {
             "client_id": (self.cleaned_data.get(CLIENT_ID_FIELD) or "").strip(),
             "client_secret": (self.cleaned_data.get(CLIENT_SECRET_FIELD) or "").strip(),
             "refresh_token": (self.cleaned_data.get(REFRESH_TOKEN_FIELD) or "").strip(),
         }
+        stored = dict.fromkeys(GmailAccount.OAUTH_PARTS, "")
+        if self.instance.pk is not None and self.instance.has_secret:
+            try:
+                found = (
+                    {}
+                    if typed["client_secret"] and typed["refresh_token"]
+                    else self.stored_for_form(GmailAccount.OAUTH_PARTS)
+                )
+            except SecretDestinationError:
+                if not typed["client_secret"]:
+                    raise
+                found = {}  # a new client secret for the new destination; the old refresh token stays behind
+            if not found and not typed["client_id"]:
+                found = {"client_id": self.instance.stored_secret().secret.get("client_id")}  # no secret
+            stored.update({part: str(found.get(part) or "") for part in GmailAccount.OAUTH_PARTS})
         parts = {part: typed[part] or stored[part] for part in GmailAccount.OAUTH_PARTS}
         if typed["client_id"] and typed["client_id"] != stored["client_id"] and not typed["refresh_token"]:
             parts["refresh_token"] = ""
@@ -251,14 +301,13 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
     def current_password(self) -> str:
         """The app password the form stands for: the typed one, else the stored one.
 
-        Raises :class:`SecretDecryptionError` when the stored one cannot be decrypted.
+        Raises :class:`SecretDecryptionError` when the stored one cannot be decrypted, and
+        :class:`SecretDestinationError` when it was entered for another destination.
         """
         typed = (self.cleaned_data.get(SECRET_FIELD) or "").strip()
         if typed:
             return conf.normalize_app_password(typed)
-        if self.instance.pk is not None and self.instance.has_secret:
-            return str(self.instance.get_password())
-        return ""
+        return str(self.stored_for_form(("password",)).get("password") or "")
 
     @sensitive_variables()
     def build_config(self, password: str, oauth: dict[str, str] | None = None) -> SmtpConfig | None:
@@ -296,20 +345,63 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
             provenance=provenance,
         )
 
+    def destination_text(self, exc: SecretDestinationError) -> str:
+        """E020/E021 worded for this form: which field changed, what it was, and what to do."""
+        oauth2 = self.uses_oauth2
+        if exc.bound is None:
+            if oauth2:
+                text = gettext(
+                    "The stored OAuth2 client secret and refresh token are bound to no server (saved by an "
+                    "older version and not upgraded by 'manage.py migrate'), so they are sent nowhere: "
+                    "type the client secret again, save, then authorize again."
+                )
+            else:
+                text = gettext(
+                    "The stored app password is bound to no server (saved by an older version and not "
+                    "upgraded by 'manage.py migrate'), so it is sent nowhere: type it again."
+                )
+            return f"{text} ({exc.check_id})"
+        was = describe_changes(exc.changed, exc.bound, self._bound_label)
+        if oauth2:
+            text = gettext(
+                "The stored OAuth2 client secret and refresh token were entered for another destination "
+                "(%(was)s) and are never sent anywhere else. Type the client secret again (then "
+                "authorize again, or paste a refresh token), or put the old values back."
+            )
+        else:
+            text = gettext(
+                "The stored app password was entered for another destination (%(was)s) and is never "
+                "sent anywhere else. Type the app password again, or put the old values back."
+            )
+        text = text % {"was": was}
+        return f"{text} ({exc.check_id})"
+
+    def _bound_label(self, field: str) -> str:
+        if field in self.fields:
+            return gettext("the “%(field)s” field") % {"field": self.fields[field].label}
+        return "GMAIL_SMTP['OAUTH_TOKEN_URI']"
+
     @sensitive_variables()
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         self.config, self.problems = None, []
         oauth2 = self.uses_oauth2
+        self.oauth_parts = None
+        secret_field = CLIENT_SECRET_FIELD if oauth2 else SECRET_FIELD
         try:
+            crypto.encryption_keys()  # a wrong GMAIL_SMTP['ENCRYPTION_KEYS'] stops the form, not save()
             password = "" if oauth2 else self.current_password()
             oauth = self.current_oauth() if oauth2 else None
         except SecretDecryptionError as exc:
-            self.add_error(
-                CLIENT_SECRET_FIELD if oauth2 else SECRET_FIELD,
-                ValidationError(f"{exc.message} {exc.hint}", code="undecryptable"),
-            )
+            self.add_error(secret_field, ValidationError(f"{exc.message} {exc.hint}", code="undecryptable"))
             return cleaned
+        except SecretDestinationError as exc:
+            self.add_error(secret_field, ValidationError(self.destination_text(exc), code=exc.check_id))
+            return cleaned
+        except GmailConfigError as exc:  # GMAIL_SMTP['ENCRYPTION_KEYS'] itself is wrong
+            self.add_error(None, ValidationError(str(exc), code=exc.check_id or "invalid"))
+            return cleaned
+        self.oauth_parts = oauth
         config = self.build_config(password, oauth)
         if config is None:
             return cleaned
@@ -330,8 +422,9 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
     @sensitive_variables()
     def save(self, commit: bool = True) -> GmailAccount:
         instance: GmailAccount = super().save(commit=False)
-        if self.uses_oauth2:
-            instance.set_oauth(**self.current_oauth())
+        if self.uses_oauth2 and self.oauth_parts is not None:
+            # All three parts given: nothing stored is read again, the new values bind them.
+            instance.set_oauth(**self.oauth_parts)
         else:
             typed = (self.cleaned_data.get(SECRET_FIELD) or "").strip()
             if typed:

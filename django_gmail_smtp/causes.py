@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
+from .conf import is_loopback
 from .exceptions import DeadlineExceeded, ReplyTooLongError
 
 __all__ = ["CATALOGUE", "Cause", "cause", "explain_exception", "explain_reply"]
@@ -38,6 +39,17 @@ class Cause:
     def explain(self) -> str:
         text = _("Cause: %(summary)s Fix: %(fix)s") % {"summary": self.summary, "fix": self.fix}
         return f"{text} {self.url}".rstrip() + f" [{self.id}]"
+
+    def lines(self) -> list[str]:
+        """The cause as the commands print it, one fact a line: cause, fix, link, whether it is
+        temporary, and its id."""
+        lines = [_("Cause: %(summary)s") % {"summary": self.summary}, _("Fix: %(fix)s") % {"fix": self.fix}]
+        if self.url:
+            lines.append(_("More: %(url)s") % {"url": self.url})
+        if self.temporary:
+            lines.append(str(_("This is usually temporary: retrying later may work.")))
+        lines.append(_("Cause id: %(id)s") % {"id": self.id})
+        return lines
 
 
 def _c(id: str, summary: Promise, fix: Promise, *, temporary: bool = False, url: str = "") -> Cause:
@@ -404,6 +416,32 @@ CATALOGUE: dict[str, Cause] = {
             ),
             url=APP_PASSWORDS_URL,
         ),
+        # Added for the first ten minutes (issue #13): the local sandbox, and impostors of Gmail.
+        _c(
+            "sandbox_cert_untrusted",
+            _(
+                "The server's certificate is not signed by the configured CA, and this looks like the "
+                "Gmail sandbox (a server on this machine, or a certificate from a sandbox's own CA)."
+            ),
+            _(
+                "Set GMAIL_SMTP['SSL_CAFILE'] (or GMAIL_SMTP_SSL_CAFILE) to the ca.pem in the folder of "
+                "the sandbox you started (.sandbox/ca.pem by default; gmail_sandbox prints the path), and "
+                "check the port: it must be the one that sandbox listens on. Each sandbox makes a new CA "
+                "when it starts, so the ca.pem of an earlier run or of another sandbox does not fit."
+            ),
+        ),
+        _c(
+            "not_gmail_server",
+            _(
+                "The host is Gmail's, but the server did not greet like Gmail: something between this "
+                "machine and Gmail answers in its place."
+            ),
+            _(
+                "Look for an antivirus, firewall or corporate proxy that intercepts outbound mail "
+                "(ports 25/465/587), and for an /etc/hosts entry or DNS record that sends smtp.gmail.com "
+                "elsewhere; try the other port (465/587) or another network."
+            ),
+        ),
         _c(
             "invalid_setting",
             _("A mail setting has an invalid value."),
@@ -475,13 +513,14 @@ def explain_reply(code: int, text: str | bytes) -> Cause | None:
 
 
 def explain_exception(
-    exc: BaseException, *, stage: str = "", port: int | None = None, use_ssl: bool = False
+    exc: BaseException, *, stage: str = "", port: int | None = None, use_ssl: bool = False, host: str = ""
 ) -> Cause | None:
     """Map an exception raised while talking to the server to a known cause.
 
     ``stage`` is where it happened (``connect``, ``greeting``, ``starttls``,
     ``ehlo``, ``auth``, ``mail``...); ``port``/``use_ssl`` tell a silent
-    implicit-TLS port from a blocked one.
+    implicit-TLS port from a blocked one; ``host`` tells a local server (the
+    sandbox, whose certificate only its own CA file trusts) from a remote one.
     """
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         for code, text in exc.recipients.values():
@@ -509,7 +548,8 @@ def explain_exception(
             return CATALOGUE["cert_hostname_mismatch"]
         if "expired" in reason or "not yet valid" in reason:
             return CATALOGUE["cert_expired"]
-        return CATALOGUE["cert_untrusted"]
+        # Gmail's certificates are public; an untrusted one on loopback is a local server's.
+        return CATALOGUE["sandbox_cert_untrusted" if is_loopback(host) else "cert_untrusted"]
     if isinstance(exc, ssl.SSLError):
         reason = str(exc).lower()
         if "wrong_version_number" in reason or "wrong version number" in reason:

@@ -159,7 +159,7 @@ def _resolved(mailer: Mailer) -> tuple[conf.SmtpConfig | None, list[Problem]]:
 
 
 def check_app_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """E011-E013: the ``GMAIL_SMTP`` setting itself."""
+    """E011-E013, E018, E019: the ``GMAIL_SMTP`` setting itself (no database, nothing decrypted)."""
     if not _wanted(app_configs):
         return []
     return to_check_messages(rules.check_app_settings(getattr(settings, "GMAIL_SMTP", None)))
@@ -178,11 +178,31 @@ def check_mailers(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any)
     return messages
 
 
+def _reporter_filter() -> tuple[str, bool]:
+    """``DEFAULT_EXCEPTION_REPORTER_FILTER``, and whether it hides passwords inside URLs (ours, or a subclass)."""
+    from .reporting import SafeExceptionReporterFilter
+
+    path = str(settings.DEFAULT_EXCEPTION_REPORTER_FILTER)
+    try:
+        configured = import_string(path)
+    except Exception:  # Django reports a broken setting when it needs it
+        return path, False
+    return path, isinstance(configured, type) and issubclass(configured, SafeExceptionReporterFilter)
+
+
 def check_deploy(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """W007, W008: only with ``manage.py check --deploy``."""
+    """W007, W008, W010: only with ``manage.py check --deploy``."""
     if not _wanted(app_configs):
         return []
+    from .reporting import PATH
+
     messages = to_check_messages(rules.check_transcript(_app_setting("TRANSCRIPT", False)))
+    reporter_filter, hides = _reporter_filter()
+    messages += to_check_messages(
+        rules.check_email_url_reporting(
+            conf.email_url_sources(), reporter_filter, hides_url_passwords=hides, recommended=PATH
+        )
+    )
     for mailer in _settings_mailers():
         config, _problems = _resolved(mailer)  # check_mailers reports a failure to resolve
         if config is not None:

@@ -25,6 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import django
 from django.conf import settings
@@ -43,13 +44,17 @@ __all__ = [
     "SmtpConfig",
     "Value",
     "app_setting",
+    "configured_secrets",
+    "email_url_sources",
     "is_gmail_host",
     "is_loopback",
+    "is_loopback_address",
     "legacy_setting",
     "mailers_enabled",
     "normalize_app_password",
     "number_setting",
     "resolve",
+    "url_password",
 ]
 
 GMAIL_HOSTS = frozenset({"smtp.gmail.com", "smtp.googlemail.com", "smtp-relay.gmail.com"})
@@ -232,16 +237,24 @@ def is_gmail_host(host: str | None) -> bool:
 
 
 def is_loopback(host: str | None) -> bool:
-    """True for ``localhost`` and loopback IP addresses (no DNS lookup)."""
+    """True for ``localhost``, names under ``.localhost`` and loopback IP addresses (no DNS lookup)."""
     if not host:
         return False
     name = str(host).strip("[]").lower().rstrip(".")
     if name == "localhost" or name.endswith(".localhost"):
         return True
+    return is_loopback_address(name)
+
+
+def is_loopback_address(host: str) -> bool:
+    """True for a literal loopback IP address (``127.0.0.0/8``, ``::1``, ``::ffff:127.0.0.1``)."""
     try:
-        return ipaddress.ip_address(name).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 _APP_PASSWORD = re.compile(r"[A-Za-z]{4}(?:[\s\u00a0]*[A-Za-z]{4}){3}")
@@ -326,6 +339,50 @@ def legacy_setting(name: str) -> tuple[bool, Any]:
     if django.VERSION >= (6, 1):
         return True, getattr(holder._wrapped, name)
     return True, getattr(holder, name)
+
+
+def url_password(url: Any) -> str:
+    """The password in ``scheme://user:password@host`` (percent-decoded); ``""`` if none or not a URL."""
+    if not isinstance(url, str) or "://" not in url:
+        return ""
+    try:
+        password = urlsplit(url.strip()).password
+    except ValueError:
+        return ""
+    return unquote(password) if password else ""
+
+
+def email_url_sources() -> dict[str, str]:
+    """Where an ``EMAIL_URL`` is configured: ``{"os.environ['EMAIL_URL']": url, "settings.EMAIL_URL": url}``."""
+    found = {
+        "os.environ['EMAIL_URL']": os.environ.get("EMAIL_URL"),
+        "settings.EMAIL_URL": getattr(settings, "EMAIL_URL", None),
+    }
+    return {place: url for place, url in found.items() if isinstance(url, str) and url}
+
+
+def configured_secrets() -> list[str]:
+    """Every secret the settings and the environment hold for this app.
+
+    App passwords (``EMAIL_HOST_PASSWORD``, ``EMAIL_URL``, ``MAILERS`` OPTIONS), OAuth2 client
+    secrets and refresh tokens (``GMAIL_SMTP``, ``GMAIL_SMTP_*``, OPTIONS) and
+    ``GMAIL_SMTP["ENCRYPTION_KEYS"]``. Stored accounts are not read: no database query.
+    """
+    values: list[Any] = [legacy_setting("EMAIL_HOST_PASSWORD")[1]]
+    configured = getattr(settings, "GMAIL_SMTP", None)
+    if isinstance(configured, Mapping):
+        values += [configured.get(key) for key, option in APP_SETTING_OPTIONS.items() if option in SECRET_OPTIONS]
+        keys = configured.get("ENCRYPTION_KEYS")
+        values += list(keys) if isinstance(keys, list | tuple) else [keys]
+    mailers = getattr(settings, "MAILERS", None) if mailers_enabled() else None
+    for mailer in mailers.values() if isinstance(mailers, Mapping) else ():
+        options = mailer.get("OPTIONS") if isinstance(mailer, Mapping) else None
+        if isinstance(options, Mapping):
+            values += [options.get(name) for name in SECRET_OPTIONS]
+    values += [os.environ.get(name) for name, option in ENV_OPTIONS.items() if option in SECRET_OPTIONS]
+    values += [url_password(url) for url in email_url_sources().values()]
+    secrets = [value.decode("utf-8", "replace") if isinstance(value, bytes) else value for value in values]
+    return [secret for secret in secrets if isinstance(secret, str) and secret]
 
 
 def _environment() -> dict[str, tuple[Any, str]]:

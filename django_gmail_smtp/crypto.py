@@ -19,11 +19,13 @@ from __future__ import annotations
 import base64
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
+from django.utils.translation import gettext
 from django.views.decorators.debug import sensitive_variables
 
 from .conf import app_setting
@@ -40,13 +42,13 @@ __all__ = [
     "generate_key",
     "is_current",
     "rotate",
+    "validate_keys",
 ]
 
 HKDF_SALT = b"django-gmail-smtp"
 HKDF_INFO = b"django_gmail_smtp.GmailAccount secret, Fernet key, v1"
-GENERATE_HINT = (
-    'Generate a key with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
-)
+GENERATE_COMMAND = 'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+KEYS_CHECK_ID = "gmail_smtp.E019"
 
 
 def generate_key() -> str:
@@ -63,26 +65,39 @@ def derive_key(secret: str | bytes) -> bytes:
     return base64.urlsafe_b64encode(kdf.derive(material))
 
 
-@sensitive_variables()
-def configured_keys() -> list[bytes]:
-    """The keys of ``GMAIL_SMTP["ENCRYPTION_KEYS"]`` (empty when it is not set), validated.
+def _generate_hint() -> str:
+    return gettext("Generate a key with: %(command)s") % {"command": GENERATE_COMMAND}
 
-    Error messages name the position of a bad key, never the key itself.
+
+@sensitive_variables()
+def validate_keys(raw: Any) -> list[bytes]:
+    """The keys of a ``GMAIL_SMTP["ENCRYPTION_KEYS"]`` value, checked to be Fernet keys.
+
+    Only their shape is checked (URL-safe base64 of 32 bytes): nothing is decrypted. Raises
+    :class:`GmailConfigError` (``gmail_smtp.E019``) naming the position of a bad key, never
+    the key itself.
     """
-    raw = app_setting("ENCRYPTION_KEYS")
-    if raw is None:
-        return []
     if isinstance(raw, str | bytes) or not isinstance(raw, Sequence):
         raise GmailConfigError(
-            "GMAIL_SMTP['ENCRYPTION_KEYS'] must be a list of Fernet keys, the current one first, "
-            f"not a {type(raw).__name__}.",
-            hint="Write GMAIL_SMTP['ENCRYPTION_KEYS'] = [os.environ['GMAIL_SMTP_KEY']], or remove it "
-            "to derive the key from SECRET_KEY. " + GENERATE_HINT,
+            gettext(
+                "GMAIL_SMTP['ENCRYPTION_KEYS'] must be a list of Fernet keys, the current one first, not a %(type)s."
+            )
+            % {"type": type(raw).__name__},
+            hint=gettext(
+                "Write GMAIL_SMTP['ENCRYPTION_KEYS'] = [os.environ['GMAIL_SMTP_KEY']], or remove it to "
+                "derive the key from SECRET_KEY."
+            )
+            + " "
+            + _generate_hint(),
+            check_id=KEYS_CHECK_ID,
         )
     if not raw:
         raise GmailConfigError(
-            "GMAIL_SMTP['ENCRYPTION_KEYS'] is an empty list.",
-            hint="Put at least one Fernet key in it, or remove it to derive the key from SECRET_KEY. " + GENERATE_HINT,
+            gettext("GMAIL_SMTP['ENCRYPTION_KEYS'] is an empty list."),
+            hint=gettext("Put at least one Fernet key in it, or remove it to derive the key from SECRET_KEY.")
+            + " "
+            + _generate_hint(),
+            check_id=KEYS_CHECK_ID,
         )
     keys = []
     for position, key in enumerate(raw):
@@ -91,12 +106,26 @@ def configured_keys() -> list[bytes]:
             Fernet(candidate)
         except (TypeError, ValueError):
             raise GmailConfigError(
-                f"GMAIL_SMTP['ENCRYPTION_KEYS'][{position}] is not a Fernet key "
-                "(32 bytes in URL-safe base64, 44 characters).",
-                hint=GENERATE_HINT,
+                gettext(
+                    "GMAIL_SMTP['ENCRYPTION_KEYS'][%(position)d] is not a valid Fernet key (32 bytes in "
+                    "URL-safe base64: 44 characters ending with '=')."
+                )
+                % {"position": position},
+                hint=gettext("Replace it with a key made for this purpose.") + " " + _generate_hint(),
+                check_id=KEYS_CHECK_ID,
             ) from None
         keys.append(candidate)
     return keys
+
+
+@sensitive_variables()
+def configured_keys() -> list[bytes]:
+    """The keys of ``GMAIL_SMTP["ENCRYPTION_KEYS"]`` (empty when it is not set), validated.
+
+    Error messages name the position of a bad key, never the key itself.
+    """
+    raw = app_setting("ENCRYPTION_KEYS")
+    return [] if raw is None else validate_keys(raw)
 
 
 @sensitive_variables()
@@ -113,9 +142,11 @@ def encryption_keys() -> list[bytes]:
             keys.append(key)
     if not keys:
         raise GmailConfigError(
-            "There is no key to encrypt stored Gmail account secrets with: SECRET_KEY is empty "
-            "and GMAIL_SMTP['ENCRYPTION_KEYS'] is not set.",
-            hint="Set SECRET_KEY, or GMAIL_SMTP['ENCRYPTION_KEYS']. " + GENERATE_HINT,
+            gettext(
+                "There is no key to encrypt stored Gmail account secrets with: SECRET_KEY is empty "
+                "and GMAIL_SMTP['ENCRYPTION_KEYS'] is not set."
+            ),
+            hint=gettext("Set SECRET_KEY, or GMAIL_SMTP['ENCRYPTION_KEYS'].") + " " + _generate_hint(),
         )
     return keys
 

@@ -10,8 +10,10 @@ time, each bounded by the configuration's timeout:
 (optional) -> ``quit``
 
 and stops at the first failing step, explained from :mod:`~django_gmail_smtp.causes`.
-Secrets never reach the result: the transcript is redacted by the session, and
-every text in the result is scrubbed of the password and its base64 forms.
+Secrets never reach the result: the session redacts the transcript and the server's replies,
+and every text in the result passes through the same
+:class:`~django_gmail_smtp.redaction.Redactor` (the password, the OAuth2 client secret, refresh
+and access tokens, in every encoding they travel in).
 
 Typical use::
 
@@ -26,8 +28,8 @@ Typical use::
 
 from __future__ import annotations
 
-import base64
 import contextlib
+import json
 import smtplib
 import socket
 import ssl
@@ -35,18 +37,24 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from typing import Any, cast
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from django.core.mail.utils import DNS_NAME
 from django.utils.translation import get_language, gettext_lazy, ngettext
 from django.utils.translation import gettext as _
 
 from . import conf, rules
 from .causes import CATALOGUE, Cause, explain_exception
-from .conf import SmtpConfig
+from .conf import SmtpConfig, is_loopback
 from .deadline import Deadline, connect, handshake, set_timeout
 from .exceptions import DeadlineExceeded, GmailConfigError, GmailSMTPError, OAuthError
+from .redaction import Redactor
 from .rules import Problem
-from .session import CLIENT, SERVER, SMTPSession, Transcript, make_ssl_context
+from .sandbox.constants import SANDBOX_CA_ORGANIZATION
+from .session import CLIENT, SERVER, BoundedSMTP, SMTPSession, Transcript, make_ssl_context
 
 __all__ = [
     "EXIT_CODES",
@@ -56,7 +64,9 @@ __all__ = [
     "FAILED",
     "JSON_SCHEMA",
     "OK",
+    "SCHEMA_VERSION",
     "SKIPPED",
+    "STEP_IDS",
     "STEP_NAMES",
     "WARNING",
     "Diagnosis",
@@ -75,6 +85,8 @@ STATUSES = (OK, WARNING, FAILED, SKIPPED)
 #: STARTTLS (before and after TLS; ``data["tls"]`` tells which). With implicit TLS
 #: ``tls`` comes before ``greeting``.
 STEP_NAMES = ("config", "dns", "connect", "greeting", "tls", "ehlo", "token", "auth", "send", "quit")
+#: Step ids, unique within a run: the name, except that an EHLO over TLS is ``ehlo_tls``.
+STEP_IDS = ("config", "dns", "connect", "greeting", "tls", "ehlo", "ehlo_tls", "token", "auth", "send", "quit")
 
 EXIT_OK = 0
 #: A bug or an error nobody expected (Django's default CommandError status).
@@ -132,33 +144,6 @@ _RULE_CAUSES = {
 _FAMILIES: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 
 
-# -- secrets -------------------------------------------------------------------------------
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
-
-
-class _Redactor:
-    """Removes the password (and the base64 forms smtplib sends it in) and the OAuth2 client
-    secret and refresh token from any text."""
-
-    def __init__(self, config: SmtpConfig | None) -> None:
-        self.secrets: list[str] = []
-        forms: set[str] = set()
-        if config is not None and len(config.password) >= 4:
-            user, password = config.username, config.password
-            forms = {password, _b64(password), _b64(f"\0{user}\0{password}"), _b64(f"{user}\0{user}\0{password}")}
-        if config is not None:
-            forms |= {s for s in (config.oauth_client_secret, config.oauth_refresh_token) if len(s) >= 4}
-        self.secrets = sorted(forms, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "<redacted>")
-        return text
-
-
 # -- results -------------------------------------------------------------------------------
 
 
@@ -178,6 +163,11 @@ class Step:
     data: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     cause: Cause | None = None
+    id: str = ""
+    """Unique within a run (:data:`STEP_IDS`); the name unless set."""
+
+    def __post_init__(self) -> None:
+        self.id = self.id or self.name
 
     @property
     def ok(self) -> bool:
@@ -185,13 +175,14 @@ class Step:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "id": self.id,
             "name": self.name,
             "title": self.title,
             "status": self.status,
             "duration": None if self.duration is None else round(self.duration, 4),
             "details": list(self.details),
             "data": self.data,
-            "error": self.error,
+            "error": self.error or None,
             "cause_id": self.cause.id if self.cause else None,
         }
 
@@ -205,10 +196,18 @@ class Diagnosis:
     steps: list[Step] = field(default_factory=list)
     cause: Cause | None = None
     failed_step: str | None = None
+    """The name of the step that failed (:data:`STEP_NAMES`; the exit status depends on it)."""
+    failed_step_id: str | None = None
+    """Its id (:data:`STEP_IDS`), unique within the run."""
     error: str = ""
     transcript: Transcript = field(default_factory=Transcript)
     language: str = ""
     duration: float = 0.0
+    redactor: Redactor = field(init=False, repr=False, compare=False)
+    """Hides the configuration's secrets, and the access tokens fetched during the run."""
+
+    def __post_init__(self) -> None:
+        self.redactor = Redactor.for_config(self.config)
 
     @property
     def ok(self) -> bool:
@@ -228,13 +227,12 @@ class Diagnosis:
         return EXIT_CODES.get(self.failed_step, EXIT_UNEXPECTED)
 
     def redact(self, text: str) -> str:
-        """``text`` without the password or its base64 forms."""
-        return _Redactor(self.config)(text)
+        """``text`` without any secret of the configuration, in any encoding."""
+        return self.redactor(text)
 
     def transcript_lines(self) -> list[tuple[str, str]]:
         """The SMTP conversation as ``(direction, text)``; credentials already hidden."""
-        redact = _Redactor(self.config)
-        return [(direction, redact(text)) for direction, text in self.transcript.lines]
+        return [(direction, self.redactor(text)) for direction, text in self.transcript.lines]
 
     def step(self, name: str) -> Step | None:
         """The last step called ``name``, if it ran."""
@@ -250,16 +248,13 @@ class Diagnosis:
             config = {
                 "alias": self.config.alias,
                 "security": self.config.security,
-                "values": [
-                    {"name": name, "value": shown, "source": value.source, "origin": str(value.origin)}
-                    for name, shown, value in self.config.describe()
-                ],
+                "values": [_config_value(self.config, *row) for row in self.config.describe()],
             }
         return {
-            "version": 1,
+            "schema_version": SCHEMA_VERSION,
             "ok": self.ok,
             "outcome": self.outcome,
-            "failed_step": self.failed_step,
+            "failed_step": self.failed_step_id,
             "exit_code": self.exit_code,
             "language": self.language,
             "duration": round(self.duration, 4),
@@ -274,12 +269,28 @@ class Diagnosis:
                 "id": self.cause.id,
                 "summary": str(self.cause.summary),
                 "fix": str(self.cause.fix),
-                "url": self.cause.url,
+                "url": self.cause.url or None,
                 "temporary": self.cause.temporary,
             },
-            "error": self.error,
+            "error": self.error or None,
             "transcript": [{"direction": d, "text": t} for d, t in self.transcript_lines()],
         }
+
+
+def _config_value(config: SmtpConfig, name: str, shown: str, value: conf.Value) -> dict[str, Any]:
+    """One configuration row for JSON: the value with its own type, null when not set or secret."""
+    raw = getattr(config, name)
+    secret = name in conf.SECRET_OPTIONS
+    given = raw not in (None, "")
+    return {
+        "name": name,
+        "value": raw if given and not secret else None,
+        "set": given,
+        "secret": secret,
+        "display": shown,
+        "source": value.source,
+        "origin": str(value.origin),
+    }
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -297,14 +308,16 @@ class _Run:
         on_step_end: StepCallback | None,
     ) -> None:
         self.diagnosis = diagnosis
-        self.redact = _Redactor(diagnosis.config)
+        self.redact = diagnosis.redactor
         self.on_step_start = on_step_start
         self.on_step_end = on_step_end
         self.current: Step | None = None
         self._started: dict[int, float] = {}
+        self.impostor: Cause | None = None
+        """Set when a Gmail host greeted unlike Gmail: the cause of any failure after that."""
 
-    def begin(self, name: str, title: str, *, started: float | None = None) -> Step:
-        step = Step(name=name, title=title)
+    def begin(self, name: str, title: str, *, started: float | None = None, step_id: str = "") -> Step:
+        step = Step(name=name, title=title, id=step_id)
         self._started[id(step)] = time.perf_counter() if started is None else started
         self.current = step
         if self.on_step_start is not None:
@@ -331,11 +344,12 @@ class _Run:
         return self.end(step, SKIPPED)
 
     def fail(self, step: Step, cause: Cause | None, error: str = "", *, ended: float | None = None) -> None:
-        cause = cause or CATALOGUE["unexpected_error"]
+        cause = self.impostor or cause or CATALOGUE["unexpected_error"]
         step.cause = cause
         step.error = error
         self.diagnosis.cause = cause
         self.diagnosis.failed_step = step.name
+        self.diagnosis.failed_step_id = step.id
         self.diagnosis.error = self.redact(error)
         self.end(step, FAILED, ended=ended)
 
@@ -378,7 +392,7 @@ def _reply_text(code: int, text: bytes | str) -> str:
 def _cause_of(exc: BaseException, stage: str, config: SmtpConfig) -> Cause:
     found = getattr(exc, "cause", None)
     if found is None:
-        found = explain_exception(exc, stage=stage, port=config.port, use_ssl=config.use_ssl)
+        found = explain_exception(exc, stage=stage, port=config.port, use_ssl=config.use_ssl, host=config.host)
     if found is None:
         found = CATALOGUE["unexpected_reply" if isinstance(exc, smtplib.SMTPResponseException) else "unexpected_error"]
     return found
@@ -640,6 +654,48 @@ def _probe_plain_greeting(config: SmtpConfig, wait: float) -> str:
     return data.decode("ascii", "replace").split("\r\n")[0].strip()
 
 
+def _probe_issuer(config: SmtpConfig, wait: float) -> x509.Name | None:
+    """Who signed the server's certificate, read without trusting it (None: could not tell).
+
+    For naming the signer of a certificate that failed verification. Only the handshake is done
+    over the unverified connection (after EHLO and STARTTLS with STARTTLS); nothing else is sent.
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only to read the certificate: no credential, no mail
+    der: bytes | None = None
+    deadline = Deadline(wait, "step", "certificate probe")  # the whole probe; its replies capped
+    try:
+        if config.use_ssl:
+            with (
+                connect(config.host, config.port, deadline) as raw,
+                handshake(context, raw, deadline, config.host) as sock,
+            ):
+                der = sock.getpeercert(binary_form=True)
+        else:
+            client = BoundedSMTP(deadline, host=config.host, port=config.port, local_hostname=DNS_NAME.get_fqdn())
+            try:
+                client.ehlo()
+                client.starttls(context=context)
+                if isinstance(client.sock, ssl.SSLSocket):
+                    der = client.sock.getpeercert(binary_form=True)
+            finally:
+                client.close()
+        return x509.load_der_x509_certificate(der).issuer if der else None
+    except (OSError, smtplib.SMTPException, ValueError):
+        return None
+
+
+def _is_sandbox_ca(issuer: x509.Name) -> bool:
+    names = issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return any(name.value == SANDBOX_CA_ORGANIZATION for name in names)
+
+
+def _is_gmail_greeting(reply: str) -> bool:
+    """Gmail's greeting ends with its ``<id> - gsmtp`` tail (so does the sandbox's)."""
+    return reply.rstrip().lower().endswith("gsmtp")
+
+
 # -- steps 3-7: the SMTP conversation ------------------------------------------------------
 
 
@@ -717,7 +773,9 @@ class _Conversation:
         self.config = config
         self.timeout = timeout
         self.marks: dict[str, float] = {}
-        self.session = SMTPSession(config, transcript=run.diagnosis.transcript, on_stage=self._stage)
+        self.session = SMTPSession(
+            config, transcript=run.diagnosis.transcript, on_stage=self._stage, redactor=run.diagnosis.redactor
+        )
         self.tls_step: Step | None = None
         self.greeting_step: Step | None = None
 
@@ -777,6 +835,16 @@ class _Conversation:
         text = _reply_text(code, message)
         step.details.append(text)
         step.data = {"code": code, "reply": text}
+        if config.is_gmail:
+            step.data["gmail"] = _is_gmail_greeting(text)
+            if not step.data["gmail"]:
+                # Every later failure is then this impostor's, not Gmail's: say so instead.
+                self.run.impostor = CATALOGUE["not_gmail_server"]
+                step.status = WARNING
+                step.details.append(
+                    _("This is not Gmail's greeting (Gmail's ends with “- gsmtp”): %(summary)s")
+                    % {"summary": self.run.impostor.summary}
+                )
         self.run.end(step, ended=greeted)
         return True
 
@@ -838,16 +906,29 @@ class _Conversation:
                     % {"port": config.port, "greeting": greeting[:80]}
                 )
         elif name == "tls" and isinstance(exc, ssl.SSLCertVerificationError):
-            step.details.append(self._cert_advice(exc))
+            cause = self._certificate_failed(step, cause)
         run.fail(step, cause, error, ended=ended)
 
-    def _cert_advice(self, exc: ssl.SSLCertVerificationError) -> str:
-        if self.config.ssl_cafile:
-            return _("Verified with the CA file %(file)s (from %(origin)s).") % {
-                "file": self.config.ssl_cafile,
-                "origin": self._origin("ssl_cafile"),
-            }
-        return _("Verified with the system's CA certificates (no SSL_CAFILE set).")
+    def _certificate_failed(self, step: Step, cause: Cause) -> Cause:
+        """Say what verified the certificate and who signed it; a sandbox's CA (or, with no CA
+        file, any server on this machine) makes it the sandbox's cause."""
+        config = self.config
+        if config.ssl_cafile:
+            step.details.append(
+                _("Verified with the CA file %(file)s (from %(origin)s).")
+                % {"file": config.ssl_cafile, "origin": self._origin("ssl_cafile")}
+            )
+        else:
+            step.details.append(_("Verified with the system's CA certificates (no SSL_CAFILE set)."))
+        if cause.id not in ("cert_untrusted", "sandbox_cert_untrusted"):
+            return cause
+        issuer = _probe_issuer(config, min(self.timeout, PROBE_WAIT))
+        if issuer is not None:
+            step.details.append(_("certificate issued by: %(issuer)s") % {"issuer": issuer.rfc4514_string()})
+            step.data["issuer"] = issuer.rfc4514_string()
+        if (issuer is not None and _is_sandbox_ca(issuer)) or (is_loopback(config.host) and not config.ssl_cafile):
+            return CATALOGUE["sandbox_cert_untrusted"]
+        return CATALOGUE["cert_untrusted"] if issuer is not None else cause
 
     def _origin(self, option: str) -> str:
         value = self.config.provenance.get(option)
@@ -856,7 +937,7 @@ class _Conversation:
     # -- EHLO --
     def ehlo(self, *, before_tls: bool) -> bool:
         title = _("EHLO (before TLS)") if before_tls else _title("ehlo")
-        step = self.run.begin("ehlo", title)
+        step = self.run.begin("ehlo", title, step_id="ehlo_tls" if self.session.tls_active else "ehlo")
         try:
             code, _message = self.session.ehlo()
         except Exception as exc:
@@ -911,9 +992,10 @@ class _Conversation:
         try:
             self.session.starttls()
         except Exception as exc:
+            cause = _cause_of(exc, "starttls", self.config)
             if isinstance(exc, ssl.SSLCertVerificationError):
-                step.details.append(self._cert_advice(exc))
-            self.run.fail(step, _cause_of(exc, "starttls", self.config), describe_error(exc))
+                cause = self._certificate_failed(step, cause)
+            self.run.fail(step, cause, describe_error(exc))
             return False
         step.details.extend(_server_lines_since(self.run.diagnosis.transcript, mark)[:1])
         sock = self.session.client.sock if self.session.client is not None else None
@@ -934,6 +1016,7 @@ class _Conversation:
         step = self.run.begin("token", _("OAuth2 access token from %(uri)s") % {"uri": uri})
         try:
             token = oauth.access_token(config, force=True)
+            self.run.redact.add(token.token)
         except GmailConfigError as exc:
             cause = _problem_cause(rules.problem_from_error(exc))
             if exc.check_id == "gmail_smtp.E014":
@@ -1139,147 +1222,12 @@ def check(
 
 # -- the JSON document ---------------------------------------------------------------------
 
-_STRING_OR_NULL = {"type": ["string", "null"]}
+#: The ``schema_version`` of :meth:`Diagnosis.to_dict` (and ``gmail_check --json``); it changes
+#: whenever a field changes meaning or type. 2: typed configuration values, step ids, nulls.
+SCHEMA_VERSION = 2
 
-#: JSON Schema (draft 2020-12) of :meth:`Diagnosis.to_dict` and ``gmail_check --json``.
-JSON_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "https://github.com/django-gmail-smtp/django-gmail-smtp/gmail_check.schema.json",
-    "title": "gmail_check result",
-    "type": "object",
-    "additionalProperties": False,
-    "required": [
-        "version",
-        "ok",
-        "outcome",
-        "failed_step",
-        "exit_code",
-        "language",
-        "duration",
-        "config",
-        "problems",
-        "steps",
-        "cause",
-        "error",
-        "transcript",
-    ],
-    "properties": {
-        "version": {"const": 1},
-        "ok": {"type": "boolean"},
-        "outcome": {"enum": ["ok", "failed", "config_error"]},
-        "failed_step": {"enum": [None, *STEP_NAMES]},
-        "exit_code": {"type": "integer", "minimum": 0, "maximum": 255},
-        "language": {"type": "string"},
-        "duration": {"type": "number", "minimum": 0},
-        "config": {
-            "oneOf": [
-                {"type": "null"},
-                {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["alias", "security", "values"],
-                    "properties": {
-                        "alias": _STRING_OR_NULL,
-                        "security": {"enum": ["ssl", "starttls", "none"]},
-                        "values": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "additionalProperties": False,
-                                "required": ["name", "value", "source", "origin"],
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "value": {"type": "string"},
-                                    "source": {"type": "string"},
-                                    "origin": {"type": "string"},
-                                },
-                            },
-                        },
-                    },
-                },
-            ]
-        },
-        "problems": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["id", "level", "message", "hint"],
-                "properties": {
-                    "id": {"type": "string", "pattern": r"^gmail_smtp\.[EW]\d{3}$"},
-                    "level": {"enum": ["error", "warning"]},
-                    "message": {"type": "string"},
-                    "hint": {"type": "string"},
-                },
-            },
-        },
-        "steps": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["name", "title", "status", "duration", "details", "data", "error", "cause_id"],
-                "properties": {
-                    "name": {"enum": list(STEP_NAMES)},
-                    "title": {"type": "string"},
-                    "status": {"enum": list(STATUSES)},
-                    "duration": {"type": ["number", "null"], "minimum": 0},
-                    "details": {"type": "array", "items": {"type": "string"}},
-                    "data": {"type": "object"},
-                    "error": {"type": "string"},
-                    "cause_id": _STRING_OR_NULL,
-                },
-            },
-        },
-        "cause": {
-            "oneOf": [
-                {"type": "null"},
-                {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["id", "summary", "fix", "url", "temporary"],
-                    "properties": {
-                        "id": {"type": "string", "minLength": 1},
-                        "summary": {"type": "string"},
-                        "fix": {"type": "string"},
-                        "url": {"type": "string"},
-                        "temporary": {"type": "boolean"},
-                    },
-                },
-            ]
-        },
-        "error": {"type": "string"},
-        "transcript": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["direction", "text"],
-                "properties": {"direction": {"enum": ["->", "<-", "**"]}, "text": {"type": "string"}},
-            },
-        },
-    },
-    "allOf": [
-        {
-            "if": {"properties": {"ok": {"const": True}}},
-            "then": {
-                "properties": {
-                    "exit_code": {"const": 0},
-                    "cause": {"type": "null"},
-                    "failed_step": {"type": "null"},
-                    "outcome": {"const": "ok"},
-                }
-            },
-        },
-        {
-            "if": {"properties": {"ok": {"const": False}}},
-            "then": {
-                "properties": {
-                    "exit_code": {"minimum": 1},
-                    "cause": {"type": "object"},
-                    "failed_step": {"type": "string"},
-                }
-            },
-        },
-    ],
-}
+#: JSON Schema (draft 2020-12) of :meth:`Diagnosis.to_dict` and ``gmail_check --json``, from the
+#: file shipped in the package (``django_gmail_smtp/schemas/gmail_check.schema.json``).
+JSON_SCHEMA: dict[str, Any] = json.loads(
+    resources.files("django_gmail_smtp").joinpath("schemas", "gmail_check.schema.json").read_text(encoding="utf-8")
+)

@@ -22,6 +22,8 @@ __all__ = [
     "GmailSMTPError",
     "OAuthError",
     "ReplyTooLongError",
+    "SecretDecryptionError",
+    "SecretDestinationError",
     "TLSRequiredError",
     "with_cause",
 ]
@@ -117,7 +119,9 @@ def with_cause(exc: BaseException, cause: Cause | None, stage: str = "") -> Base
 
     The new exception has the same ``args`` and attributes (``smtp_code``,
     ``smtp_error``, ``errno``, ``verify_code`` ...), so code that inspects them
-    behaves as before.
+    behaves as before. It does not take over ``exc``'s traceback: the frames below
+    (smtplib's, which may hold credentials in their local variables) stay out of
+    what is raised.
     """
     if isinstance(exc, GmailSMTPError):
         if cause is not None and exc.cause is None:
@@ -139,7 +143,6 @@ def with_cause(exc: BaseException, cause: Cause | None, stage: str = "") -> Base
     new.stage = stage
     new.__cause__ = exc.__cause__
     new.__context__ = exc.__context__
-    new.__traceback__ = exc.__traceback__
     result: BaseException = new
     return result
 
@@ -152,4 +155,30 @@ class SecretDecryptionError(GmailConfigError):
 
     def __init__(self, message: str, *, account: str, hint: str = "", check_id: str = "") -> None:
         self.account = account
+        super().__init__(message, hint=hint, check_id=check_id)
+
+
+class SecretDestinationError(GmailConfigError):
+    """A stored account's secret may not be used with the account's current values.
+
+    It was entered for another destination (``changed`` names the fields that differ since:
+    ``host``, ``port``, ``security``, ``username``, ``token_uri``; ``bound`` holds their values
+    then), or it is not bound to any (``changed`` empty, ``bound`` None: stored by a version
+    before the binding and not upgraded). ``account`` is the account's name. Never contains the
+    secret.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        account: str,
+        changed: tuple[str, ...] = (),
+        bound: dict[str, Any] | None = None,
+        hint: str = "",
+        check_id: str = "",
+    ) -> None:
+        self.account = account
+        self.changed = changed
+        self.bound = bound
         super().__init__(message, hint=hint, check_id=check_id)

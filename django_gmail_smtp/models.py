@@ -1,4 +1,5 @@
-"""Gmail accounts stored in the database, their secrets encrypted (see :mod:`.crypto`).
+"""Gmail accounts stored in the database, their secrets encrypted (see :mod:`.crypto`) and bound to
+the destination they were entered for (see :mod:`.binding`).
 
 The backend uses one when the configuration names it: ``account="name"`` (keyword argument, or
 ``MAILERS[alias]["OPTIONS"]["account"]`` on Django 6.1) or ``GMAIL_SMTP["ACCOUNT"] = "name"``.
@@ -7,7 +8,7 @@ Lookups go through :mod:`.accounts`, which caches them.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from django.db import models
@@ -15,9 +16,9 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
-from . import crypto
+from . import binding, crypto
 from .conf import normalize_app_password
-from .exceptions import SecretDecryptionError
+from .exceptions import SecretDecryptionError, SecretDestinationError
 
 __all__ = ["DeliveryLog", "GmailAccount", "QuotaAccount", "QuotaUse"]
 
@@ -37,6 +38,101 @@ def secret_error(name: str) -> SecretDecryptionError:
             "app password again on the account's admin page."
         ),
     )
+
+
+def destination_label(field: str) -> str:
+    """What a bound field is called in messages: the model field's name, or the setting."""
+    if field == "token_uri":
+        return "GMAIL_SMTP['OAUTH_TOKEN_URI']"
+    return str(getattr(GmailAccount._meta.get_field(field), "verbose_name", field))
+
+
+def describe_changes(changes: Iterable[str], bound: Mapping[str, Any], label: Callable[[str], str]) -> str:
+    """ "host was 'smtp.gmail.com', port was 587": the values a secret was entered for (none is secret)."""
+    return ", ".join(
+        gettext("%(field)s was %(value)r") % {"field": label(field), "value": bound.get(field, "")} for field in changes
+    )
+
+
+def destination_error(name: str, bound: binding.Destination | None, changes: list[str]) -> SecretDestinationError:
+    """E020 (the secret was entered for other values) or E021 (it is bound to none)."""
+    if bound is None:
+        return SecretDestinationError(
+            gettext(
+                "The stored secret of the Gmail account %(name)r is not bound to a server: it was saved "
+                "by an older version and 'manage.py migrate' could not read it, so it is sent nowhere."
+            )
+            % {"name": name},
+            account=name,
+            hint=gettext(
+                "Run 'manage.py migrate' if you have just upgraded; otherwise enter the secret again on "
+                "the account's admin page (Gmail SMTP, Gmail accounts)."
+            ),
+            check_id="gmail_smtp.E021",
+        )
+    was = describe_changes(changes, bound.as_dict(), destination_label)
+    return SecretDestinationError(
+        gettext(
+            "The stored secret of the Gmail account %(name)r was entered for another destination "
+            "(%(was)s), so it is not sent to the account's current one."
+        )
+        % {"name": name, "was": was},
+        account=name,
+        changed=tuple(changes),
+        bound=bound.as_dict(),
+        hint=gettext(
+            "The account was changed without entering its secret again (for example with "
+            "QuerySet.update(), a fixture or the shell). Enter the secret again on the account's "
+            "admin page, or put those values back."
+        ),
+        check_id="gmail_smtp.E020",
+    )
+
+
+@sensitive_variables()
+def open_secret(name: str, token: str) -> binding.Sealed:
+    """Decrypt a stored secret token of the account ``name``, without looking at its destination.
+
+    For what never leaves this process (the admin's status, the client id shown back). Raises
+    :class:`SecretDecryptionError` when no key opens it, and :class:`GmailConfigError` when
+    ``GMAIL_SMTP["ENCRYPTION_KEYS"]`` itself is invalid.
+    """
+    if not token:
+        raise ValueError("no secret is stored")
+    try:
+        plaintext = crypto.decrypt(token)
+    except (crypto.InvalidToken, UnicodeError):
+        raise secret_error(name) from None
+    try:
+        return binding.unseal(plaintext)
+    except (ValueError, UnicodeError):
+        raise secret_error(name) from None
+
+
+@sensitive_variables()
+def decrypt_secret(name: str, token: str, *, host: str, port: int, security: str, username: str) -> dict[str, Any]:
+    """The secret of the account ``name``, if it may be sent to these values (``{}`` when none is stored).
+
+    Raises :class:`SecretDecryptionError` (no key opens it) or :class:`SecretDestinationError`
+    (E020: entered for other values; E021: bound to none).
+    """
+    if not token:
+        return {}
+    return bound_secret(name, open_secret(name, token), host=host, port=port, security=security, username=username)
+
+
+@sensitive_variables()
+def bound_secret(
+    name: str, sealed: binding.Sealed, *, host: str, port: int, security: str, username: str
+) -> dict[str, Any]:
+    """The secret of ``sealed`` if it may be sent to these values; :class:`SecretDestinationError` if not."""
+    if sealed.destination is None:
+        raise destination_error(name, None, [])
+    current = binding.destination_for(sealed.secret, host=host, port=port, security=security, username=username)
+    changes = sealed.destination.changes(current)
+    if changes:
+        raise destination_error(name, sealed.destination, changes)
+    return sealed.secret
 
 
 class GmailAccount(models.Model):
@@ -69,8 +165,9 @@ class GmailAccount(models.Model):
         choices=AuthMethod.choices,
         default=AuthMethod.APP_PASSWORD,
     )
-    # Fernet token of a JSON object: {"password": ...} for app passwords; OAuth2 keeps
-    # {"client_id", "client_secret", "refresh_token"} in the same place. Never shown anywhere.
+    # Fernet token of a JSON object holding the secret ({"password": ...} for app passwords;
+    # {"client_id", "client_secret", "refresh_token"} for OAuth2) and the destination it was
+    # entered for (see binding.py). Never shown anywhere.
     encrypted_secret = models.TextField(_("encrypted secret"), blank=True, default="", editable=False)
     host = models.CharField(_("host"), max_length=255, default="smtp.gmail.com")
     port = models.PositiveIntegerField(_("port"), default=587)
@@ -122,22 +219,56 @@ class GmailAccount(models.Model):
     def __repr__(self) -> str:
         return f"<GmailAccount {self.name!r} {self.username!r} {self.host}:{self.port} {self.security}>"
 
-    # -- the secret (write-only) ---------------------------------------------------------------
+    # -- the secret (write-only, bound to its destination: see :mod:`.binding`) -------------------
 
     @property
     def has_secret(self) -> bool:
         """True when a secret is stored (whether or not the current keys can decrypt it)."""
         return bool(self.encrypted_secret)
 
+    def destination_for(self, secret: dict[str, Any]) -> binding.Destination:
+        """Where ``secret`` would be sent with this account's current values."""
+        return binding.destination_for(
+            secret, host=self.host, port=self.port, security=self.security, username=self.username
+        )
+
     @sensitive_variables()
     def set_secret(self, data: dict[str, str]) -> None:
-        """Encrypt and store ``data`` (e.g. ``{"password": ...}``); an empty dict clears it."""
-        self.encrypted_secret = crypto.encrypt(json.dumps(data, sort_keys=True)) if data else ""
+        """Encrypt and store ``data`` (e.g. ``{"password": ...}``), bound to the current host, port,
+        security and username (and token endpoint, for OAuth2 parts); an empty dict clears it.
+
+        Set those fields first: the secret will be sent only where they point now.
+        """
+        if not data:
+            self.encrypted_secret = ""
+            return
+        self.encrypted_secret = crypto.encrypt(binding.seal(data, self.destination_for(data)))
 
     @sensitive_variables()
     def get_secret(self) -> dict[str, str]:
-        """The decrypted secret; :class:`SecretDecryptionError` when no key opens it."""
-        return decrypt_secret(self.name, self.encrypted_secret)
+        """The decrypted secret, if it may be sent where the account points now.
+
+        :class:`SecretDecryptionError` when no key opens it; :class:`SecretDestinationError` when it
+        was entered for another host, port, security, username or token endpoint (E020), or is
+        bound to none (E021).
+        """
+        return decrypt_secret(
+            self.name,
+            self.encrypted_secret,
+            host=self.host,
+            port=self.port,
+            security=self.security,
+            username=self.username,
+        )
+
+    @sensitive_variables()
+    def stored_secret(self) -> binding.Sealed:
+        """The stored secret and the destination it is bound to, unchecked (a secret must be stored).
+
+        Only for what stays in this process (whether it is usable, the client id shown back):
+        whatever is sent must come from :meth:`get_secret`.
+        """
+        return open_secret(self.name, self.encrypted_secret)
 
     def set_password(self, password: str) -> None:
         """Store an app password (the spaces Google shows in one are removed)."""
@@ -147,7 +278,7 @@ class GmailAccount(models.Model):
     def get_password(self) -> str:
         return self.get_secret().get("password", "")
 
-    OAUTH_PARTS = ("client_id", "client_secret", "refresh_token")
+    OAUTH_PARTS = binding.OAUTH_PARTS
 
     @sensitive_variables()
     def get_oauth(self) -> dict[str, str]:
@@ -157,15 +288,20 @@ class GmailAccount(models.Model):
 
     @sensitive_variables()
     def set_oauth(self, **parts: str | None) -> None:
-        """Update OAuth2 parts of the secret (None: keep, "": remove); drops an app password.
+        """Update OAuth2 parts of the secret (None or absent: keep, "": remove); drops an app password.
 
         ``client_id``, ``client_secret`` and ``refresh_token`` live in the same encrypted JSON
         object as an app password would (a new client drops the refresh token issued to the old one).
+        Parts that are kept are read with :meth:`get_secret`, so only while the account still points
+        where they were entered for; all three given, nothing stored is read.
         """
         unknown = set(parts) - set(self.OAUTH_PARTS)
         if unknown:
             raise TypeError(f"unknown OAuth2 parts: {', '.join(sorted(unknown))}")
-        current = self.get_oauth() if self.has_secret else dict.fromkeys(self.OAUTH_PARTS, "")
+        kept = [part for part in self.OAUTH_PARTS if parts.get(part) is None]
+        current = dict.fromkeys(self.OAUTH_PARTS, "")
+        if kept and self.has_secret:
+            current = self.get_oauth()
         new_client = parts.get("client_id") is not None and parts["client_id"] != current["client_id"]
         if new_client and parts.get("refresh_token") is None:
             current["refresh_token"] = ""
@@ -176,12 +312,12 @@ class GmailAccount(models.Model):
 
     @property
     def secret_readable(self) -> bool:
-        """True when a secret is stored and the current keys decrypt it."""
+        """True when a secret is stored, the current keys decrypt it and it may be used as the account is."""
         if not self.has_secret:
             return False
         try:
             self.get_secret()
-        except SecretDecryptionError:
+        except (SecretDecryptionError, SecretDestinationError):
             return False
         return True
 
@@ -208,18 +344,6 @@ class GmailAccount(models.Model):
                 last_check_ok=ok,
                 last_check_message=self.last_check_message,
             )
-
-
-@sensitive_variables()
-def decrypt_secret(name: str, token: str) -> dict[str, Any]:
-    """Decrypt a stored secret token of the account ``name`` (``{}`` when none is stored)."""
-    if not token:
-        return {}
-    try:
-        data = json.loads(crypto.decrypt(token))
-    except (crypto.InvalidToken, ValueError, UnicodeError):
-        raise secret_error(name) from None
-    return data if isinstance(data, dict) else {}
 
 
 # -- background sending (README.md#background-sending) ---------------------------------------------------------

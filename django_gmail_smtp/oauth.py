@@ -52,9 +52,10 @@ from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
 from .causes import CATALOGUE, Cause, explain_reply
-from .conf import SmtpConfig, app_setting, is_loopback
+from .conf import SmtpConfig, app_setting, is_loopback_address
 from .deadline import Deadline
 from .exceptions import DeadlineExceeded, GmailConfigError, OAuthError, ReplyTooLongError, with_cause
+from .redaction import Redactor, detach
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -129,11 +130,20 @@ def auth_uri() -> str:
 
 
 def endpoint_is_safe(uri: str) -> bool:
-    """HTTPS, or plain HTTP to a loopback address (the sandbox's token server)."""
-    parts = urlsplit(uri)
-    if parts.scheme == "https" and parts.hostname:
+    """HTTPS, or plain HTTP to ``localhost`` or a literal loopback IP address (the sandbox's server).
+
+    The only rule for OAuth2 endpoints: the runtime (:func:`check_endpoint`) and check E018 both
+    use it. Other names under ``.localhost`` are refused for ``http://``: nothing guarantees that
+    the resolver in use keeps them on this machine.
+    """
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname
+    except ValueError:  # a malformed IPv6 literal
+        return False
+    if parts.scheme == "https" and host:
         return True
-    return parts.scheme == "http" and is_loopback(parts.hostname)
+    return parts.scheme == "http" and host is not None and (host == "localhost" or is_loopback_address(host))
 
 
 def check_endpoint(uri: str, setting: str) -> None:
@@ -145,7 +155,10 @@ def check_endpoint(uri: str, setting: str) -> None:
                 "secrets would travel unencrypted."
             )
             % {"setting": setting, "uri": uri},
-            hint=_("Use https:// (Google's endpoints are the defaults); only a loopback address may use http://."),
+            hint=_(
+                "Use https:// (Google's endpoints are the defaults); only localhost and loopback IP "
+                "addresses (127.0.0.1, [::1]) may use http://."
+            ),
             check_id="gmail_smtp.E018",
         )
 
@@ -263,18 +276,6 @@ def access_token(config: SmtpConfig, *, force: bool = False) -> AccessToken:
         token = _refresh(config)
         _store(key, token)
     return token
-
-
-class _ScrubbedText:
-    """Removes the secrets of a configuration from texts that came from outside (server answers)."""
-
-    def __init__(self, *secrets: str) -> None:
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "<redacted>")
-        return text
 
 
 def _cause_for_error(error: str) -> Cause:
@@ -424,26 +425,30 @@ def _refresh(config: SmtpConfig) -> AccessToken:
         token_uri=uri,
         scopes=[SCOPE],
     )
-    scrub = _ScrubbedText(config.oauth_client_secret, config.oauth_refresh_token)
+    scrub = Redactor(config.oauth_client_secret, config.oauth_refresh_token)
     request = _TimedRequest(config.timeout or 10.0, uri)
     started = time.time()
+    failure: OAuthError | None = None
     try:
         credentials.refresh(request)  # type: ignore[no-untyped-call]
     except google_exceptions.RefreshError as exc:
         data = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], Mapping) else {}
         text = str(exc.args[0]) if exc.args else ""
-        raise token_error(
+        failure = token_error(
             str(data.get("error", "")),
             str(data.get("error_description", "")) if data else text,
             0,
             scrub=scrub,
-        ) from None
+        )
     except google_exceptions.TransportError as exc:
         if isinstance(exc.__cause__, ReplyTooLongError):
-            raise _too_large_error(uri) from None
-        raise unreachable_error(uri, scrub(_reason(exc))) from None
+            failure = _too_large_error(uri)
+        else:
+            failure = unreachable_error(uri, scrub(_reason(exc)))
     finally:
         request.close()
+    if failure is not None:  # raised here, not in the except clause: google-auth's frames hold the secrets
+        raise detach(failure)
     token = credentials.token
     if not isinstance(token, str) or not token:
         raise token_error("", _("no access token in the answer"), 200)
@@ -511,6 +516,13 @@ def _note(client: smtplib.SMTP, text: str) -> None:
         transcript.add("**", text)
 
 
+def _hide(client: smtplib.SMTP, token: AccessToken) -> None:
+    """Tell the session's redactor (when the client has one) to hide this access token in replies."""
+    redactor = getattr(client, "redactor", None)
+    if isinstance(redactor, Redactor):
+        redactor.add(token.token)
+
+
 @sensitive_variables()
 def _exchange(client: smtplib.SMTP, username: str, token: str) -> tuple[int, bytes, dict[str, Any] | None]:
     """One XOAUTH2 exchange: (final code, final text, the error challenge's JSON if there was one)."""
@@ -555,6 +567,7 @@ def sign_in(client: smtplib.SMTP, config: SmtpConfig) -> tuple[int, bytes]:
         )
         raise with_cause(not_offered, CATALOGUE["xoauth2_not_offered"], "auth")
     token = access_token(config)
+    _hide(client, token)
     _note(client, _("Access token from the cache.") if token.cached else _("Access token refreshed."))
     code, text, challenge = _exchange(client, config.username, token.token)
     if code in (235, 503) and challenge is None:
@@ -563,6 +576,7 @@ def sign_in(client: smtplib.SMTP, config: SmtpConfig) -> tuple[int, bytes]:
         _note(client, _("Gmail rejected the cached access token: refreshing it and signing in again."))
         invalidate(config)
         token = access_token(config, force=True)
+        _hide(client, token)
         code, text, challenge = _exchange(client, config.username, token.token)
         if code in (235, 503) and challenge is None:
             return code, text
@@ -672,7 +686,7 @@ def exchange_code(
 
     uri = token_uri()
     check_endpoint(uri, "OAUTH_TOKEN_URI")
-    scrub = _ScrubbedText(client_secret, code, code_verifier)
+    scrub = Redactor(client_secret, code, code_verifier)
     data = {
         "grant_type": "authorization_code",
         "code": code,
@@ -682,14 +696,17 @@ def exchange_code(
         "code_verifier": code_verifier,
     }
     request = _TimedRequest(timeout, uri)
+    unreachable: OAuthError | None = None
     try:
         response = request.fetch(uri, "POST", data, {"Accept": "application/json"})
     except ReplyTooLongError:
-        raise _too_large_error(uri) from None
+        unreachable = _too_large_error(uri)
     except (requests.RequestException, DeadlineExceeded) as exc:
-        raise unreachable_error(uri, scrub(_reason(exc))) from None
+        unreachable = unreachable_error(uri, scrub(_reason(exc)))
     finally:
         request.close()
+    if unreachable is not None:  # raised outside the except clause: requests' frames hold the form
+        raise detach(unreachable)
     text = response.data.decode("utf-8", "replace")
     try:
         answer = json.loads(text)

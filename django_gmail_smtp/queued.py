@@ -1,8 +1,9 @@
 """``QueuedEmailBackend``: send in the background with Django's Tasks framework (README.md#background-sending).
 
-``send_messages()`` turns each message into a JSON-safe payload (:mod:`.payload`), writes a
-:class:`~django_gmail_smtp.models.DeliveryLog` entry and enqueues the task
-``django_gmail_smtp.queued.deliver_queued_message`` on a Tasks backend (``TASKS`` alias
+``send_messages()`` turns each message into a JSON-safe payload (:mod:`.payload`), writes it
+into a :class:`~django_gmail_smtp.models.DeliveryLog` entry and enqueues the task
+``django_gmail_smtp.queued.deliver_queued_message`` with the entry's id (never the message) on a
+Tasks backend (``TASKS`` alias
 ``GMAIL_SMTP["QUEUE_TASK_BACKEND"]`` or the ``task_backend`` option; queue ``QUEUE_NAME`` or
 ``queue_name``). A worker runs the task, which sends with :class:`~.backend.EmailBackend`
 (connection reuse, pipelining and quick retries included) under the daily-limit guard
@@ -29,6 +30,11 @@ Delivery is *at least once*:
 
 No password or other secret is ever put in a payload: the worker resolves the credentials from
 the settings (``MAILERS[alias]["OPTIONS"]``, ``EMAIL_*``, ``GMAIL_SMTP``, a stored account).
+The message itself stays out of the Tasks backend's storage (django-tasks-db's table, a Redis
+queue, a Celery broker), which keeps what it ran: a task carries the log entry's id, its
+generation and whether it is a backup; the worker reads the message from the entry, which
+forgets it once sent. Tasks enqueued by earlier versions, which carried a copy of the message
+(``payload=``), are still accepted and delivered from the entry.
 """
 
 from __future__ import annotations
@@ -194,30 +200,19 @@ def _real_time(when: datetime) -> datetime | None:
     return timezone.now() + delay
 
 
-def _enqueue(
-    alias: str, queue_name: str, *, log_id: int, generation: int, when: datetime, payload: Any, backup: bool
-) -> None:
+def _enqueue(alias: str, queue_name: str, *, log_id: int, generation: int, when: datetime, backup: bool) -> None:
+    """One task for the log entry ``log_id``: its id, not its message (the Tasks backend keeps its arguments)."""
     task = _make_task(alias, queue_name)
     run_after = _real_time(when)
     if run_after is not None:
         task = task.using(run_after=run_after)
-    task.enqueue(payload=payload, log_id=log_id, generation=generation, backup=backup)
+    task.enqueue(log_id=log_id, generation=generation, backup=backup)
 
 
-def _schedule(
-    alias: str, queue_name: str, *, log_id: int, generation: int, when: datetime, payload: Mapping[str, Any]
-) -> None:
+def _schedule(alias: str, queue_name: str, *, log_id: int, generation: int, when: datetime) -> None:
     """The sender at ``when`` and its backup one lease later."""
-    _enqueue(alias, queue_name, log_id=log_id, generation=generation, when=when, payload=dict(payload), backup=False)
-    _enqueue(
-        alias,
-        queue_name,
-        log_id=log_id,
-        generation=generation,
-        when=when + _lease() + _MARGIN,
-        payload=None,
-        backup=True,
-    )
+    _enqueue(alias, queue_name, log_id=log_id, generation=generation, when=when, backup=False)
+    _enqueue(alias, queue_name, log_id=log_id, generation=generation, when=when + _lease() + _MARGIN, backup=True)
 
 
 def _same_transaction(backend: Any, db: str) -> bool:
@@ -339,7 +334,7 @@ class QueuedEmailBackend(BaseEmailBackend):
             )
 
         def schedule(entry: DeliveryLog) -> None:
-            _schedule(self.task_backend, self.queue_name, log_id=entry.pk, generation=1, when=current, payload=payload)
+            _schedule(self.task_backend, self.queue_name, log_id=entry.pk, generation=1, when=current)
 
         if _same_transaction(self.tasks, db):  # django-tasks-db: the entry and its tasks in one transaction
             with transaction.atomic(using=db):
@@ -358,6 +353,7 @@ class QueuedEmailBackend(BaseEmailBackend):
 
 
 def _deliver(payload: dict[str, Any] | None = None, log_id: int = 0, generation: int = 1, backup: bool = False) -> str:
+    # ``payload``: only in tasks enqueued by earlier versions, which carried a copy of the message.
     return deliver(payload, log_id=log_id, generation=generation, backup=backup)
 
 
@@ -433,8 +429,7 @@ def _status_reply(message: EmailMessage) -> str:
 class _Attempt:
     """One run of the task for one message."""
 
-    def __init__(self, payload: dict[str, Any] | None, log_id: int, generation: int, backup: bool) -> None:
-        self.payload = payload
+    def __init__(self, log_id: int, generation: int, backup: bool) -> None:
         self.log_id = log_id
         self.generation = generation
         self.backup = backup
@@ -478,7 +473,6 @@ class _Attempt:
                     log_id=entry.pk,
                     generation=self.generation,
                     when=entry.due_at,
-                    payload=self.payload,
                     backup=False,
                 )
             return "not due"
@@ -496,7 +490,7 @@ class _Attempt:
                 "Queued message %s: the attempt that was sending it stopped (worker killed?); sending it again.",
                 entry.message_id,
             )
-        payload = self.payload or entry.payload
+        payload = entry.payload
         if not payload:
             self.finish(Status.FAILED, _("The message's payload is gone; it cannot be sent."), "")
             return "failed"
@@ -504,13 +498,7 @@ class _Attempt:
 
     def arm_backup(self, entry: DeliveryLog, when: datetime) -> None:
         _enqueue(
-            entry.task_backend,
-            entry.queue_name,
-            log_id=entry.pk,
-            generation=self.generation,
-            when=when,
-            payload=None,
-            backup=True,
+            entry.task_backend, entry.queue_name, log_id=entry.pk, generation=self.generation, when=when, backup=True
         )
 
     def send(self, entry: DeliveryLog, payload: dict[str, Any], current: datetime) -> str:
@@ -529,7 +517,7 @@ class _Attempt:
         try:
             reservation = quota.reserve(key, 1, limit=limit)
         except quota.QuotaExceededError as exc:
-            return self.hold(entry, payload, key, limit, str(exc.args[0]))
+            return self.hold(entry, key, limit, str(exc.args[0]))
         attempts = entry.attempts + 1
         self.mine().update(attempts=F("attempts") + 1, account=key)
         try:
@@ -540,9 +528,9 @@ class _Attempt:
             kind, reply, cause_id = classify(exc)
             if kind == "quota":
                 quota.block(key, reason=reply)
-                return self.hold(entry, payload, key, limit, reply)
+                return self.hold(entry, key, limit, reply)
             if kind == "temporary" and attempts < _attempts():
-                return self.retry(entry, payload, attempts, reply, cause_id)
+                return self.retry(entry, attempts, reply, cause_id)
             self.finish(Status.FAILED, reply, cause_id)
             logger.warning("Queued message %s failed after %d attempt(s): %s", entry.message_id, attempts, reply)
             return "failed"
@@ -569,7 +557,7 @@ class _Attempt:
     def finish(self, status: str, reply: str, cause: str, **fields: Any) -> int:
         return self.mine().update(status=status, last_reply=reply[:_REPLY_LIMIT], cause=cause[:50], **fields)
 
-    def reschedule(self, entry: DeliveryLog, payload: dict[str, Any], when: datetime, **fields: Any) -> None:
+    def reschedule(self, entry: DeliveryLog, when: datetime, **fields: Any) -> None:
         """Hand the message to a new generation of tasks, due at ``when``.
 
         With django-tasks-db the entry and the new tasks change in one transaction. Otherwise the
@@ -580,9 +568,7 @@ class _Attempt:
         db = router.db_for_write(type(entry))
 
         def schedule() -> None:
-            _schedule(
-                entry.task_backend, entry.queue_name, log_id=entry.pk, generation=generation, when=when, payload=payload
-            )
+            _schedule(entry.task_backend, entry.queue_name, log_id=entry.pk, generation=generation, when=when)
 
         if _same_transaction(_tasks_backend(entry.task_backend, entry.queue_name), db):
             with transaction.atomic(using=db):
@@ -592,7 +578,7 @@ class _Attempt:
         schedule()
         self.mine().update(generation=generation, due_at=when, **fields)
 
-    def retry(self, entry: DeliveryLog, payload: dict[str, Any], attempts: int, reply: str, cause: str) -> str:
+    def retry(self, entry: DeliveryLog, attempts: int, reply: str, cause: str) -> str:
         from .models import DeliveryLog
 
         delay = backoff_delay(
@@ -601,11 +587,11 @@ class _Attempt:
         when = quota.now() + timedelta(seconds=delay)
         logger.info("Queued message %s: temporary failure (%s); retrying in %.1f s.", entry.message_id, reply, delay)
         self.reschedule(
-            entry, payload, when, status=DeliveryLog.Status.QUEUED, last_reply=reply[:_REPLY_LIMIT], cause=cause[:50]
+            entry, when, status=DeliveryLog.Status.QUEUED, last_reply=reply[:_REPLY_LIMIT], cause=cause[:50]
         )
         return "retrying"
 
-    def hold(self, entry: DeliveryLog, payload: dict[str, Any], key: str, limit: int | None, reply: str) -> str:
+    def hold(self, entry: DeliveryLog, key: str, limit: int | None, reply: str) -> str:
         from .models import DeliveryLog
 
         Status = DeliveryLog.Status
@@ -618,7 +604,7 @@ class _Attempt:
         when = max(when, current + _MARGIN)
         logger.info("Queued message %s held for %s's daily limit until %s.", entry.message_id, key, when.isoformat())
         self.reschedule(
-            entry, payload, when, status=Status.HELD, account=key, last_reply=reply[:_REPLY_LIMIT], cause="daily_quota"
+            entry, when, status=Status.HELD, account=key, last_reply=reply[:_REPLY_LIMIT], cause="daily_quota"
         )
         return "held"
 
@@ -626,10 +612,13 @@ class _Attempt:
 def deliver(payload: dict[str, Any] | None, *, log_id: int, generation: int, backup: bool = False) -> str:
     """Run one attempt for the queued message ``log_id`` (what the task does); returns what happened.
 
+    The message comes from the log entry. ``payload`` is ignored: tasks enqueued by earlier
+    versions carried a copy of the message (the entry has it too); new tasks pass None.
+
     ``sent``, ``failed``, ``retrying``, ``held``; or, doing nothing: ``missing``, ``superseded``,
     ``not due``, ``watching``, ``taken`` (another attempt holds it), ``sent``/``failed`` (done already).
     """
-    return _Attempt(payload, log_id, generation, backup).run()
+    return _Attempt(log_id, generation, backup).run()
 
 
 # -- for the admin and the commands -------------------------------------------------------------
@@ -657,13 +646,7 @@ def retry(
             continue
         generation = entry.generation + 1
         schedule = functools.partial(
-            _schedule,
-            entry.task_backend,
-            entry.queue_name,
-            log_id=entry.pk,
-            generation=generation,
-            when=current,
-            payload=entry.payload,
+            _schedule, entry.task_backend, entry.queue_name, log_id=entry.pk, generation=generation, when=current
         )
         try:
             same = _same_transaction(_tasks_backend(entry.task_backend, entry.queue_name), db)

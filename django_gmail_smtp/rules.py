@@ -12,7 +12,8 @@ What callers use:
 - :func:`check_config` -- every problem of one resolved configuration;
 - :func:`check_senders` -- ``DEFAULT_FROM_EMAIL`` / ``SERVER_EMAIL`` against the account;
 - :func:`check_app_settings` -- the ``GMAIL_SMTP`` dict itself;
-- :func:`check_deploy_config` and :func:`check_transcript` -- production-only findings;
+- :func:`check_deploy_config`, :func:`check_transcript` and :func:`check_email_url_reporting` --
+  production-only findings;
 - :func:`problem_from_error` -- a :class:`GmailConfigError` raised by ``conf.resolve()``;
 - :func:`raise_for_blocking` -- what the backend refuses to start with.
 """
@@ -38,6 +39,7 @@ from .conf import (
     SOURCE_DEFAULT,
     SmtpConfig,
     is_loopback,
+    url_password,
 )
 from .exceptions import GmailConfigError
 
@@ -51,6 +53,7 @@ __all__ = [
     "check_app_settings",
     "check_config",
     "check_deploy_config",
+    "check_email_url_reporting",
     "check_senders",
     "check_transcript",
     "problem_from_error",
@@ -81,7 +84,11 @@ CHECK_IDS: Mapping[str, str] = {
     "gmail_smtp.E015": "OAuth2 sign-in is configured without a refresh token",
     "gmail_smtp.E016": "OAuth2 sign-in is configured without a client id or client secret",
     "gmail_smtp.E017": "the authentication method is not 'app_password' or 'oauth2'",
-    "gmail_smtp.E018": "an OAuth2 endpoint in GMAIL_SMTP is not an https:// address (loopback excepted)",
+    "gmail_smtp.E018": "an OAuth2 endpoint in GMAIL_SMTP is not https:// (localhost and loopback IPs excepted)",
+    "gmail_smtp.E019": "GMAIL_SMTP['ENCRYPTION_KEYS'] is not a list of valid Fernet keys",
+    "gmail_smtp.E020": "a stored account's secret was entered for another host, port, security, username "
+    "or token endpoint",
+    "gmail_smtp.E021": "a stored account's secret is bound to no destination (saved before the binding, not upgraded)",
     "gmail_smtp.W001": "the password does not look like a 16-letter app password",
     "gmail_smtp.W002": "the host is not a Gmail server (silent for loopback hosts)",
     "gmail_smtp.W003": "the port is not one of Gmail's",
@@ -91,6 +98,7 @@ CHECK_IDS: Mapping[str, str] = {
     "gmail_smtp.W007": "GMAIL_SMTP['TRANSCRIPT'] is on (deploy)",
     "gmail_smtp.W008": "the host is a loopback address while DEBUG is False (deploy)",
     "gmail_smtp.W009": "a password is configured too, but OAuth2 is used: the password is ignored",
+    "gmail_smtp.W010": "EMAIL_URL holds a password that the exception reporter filter would show (deploy)",
 }
 
 APP_PASSWORDS_PAGE = "https://myaccount.google.com/apppasswords"
@@ -808,7 +816,7 @@ def check_senders(
 
 
 def check_app_settings(gmail_smtp: Any) -> list[Problem]:
-    """E011/E012/E013: the ``GMAIL_SMTP`` setting itself (``None`` when it is not set)."""
+    """E011/E012/E013/E018/E019: the ``GMAIL_SMTP`` setting itself (``None`` when it is not set)."""
     if gmail_smtp is None:
         return []
     if not isinstance(gmail_smtp, Mapping):
@@ -841,11 +849,26 @@ def check_app_settings(gmail_smtp: Any) -> list[Problem]:
         problems.append(Problem("gmail_smtp.E011", ERROR, message, hint))
     problems += _check_from_aliases(gmail_smtp.get("FROM_ALIASES", ()))
     problems += _check_oauth_endpoints(gmail_smtp)
+    problems += _check_encryption_keys(gmail_smtp.get("ENCRYPTION_KEYS"))
     return problems
 
 
+def _check_encryption_keys(keys: Any) -> list[Problem]:
+    """E019: every entry of ``GMAIL_SMTP['ENCRYPTION_KEYS']`` is a Fernet key (its shape only: nothing is decrypted)."""
+    if keys is None:
+        return []
+    from .crypto import validate_keys
+
+    try:
+        validate_keys(keys)
+    except GmailConfigError as exc:
+        return [problem_from_error(exc)]
+    return []
+
+
 def _check_oauth_endpoints(gmail_smtp: Mapping[str, Any]) -> list[Problem]:
-    """E018: OAuth2 endpoints carry the client secret and the tokens: HTTPS only (loopback excepted)."""
+    """E018: OAuth2 endpoints carry the client secret and the tokens: HTTPS only (localhost and
+    loopback IP addresses excepted; the rule is :func:`~django_gmail_smtp.oauth.endpoint_is_safe`)."""
     from .oauth import endpoint_is_safe
 
     problems = []
@@ -868,7 +891,8 @@ def _check_oauth_endpoints(gmail_smtp: Mapping[str, Any]) -> list[Problem]:
                 _text(
                     _(
                         "Remove GMAIL_SMTP[%(key)s] to use Google's endpoint, or give an https:// "
-                        "address; only a loopback address (the sandbox) may use http://."
+                        "address; only localhost and loopback IP addresses (127.0.0.1, [::1], the "
+                        "sandbox) may use http://."
                     ),
                     key=_quote(key),
                 ),
@@ -923,6 +947,43 @@ def check_transcript(transcript: Any) -> list[Problem]:
             _(
                 "Set GMAIL_SMTP['TRANSCRIPT'] = False in production settings and turn it on only "
                 "while investigating a delivery problem."
+            ),
+        )
+    ]
+
+
+def check_email_url_reporting(
+    sources: Mapping[str, str], reporter_filter: str, *, hides_url_passwords: bool, recommended: str
+) -> list[Problem]:
+    """W010 (deploy): an ``EMAIL_URL`` with a password, and an exception reporter filter that shows it.
+
+    ``sources`` maps where an ``EMAIL_URL`` is set (``settings.EMAIL_URL``,
+    ``os.environ['EMAIL_URL']``) to its value; ``reporter_filter`` is
+    ``DEFAULT_EXCEPTION_REPORTER_FILTER``, ``hides_url_passwords`` whether it is ``recommended``
+    (this app's filter) or a subclass of it.
+    """
+    places = [place for place, url in sources.items() if url_password(url)]
+    if not places or hides_url_passwords:
+        return []
+    return [
+        Problem(
+            "gmail_smtp.W010",
+            WARNING,
+            _text(
+                _(
+                    "EMAIL_URL contains a password (%(places)s), and the exception reporter filter "
+                    "%(filter)s hides settings and environment variables by name only, so Django's error "
+                    "reports (the debug page, error e-mails to ADMINS) would show it."
+                ),
+                places=", ".join(places),
+                filter=_quote(reporter_filter),
+            ),
+            _text(
+                _(
+                    "Set DEFAULT_EXCEPTION_REPORTER_FILTER = %(recommended)s (or a subclass of it): it "
+                    "also hides passwords inside URLs and this app's secrets."
+                ),
+                recommended=_quote(recommended),
             ),
         )
     ]

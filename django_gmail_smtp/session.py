@@ -14,8 +14,10 @@ time.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
+import hmac
 import logging
 import os
 import re
@@ -34,20 +36,24 @@ from django.core.mail.utils import DNS_NAME
 from django.utils.functional import Promise
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
+from django.views.decorators.debug import sensitive_variables
 
 from .causes import CATALOGUE, cause, explain_exception
 from .conf import SmtpConfig, app_setting, is_loopback
 from .deadline import Deadline, connect, handshake, set_timeout
 from .exceptions import DeadlineExceeded, GmailConfigError, ReplyTooLongError, TLSRequiredError, with_cause
+from .redaction import REDACTED, Redactor, detach
 
 __all__ = [
     "MAX_REPLY_BYTES",
     "MAX_REPLY_LINES",
+    "BoundedSMTP",
     "Reply",
     "SMTPSession",
     "Transaction",
     "Transcript",
     "make_ssl_context",
+    "sign_in_with_password",
 ]
 
 logger = logging.getLogger("django_gmail_smtp.transcript")
@@ -56,7 +62,7 @@ CLIENT, SERVER, INFO = "->", "<-", "**"
 
 
 class Transcript:
-    """The last lines of an SMTP conversation, credentials already redacted."""
+    """The last lines of an SMTP conversation, credentials already redacted (by the session's client)."""
 
     def __init__(self, maxlen: int = 500) -> None:
         self.lines: deque[tuple[str, str]] = deque(maxlen=maxlen)
@@ -352,7 +358,7 @@ class _Bounded:
             self.close()
             raise smtplib.SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from None
 
-    def send(self, s: str | bytes) -> None:
+    def send(self, s: Any) -> None:
         data = s.encode(self.command_encoding) if isinstance(s, str) else s
         sys.audit("smtplib.send", self, data)
         sock = self.sock
@@ -385,13 +391,19 @@ class _Bounded:
 
 
 class _Recording:
-    """Mixin for ``smtplib.SMTP`` that records the conversation and its stage."""
+    """Mixin for ``smtplib.SMTP`` that records the conversation and its stage.
+
+    Every reply passes through the session's :class:`~django_gmail_smtp.redaction.Redactor`
+    before smtplib (and so every exception, ``Reply`` and transcript line) sees it: a server that
+    echoes the credentials cannot put them into an error message.
+    """
 
     transcript: Transcript
     on_stage: Callable[[str], None]
     file: Any
     sock: Any
     stats: _Stats | None = None
+    redactor: Redactor | None = None
     _auth_exchange = False
     _body_next = False
     _wrote = False
@@ -411,10 +423,10 @@ class _Recording:
         words = line.split(" ")
         if words[0].upper() == "AUTH":
             self._auth_exchange = True
-            return " ".join(words[:2] + (["<redacted>"] if len(words) > 2 else []))
+            return " ".join(words[:2] + ([REDACTED] if len(words) > 2 else []))
         if self._auth_exchange:
-            return "<redacted>"
-        return line
+            return REDACTED
+        return self.redactor(line) if self.redactor else line
 
     def getreply(self) -> tuple[int, bytes]:
         if self._wrote:  # waiting for a reply after writing: one more round trip
@@ -422,6 +434,8 @@ class _Recording:
             if self.stats is not None:
                 self.stats.round_trips += 1
         code, message = super().getreply()  # type: ignore[misc]
+        if self.redactor:
+            message = self.redactor.redact_bytes(message)
         lines = message.decode("utf-8", "replace").split("\n") if message else [""]
         for i, text in enumerate(lines):
             sep = " " if i == len(lines) - 1 else "-"
@@ -439,6 +453,18 @@ def _no_delay(sock: socket.socket) -> None:
     """
     with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class BoundedSMTP(_Bounded, smtplib.SMTP):
+    """A bare smtplib client for short probes: everything within one ``deadline``, replies capped."""
+
+    def __init__(self, deadline: Deadline, **kwargs: Any) -> None:
+        self.clock = _Clock(deadline.seconds)
+        self.clock.phase = deadline
+        super().__init__(**kwargs)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return self._open_socket(host, port)
 
 
 class RecordingSMTP(_Recording, _Bounded, smtplib.SMTP):
@@ -514,6 +540,80 @@ def _readable(sock: Any) -> bool:
         return True
 
 
+# -- signing in with a password ----------------------------------------------------------------
+# smtplib's login() keeps the password on the client object and in the local variables of its
+# frames, where error reports read it. These functions speak the same SASL exchanges under
+# Django's sensitive_variables, and SMTPSession.login() raises their failures without frames.
+
+AUTH_MECHANISMS = ("CRAM-MD5", "PLAIN", "LOGIN")
+"""Mechanisms tried, in smtplib's order of preference, among those the server offers."""
+
+_MAX_CHALLENGES = 5  # smtplib's limit of 334 continuations in one exchange
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+@sensitive_variables()
+def _sasl(
+    client: smtplib.SMTP, mechanism: str, initial: str | None, answer: Callable[[bytes], str]
+) -> tuple[int, bytes]:
+    """``AUTH mechanism [initial]``, then ``answer(challenge)`` to each ``334``; the final reply."""
+    code, text = client.docmd("AUTH", f"{mechanism} {initial}" if initial is not None else mechanism)
+    challenges = 0
+    while code == 334:
+        challenges += 1
+        if challenges > _MAX_CHALLENGES:
+            raise smtplib.SMTPException(f"The server kept asking for more during AUTH {mechanism}; last reply {code}.")
+        code, text = client.docmd(answer(text))
+    return code, text
+
+
+@sensitive_variables()
+def _cram_md5(username: str, password: str, challenge: bytes) -> str:
+    digest = hmac.HMAC(password.encode("utf-8"), base64.decodebytes(challenge), "md5").hexdigest()
+    return _b64(f"{username} {digest}")
+
+
+@sensitive_variables()
+def _authenticate(client: smtplib.SMTP, mechanism: str, username: str, password: str) -> tuple[int, bytes]:
+    """One SASL exchange with an initial response where smtplib sends one (PLAIN, LOGIN)."""
+    if mechanism == "PLAIN":
+        blob = _b64(f"\0{username}\0{password}")
+        return _sasl(client, mechanism, blob, lambda _challenge: blob)
+    if mechanism == "LOGIN":
+        encoded = _b64(password)
+        return _sasl(client, mechanism, _b64(username), lambda _challenge: encoded)
+    return _sasl(client, mechanism, None, lambda challenge: _cram_md5(username, password, challenge))
+
+
+@sensitive_variables()
+def sign_in_with_password(client: smtplib.SMTP, username: str, password: str) -> tuple[int, bytes]:
+    """What ``client.login(username, password)`` does (same mechanisms, order and errors),
+    without leaving the password on the client or in frames outside this module.
+
+    Returns the ``235`` (or ``503`` "already signed in") reply; raises
+    ``SMTPNotSupportedError`` (no AUTH), ``SMTPException`` (no common mechanism) or the last
+    mechanism's ``SMTPAuthenticationError``. Credentials are sent as UTF-8 (RFC 4616).
+    """
+    client.ehlo_or_helo_if_needed()
+    if not client.has_extn("auth"):
+        raise smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+    offered = client.esmtp_features["auth"].upper().split()
+    mechanisms = [m for m in AUTH_MECHANISMS if m in offered]
+    if not mechanisms:
+        raise smtplib.SMTPException("No suitable authentication method found.")
+    refused: smtplib.SMTPAuthenticationError | None = None
+    for mechanism in mechanisms:
+        code, text = _authenticate(client, mechanism, username, password)
+        if code in (235, 503):
+            return code, text
+        refused = smtplib.SMTPAuthenticationError(code, text)
+    assert refused is not None
+    raise refused
+
+
 class _Flight:
     """A transaction in flight and how many of its replies are still to come."""
 
@@ -555,9 +655,12 @@ class SMTPSession:
         *,
         transcript: Transcript | None = None,
         on_stage: Callable[[str], None] | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.config = config
         self.transcript = transcript if transcript is not None else Transcript()
+        self.redactor = redactor if redactor is not None else Redactor.for_config(config)
+        """Hides the configuration's secrets (and the access tokens of its sign-ins) in replies."""
         self.on_stage = on_stage
         """Called with each new stage name (``gmail_check`` shows live progress with it)."""
         self._stage = ""
@@ -615,7 +718,8 @@ class SMTPSession:
             clock.phase = None
 
     def _fail(self, exc: BaseException) -> BaseException:
-        found = explain_exception(exc, stage=self.stage, port=self.config.port, use_ssl=self.config.use_ssl)
+        config = self.config
+        found = explain_exception(exc, stage=self.stage, port=config.port, use_ssl=config.use_ssl, host=config.host)
         return with_cause(exc, found, self.stage)
 
     @property
@@ -652,6 +756,7 @@ class SMTPSession:
         client.on_stage = self._set_stage  # type: ignore[attr-defined]
         client.stats = self.stats  # type: ignore[attr-defined]
         client.clock = self.clock  # type: ignore[attr-defined]
+        client.redactor = self.redactor  # type: ignore[attr-defined]
         self.pid = os.getpid()
         self.messages = 0
         self.error = None
@@ -697,7 +802,12 @@ class SMTPSession:
     @_step(gettext_lazy("Sign-in"))
     def login(self) -> tuple[int, bytes] | None:
         """Sign in (app password, or OAuth2 with XOAUTH2); refuses to send credentials
-        unencrypted except to a loopback peer."""
+        unencrypted except to a loopback peer.
+
+        A failure is raised without the traceback and the chained exceptions of the code
+        below (ours, smtplib's, google-auth's), whose local variables hold the secrets: error
+        reports that show frame locals (Django's, Sentry's) never see them.
+        """
         cfg = self.config
         if not cfg.has_credentials:
             return None
@@ -713,18 +823,20 @@ class SMTPSession:
             refused.cause = cause("tls_required")
             refused.stage = "auth"
             raise refused
+        failure: BaseException
         try:
             if cfg.uses_oauth2:
                 from .oauth import sign_in  # lazy: google-auth is an optional extra
 
                 return sign_in(client, replace(cfg, timeout=self.clock.for_reading().left()))
-            return client.login(cfg.username, cfg.password)
-        except GmailConfigError:  # a setting, not the connection: never explained as a server failure
+            return sign_in_with_password(client, cfg.username, cfg.password)
+        except GmailConfigError as exc:  # a setting, not the connection: never explained as a server failure
             self.abort()
-            raise
+            failure = exc
         except Exception as exc:
             self.abort()
-            raise self._fail(exc) from None
+            failure = self._fail(exc)
+        raise detach(failure)  # outside the except clause, so Python chains nothing to it
 
     def _peer_is_loopback(self) -> bool:
         try:

@@ -2,6 +2,7 @@
 
 import io
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from django_gmail_smtp.backend import EmailBackend
+
+from .skip_summary import pytest_terminal_summary  # noqa: F401 - a hook: skips counted by reason
 
 # Tests that deliberately use Django's legacy mail API see Django's own
 # deprecation warnings on 6.1 for *their* use; only those exact messages are
@@ -58,6 +61,15 @@ def _no_pooled_connection_between_tests() -> Any:
     pool.close_all()
     yield
     pool.close_all()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port where nothing listens (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 @pytest.fixture

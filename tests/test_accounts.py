@@ -24,7 +24,7 @@ from django_gmail_smtp.exceptions import GmailConfigError, SecretDecryptionError
 from django_gmail_smtp.models import GmailAccount
 from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER
 
-from .conftest import LEGACY_API
+from .conftest import LEGACY_API, gmail_check
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_PASSWORD = "abcdefghijklmnop"
@@ -110,7 +110,7 @@ def test_dedicated_keys_encrypt_and_secret_key_tokens_stay_readable(settings: An
     [
         ("not-a-list", "must be a list of Fernet keys"),
         ([], "empty list"),
-        (["short"], "GMAIL_SMTP['ENCRYPTION_KEYS'][0] is not a Fernet key"),
+        (["short"], "GMAIL_SMTP['ENCRYPTION_KEYS'][0] is not a valid Fernet key"),
     ],
 )
 def test_bad_encryption_keys_are_named_without_the_key(settings: Any, keys: Any, expected: str) -> None:
@@ -119,6 +119,62 @@ def test_bad_encryption_keys_are_named_without_the_key(settings: Any, keys: Any,
         crypto.encrypt("x")
     assert "short" not in str(info.value)
     assert "Fernet.generate_key()" in str(info.value)
+
+
+def test_bad_encryption_keys_are_reported_as_such_not_as_a_changed_key(settings: Any, db: Any) -> None:
+    """A stored secret and a typo in the second key: the key is named, SECRET_KEY is not blamed."""
+    make_account()
+    settings.GMAIL_SMTP = {"ENCRYPTION_KEYS": [crypto.generate_key(), "not-a-fernet-key"]}
+    with pytest.raises(GmailConfigError) as info:
+        accounts.account_options("shop")
+    assert not isinstance(info.value, SecretDecryptionError)
+    assert info.value.check_id == "gmail_smtp.E019"
+    text = str(info.value)
+    assert "GMAIL_SMTP['ENCRYPTION_KEYS'][1] is not a valid Fernet key" in text
+    assert "cannot be decrypted" not in text
+    assert "SECRET_KEY_FALLBACKS" not in text
+    assert "not-a-fernet-key" not in text
+    outcome = gmail_check("--account", "shop")
+    assert "is not a valid Fernet key" in outcome.text
+    assert "cannot be decrypted" not in outcome.text
+
+
+GOOD_KEY = "bXktMzItYnl0ZS1rZXktZm9yLXRoZS10ZXN0cy0hISE="  # 32 bytes, not used for anything else
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (["short-key"], "GMAIL_SMTP['ENCRYPTION_KEYS'][0] is not a valid Fernet key"),
+        ([GOOD_KEY, "x" * 44], "GMAIL_SMTP['ENCRYPTION_KEYS'][1] is not a valid Fernet key"),
+        ([GOOD_KEY, 1234], "GMAIL_SMTP['ENCRYPTION_KEYS'][1] is not a valid Fernet key"),
+        (GOOD_KEY, "must be a list of Fernet keys"),
+        ([], "is an empty list"),
+    ],
+)
+def test_system_check_validates_the_encryption_keys_without_the_database(
+    settings: Any, db: Any, django_assert_num_queries: Any, keys: Any, expected: str
+) -> None:
+    from django.core.checks import ERROR, run_checks
+
+    settings.GMAIL_SMTP = {"ENCRYPTION_KEYS": keys}
+    with django_assert_num_queries(0):
+        found = [message for message in run_checks(tags=["gmail_smtp"]) if message.id == "gmail_smtp.E019"]
+    assert len(found) == 1
+    assert found[0].level == ERROR
+    assert expected in found[0].msg
+    assert "Fernet.generate_key()" in found[0].hint
+    for key in keys if isinstance(keys, list) else [keys]:
+        if isinstance(key, str) and key != GOOD_KEY:
+            assert key not in found[0].msg + found[0].hint
+    assert GOOD_KEY not in found[0].msg + found[0].hint
+
+
+def test_system_check_accepts_valid_keys(settings: Any) -> None:
+    from django.core.checks import run_checks
+
+    settings.GMAIL_SMTP = {"ENCRYPTION_KEYS": [GOOD_KEY, crypto.generate_key().encode()]}
+    assert [message for message in run_checks(tags=["gmail_smtp"]) if message.id == "gmail_smtp.E019"] == []
 
 
 # -- the model -----------------------------------------------------------------------------
@@ -346,9 +402,9 @@ def test_save_and_delete_invalidate_the_cached_account(django_assert_num_queries
     assert accounts.account_options("shop")["port"] == 587
     with django_assert_num_queries(0):
         accounts.account_options("shop")
-    account.port = 2525
+    account.timeout = 3
     account.save()
-    assert accounts.account_options("shop")["port"] == 2525
+    assert accounts.account_options("shop")["timeout"] == 3.0
     account.delete()
     with pytest.raises(GmailConfigError, match="there is none"):
         accounts.account_options("shop")
@@ -446,6 +502,7 @@ if action == "create":
 elif action == "update":
     account = GmailAccount.objects.get(name="shop")
     account.username, account.port = "second@gmail.com", 465
+    account.set_password("abcdefghijklmnop")  # a new destination needs the secret again
     account.save()
 elif action == "delete":
     GmailAccount.objects.get(name="shop").delete()

@@ -254,6 +254,22 @@ def test_old_key_in_fallbacks_keeps_the_account_readable(admin_client: Client, s
     assert accounts.account_options("shop")["password"] == SANDBOX_PASSWORD
 
 
+def test_an_invalid_encryption_key_is_named_on_the_pages(admin_client: Client, settings: Any) -> None:
+    account = stored_account()
+    settings.GMAIL_SMTP = {"ENCRYPTION_KEYS": ["not-a-fernet-key"]}
+    for url in (change_url(account), reverse(CHANGELIST_URL)):
+        page = admin_client.get(url)
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert "GMAIL_SMTP[&#x27;ENCRYPTION_KEYS&#x27;][0] is not a valid Fernet key" in html
+        assert "cannot be decrypted" not in html
+        assert "not-a-fernet-key" not in html
+    for typed in ("", OTHER_PASSWORD):  # keeping the stored one, or typing a new one
+        response = admin_client.post(change_url(account), form_data(app_password=typed, timeout="7"))
+        assert response.status_code == 200
+        assert "gmail_smtp.E019" in response.content.decode()
+
+
 # -- permissions ---------------------------------------------------------------------------
 
 
@@ -350,7 +366,8 @@ def test_test_connection_failure_shows_the_step_cause_and_fix(admin_client: Clie
 def test_test_connection_tests_unsaved_values_and_saves_nothing(admin_client: Client, sandbox: Any) -> None:
     account = stored_account(sandbox)
     port = free_port()
-    response = admin_client.post(action_url(account), form_data(sandbox, app_password="", port=port), **XHR)
+    # Another port: the stored password is not sent there (tests/test_secret_binding.py), the typed one is.
+    response = admin_client.post(action_url(account), form_data(sandbox, port=port), **XHR)
     html = response.content.decode()
     assert 'data-outcome="failed"' in html
     assert 'data-step="connect"' in html
@@ -440,3 +457,106 @@ def test_list_action_tests_stored_accounts(admin_client: Client, sandbox: Any) -
     good.refresh_from_db()
     bad.refresh_from_db()
     assert (good.last_check_ok, bad.last_check_ok) == (True, False)
+
+
+def test_list_action_needs_the_change_permission_too(client: Client, sandbox: Any) -> None:
+    """As the buttons do: test + view alone is not enough."""
+    account = stored_account(sandbox)
+    viewer = User.objects.create_user("viewer", "viewer@example.com", "pw", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename__in=["view_gmailaccount", "test_gmailaccount"]))
+    client.force_login(viewer)
+    page = client.get(reverse(CHANGELIST_URL)).content.decode()
+    assert "test_selected" not in page
+    client.post(reverse(CHANGELIST_URL), {"action": "test_selected", "_selected_action": [account.pk]})
+    assert sandbox.connections == 0
+    account.refresh_from_db()
+    assert account.last_checked_at is None
+    assert not LogEntry.objects.exists()
+
+    viewer.user_permissions.add(Permission.objects.get(codename="change_gmailaccount"))
+    client.force_login(User.objects.get(pk=viewer.pk))  # a fresh permission cache
+    assert "test_selected" in client.get(reverse(CHANGELIST_URL)).content.decode()
+    client.post(reverse(CHANGELIST_URL), {"action": "test_selected", "_selected_action": [account.pk]})
+    account.refresh_from_db()
+    assert account.last_check_ok is True
+
+
+# -- the admin history: every test, test email and authorization ------------------------------
+
+
+def history(account: GmailAccount | None = None) -> list[LogEntry]:
+    entries = LogEntry.objects.order_by("pk")
+    return list(entries.filter(object_id=str(account.pk)) if account is not None else entries)
+
+
+def assert_no_secret_in_history() -> None:
+    for entry in LogEntry.objects.all():
+        assert SANDBOX_PASSWORD not in entry.change_message
+        assert OTHER_PASSWORD not in entry.change_message
+        assert SANDBOX_PASSWORD not in entry.object_repr
+
+
+def test_test_connection_is_recorded_with_who_where_what_and_the_result(admin_client: Client, sandbox: Any) -> None:
+    account = stored_account(sandbox)
+    admin_client.post(action_url(account), form_data(sandbox, app_password=""), **XHR)
+    sandbox.inject("bad_credentials")
+    admin_client.post(action_url(account), form_data(sandbox, app_password=OTHER_PASSWORD, timeout="6"), **XHR)
+    ok, failed = history(account)
+    assert ok.user.username == failed.user.username == "admin"
+    assert ok.is_change()
+    assert ok.change_message == (
+        "Test connection: Connection, TLS and sign-in succeeded. "
+        f"Server 127.0.0.1:{sandbox.starttls_port} (STARTTLS (port 587)), user {SANDBOX_USER}, "
+        "the stored app password."
+    )
+    assert failed.change_message.startswith("Test connection: Failed at Sign-in")
+    assert "(535 5.7.8)" in failed.change_message
+    assert "(Tested with unsaved changes.)" in failed.change_message
+    assert "a typed app password" in failed.change_message
+    assert_no_secret_in_history()
+    page = admin_client.get(reverse("admin:gmail_smtp_gmailaccount_history", args=[account.pk])).content.decode()
+    assert "Connection, TLS and sign-in succeeded." in page
+
+
+def test_send_test_email_is_recorded(admin_client: Client, sandbox: Any) -> None:
+    account = stored_account(sandbox)
+    data = form_data(sandbox, app_password="", _test_recipient="operator@example.com")
+    admin_client.post(action_url(account, "send"), data, **XHR)
+    (entry,) = history(account)
+    assert entry.change_message.startswith("Send test email: Test email sent to operator@example.com;")
+    assert "250 2.0.0 OK" in entry.change_message
+    assert_no_secret_in_history()
+
+
+def test_a_test_refused_by_the_form_is_recorded_too(admin_client: Client, sandbox: Any) -> None:
+    account = stored_account(sandbox)
+    admin_client.post(action_url(account, "send"), form_data(sandbox, _test_recipient="nobody"), **XHR)
+    (entry,) = history(account)
+    assert entry.change_message.startswith("Send test email: Not run: Enter the address")
+    assert sandbox.connections == 0
+
+
+def test_a_test_on_the_add_page_is_recorded_without_an_account(admin_client: Client, sandbox: Any) -> None:
+    admin_client.post(action_url(), form_data(sandbox, name="new-shop"), **XHR)
+    (entry,) = history()
+    assert entry.object_id is None
+    assert entry.object_repr == "new-shop"
+    assert entry.content_type is not None
+    assert entry.content_type.model_class() is GmailAccount
+    assert entry.change_message.startswith("Test connection: Connection, TLS and sign-in succeeded.")
+    assert "a typed app password" in entry.change_message
+    assert_no_secret_in_history()
+    assert "new-shop" in admin_client.get(reverse("admin:index")).content.decode()  # under Recent actions
+
+
+def test_list_action_is_recorded_per_account(admin_client: Client, sandbox: Any) -> None:
+    good = stored_account(sandbox, name="good")
+    bad = stored_account(sandbox, name="bad", password=OTHER_PASSWORD)
+    admin_client.post(reverse(CHANGELIST_URL), {"action": "test_selected", "_selected_action": [good.pk, bad.pk]})
+    (good_entry,) = history(good)
+    (bad_entry,) = history(bad)
+    assert good_entry.change_message.startswith(
+        "Test the connection of the selected accounts: Connection, TLS and sign-in succeeded."
+    )
+    assert bad_entry.change_message.startswith("Test the connection of the selected accounts: Failed at Sign-in")
+    assert_no_secret_in_history()

@@ -207,6 +207,9 @@ def test_e003_email_url_smtps_trap(mail: Mail, monkeypatch: pytest.MonkeyPatch) 
 def test_email_url_done_right_passes(mail: Mail, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMAIL_URL", "smtp+ssl://me%40gmail.com:abcd%20efgh%20ijkl%20mnop@smtp.gmail.com:465")
     mail.configure()
+    # Done right includes a reporter filter that does not show the URL's password (W010).
+    assert [m.id for m in ours(deploy=True)] == ["gmail_smtp.W010"]
+    mail.settings.DEFAULT_EXCEPTION_REPORTER_FILTER = "django_gmail_smtp.reporting.SafeExceptionReporterFilter"
     assert ours(deploy=True) == []
 
 

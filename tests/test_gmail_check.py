@@ -7,15 +7,23 @@ DNS server anything: the unresolvable name is one that the resolver refuses loca
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import socket
+import ssl
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import django
 import jsonschema  # type: ignore[import-untyped]
 import pytest
+import trustme
 
 from django_gmail_smtp import conf, diagnose
 from django_gmail_smtp.causes import CATALOGUE
@@ -24,6 +32,7 @@ from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER, GmailSandb
 
 from .conftest import LEGACY_API, Outcome, gmail_check
 
+ROOT = Path(__file__).resolve().parent.parent
 WRONG_PASSWORD = "wrongpasswordxyz"  # a test value, 16 letters like an app password
 
 # Most tests configure the legacy EMAIL_* settings on purpose: on Django 6.1 only Django's
@@ -95,21 +104,53 @@ def step_names(doc: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture
-def closed_port() -> int:
-    """A loopback port where nothing listens (connection refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@pytest.fixture
 def silent_server() -> Iterator[int]:
     """A listener that accepts connections (in its backlog) and never says a word."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         yield sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def loopback_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A listener on 127.0.0.1 that calls ``handle`` with each connection (in a thread); yields its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                connection, _address = listener.accept()
+            except TimeoutError:
+                continue
+            with connection, contextlib.suppress(OSError):
+                connection.settimeout(5)
+                handle(connection)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with listener:
+        yield listener.getsockname()[1]
+        done.set()
+        thread.join(5)
+
+
+@pytest.fixture
+def foreign_tls_server() -> Iterator[int]:
+    """An implicit-TLS server whose certificate comes from a CA that is not a sandbox's (like a
+    TLS-intercepting proxy's): it greets once the handshake is done, then hangs up."""
+    ca = trustme.CA(organization_name="Example Corp proxy")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+
+    def greet_over_tls(connection: socket.socket) -> None:
+        with context.wrap_socket(connection, server_side=True) as tls:
+            tls.sendall(b"220 proxy.example ESMTP\r\n")
+
+    with loopback_server(greet_over_tls) as port:
+        yield port
 
 
 @pytest.fixture
@@ -367,12 +408,102 @@ def test_implicit_tls_on_the_starttls_port(settings: Any, gmail_sandbox: GmailSa
     assert "greets in plain text" in outcome.out
 
 
-def test_certificate_from_an_unknown_ca(settings: Any, gmail_sandbox: GmailSandbox) -> None:
+def test_the_sandbox_without_its_ca_file_is_named(settings: Any, gmail_sandbox: GmailSandbox) -> None:
+    """A loopback server and no CA file: the sandbox's advice, not the TLS-proxy one."""
     use_sandbox(settings, gmail_sandbox, GMAIL_SMTP={})
     outcome = gmail_check()
+    assert_failed(outcome, "tls", "sandbox_cert_untrusted")
+    assert "this looks like the Gmail sandbox" in outcome.out
+    assert "Set GMAIL_SMTP['SSL_CAFILE'] (or GMAIL_SMTP_SSL_CAFILE) to the ca.pem" in outcome.out
+    assert "check the port" in outcome.out
+    assert "certificate issued by: OU=Testing CA" in outcome.out
+    assert "O=django-gmail-smtp sandbox" in outcome.out
+    assert "proxy" not in outcome.out
+    assert gmail_sandbox.auth_attempts == 0
+
+
+@pytest.mark.parametrize("mode", ["starttls", "ssl"])
+def test_another_sandbox_on_the_port_is_named(settings: Any, gmail_sandbox: GmailSandbox, mode: str) -> None:
+    """The CA file of one sandbox, the port of another (the demo's old trap): named as such."""
+    with GmailSandbox() as other:
+        use_sandbox(settings, other, mode=mode, GMAIL_SMTP={"SSL_CAFILE": gmail_sandbox.ca_file})
+        outcome = check_json()
+    doc = outcome.doc
+    assert outcome.code == diagnose.EXIT_CODES["tls"]
+    assert doc["cause"]["id"] == "sandbox_cert_untrusted"
+    [tls] = [step for step in doc["steps"] if step["name"] == "tls"]
+    assert "O=django-gmail-smtp sandbox" in tls["data"]["issuer"]
+    assert other.auth_attempts == 0
+
+
+def test_an_unknown_ca_on_a_remote_looking_server_keeps_the_general_advice(
+    settings: Any, gmail_sandbox: GmailSandbox, foreign_tls_server: int
+) -> None:
+    """A CA file is set and the certificate is not a sandbox's: the general advice (a proxy's CA)."""
+    use_server(settings, foreign_tls_server, ssl=True)
+    settings.GMAIL_SMTP = {"SSL_CAFILE": gmail_sandbox.ca_file}
+    outcome = gmail_check()
     assert_failed(outcome, "tls", "cert_untrusted")
+    assert "certificate issued by: OU=Testing CA" in outcome.out
+    assert "O=Example Corp proxy" in outcome.out
     assert "GMAIL_SMTP['SSL_CAFILE']" in outcome.out
     assert "Never turn verification off" in outcome.out
+    assert "Gmail sandbox" not in outcome.out
+
+
+@pytest.fixture
+def gmail_host_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """smtp.gmail.com resolves to 127.0.0.1, as an /etc/hosts entry would make it: no DNS server
+    is asked and every connection stays on loopback."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1" if host == "smtp.gmail.com" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.fixture
+def corporate_relay() -> Iterator[int]:
+    """A plain SMTP server that is not Gmail (no STARTTLS, its own greeting)."""
+
+    def converse(connection: socket.socket) -> None:
+        connection.sendall(b"220 mx.corp.example ESMTP Postfix\r\n")
+        for line in connection.makefile("rb"):
+            command = line.split(b" ")[0].strip().upper()
+            if command == b"EHLO":
+                connection.sendall(b"250-mx.corp.example\r\n250 8BITMIME\r\n")
+            elif command == b"QUIT":
+                connection.sendall(b"221 2.0.0 Bye\r\n")
+                return
+            else:
+                connection.sendall(b"502 5.5.2 Error: command not recognized\r\n")
+
+    with loopback_server(converse) as port:
+        yield port
+
+
+@pytest.mark.usefixtures("gmail_host_on_loopback")
+def test_a_gmail_host_that_does_not_greet_like_gmail_is_named(settings: Any, corporate_relay: int) -> None:
+    use_server(settings, corporate_relay)
+    settings.EMAIL_HOST = "smtp.gmail.com"
+    outcome = gmail_check()
+    # STARTTLS is missing too, but the root cause is that this is not Gmail at all.
+    assert_failed(outcome, "tls", "not_gmail_server")
+    assert "Server greeting... WARNING" in outcome.out
+    assert "This is not Gmail's greeting (Gmail's ends with “- gsmtp”)" in outcome.out
+    assert "Cause: The host is Gmail's, but the server did not greet like Gmail" in outcome.out
+
+
+@pytest.mark.usefixtures("gmail_host_on_loopback")
+def test_a_gmail_host_with_gmails_greeting_passes(settings: Any) -> None:
+    with GmailSandbox(cert_hostnames=("smtp.gmail.com",)) as sandbox:
+        use_sandbox(settings, sandbox, EMAIL_HOST="smtp.gmail.com")
+        outcome = check_json()
+    assert outcome.code == 0, outcome.doc
+    [greeting] = [step for step in outcome.doc["steps"] if step["id"] == "greeting"]
+    assert greeting["status"] == "ok"
+    assert greeting["data"]["gmail"] is True
 
 
 @pytest.mark.parametrize("mode", ["starttls", "ssl"])
@@ -483,6 +614,91 @@ def test_json_is_one_document_valid_against_the_schema(settings: Any, gmail_sand
     assert any(line["text"] == "AUTH PLAIN <redacted>" for line in doc["transcript"])
     assert all(isinstance(step["duration"], float) for step in doc["steps"])
     gmail_sandbox.wait_for_messages(1)
+
+
+def test_json_values_keep_their_types_and_step_ids_are_unique(settings: Any, gmail_sandbox: GmailSandbox) -> None:
+    use_sandbox(settings, gmail_sandbox)  # STARTTLS: an EHLO before TLS and one after
+    doc = check_json().doc
+    assert doc["schema_version"] == diagnose.SCHEMA_VERSION == 2
+    values = {row["name"]: row for row in doc["config"]["values"]}
+    assert values["port"]["value"] == gmail_sandbox.starttls_port
+    assert values["use_tls"]["value"] is True
+    assert values["use_ssl"]["value"] is False
+    assert values["timeout"]["value"] == 2.0
+    assert values["host"] | {"origin": ""} == {
+        "name": "host",
+        "value": "127.0.0.1",
+        "set": True,
+        "secret": False,
+        "display": "127.0.0.1",
+        "source": "settings",
+        "origin": "",
+    }
+    assert values["ssl_certfile"]["value"] is None
+    assert values["ssl_certfile"]["set"] is False
+    assert values["ssl_certfile"]["display"] == "<not set>"
+    password = values["password"]
+    assert (password["value"], password["set"], password["secret"]) == (None, True, True)
+    assert password["display"] == "<16 characters, hidden>"
+    ids = [step["id"] for step in doc["steps"]]
+    assert ids == ["config", "dns", "connect", "greeting", "ehlo", "tls", "ehlo_tls", "auth", "send", "quit"]
+    assert [step["name"] for step in doc["steps"]].count("ehlo") == 2
+    assert (doc["failed_step"], doc["error"], doc["cause"]) == (None, None, None)
+    assert all(step["error"] is None for step in doc["steps"])
+
+
+def test_json_failed_step_is_the_id_of_a_step(settings: Any, closed_port: int) -> None:
+    use_server(settings, closed_port)
+    doc = check_json().doc
+    assert doc["failed_step"] == "connect"
+    [failed] = [step for step in doc["steps"] if step["status"] == "failed"]
+    assert failed["id"] == doc["failed_step"]
+    assert doc["cause"]["url"] is None  # no link for this cause: null, not ""
+    assert isinstance(doc["error"], str)
+
+
+def test_the_schema_is_a_packaged_file_that_knows_every_step() -> None:
+    from importlib import resources
+
+    path = resources.files("django_gmail_smtp") / "schemas" / "gmail_check.schema.json"
+    assert json.loads(path.read_text(encoding="utf-8")) == diagnose.JSON_SCHEMA
+    jsonschema.Draft202012Validator.check_schema(diagnose.JSON_SCHEMA)
+    definitions = diagnose.JSON_SCHEMA["$defs"]
+    assert definitions["step_name"]["enum"] == list(diagnose.STEP_NAMES)
+    assert definitions["step_id"]["enum"] == list(diagnose.STEP_IDS)
+    assert diagnose.JSON_SCHEMA["properties"]["schema_version"] == {"const": diagnose.SCHEMA_VERSION}
+
+
+def test_help_is_wrapped_to_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    text = Command().create_parser("manage.py", "gmail_check").format_help()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "bounded by the timeout. The password is read only from the configuration" in " ".join(text.split())
+    assert "\n   9  sign-in failed (password, app password, Google's checks)\n" in text  # the table keeps its lines
+
+
+def test_the_command_line_prints_the_cause_once(closed_port: int) -> None:
+    """From a shell: the Cause/Fix block, then no second `CommandError: ... [id]` line."""
+    env = os.environ | {
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PYTHONPATH": str(ROOT),
+        "EMAIL_URL": f"smtp+tls://{SANDBOX_USER.replace('@', '%40')}:{SANDBOX_PASSWORD}@127.0.0.1:{closed_port}",
+    }
+    command = [sys.executable, "-m", "django", "gmail_check"]
+    shown = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert shown.returncode == diagnose.EXIT_CODES["connect"]
+    assert "Cause id: connection_refused" in shown.stdout
+    assert (shown.stdout + shown.stderr).count("connection_refused") == 1
+    assert (shown.stdout + shown.stderr).count("nothing listens on that host and port") == 1
+    assert shown.stderr == ""
+    # Without the block (-v 0, or --json on stdout) the one line on stderr is the whole message.
+    quiet = subprocess.run([*command, "-v", "0"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert quiet.returncode == diagnose.EXIT_CODES["connect"]
+    assert quiet.stdout == ""
+    assert quiet.stderr.startswith("CommandError: TCP connection to port")
+    assert quiet.stderr.rstrip().endswith(
+        "Fix: Check the host and port (Gmail: smtp.gmail.com, 587 or 465). [connection_refused]"
+    )
 
 
 def test_exit_codes_are_distinct_and_documented() -> None:

@@ -24,7 +24,7 @@ from django_gmail_smtp.exceptions import OAuthError
 from django_gmail_smtp.retry import RetryPolicy
 
 from .conftest import gmail_check, legacy_api
-from .hostile import Ended, HostileServer, Peer, call_within
+from .hostile import Ended, HostileServer, Peer, Stopped, call_within
 
 GUARD = 30.0  # seconds a guarded call may take before the test fails (every deadline here is 1 s or less)
 STREAM_LIMIT = 64 * 1024 * 1024  # an endless stream stops here: 1000 times the reply cap
@@ -366,6 +366,40 @@ def test_the_admin_test_connection_against_a_dripping_server_ends_within_its_tim
 
 
 # -- gmail_check's own probes -----------------------------------------------------------------
+
+
+@legacy_api
+def test_the_certificate_probe_after_an_untrusted_certificate_is_capped(settings: Any) -> None:
+    """After STARTTLS met a certificate nobody trusts, gmail_check connects once more to read who
+    issued it: that probe's replies are capped like the session's."""
+    ehlos: list[Peer] = []
+
+    def untrusted_then_endless(peer: Peer) -> None:
+        peer.send(GREETING)
+        if not peer.readline():  # the TCP step's connection: it hangs up at once
+            raise Stopped
+        ehlos.append(peer)
+        if len(ehlos) == 1:  # the conversation: STARTTLS with a certificate from our own CA
+            peer.send(EHLO_STARTTLS)
+            peer.readline()
+            peer.send(b"220 2.0.0 Ready to start TLS\r\n")
+            peer.starttls()
+        else:  # the certificate probe
+            peer.endless(b"250-" + b"C" * 66 + b"\r\n", STREAM_LIMIT)
+
+    with HostileServer(untrusted_then_endless) as server:
+        settings.EMAIL_HOST = server.host
+        settings.EMAIL_PORT = server.port
+        settings.EMAIL_HOST_USER = "someone@example.com"
+        settings.EMAIL_HOST_PASSWORD = "abcdefghijklmnop"
+        settings.EMAIL_USE_TLS = True
+        settings.GMAIL_SMTP = {}  # no CA file: the server's certificate is not trusted
+        ended = call_within(GUARD, lambda: gmail_check("--timeout", "1"))
+        assert_silent_caller_hung_up(server)
+        assert len(ehlos) == 2  # the probe did run
+    assert ended.error is None, ended.error
+    assert ended.value.code == diagnose.EXIT_CODES["tls"]
+    assert server.sent < STREAM_LIMIT / 4
 
 
 def test_the_greeting_probe_reads_one_bounded_piece_of_an_endless_greeting() -> None:

@@ -157,6 +157,52 @@ def test_oauth_rules_name_what_is_missing(settings: Any, monkeypatch: pytest.Mon
     assert rules.check_app_settings({"OAUTH_TOKEN_URI": "http://127.0.0.1:8/token"}) == []
 
 
+@pytest.mark.parametrize(
+    ("uri", "safe"),
+    [
+        ("https://oauth2.googleapis.com/token", True),
+        ("http://127.0.0.1:8/token", True),
+        ("http://127.8.9.10/token", True),
+        ("http://[::1]:8/token", True),
+        ("http://[::ffff:127.0.0.1]:8/token", True),
+        ("http://localhost:8/token", True),
+        ("http://LocalHost/token", True),
+        # Names that only a resolver decides about: never plain HTTP.
+        ("http://tokens.localhost:8/token", False),
+        ("http://localhost.example.com/token", False),
+        ("http://127.1/token", False),
+        ("http://2130706433/token", False),
+        ("http://tokens.example.com/token", False),
+        ("http://[::1/token", False),
+        ("ftp://127.0.0.1/token", False),
+        ("https:///token", False),
+    ],
+)
+def test_plain_http_endpoints_only_for_localhost_and_loopback_addresses(uri: str, safe: bool) -> None:
+    assert oauth.endpoint_is_safe(uri) is safe
+    # The same rule behind check E018 and behind the runtime's refusal.
+    assert [p.id for p in rules.check_app_settings({"OAUTH_TOKEN_URI": uri})] == ([] if safe else ["gmail_smtp.E018"])
+    if safe:
+        oauth.check_endpoint(uri, "OAUTH_TOKEN_URI")
+    else:
+        with pytest.raises(GmailConfigError) as info:
+            oauth.check_endpoint(uri, "OAUTH_TOKEN_URI")
+        assert info.value.check_id == "gmail_smtp.E018"
+
+
+def test_a_localhost_subdomain_token_endpoint_is_refused_before_any_request(
+    settings: Any, gmail_oauth: OAuthServer, oauth_options: Callable[..., dict[str, Any]]
+) -> None:
+    settings.GMAIL_SMTP = {
+        **settings.GMAIL_SMTP,
+        "OAUTH_TOKEN_URI": gmail_oauth.token_uri.replace("127.0.0.1", "tokens.localhost"),
+    }
+    with pytest.raises(GmailConfigError, match="not an https:// address") as info:
+        EmailBackend(**oauth_options()).send_messages([message()])
+    assert info.value.check_id == "gmail_smtp.E018"
+    assert gmail_oauth.token_requests == 0
+
+
 # -- signing in ----------------------------------------------------------------------------
 
 
@@ -854,7 +900,7 @@ def test_gmail_sandbox_command_serves_oauth2_with_the_printed_settings(settings:
         }
         backend = EmailBackend(
             host=info["host"],
-            port=info["starttls_port"],
+            port=info["ports"]["starttls"],
             username=info["user"],
             use_tls=True,
             timeout=5,

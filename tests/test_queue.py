@@ -6,6 +6,7 @@ import email
 import email.policy
 import json
 import re
+import secrets
 import smtplib
 from datetime import timedelta
 from typing import Any
@@ -189,10 +190,7 @@ def enqueued() -> list[Any]:
 
 def run_enqueued(results: list[Any]) -> list[str]:
     """What a worker would do with these tasks, in order (the DummyBackend runs nothing itself)."""
-    return [
-        queued.deliver(r.kwargs["payload"], **{k: r.kwargs[k] for k in ("log_id", "generation", "backup")})
-        for r in results
-    ]
+    return [r.task.call(*r.args, **r.kwargs) for r in results]
 
 
 needs_tasks = pytest.mark.skipif(not HAVE_TASKS_DB, reason=NO_TASKS_DB)
@@ -215,9 +213,11 @@ def test_each_message_is_queued_as_a_sender_and_a_backup_without_secrets(sandbox
     assert sender.task.name == queued.TASK_NAME
     assert sender.task.run_after is None
     assert sender.task.queue_name == "default"
-    assert backup.kwargs["payload"] is None
     assert backup.task.run_after - timezone.now() == pytest.approx(timedelta(seconds=301), abs=timedelta(seconds=5))
-    assert SANDBOX_PASSWORD not in json.dumps([r.kwargs for r in results])
+    assert [r.kwargs for r in results[:2]] == [
+        {"log_id": messages[0].gmail_smtp_queued.log_id, "generation": 1, "backup": backup} for backup in (False, True)
+    ]  # the entry's id, never the message (nor a secret)
+    assert results[0].args == []
     entry = DeliveryLog.objects.get(pk=messages[0].gmail_smtp_queued.log_id)
     assert (entry.status, entry.account, entry.recipients, entry.message_id) == (
         "queued",
@@ -233,6 +233,24 @@ def test_each_message_is_queued_as_a_sender_and_a_backup_without_secrets(sandbox
     entry.refresh_from_db()
     assert (entry.status, entry.attempts, entry.payload) == ("sent", 1, None)
     assert entry.last_reply.startswith("250 2.0.0 OK")
+
+
+@needs_tasks
+@pytest.mark.django_db(transaction=True)
+def test_a_task_enqueued_with_the_message_by_an_earlier_version_is_still_delivered(sandbox_mail: Any) -> None:
+    from django_gmail_smtp.models import DeliveryLog
+
+    message = EmailMessage(subject="from before the upgrade", body="x", from_email=SANDBOX_USER, to=["a@example.com"])
+    queued_backend().send_messages([message])
+    entry = DeliveryLog.objects.get()
+    # What earlier versions enqueued: the sender task carried the message too.
+    queued._make_task("default", "default").enqueue(payload=entry.payload, log_id=entry.pk, generation=1, backup=False)
+    old_style = enqueued()[-1]
+    assert "payload" in old_style.kwargs
+    assert run_enqueued([old_style]) == ["sent"]
+    assert sandbox_mail.wait_for_messages(1)[0].message["Subject"] == "from before the upgrade"
+    assert run_enqueued(enqueued()[:-1]) == ["sent", "sent"]  # this version's pair: nothing left to do
+    assert len(sandbox_mail.messages) == 1
 
 
 @needs_tasks
@@ -390,6 +408,27 @@ def test_messages_queued_in_a_request_are_delivered_by_the_worker(queue_site: Qu
     report = json.loads(queue_site.manage("gmail_queue_status", "--json"))
     assert report["totals"] == dict.fromkeys(report["totals"], 0)
     assert report["accounts"][0]["quota"]["used"] == 3
+
+
+@needs_tasks_db
+def test_the_tasks_table_never_holds_the_message(queue_site: QueueSite, gmail_sandbox: Any) -> None:
+    """django-tasks-db keeps every task's arguments: a password-reset link must not stay there."""
+    marker = f"reset-link-{secrets.token_hex(8)}"
+    gmail_sandbox.inject("throttled")  # one retry: a re-scheduled generation of tasks too
+    answer = queue_site.driver("request", {"count": 2, "tag": marker})
+
+    def tasks() -> list[dict[str, Any]]:
+        return queue_site.query("SELECT * FROM django_tasks_database_dbtaskresult")
+
+    assert len(tasks()) == 4  # a sender and a backup per message
+    assert [row for row in tasks() if marker in json.dumps(row, default=str)] == []
+    queue_site.start_worker()
+    rows = queue_site.wait_for_status(ids(answer), "sent")
+    assert all(marker in m.data.decode() for m in gmail_sandbox.messages)  # the body did travel
+    assert max(r["generation"] for r in rows) == 2
+    assert len(tasks()) > 4
+    assert [row for row in tasks() if marker in json.dumps(row, default=str)] == []
+    assert [row for row in rows if marker in json.dumps(row, default=str)] == []  # the log forgot it once sent
 
 
 @needs_tasks_db

@@ -11,6 +11,8 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from io import StringIO
 from pathlib import Path
 
@@ -65,7 +67,7 @@ def test_command_prints_settings_and_records_messages(tmp_path: Path) -> None:
     state_dir = tmp_path / ".sandbox"  # the default --dir, in the current directory
     assert info["ca_file"] == str(state_dir / "ca.pem")
     assert (info["host"], info["user"]) == ("127.0.0.1", "sandbox@example.com")
-    port = info["starttls_port"]
+    port = info["ports"]["starttls"]
     assert isinstance(port, int)
 
     with smtplib.SMTP("127.0.0.1", port, timeout=5) as client:
@@ -79,7 +81,7 @@ def test_command_prints_settings_and_records_messages(tmp_path: Path) -> None:
     assert "Traceback" not in err
     ca = state_dir / "ca.pem"
     for line in [
-        f"Gmail sandbox listening on 127.0.0.1: STARTTLS port {port}, implicit TLS port {info['ssl_port']}.",
+        f"Gmail sandbox listening on 127.0.0.1: STARTTLS port {port}, implicit TLS port {info['ports']['ssl']}.",
         '    EMAIL_BACKEND = "django_gmail_smtp.backend.EmailBackend"',
         '    EMAIL_HOST = "127.0.0.1"',
         f"    EMAIL_PORT = {port}",
@@ -119,19 +121,127 @@ def test_command_stops_by_itself_after_max_seconds(tmp_path: Path) -> None:
     assert (tmp_path / "state" / "ca.pem").exists()
 
 
-def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+@contextmanager
+def taken_ports(count: int) -> Iterator[list[int]]:
+    """``count`` loopback ports that something listens on, as on a machine where they are taken."""
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            listener = stack.enter_context(socket.socket())
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            ports.append(listener.getsockname()[1])
+        yield ports
+
+
+def test_every_busy_port_is_named_at_once_before_anything_starts(tmp_path: Path) -> None:
+    with taken_ports(3) as (starttls, ssl_port, oauth):
         process = run_command(
-            "--starttls-port", "0", "--ssl-port", str(port), "--oauth-port", "0", "--max-seconds", "5", cwd=tmp_path
+            f"--starttls-port={starttls}",
+            f"--ssl-port={ssl_port}",
+            f"--oauth-port={oauth}",
+            "--max-seconds=5",
+            cwd=tmp_path,
         )
-        _, err = process.communicate(timeout=30)
+        out, err = process.communicate(timeout=30)
     assert process.returncode == 1
     assert err.strip() == (
-        f"CommandError: Port {port} on 127.0.0.1 is already in use. Pick another with --starttls-port / --ssl-port."
+        f"CommandError: Ports {starttls} (--starttls-port), {ssl_port} (--ssl-port), {oauth} (--oauth-port) "
+        "on 127.0.0.1 are already in use. Pick other ports with those options, or auto for free ones."
     )
+    assert out == ""
+    assert not (tmp_path / ".sandbox").exists()  # nothing was started, not even the CA
+
+
+def test_one_busy_port_names_its_option(tmp_path: Path) -> None:
+    with taken_ports(1) as (port,), pytest.raises(CommandError) as info:
+        call_command(
+            "gmail_sandbox",
+            "--starttls-port=auto",
+            f"--ssl-port={port}",
+            "--no-oauth",
+            f"--dir={tmp_path}",
+            stdout=StringIO(),
+        )
+    assert str(info.value) == (
+        f"Port {port} (--ssl-port) on 127.0.0.1 is already in use. Pick another port with that option, "
+        "or auto for a free one."
+    )
+
+
+def test_the_oauth_port_is_not_checked_without_the_oauth_server(tmp_path: Path) -> None:
+    with taken_ports(1) as (port,):
+        call_command(
+            "gmail_sandbox",
+            "--starttls-port=0",
+            "--ssl-port=0",
+            f"--oauth-port={port}",
+            "--no-oauth",
+            f"--dir={tmp_path}",
+            "--max-seconds=0",
+            stdout=StringIO(),
+        )
+    assert (tmp_path / "ca.pem").exists()
+
+
+def test_a_port_given_twice_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CommandError, match="--starttls-port and --oauth-port are both 3000: give each its own port"):
+        call_command(
+            "gmail_sandbox", "--starttls-port=3000", "--ssl-port=auto", "--oauth-port=3000", f"--dir={tmp_path}"
+        )
+
+
+def test_auto_ports_are_published_in_the_ready_file_in_the_folder(tmp_path: Path) -> None:
+    """Without --ready-file the ready file is ready.json in --dir; ports by service name."""
+    state = tmp_path / "state"
+    process = run_command(
+        "--starttls-port=auto",
+        "--ssl-port=auto",
+        "--oauth-port=auto",
+        f"--dir={state}",
+        "--max-seconds=60",
+        cwd=tmp_path,
+    )
+    try:
+        info = wait_for_file(state / "ready.json", process)
+        ports = info["ports"]
+        assert isinstance(ports, dict)
+        assert sorted(ports) == ["oauth", "ssl", "starttls"]
+        assert all(isinstance(port, int) and port > 0 for port in ports.values())
+        assert len(set(ports.values())) == 3
+        with smtplib.SMTP("127.0.0.1", ports["starttls"], timeout=5) as client:
+            assert client.ehlo()[0] == 250
+        assert info["oauth"]["token_uri"] == f"http://127.0.0.1:{ports['oauth']}/token"  # type: ignore[index]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=15)
+    assert process.returncode == 0, err
+    assert f"STARTTLS port {ports['starttls']}, implicit TLS port {ports['ssl']}." in out
+    assert not (state / "ready.json").exists()
+
+
+def test_a_port_that_is_not_a_number(tmp_path: Path) -> None:
+    process = run_command("--ssl-port=smtps", cwd=tmp_path)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert "argument --ssl-port: 'smtps' is not a port: give a number from 1 to 65535, or auto." in err
+
+
+def test_help_shows_the_defaults() -> None:
+    from django_gmail_smtp.management.commands.gmail_sandbox import Command
+
+    text = Command().create_parser("manage.py", "gmail_sandbox").format_help()
+    flat = " ".join(text.split())
+    for fragment in [
+        "--starttls-port PORT STARTTLS port, like Gmail's 587 (default: 2587; auto: any free port).",
+        "--ssl-port PORT Implicit-TLS port, like Gmail's 465 (default: 2465; auto: any free port).",
+        "(default: 2580; auto: any free port)",
+        "(default: 127.0.0.1)",
+        "(default: .sandbox)",
+        "(default: sandbox@example.com)",
+        "(default: ready.json in --dir)",
+    ]:
+        assert fragment in flat
 
 
 def test_only_loopback_hosts(tmp_path: Path) -> None:

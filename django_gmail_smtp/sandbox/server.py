@@ -32,6 +32,7 @@ from .constants import (
     DEFAULT_SERVER_NAME,
     GMAIL_MAX_RECIPIENTS,
     GMAIL_SIZE_LIMIT,
+    SANDBOX_CA_ORGANIZATION,
     SANDBOX_PASSWORD,
     SANDBOX_USER,
 )
@@ -193,7 +194,7 @@ class GmailSandbox:
             messages.mkdir(exist_ok=True)
             numbers = [int(p.stem) for p in messages.glob("*.eml") if p.stem.isdigit()]
             self._file_number = max(numbers, default=0)
-        ca = trustme.CA(organization_name="django-gmail-smtp sandbox")
+        ca = trustme.CA(organization_name=SANDBOX_CA_ORGANIZATION)
         certificate = ca.issue_cert(*self.cert_hostnames, organization_name="Gmail sandbox")
         ca_path = self.state_dir / "ca.pem"
         ca.cert_pem.write_to_path(str(ca_path))

@@ -5,6 +5,7 @@ file next to manage.py), read with django-environ. Without any, mail goes to
 the local Gmail sandbox started by ``manage.py gmail_sandbox``.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -16,13 +17,20 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env")  # optional; real environment variables win
 
-# The embedded default, when no EMAIL_URL is given: the sandbox on loopback,
-# which writes its CA to .sandbox/ca.pem.
+# The embedded default, when no EMAIL_URL is given: the Gmail sandbox on loopback. While
+# `manage.py gmail_sandbox` runs, its ready file (.sandbox/ready.json) says which ports it got
+# (free ones with `--starttls-port auto`) and where its CA is; without that file, the port is
+# SANDBOX_STARTTLS_PORT (default 2587) and the CA .sandbox/ca.pem.
 SANDBOX_DIR = Path(env("SANDBOX_DIR", default=str(BASE_DIR / ".sandbox")))
 if not os.environ.get("EMAIL_URL"):
-    sandbox_port = env.int("SANDBOX_STARTTLS_PORT", default=2587)
+    try:
+        sandbox = json.loads((SANDBOX_DIR / "ready.json").read_text(encoding="utf-8"))
+        sandbox_port, sandbox_ca = sandbox["ports"]["starttls"], sandbox["ca_file"]
+    except (OSError, ValueError, KeyError, TypeError):  # not running (or an unreadable file)
+        sandbox_port, sandbox_ca = env.int("SANDBOX_STARTTLS_PORT", default=2587), str(SANDBOX_DIR / "ca.pem")
     os.environ["EMAIL_URL"] = f"smtp+tls://sandbox%40example.com:sandboxapppasswd@127.0.0.1:{sandbox_port}"
-    os.environ.setdefault("GMAIL_SMTP_SSL_CAFILE", str(SANDBOX_DIR / "ca.pem"))
+    if not os.environ.get("GMAIL_SMTP_SSL_CAFILE"):
+        os.environ["GMAIL_SMTP_SSL_CAFILE"] = sandbox_ca
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="example-project-insecure-key-change-me")
 DEBUG = env.bool("DJANGO_DEBUG", default=True)

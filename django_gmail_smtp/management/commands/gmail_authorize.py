@@ -24,7 +24,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
 from ... import conf, diagnose, oauth
-from ...exceptions import GmailConfigError, OAuthError, SecretDecryptionError
+from ...exceptions import GmailConfigError, OAuthError
 
 HEADLESS_PORT = 8765
 EXIT_DENIED = 1
@@ -127,7 +127,7 @@ class Command(BaseCommand):
             if cause is not None:
                 text = f"{text} {cause.summary} {cause.fix} [{cause.id}]"
             raise CommandError(text, returncode=diagnose.EXIT_CODES["token"]) from None
-        self._store(answer, account)
+        self._store(answer, account, client_id, client_secret)
 
     # -- where the client comes from -----------------------------------------------------
 
@@ -163,9 +163,9 @@ class Command(BaseCommand):
             client_id, client_secret = _read_client_secrets(Path(secrets_file))
         elif account is not None:
             try:
-                parts = account.get_oauth()
-            except SecretDecryptionError as exc:
-                raise CommandError(f"{exc.message} {exc.hint}", returncode=diagnose.EXIT_CODES["config"]) from None
+                parts = account.get_oauth()  # only while the account points where they were entered for
+            except GmailConfigError as exc:
+                raise CommandError(str(exc), returncode=diagnose.EXIT_CODES["config"]) from None
             client_id, client_secret = parts["client_id"], parts["client_secret"]
         else:
             try:
@@ -249,7 +249,7 @@ class Command(BaseCommand):
     # -- the result ----------------------------------------------------------------------
 
     @sensitive_variables()
-    def _store(self, answer: dict[str, Any], account: Any) -> None:
+    def _store(self, answer: dict[str, Any], account: Any, client_id: str, client_secret: str) -> None:
         refresh_token = str(answer.get("refresh_token") or "")
         if not refresh_token:
             raise CommandError(
@@ -270,7 +270,8 @@ class Command(BaseCommand):
             )
         expires = answer.get("refresh_token_expires_in")
         if account is not None:
-            account.set_oauth(refresh_token=refresh_token)
+            # The client the token was issued to, all bound to the account's destination now.
+            account.set_oauth(client_id=client_id, client_secret=client_secret, refresh_token=refresh_token)
             account.save()
             self.stdout.write(
                 self.style.SUCCESS(

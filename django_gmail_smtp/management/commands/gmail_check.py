@@ -5,8 +5,8 @@ Only presentation lives here; the test itself is :mod:`django_gmail_smtp.diagnos
 
 from __future__ import annotations
 
-import argparse
 import json
+import textwrap
 import unicodedata
 from dataclasses import replace
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 import django
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser, DjangoHelpFormatter
+from django.core.management.base import CommandError, CommandParser, DjangoHelpFormatter
 from django.core.validators import validate_email
 from django.utils import translation
 from django.utils.translation import gettext as _
@@ -22,6 +22,7 @@ from django.utils.translation import gettext as _
 from ... import conf, diagnose
 from ...conf import SmtpConfig, Value
 from ...exceptions import GmailConfigError
+from ..reporting import ReportedError, ReportingCommand
 
 SOURCE_COMMAND_LINE = "command_line"
 
@@ -35,8 +36,17 @@ OVERRIDES = {
 }
 
 
-class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Django's formatter, keeping the line breaks of the description and the epilog."""
+class _HelpFormatter(DjangoHelpFormatter):
+    """Django's formatter: paragraphs wrapped to the terminal, indented lines (the exit-status
+    table of the epilog) kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(
+            line
+            if not line or line[:1].isspace()
+            else textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent)
+            for line in text.splitlines()
+        )
 
 
 def exit_codes_text() -> str:
@@ -65,7 +75,7 @@ def _columns(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
 
 
-class Command(BaseCommand):
+class Command(ReportingCommand):
     help = (
         "Test the SMTP configuration the way the backend uses it, one step at a time "
         "(configuration, DNS, TCP, TLS, EHLO, sign-in, optional test message, QUIT), and "
@@ -323,7 +333,9 @@ class Command(BaseCommand):
                     "fix": result.cause.fix,
                     "id": result.cause.id,
                 }
-            raise CommandError(result.redact(message), returncode=result.exit_code)
+            # With the Cause/Fix block printed, the command line shows no second "CommandError:" line.
+            failure = ReportedError if self.show else CommandError
+            raise failure(result.redact(message), returncode=result.exit_code)
 
     def _failed_title(self, result: diagnose.Diagnosis) -> str:
         step = result.step(result.failed_step or "")
@@ -352,13 +364,7 @@ class Command(BaseCommand):
                 % {"step": self._failed_title(result), "code": result.exit_code}
             )
         )
-        # Whole sentences with placeholders: xgettext cannot see _() inside f-strings.
-        out.write(_("Cause: %(summary)s") % {"summary": cause.summary})
-        out.write(_("Fix: %(fix)s") % {"fix": cause.fix})
-        if cause.url:
-            out.write(_("More: %(url)s") % {"url": cause.url})
-        if cause.temporary:
-            out.write(_("This is usually temporary: retrying later may work."))
-        out.write(_("Cause id: %(id)s") % {"id": cause.id})
+        for line in cause.lines():
+            out.write(line)
         if self.verbosity < 2 and result.transcript.lines:
             out.write(_("Run with -v 2 to see the SMTP conversation."))

@@ -3,6 +3,11 @@
 Run it after putting a new key first (``SECRET_KEY`` with the old one in ``SECRET_KEY_FALLBACKS``,
 or a new first entry of ``GMAIL_SMTP["ENCRYPTION_KEYS"]``); the old key can be removed once it
 has succeeded. Exit status 1 when a secret could not be decrypted with any configured key.
+
+The destination each secret is bound to (README.md#stored-secrets-go-only-where-they-were-entered-for)
+is part of the encrypted payload, so it is kept as it is. Secrets bound to no destination (stored
+before the binding and unreadable when ``migrate`` bound the others) are named: they are never
+used and must be entered again.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
+from django.utils.translation import gettext as _
 
-from ... import crypto
+from ... import binding, crypto
 from ...exceptions import GmailConfigError
 from ...models import GmailAccount
 
@@ -39,6 +45,7 @@ class Command(BaseCommand):
         rotated: list[str] = []
         current: list[str] = []
         unreadable: list[str] = []
+        unbound: list[str] = []
         with transaction.atomic(using=database):
             accounts = GmailAccount.objects.using(database).select_for_update().exclude(encrypted_secret="")
             for account in accounts.order_by("name"):
@@ -47,6 +54,8 @@ class Command(BaseCommand):
                 try:
                     up_to_date = crypto.is_current(account.encrypted_secret)
                     token = account.encrypted_secret if dry_run else crypto.rotate(account.encrypted_secret)
+                    if _is_unbound(token):
+                        unbound.append(account.name)
                 except crypto.InvalidToken:
                     unreadable.append(account.name)
                     if verbosity >= 2:
@@ -71,6 +80,16 @@ class Command(BaseCommand):
                         f"({len(rotated)} were under an older key)."
                     )
                 )
+        if unbound:
+            self.stdout.write(
+                self.style.WARNING(
+                    _(
+                        "%(count)d secret(s) are bound to no server (stored by an older version and not upgraded "
+                        "by 'manage.py migrate'), so they are never used: enter them again in the admin (%(names)s)."
+                    )
+                    % {"count": len(unbound), "names": ", ".join(repr(name) for name in unbound)}
+                )
+            )
         if unreadable:
             names = ", ".join(repr(name) for name in unreadable)
             raise CommandError(
@@ -80,3 +99,11 @@ class Command(BaseCommand):
                 "admin.",
                 returncode=1,
             )
+
+
+def _is_unbound(token: str) -> bool:
+    """True for a readable secret stored without its destination (never used; see the module docstring)."""
+    try:
+        return binding.unseal(crypto.decrypt(token)).destination is None
+    except ValueError:  # not a payload at all: nothing to bind either way
+        return False

@@ -3,10 +3,18 @@
 It also runs the sandbox's OAuth2 server (token, authorization and revocation endpoints on
 loopback; ``--no-oauth`` to leave it out), so XOAUTH2 sign-in can be tried locally: the settings
 it prints include a refresh token for the sandbox user.
+
+Once listening it writes a ready file (``ready.json`` in ``--dir``, or ``--ready-file``; removed
+on exit), one JSON object: ``host``, ``ports`` by service (``starttls``, ``ssl``, and ``oauth``
+when that server runs), ``ca_file``, ``user``, ``password``, ``state_dir``, ``pid`` and, with the
+OAuth2 server, ``oauth`` (its endpoints, client and a refresh token). Scripts and the example
+project read it to learn the ports taken with ``auto``.
 """
 
 from __future__ import annotations
 
+import argparse
+import errno
 import json
 import os
 import queue
@@ -22,6 +30,7 @@ from urllib.parse import quote
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
 
 from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER, ReceivedMessage
 
@@ -31,6 +40,31 @@ if TYPE_CHECKING:
 
 BACKEND = "django_gmail_smtp.backend.EmailBackend"
 POLL_SECONDS = 0.2
+READY_FILE = "ready.json"
+"""Name of the ready file in ``--dir`` (unless ``--ready-file`` says otherwise)."""
+
+#: (option, default port, what listens there). The ready file names them by service:
+#: ``ports["starttls"]``, ``ports["ssl"]``, ``ports["oauth"]``.
+PORT_OPTIONS = (
+    ("starttls-port", 2587, gettext_lazy("STARTTLS port, like Gmail's 587")),
+    ("ssl-port", 2465, gettext_lazy("Implicit-TLS port, like Gmail's 465")),
+    ("oauth-port", 2580, gettext_lazy("Port of the local OAuth2 token server")),
+)
+
+
+def port_number(text: str) -> int:
+    """A port for the command line: 0-65535, or ``auto`` (0: any free port)."""
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            _("%(value)s is not a port: give a number from 1 to 65535, or auto.") % {"value": repr(text)}
+        )
+    return port
 
 
 def literal(value: object) -> str:
@@ -44,21 +78,50 @@ class Command(BaseCommand):
         "settings that point Django at it, and list the messages it receives."
     )
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parser.description = _(
+            "Run a local Gmail-like SMTP server (STARTTLS and implicit TLS, loopback only) and a "
+            "local OAuth2 token server, print the settings that point Django at them, and list "
+            "the messages received. A port given as auto (or 0) is any free port: the ports "
+            "taken are printed and written to the ready file."
+        )
+        return parser
+
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--host", default="127.0.0.1", help="Loopback address to listen on (default 127.0.0.1).")
-        parser.add_argument("--starttls-port", type=int, default=2587, help="STARTTLS port, like Gmail's 587.")
-        parser.add_argument("--ssl-port", type=int, default=2465, help="Implicit-TLS port, like Gmail's 465.")
         parser.add_argument(
-            "--dir", default=".sandbox", help="Folder for ca.pem and the received messages (default .sandbox)."
+            "--host", default="127.0.0.1", help=_("Loopback address to listen on (default: %(default)s).")
         )
-        parser.add_argument("--user", default=SANDBOX_USER, help=f"Account to accept (default {SANDBOX_USER}).")
-        parser.add_argument("--password", default=SANDBOX_PASSWORD, help="Its password (default: the sandbox's).")
-        parser.add_argument("--ready-file", help="Write a JSON file with host, ports, ca_file and user once listening.")
-        parser.add_argument("--max-seconds", type=float, help="Stop by itself after this many seconds.")
+        for option, default, text in PORT_OPTIONS:
+            parser.add_argument(
+                f"--{option}",
+                type=port_number,
+                default=default,
+                metavar="PORT",
+                help=_("%(service)s (default: %(port)s; auto: any free port).") % {"service": text, "port": default},
+            )
+        parser.add_argument("--no-oauth", action="store_true", help=_("Do not run the local OAuth2 token server."))
         parser.add_argument(
-            "--oauth-port", type=int, default=2580, help="Port of the local OAuth2 token server (default 2580)."
+            "--dir",
+            default=".sandbox",
+            help=_("Folder for ca.pem, the ready file and the received messages (default: %(default)s)."),
         )
-        parser.add_argument("--no-oauth", action="store_true", help="Do not run the local OAuth2 token server.")
+        parser.add_argument("--user", default=SANDBOX_USER, help=_("Account to accept (default: %(default)s)."))
+        parser.add_argument("--password", default=SANDBOX_PASSWORD, help=_("Its password (default: %(default)s)."))
+        parser.add_argument(
+            "--ready-file",
+            metavar="FILE",
+            help=_(
+                "Once listening, write this JSON file (host, ports by service, ca_file, user...); "
+                "it is removed on exit (default: ready.json in --dir)."
+            ),
+        )
+        parser.add_argument(
+            "--max-seconds",
+            type=float,
+            metavar="SECONDS",
+            help=_("Stop by itself after this many seconds (default: run until stopped)."),
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.verbosity: int = options["verbosity"]
@@ -82,36 +145,28 @@ class Command(BaseCommand):
             )
         except ValueError as error:
             raise CommandError(str(error)) from error
+        self._check_ports(sandbox.host, options)
         oauth_server = None
         if not options["no_oauth"]:
             from django_gmail_smtp.sandbox.oauth_server import OAuthServer
 
             try:
-                oauth_server = OAuthServer(options["host"], options["oauth_port"], users=(options["user"],)).start()
+                oauth_server = OAuthServer(sandbox.host, options["oauth_port"], users=(options["user"],)).start()
             except OSError as error:
-                raise CommandError(
-                    _(
-                        "The OAuth2 token server cannot listen on port %(port)s (%(error)s). Pick another with --oauth-port."
-                    )
-                    % {"port": options["oauth_port"], "error": error.strerror or error}
-                ) from error
+                raise self._start_error(error, sandbox.host, options["oauth_port"], "oauth-port") from error
             sandbox.attach_oauth(oauth_server)
         try:
             sandbox.start()
-        except PortInUseError as error:
-            if oauth_server is not None:
-                oauth_server.stop()
-            raise CommandError(
-                _("Port %(port)s on %(host)s is already in use. Pick another with --starttls-port / --ssl-port.")
-                % {"port": error.port, "host": error.host}
-            ) from error
         except OSError as error:
             if oauth_server is not None:
                 oauth_server.stop()
+            if isinstance(error, PortInUseError):
+                option = "starttls-port" if error.port == options["starttls_port"] else "ssl-port"
+                raise self._start_error(error, error.host, error.port, option) from error
             raise CommandError(_("The Gmail sandbox could not start: %(error)s") % {"error": error}) from error
         refresh_token = oauth_server.issue_refresh_token(options["user"]) if oauth_server is not None else ""
 
-        ready_file = Path(options["ready_file"]) if options["ready_file"] else None
+        ready_file = Path(options["ready_file"]) if options["ready_file"] else Path(options["dir"]) / READY_FILE
         stop = threading.Event()
         with self._stop_on_signals(stop):
             try:
@@ -121,20 +176,67 @@ class Command(BaseCommand):
                 if self.verbosity >= 1:
                     self.stdout.write(_("Quit with CONTROL-C."))
                     self.stdout.flush()
-                if ready_file is not None:
-                    self._write_ready_file(
-                        ready_file, sandbox, options["user"], options["password"], oauth_server, refresh_token
-                    )
+                self._write_ready_file(
+                    ready_file, sandbox, options["user"], options["password"], oauth_server, refresh_token
+                )
                 self._serve(arrived, stop, options["max_seconds"])
             finally:
                 sandbox.stop()
                 if oauth_server is not None:
                     oauth_server.stop()
                 self._print_arrived(arrived)
-                if ready_file is not None:
-                    ready_file.unlink(missing_ok=True)
+                ready_file.unlink(missing_ok=True)
         if self.verbosity >= 1:
             self.stdout.write(_("Gmail sandbox stopped."))
+
+    def _check_ports(self, host: str, options: dict[str, Any]) -> None:
+        """Name every port that is given twice or already taken, before anything starts."""
+        from django_gmail_smtp.sandbox.loopback import busy_ports
+
+        wanted = {
+            option: options[option.replace("-", "_")]
+            for option, _default, _text in PORT_OPTIONS
+            if not (option == "oauth-port" and options["no_oauth"])
+        }
+        seen: dict[int, str] = {}
+        for option, port in wanted.items():
+            if port and port in seen:
+                raise CommandError(
+                    _("--%(first)s and --%(second)s are both %(port)s: give each its own port, or auto.")
+                    % {"first": seen[port], "second": option, "port": port}
+                )
+            seen[port] = option
+        busy = busy_ports(host, wanted.values())
+        if busy:
+            taken = ", ".join(
+                _("%(port)s (--%(option)s)") % {"port": port, "option": option}
+                for option, port in wanted.items()
+                if port in busy
+            )
+            raise CommandError(
+                ngettext(
+                    "Port %(ports)s on %(host)s is already in use. Pick another port with that option, "
+                    "or auto for a free one.",
+                    "Ports %(ports)s on %(host)s are already in use. Pick other ports with those options, "
+                    "or auto for free ones.",
+                    len(busy),
+                )
+                % {"ports": taken, "host": host}
+            )
+
+    def _start_error(self, error: OSError, host: str, port: int, option: str) -> CommandError:
+        """A port taken between the check and the start (or refused for another reason)."""
+        if error.errno == errno.EADDRINUSE:
+            return CommandError(
+                _(
+                    "Port %(port)s on %(host)s is already in use. Pick another with --%(option)s, or auto for a free one."
+                )
+                % {"port": port, "host": host, "option": option}
+            )
+        return CommandError(
+            _("The Gmail sandbox cannot listen on port %(port)s (%(error)s). Pick another with --%(option)s.")
+            % {"port": port, "error": error.strerror or error, "option": option}
+        )
 
     @contextmanager
     def _stop_on_signals(self, stop: threading.Event) -> Iterator[None]:
@@ -201,10 +303,12 @@ class Command(BaseCommand):
         oauth_server: OAuthServer | None = None,
         refresh_token: str = "",
     ) -> None:
+        ports = {"starttls": sandbox.starttls_port, "ssl": sandbox.ssl_port}
+        if oauth_server is not None:
+            ports["oauth"] = oauth_server.port
         info: dict[str, Any] = {
             "host": sandbox.host,
-            "starttls_port": sandbox.starttls_port,
-            "ssl_port": sandbox.ssl_port,
+            "ports": ports,
             "ca_file": sandbox.ca_file,
             "user": user,
             "password": password,
