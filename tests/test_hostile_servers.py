@@ -24,7 +24,7 @@ from django_gmail_smtp.exceptions import OAuthError
 from django_gmail_smtp.retry import RetryPolicy
 
 from .conftest import gmail_check, legacy_api
-from .hostile import Ended, HostileServer, Peer, Stopped, call_within
+from .hostile import HostileServer, Peer, Stopped, call_within
 
 GUARD = 30.0  # seconds a guarded call may take before the test fails (every deadline here is 1 s or less)
 STREAM_LIMIT = 64 * 1024 * 1024  # an endless stream stops here: 1000 times the reply cap
@@ -58,6 +58,16 @@ def one_attempt(settings: Any) -> None:
     settings.GMAIL_SMTP = {"RETRY_ATTEMPTS": 1, "REUSE_CONNECTIONS": False}
 
 
+def use_email_settings(settings: Any, server: HostileServer) -> None:
+    """The legacy EMAIL_* settings (what gmail_check tests by default) pointed at the server, STARTTLS."""
+    settings.EMAIL_HOST = server.host
+    settings.EMAIL_PORT = server.port
+    settings.EMAIL_HOST_USER = "someone@example.com"
+    settings.EMAIL_HOST_PASSWORD = "abcdefghijklmnop"
+    settings.EMAIL_USE_TLS = True
+    settings.GMAIL_SMTP = {}  # no CA file
+
+
 def assert_silent_caller_hung_up(server: HostileServer) -> None:
     """The client closed the connection long before the server's schedule ended."""
     assert not server.cut, "the watchdog had to cut the connection"
@@ -65,62 +75,57 @@ def assert_silent_caller_hung_up(server: HostileServer) -> None:
     assert all(not peer.done for peer in server.peers), "the client waited out the whole hostile schedule"
 
 
-def assert_capped(server: HostileServer, ended: Ended, stage: str, words: str) -> None:
-    """The call failed at the reply cap (naming it), long before the endless stream's end.
-
-    What the client took in is bounded: one capped reply. The rest of what the server got out sat
-    in the kernel's socket buffers until the client closed; it never reached STREAM_LIMIT.
-    """
-    exc: Any = ended.error
-    assert isinstance(exc, smtplib.SMTPServerDisconnected)
-    assert exc.cause.id == "reply_too_long"
-    assert exc.stage == stage
-    assert words in str(exc)
-    assert server.sent < STREAM_LIMIT / 4
-
-
 # -- reply caps ------------------------------------------------------------------------------
 
 
 def endless_ehlo(peer: Peer) -> None:
+    """Before STARTTLS anyone on the path can send this."""
     peer.send(GREETING)
     peer.readline()  # EHLO
     peer.endless(b"250-" + b"X" * 66 + b"\r\n", STREAM_LIMIT)
 
 
+def endless_greeting(peer: Peer) -> None:
+    peer.endless(b"220-" + b"Y" * 1000 + b"\r\n", STREAM_LIMIT)
+
+
+def endless_mail_reply(peer: Peer) -> None:
+    """In the pipelining engine: the reply to MAIL (RCPT and BDAT or DATA came in the same write)."""
+    peer.send(GREETING)
+    peer.readline()
+    peer.send(EHLO_PLAIN)
+    peer.readline()
+    peer.endless(b"250-" + b"Z" * 66 + b"\r\n", STREAM_LIMIT)
+
+
+@pytest.mark.parametrize(
+    ("script", "tls", "stage", "cap"),
+    [
+        pytest.param(endless_ehlo, "starttls", "ehlo", "lines", id="ehlo-before-starttls"),
+        pytest.param(endless_greeting, "", "greeting", "bytes", id="greeting"),
+        pytest.param(endless_greeting, "ssl", "greeting", "bytes", id="greeting-over-tls"),
+        pytest.param(endless_mail_reply, "", "send", "lines", id="pipelining-engine"),
+    ],
+)
 @pytest.mark.usefixtures("one_attempt")
-def test_an_endless_ehlo_reply_before_starttls_is_cut_at_the_cap() -> None:
-    """Before STARTTLS anyone on the path can send this; it must not grow our memory."""
-    with HostileServer(endless_ehlo) as server:
-        ended = call_within(GUARD, backend(server, tls="starttls").open)
+def test_an_endless_reply_is_cut_at_the_cap(script: Any, tls: str, stage: str, cap: str) -> None:
+    """The call fails at the cap, naming it, long before the endless stream's end.
+
+    What the client took in is bounded: one capped reply. The rest of what the server got out sat
+    in the kernel's socket buffers until the client closed; it never reached STREAM_LIMIT.
+    """
+    with HostileServer(script, tls=tls == "ssl") as server:
+        ended = call_within(GUARD, lambda: backend(server, tls=tls).send_messages([message()]))
         assert_silent_caller_hung_up(server)
-    assert_capped(server, ended, "ehlo", f"more than {smtp_session.MAX_REPLY_LINES} lines")
-
-
-@pytest.mark.parametrize("tls", ["", "ssl"])
-@pytest.mark.usefixtures("one_attempt")
-def test_an_endless_greeting_is_cut_at_the_cap(tls: str) -> None:
-    def endless_greeting(peer: Peer) -> None:
-        peer.endless(b"220-" + b"Y" * 1000 + b"\r\n", STREAM_LIMIT)
-
-    with HostileServer(endless_greeting, tls=tls == "ssl") as server:
-        ended = call_within(GUARD, backend(server, tls=tls).open)
-        assert_silent_caller_hung_up(server)
-    assert_capped(server, ended, "greeting", f"longer than {smtp_session.MAX_REPLY_BYTES} bytes")
-
-
-def test_an_endless_reply_in_the_pipelining_engine_is_cut_at_the_cap(one_attempt: None) -> None:
-    def endless_mail_reply(peer: Peer) -> None:
-        peer.send(GREETING)
-        peer.readline()
-        peer.send(EHLO_PLAIN)
-        peer.readline()  # MAIL FROM (RCPT and DATA follow in the same write)
-        peer.endless(b"250-" + b"Z" * 66 + b"\r\n", STREAM_LIMIT)
-
-    with HostileServer(endless_mail_reply) as server:
-        ended = call_within(GUARD, lambda: backend(server).send_messages([message()]))
-        assert_silent_caller_hung_up(server)
-    assert_capped(server, ended, "send", f"more than {smtp_session.MAX_REPLY_LINES} lines")
+    exc: Any = ended.error
+    assert isinstance(exc, smtplib.SMTPServerDisconnected)
+    assert exc.cause.id == "reply_too_long"
+    assert exc.stage == stage
+    if cap == "lines":
+        assert f"more than {smtp_session.MAX_REPLY_LINES} lines" in str(exc)
+    else:
+        assert f"longer than {smtp_session.MAX_REPLY_BYTES} bytes" in str(exc)
+    assert server.sent < STREAM_LIMIT / 4
 
 
 # -- deadlines -------------------------------------------------------------------------------
@@ -318,11 +323,7 @@ def dripping_greeting(peer: Peer) -> None:
 @legacy_api
 def test_gmail_check_against_a_dripping_server_ends_within_its_timeout(settings: Any) -> None:
     with HostileServer(dripping_greeting) as server:
-        settings.EMAIL_HOST = server.host
-        settings.EMAIL_PORT = server.port
-        settings.EMAIL_HOST_USER = "someone@example.com"
-        settings.EMAIL_HOST_PASSWORD = "abcdefghijklmnop"
-        settings.EMAIL_USE_TLS = True
+        use_email_settings(settings, server)
         settings.EMAIL_TIMEOUT = 30  # --timeout overrides it
         ended = call_within(GUARD, lambda: gmail_check("--timeout", "1"))
         assert_silent_caller_hung_up(server)
@@ -388,12 +389,7 @@ def test_the_certificate_probe_after_an_untrusted_certificate_is_capped(settings
             peer.endless(b"250-" + b"C" * 66 + b"\r\n", STREAM_LIMIT)
 
     with HostileServer(untrusted_then_endless) as server:
-        settings.EMAIL_HOST = server.host
-        settings.EMAIL_PORT = server.port
-        settings.EMAIL_HOST_USER = "someone@example.com"
-        settings.EMAIL_HOST_PASSWORD = "abcdefghijklmnop"
-        settings.EMAIL_USE_TLS = True
-        settings.GMAIL_SMTP = {}  # no CA file: the server's certificate is not trusted
+        use_email_settings(settings, server)  # no CA file: the server's certificate is not trusted
         ended = call_within(GUARD, lambda: gmail_check("--timeout", "1"))
         assert_silent_caller_hung_up(server)
         assert len(ehlos) == 2  # the probe did run
