@@ -201,6 +201,7 @@ def find_account(name: str, data: Snapshot) -> dict[str, Any]:
             "Add the account in the admin (Gmail SMTP, Gmail accounts) or correct the name; stored accounts: %(names)s."
         )
         % {"names": names},
+        check_id="gmail_smtp.E022",
     )
 
 
@@ -210,11 +211,13 @@ def account_options(name: str) -> dict[str, Any] | None:
     auth_method, and the password or the oauth_client_id/_secret/_refresh_token.
 
     None before migrations have run (the resolver then uses the settings). Raises
-    :class:`GmailConfigError` for an unknown or disabled account or one without a secret,
-    :class:`~django_gmail_smtp.exceptions.SecretDecryptionError` when its secret cannot be
-    decrypted, and :class:`~django_gmail_smtp.exceptions.SecretDestinationError` when it was
-    entered for another host, port, security, username or token endpoint (or for none).
-    Costs no database query once cached.
+    :class:`GmailConfigError` for an unknown account (``gmail_smtp.E022``), a disabled one
+    (E023) or an app-password account without its password (E024),
+    :class:`~django_gmail_smtp.exceptions.SecretDecryptionError` (E025) when its secret cannot
+    be decrypted, and :class:`~django_gmail_smtp.exceptions.SecretDestinationError` (E020,
+    E021) when it was entered for another host, port, security, username or token endpoint (or
+    for none). An OAuth2 account's missing parts are left to the OAuth2 rules (E015, E016), an
+    unknown sign-in method to the resolver (E017). Costs no database query once cached.
     """
     data = snapshot()
     if data is None:
@@ -225,6 +228,7 @@ def account_options(name: str) -> dict[str, Any] | None:
         raise GmailConfigError(
             _("The stored Gmail account %(name)r is disabled, so no mail can be sent with it.") % {"name": account},
             hint=_("Enable it in the admin (Gmail SMTP, Gmail accounts), or configure another account."),
+            check_id="gmail_smtp.E023",
         )
     server = {
         "host": entry["host"],
@@ -245,51 +249,21 @@ def account_options(name: str) -> dict[str, Any] | None:
         username=entry["username"],
     )
     if entry["auth_method"] == GmailAccount.AuthMethod.OAUTH2:
-        return server | _oauth_options(account, secret)
+        # What is missing (client, refresh token) is reported by the OAuth2 rules (E015, E016),
+        # with the same words as for settings, when the backend starts.
+        return server | {
+            "auth_method": GmailAccount.AuthMethod.OAUTH2.value,
+            "oauth_client_id": secret.get("client_id", ""),
+            "oauth_client_secret": secret.get("client_secret", ""),
+            "oauth_refresh_token": secret.get("refresh_token", ""),
+        }
     if entry["auth_method"] != GmailAccount.AuthMethod.APP_PASSWORD:
-        raise GmailConfigError(
-            _("The stored Gmail account %(name)r signs in with %(method)s, which this version cannot do.")
-            % {"name": account, "method": entry["auth_method"]},
-            hint=_("Choose an app password or OAuth2 for it in the admin."),
-        )
+        return server | {"auth_method": entry["auth_method"]}  # the resolver's E017 names it
     password = secret.get("password", "")
     if not password:
         raise GmailConfigError(
             _("The stored Gmail account %(name)r has no app password.") % {"name": account},
             hint=_("Enter its app password on the account's admin page (Gmail SMTP, Gmail accounts)."),
+            check_id="gmail_smtp.E024",
         )
     return server | {"password": password, "auth_method": GmailAccount.AuthMethod.APP_PASSWORD.value}
-
-
-@sensitive_variables()
-def _oauth_options(account: str, secret: dict[str, Any]) -> dict[str, Any]:
-    """The OAuth2 options of a stored account; :class:`GmailConfigError` for a missing part."""
-    client_id, client_secret = secret.get("client_id", ""), secret.get("client_secret", "")
-    if not client_id or not client_secret:
-        raise GmailConfigError(
-            _("The stored Gmail account %(name)r signs in with OAuth2 but has no client id and client secret.")
-            % {"name": account},
-            hint=_(
-                "Enter the OAuth client's id and secret (Google Cloud console, APIs & Services, "
-                "Credentials) on the account's admin page (Gmail SMTP, Gmail accounts)."
-            ),
-            check_id="gmail_smtp.E016",
-        )
-    refresh_token = secret.get("refresh_token", "")
-    if not refresh_token:
-        raise GmailConfigError(
-            _("The stored Gmail account %(name)r signs in with OAuth2 but has not been authorized yet.")
-            % {"name": account},
-            hint=_(
-                'Click "Authorize with Google" on the account\'s admin page, or run '
-                "'manage.py gmail_authorize --account %(name)s'."
-            )
-            % {"name": account},
-            check_id="gmail_smtp.E015",
-        )
-    return {
-        "auth_method": GmailAccount.AuthMethod.OAUTH2.value,
-        "oauth_client_id": client_id,
-        "oauth_client_secret": client_secret,
-        "oauth_refresh_token": refresh_token,
-    }

@@ -34,9 +34,10 @@ import email.policy
 import functools
 import re
 import smtplib
+import ssl
 import threading
 from collections.abc import Sequence
-from email.headerregistry import Address
+from email.headerregistry import Address, AddressHeader
 from email.utils import parseaddr
 from typing import Any
 
@@ -49,9 +50,9 @@ from django.utils.encoding import force_str, punycode
 from . import conf, pool, quota, rules
 from .deadline import Deadline
 from .delivery import STATUS_ATTRIBUTE, DeliveryOptions, DeliveryStatus, Job, deliver, failure_to_raise, report
-from .session import SMTPSession, Transcript
+from .session import SMTPSession, Transcript, make_ssl_context
 
-__all__ = ["EmailBackend", "QueuedEmailBackend", "build_envelope"]
+__all__ = ["EmailBackend", "QueuedEmailBackend", "build_envelope", "prep_address"]
 
 # Django 6.0+ prepares addresses with EmailBackend.prep_address(); 5.2 with sanitize_address().
 _HAS_PREP_ADDRESS = hasattr(DjangoSMTPBackend, "prep_address")
@@ -114,14 +115,46 @@ class EmailBackend(BaseEmailBackend):
     # Django's SMTP backend exposes these as attributes; some code reads them.
     host = property(lambda self: self.config.host)
     port = property(lambda self: self.config.port)
-    username = property(lambda self: self.config.username)
-    password = property(lambda self: self.config.password)
     use_tls = property(lambda self: self.config.use_tls)
     use_ssl = property(lambda self: self.config.use_ssl)
     timeout = property(lambda self: self.config.timeout)
     ssl_keyfile = property(lambda self: self.config.ssl_keyfile)
     ssl_certfile = property(lambda self: self.config.ssl_certfile)
     ssl_cafile = property(lambda self: self.config.ssl_cafile)
+
+    @property
+    def username(self) -> str | None:
+        """As on Django's backend: None for a ``MAILERS`` alias that sets none, else a string."""
+        return self._as_configured("username")
+
+    @property
+    def password(self) -> str | None:
+        """As on Django's backend: None for a ``MAILERS`` alias that sets none, else a string."""
+        return self._as_configured("password")
+
+    def _as_configured(self, option: str) -> str | None:
+        if self.alias is not None and option not in self.config.provenance:
+            return None  # Django 6.1 keeps a MAILERS option it was not given as None
+        value: str = getattr(self.config, option)
+        return value
+
+    @functools.cached_property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context of this backend's connections, built once (as Django's backend has it).
+
+        Always verifying certificates and host names; ``ssl_cafile`` replaces the system's CA
+        certificates, ``ssl_certfile``/``ssl_keyfile`` add a client certificate.
+        """
+        return make_ssl_context(self.config)
+
+    def prep_address(self, address: Any, force_ascii: bool = True) -> str:
+        """The addr-spec of ``address`` for the envelope, with Django 6.x's semantics (on 5.2 too).
+
+        Raises ``ValueError`` for an invalid address, several addresses, or CR/LF. With
+        ``force_ascii`` a non-ASCII domain is IDNA-encoded and a non-ASCII local part is an
+        error (it cannot be encoded); without, both stay Unicode (for SMTPUTF8).
+        """
+        return prep_address(address, force_ascii=force_ascii)
 
     def open(self) -> bool | None:
         """Ensure a signed-in connection.
@@ -160,20 +193,40 @@ class EmailBackend(BaseEmailBackend):
         jobs = self._prepare(email_messages)  # ValueError (header injection, bad address): nothing sent
         if not jobs:
             return 0
+        options = DeliveryOptions.from_settings()
+        if self._opened or type(self).open is EmailBackend.open:
+            return self._send(jobs, options)
+        # A subclass's own open(): honour its contract as Django's backend does. None (failed
+        # silently), or no connection afterwards, means nothing is sent.
+        with self._lock:
+            created = self.open()
+            if created is None or self.connection is None:
+                return 0
+            try:
+                return self._send(jobs, options)
+            finally:
+                if created:
+                    self.close()
+
+    def _send(self, jobs: list[Job], options: DeliveryOptions) -> int:
         try:
             reservation = quota.reserve_sync(self.config, len(jobs))  # None unless GMAIL_SMTP["QUOTA_SYNC"]
         except quota.QuotaExceededError:
             if self.fail_silently:
                 return 0
             raise
-        options = DeliveryOptions.from_settings()
-        if self._opened:
-            with self._lock:  # one connection: callers take turns, as with Django's backend
-                stop_error = deliver(jobs, _OpenedConnection(self, options), options, timeout=self.config.timeout)
-        else:
-            stop_error = deliver(jobs, _PooledConnections(self, options), options, timeout=self.config.timeout)
+        stop_error: BaseException | None = None
+        try:
+            if self.connection is not None:
+                with self._lock:  # one connection: callers take turns, as with Django's backend
+                    stop_error = deliver(jobs, _OpenedConnection(self, options), options, timeout=self.config.timeout)
+            else:
+                stop_error = deliver(jobs, _PooledConnections(self, options), options, timeout=self.config.timeout)
+        finally:
+            # Also when delivery raised: slots of messages that may have gone out stay taken, the
+            # others are given back (never leaked).
+            quota.settle(reservation, sum(1 for job in jobs if job.status.may_have_gone), stop_error)
         report(jobs, type(self), stop_error)
-        quota.settle(reservation, sum(1 for job in jobs if job.status.sent), stop_error)
         if not self.fail_silently:
             failure = failure_to_raise(jobs, stop_error)
             if failure is not None:
@@ -182,7 +235,8 @@ class EmailBackend(BaseEmailBackend):
 
     # -- connections -------------------------------------------------------------
     def _connect(self, limit: Deadline | None = None) -> SMTPSession:
-        session = SMTPSession(self.config, transcript=self.transcript)
+        # The backend's one context, built when TLS starts (a missing CA file fails there, as in Django).
+        session = SMTPSession(self.config, transcript=self.transcript, ssl_context=lambda: self.ssl_context)
         session.limit = limit
         session.connect()
         return session
@@ -309,6 +363,40 @@ def build_envelope(email_message: EmailMessage, *, smtputf8: bool = False) -> tu
     from_email = sanitize_address(email_message.from_email, encoding)
     recipients = [sanitize_address(addr, encoding) for addr in email_message.recipients()]
     return from_email, recipients, email_message.message().as_bytes(linesep="\r\n")  # type: ignore[call-arg]
+
+
+# Defects of the header parser that do not make an envelope address invalid.
+_HARMLESS_DEFECTS = ("addr-spec local part with no domain",)  # Django allows "From: webmaster"
+_NON_ASCII_LOCAL_DEFECT = "non-ASCII"
+
+
+def prep_address(address: Any, *, force_ascii: bool = True) -> str:
+    """The addr-spec of one address (``"Name <a@b>"`` -> ``a@b``), as Django 6.x prepares it.
+
+    ``ValueError`` when the address does not parse cleanly, holds several mailboxes or
+    injects a line break. With ``force_ascii`` a non-ASCII domain is IDNA-encoded and a
+    non-ASCII local part is refused (no ASCII form exists); without it both stay Unicode.
+    """
+    text = force_str(address)
+    try:
+        parsed = AddressHeader.value_parser(text)
+    except (email.errors.HeaderParseError, IndexError) as exc:  # Python 3.11's parser fails on "a@"
+        raise ValueError(f"Invalid address {text!r}: {exc}") from None
+    defects = list(dict.fromkeys(str(d) for d in parsed.all_defects if str(d) not in _HARMLESS_DEFECTS))
+    if not force_ascii:  # SMTPUTF8 carries a non-ASCII local part as it is
+        defects = [defect for defect in defects if _NON_ASCII_LOCAL_DEFECT not in defect]
+    if defects:
+        raise ValueError(f"Invalid address {text!r}: {'; '.join(defects)}")
+    mailboxes = parsed.all_mailboxes
+    if len(mailboxes) != 1:
+        raise ValueError(f"Invalid address {text!r}: must be a single address")
+    mailbox = mailboxes[0]
+    local, domain = mailbox.local_part, mailbox.domain or ""
+    if force_ascii and not local.isascii():
+        raise ValueError(f"Invalid address {text!r}: the local part has non-ASCII characters")
+    if force_ascii and domain and not domain.isascii():
+        return str(Address(username=local, domain=punycode(domain)))
+    return str(mailbox.addr_spec)
 
 
 def _needs_smtputf8(message: EmailMessage) -> bool:

@@ -4,19 +4,17 @@ Registered in :meth:`GmailSmtpConfig.ready() <django_gmail_smtp.apps.GmailSmtpCo
 with the tags ``gmail_smtp`` and ``mail`` (``manage.py check --tag gmail_smtp``);
 the deploy checks also with ``security`` (``manage.py check --deploy``).
 
-Which configurations are checked: every mailer that uses this app's backend --
+Which configurations are checked: every mailer that uses one of this app's backends
+(:data:`BACKENDS`: ``EmailBackend``, ``QueuedEmailBackend``, or a subclass of either) --
 ``EMAIL_BACKEND`` with the ``EMAIL_*`` settings, or on Django 6.1 with ``MAILERS``
-each alias whose ``BACKEND`` is ``django_gmail_smtp.backend.EmailBackend`` (or a
-subclass).
+each such alias.
 
-Nothing here touches the database, whatever ``databases`` holds (Django 6.1
-passes every alias even to a plain ``check``; only checks tagged
-``checks.Tags.database`` are kept for ``check --database ALIAS``). Mailers that
-use an account stored in the database are skipped here; their check belongs in
-a function registered with ``checks.Tags.database`` that queries only the
-aliases in its ``databases`` argument, resolves each mailer with
-:meth:`Mailer.resolve` and reports :func:`config_problems` with
-:func:`to_check_messages`, exactly as :func:`check_mailers` does.
+:func:`check_mailers` and :func:`check_deploy` never touch the database. Mailers that
+use an account stored in the database are left to :func:`check_stored_accounts`,
+registered with the tag ``checks.Tags.database`` alone: it runs only with ``manage.py
+check --database ALIAS`` (and ``migrate``, which passes its database), queries only when
+the accounts' database is among those aliases, and reports the same problems, plus the
+stored account's own (E022-E025, E015/E016).
 """
 
 from __future__ import annotations
@@ -41,6 +39,7 @@ __all__ = [
     "check_app_settings",
     "check_deploy",
     "check_mailers",
+    "check_stored_accounts",
     "config_problems",
     "gmail_mailers",
     "register_checks",
@@ -50,6 +49,9 @@ __all__ = [
 TAG = "gmail_smtp"
 MAIL_TAG = "mail"  # checks.Tags.mail on Django 6.1; a plain string works on 5.2 too
 BACKEND = "django_gmail_smtp.backend.EmailBackend"
+QUEUED_BACKEND = "django_gmail_smtp.backend.QueuedEmailBackend"
+BACKENDS = (BACKEND, QUEUED_BACKEND, "django_gmail_smtp.queued.QueuedEmailBackend")
+"""This app's backends by their dotted paths; subclasses of them count too."""
 APP_NAME = "django_gmail_smtp"
 
 
@@ -67,7 +69,7 @@ class Mailer:
 
 
 def _is_ours(backend: Any) -> bool:
-    if backend == BACKEND:
+    if backend in BACKENDS:
         return True
     if not isinstance(backend, str):
         return False
@@ -75,9 +77,9 @@ def _is_ours(backend: Any) -> bool:
         backend_class = import_string(backend)
     except Exception:  # a check must not crash; Django reports a broken BACKEND when it is used
         return False
-    from .backend import EmailBackend
+    from .backend import EmailBackend, QueuedEmailBackend
 
-    return isinstance(backend_class, type) and issubclass(backend_class, EmailBackend)
+    return isinstance(backend_class, type) and issubclass(backend_class, (EmailBackend, QueuedEmailBackend))
 
 
 def gmail_mailers() -> list[Mailer]:
@@ -134,28 +136,42 @@ def _wanted(app_configs: Sequence[AppConfig] | None) -> bool:
     return app_configs is None or any(config.name == APP_NAME for config in app_configs)
 
 
-def _settings_mailers() -> list[Mailer]:
-    """The mailers whose configuration comes from settings and the environment alone.
+def _uses_stored_account(mailer: Mailer) -> bool:
+    return bool(mailer.options.get("account") or _app_setting("ACCOUNT", None))
 
-    A mailer that names a stored account (``OPTIONS["account"]`` or
-    ``GMAIL_SMTP["ACCOUNT"]``) needs the database to resolve: it is left to the
-    database-tagged check, so that a plain ``check`` runs no query. Nothing is
-    resolved while ``GMAIL_SMTP`` is not a dict (E012 says so).
+
+def _checkable_mailers(*, stored: bool) -> list[Mailer]:
+    """The mailers whose configuration comes from settings and the environment alone
+    (``stored=False``), or those that name a stored account (``stored=True``), which need the
+    database to resolve. Nothing is resolved while ``GMAIL_SMTP`` is not a dict (E012 says so).
     """
     gmail_smtp = getattr(settings, "GMAIL_SMTP", None)
     if gmail_smtp and not isinstance(gmail_smtp, Mapping):
         return []
-    return [
-        mailer for mailer in gmail_mailers() if not (mailer.options.get("account") or _app_setting("ACCOUNT", None))
-    ]
+    return [mailer for mailer in gmail_mailers() if _uses_stored_account(mailer) == stored]
+
+
+def _settings_mailers() -> list[Mailer]:
+    """The mailers a plain ``check`` resolves: no stored account, so no query."""
+    return _checkable_mailers(stored=False)
 
 
 def _resolved(mailer: Mailer) -> tuple[conf.SmtpConfig | None, list[Problem]]:
     try:
         return mailer.resolve(), []
-    except GmailConfigError as exc:  # E001, E009, E010
+    except GmailConfigError as exc:  # E001, E009, E010, E017; a stored account's E022-E025
         config_name = mailer.label if mailer.alias is not None else ""
         return None, [rules.problem_from_error(exc, config_name)]
+
+
+def _mailer_messages(mailers: Iterable[Mailer]) -> list[checks.CheckMessage]:
+    messages: list[checks.CheckMessage] = []
+    for mailer in mailers:
+        config, problems = _resolved(mailer)
+        if config is not None:
+            problems = config_problems(config)
+        messages += to_check_messages(problems, obj=mailer.label)
+    return messages
 
 
 def check_app_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -169,13 +185,28 @@ def check_mailers(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any)
     """E001-E010, W001-W006 for every mailer that uses this app's backend."""
     if not _wanted(app_configs):
         return []
-    messages: list[checks.CheckMessage] = []
-    for mailer in _settings_mailers():
-        config, problems = _resolved(mailer)
-        if config is not None:
-            problems = config_problems(config)
-        messages += to_check_messages(problems, obj=mailer.label)
-    return messages
+    return _mailer_messages(_settings_mailers())
+
+
+def check_stored_accounts(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """The mailers that send with a stored account: E001-E010, W001-W006 as for the others,
+    plus the account's own problems (E022-E025; E015/E016 for OAuth2).
+
+    Registered with ``checks.Tags.database`` alone: only ``check --database ALIAS`` (or a
+    command that passes its database, such as ``migrate``) runs it, and it queries only when
+    the accounts' database is among ``databases``.
+    """
+    if not _wanted(app_configs) or not databases:
+        return []
+    from django.db import router
+
+    from .models import GmailAccount
+
+    if router.db_for_read(GmailAccount) not in databases:
+        return []
+    return _mailer_messages(_checkable_mailers(stored=True))
 
 
 def _reporter_filter() -> tuple[str, bool]:
@@ -215,4 +246,7 @@ def register_checks() -> None:
     """Register the checks (called once, from ``AppConfig.ready()``)."""
     checks.register(check_app_settings, TAG, MAIL_TAG)
     checks.register(check_mailers, TAG, MAIL_TAG)
+    # Tagged "database" only: a plain check, and check --tag gmail_smtp (which on Django 6.1
+    # would pass every database alias to a check carrying that tag), run no query.
+    checks.register(check_stored_accounts, checks.Tags.database)
     checks.register(check_deploy, TAG, MAIL_TAG, checks.Tags.security, deploy=True)

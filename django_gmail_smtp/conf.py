@@ -187,6 +187,8 @@ class SmtpConfig:
     ssl_keyfile: str | None = None
     ssl_cafile: str | None = None
     alias: str | None = None
+    account: str | None = None
+    """The stored account the configuration named and got values from (None: no stored account)."""
     auth_method: str = AUTH_APP_PASSWORD
     oauth_client_id: str = ""
     oauth_client_secret: str = field(default="", repr=False)
@@ -317,6 +319,7 @@ def number_setting(
             hint=_(
                 "See the GMAIL_SMTP settings in the README (README.md#gmail_smtp-settings) for every key and its default."
             ),
+            check_id=None,  # found where the knob is used; no system check reads these knobs
         ) from None
     return number
 
@@ -424,6 +427,27 @@ def _to_bool(value: Any) -> bool:
     return bool(value)
 
 
+# Django's backend falls back to the settings for these when the argument is falsy ("" or 0),
+# and for every other option only when it is None.
+FALSY_MEANS_UNSET = frozenset({"host", "port"})
+
+# Django's own words for STARTTLS and implicit TLS both on (its ValueError, and its InvalidMailer
+# for a MAILERS alias), kept verbatim so that code matching Django's message still matches.
+DJANGO_TLS_AND_SSL = "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set one of those settings to True."
+DJANGO_TLS_AND_SSL_OPTIONS = "The 'use_ssl' and 'use_tls' OPTIONS are incompatible. Set at most one of them to True."
+
+
+def _given(option: str, value: Any) -> bool:
+    """Whether a keyword argument / OPTIONS value counts as given, as Django's backend decides.
+
+    ``None`` never does; ``""`` and ``0`` do (``username=""`` turns sign-in off even with
+    ``EMAIL_HOST_USER`` set), except for the host and the port.
+    """
+    if value is None:
+        return False
+    return bool(value) if option in FALSY_MEANS_UNSET else True
+
+
 def resolve(
     options: Mapping[str, Any] | None = None,
     *,
@@ -431,39 +455,53 @@ def resolve(
 ) -> SmtpConfig:
     """Resolve the SMTP configuration for a backend instance.
 
-    ``options`` are the keyword arguments given to the backend (``None`` values
-    mean "not given", as ``send_mail()`` passes them). ``alias`` is the
-    ``MAILERS`` alias on Django 6.1 (keyword arguments are then its OPTIONS);
-    without an alias the legacy ``EMAIL_*`` settings are consulted.
+    ``options`` are the keyword arguments given to the backend: ``None`` means "not
+    given" (what ``send_mail()`` passes), while an explicit ``""`` is a value, as in
+    Django's backend (``username=""`` signs in with nothing, whatever ``EMAIL_HOST_USER``
+    says); a falsy host or port falls back, as there. ``alias`` is the ``MAILERS`` alias
+    on Django 6.1 (keyword arguments are then its OPTIONS); without an alias the legacy
+    ``EMAIL_*`` settings are consulted. Errors are :class:`GmailConfigError`; with an
+    alias their text starts with ``MAILERS['alias']: `` as Django's ``InvalidMailer`` does.
     """
-    options = dict(options or {})
+    try:
+        return _resolve(dict(options or {}), alias)
+    except GmailConfigError as exc:
+        if alias is None or exc.alias is not None:
+            raise
+        raise exc.for_alias(alias) from None
+
+
+def _resolve(options: dict[str, Any], alias: str | None) -> SmtpConfig:
     values: dict[str, Any] = {}
     provenance: dict[str, Value] = {}
 
-    def take(option: str, value: Any, source: str, origin: str | Promise) -> None:
-        if option not in values and value is not None and value != "":
+    def take(option: str, value: Any, source: str, origin: str | Promise, *, empty: bool = False) -> None:
+        if option not in values and value is not None and (empty or value != ""):
             values[option] = value
             provenance[option] = Value(source, origin)
 
-    if alias is not None:
-        for option in OPTIONS:
-            take(option, options.get(option), SOURCE_OPTIONS, f"MAILERS[{alias!r}]['OPTIONS'][{option!r}]")
-    else:
-        for option in OPTIONS:
-            take(
-                option,
-                options.get(option),
-                SOURCE_ARGUMENT,
-                format_lazy(gettext_lazy("{option}= argument"), option=option),
-            )
+    for option in OPTIONS:
+        value = options.get(option)
+        if not _given(option, value):
+            continue
+        values[option] = value
+        if alias is not None:
+            provenance[option] = Value(SOURCE_OPTIONS, f"MAILERS[{alias!r}]['OPTIONS'][{option!r}]")
+        else:
+            provenance[option] = Value(SOURCE_ARGUMENT, format_lazy(gettext_lazy("{option}= argument"), option=option))
     account = options.get("account") or app_setting("ACCOUNT")
+    stored: str | None = None
     if account:
         from .accounts import account_options  # lazy: the ORM is only needed for stored accounts
 
-        for option, value in (account_options(str(account)) or {}).items():
-            take(
-                option, value, SOURCE_DATABASE, format_lazy(gettext_lazy("stored account {name!r}"), name=str(account))
-            )
+        found = account_options(str(account))
+        if found is not None:
+            stored = str(account)
+        origin = format_lazy(gettext_lazy("stored account {name!r}"), name=str(account))
+        for option, value in (found or {}).items():
+            # A stored OAuth2 account's missing part stays missing (the rules say so): it is never
+            # completed from the settings or the environment, which may belong to another account.
+            take(option, value, SOURCE_DATABASE, origin, empty=option in OAUTH_OPTIONS)
     if alias is None:
         for option, setting in LEGACY_SETTINGS.items():
             is_set, value = legacy_setting(setting)
@@ -495,13 +533,15 @@ def resolve(
                 check_id="gmail_smtp.E010",
             ) from None
     if use_tls and use_ssl:
+        ours = _(
+            "STARTTLS (use_tls / EMAIL_USE_TLS) and implicit TLS (use_ssl / EMAIL_USE_SSL) "
+            "are both on; they are mutually exclusive."
+        )
         raise GmailConfigError(
-            _(
-                "STARTTLS (use_tls / EMAIL_USE_TLS) and implicit TLS (use_ssl / EMAIL_USE_SSL) "
-                "are both on; they are mutually exclusive."
-            ),
+            f"{DJANGO_TLS_AND_SSL if alias is None else DJANGO_TLS_AND_SSL_OPTIONS} {ours}",
             hint=_("Turn one off: port 587 uses STARTTLS, port 465 implicit TLS."),
             check_id="gmail_smtp.E001",
+            alias=alias,
         )
     if gmail and not explicit_tls and not explicit_ssl:
         # Gmail: the port decides the mode; no port means 587 + STARTTLS.
@@ -564,6 +604,7 @@ def resolve(
         ssl_keyfile=values.get("ssl_keyfile"),
         ssl_cafile=values.get("ssl_cafile"),
         alias=alias,
+        account=stored,
         auth_method=auth_method,
         oauth_client_id=str(values.get("oauth_client_id", "")).strip(),
         oauth_client_secret=str(values.get("oauth_client_secret", "")).strip(),

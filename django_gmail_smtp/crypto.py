@@ -147,6 +147,7 @@ def encryption_keys() -> list[bytes]:
                 "and GMAIL_SMTP['ENCRYPTION_KEYS'] is not set."
             ),
             hint=gettext("Set SECRET_KEY, or GMAIL_SMTP['ENCRYPTION_KEYS'].") + " " + _generate_hint(),
+            check_id="gmail_smtp.E025",
         )
     return keys
 

@@ -41,7 +41,14 @@ from .retry import RetryPolicy
 from .session import Reply, SMTPSession, Transaction
 
 __all__ = [
+    "ACCEPTED",
+    "FAILED",
+    "NOT_SENT",
+    "PARTIAL",
+    "REFUSED",
+    "SENT",
     "STATUS_ATTRIBUTE",
+    "UNKNOWN",
     "Connections",
     "DeliveryOptions",
     "DeliveryStatus",
@@ -56,13 +63,17 @@ logger = logging.getLogger("django_gmail_smtp.delivery")
 STATUS_ATTRIBUTE = "gmail_smtp_status"
 """The attribute of each ``EmailMessage`` that holds its :class:`DeliveryStatus` after sending."""
 
-SENT, PARTIAL, FAILED, NOT_SENT = "sent", "partial", "failed", "not_sent"
+SENT, PARTIAL, FAILED, NOT_SENT, UNKNOWN = "sent", "partial", "failed", "not_sent", "unknown"
 ACCEPTED, REFUSED = "accepted", "refused"
 
 
 @dataclass
 class RecipientStatus:
-    """One envelope recipient: ``accepted``, ``refused`` (with the reply, if any) or ``not_sent``."""
+    """One envelope recipient: ``accepted``, ``refused`` (the server said no: with its reply, or
+    refused before sending: too large, SMTPUTF8 needed), ``unknown`` (the message was on its way
+    when the connection broke, without the server's reply: it may have been delivered) or
+    ``not_sent`` (the server never got the message).
+    """
 
     status: str
     reply: Reply | None = None
@@ -73,8 +84,10 @@ class DeliveryStatus:
     """What happened to one message, on ``message.gmail_smtp_status`` after ``send_messages()``.
 
     ``status`` is ``sent`` (every recipient accepted), ``partial`` (some),
-    ``failed`` (none; the server refused) or ``not_sent`` (never offered to the
-    server, e.g. after the daily quota stopped the batch). ``reply`` is the
+    ``failed`` (none; refused by the server, or before sending), ``unknown``
+    (the connection broke after the message went out and before the server's
+    reply: it may or may not have been delivered) or ``not_sent`` (the server
+    never got it, e.g. after the daily quota stopped the batch). ``reply`` is the
     server's final reply (or the refusal); ``cause`` explains a failure.
     """
 
@@ -92,12 +105,19 @@ class DeliveryStatus:
             return SENT
         if ACCEPTED in states:
             return PARTIAL
+        if UNKNOWN in states:
+            return UNKNOWN
         return FAILED if REFUSED in states else NOT_SENT
 
     @property
     def sent(self) -> bool:
         """Counted in ``send_messages()``'s return value: accepted for at least one recipient."""
         return any(r.status == ACCEPTED for r in self.recipients.values())
+
+    @property
+    def may_have_gone(self) -> bool:
+        """Sent, or possibly delivered (``unknown``): what Gmail may count against its daily limit."""
+        return any(r.status in (ACCEPTED, UNKNOWN) for r in self.recipients.values())
 
     @property
     def accepted(self) -> list[str]:
@@ -165,8 +185,9 @@ class Job:
 @dataclass(eq=False)
 class _Txn(Transaction):
     attempts: int = 0
-    last: Reply | None = None  # the temporary refusal a give-up reports
+    last: Reply | None = None  # the temporary refusal a give-up reports (None: no reply came)
     last_error: BaseException | None = None
+    maybe_delivered: bool = False  # an earlier attempt went out and its reply never came
 
     def again(self, recipients: list[str]) -> _Txn:
         """The same message to ``recipients``, as a fresh transaction."""
@@ -179,6 +200,7 @@ class _Txn(Transaction):
             attempts=self.attempts,
             last=self.last,
             last_error=self.last_error,
+            maybe_delivered=self.maybe_delivered or (self.data_sent and not self.settled),
         )
 
 
@@ -404,14 +426,18 @@ class _Run:
                 trouble = error
             drop = drop and dropped
             if txn.attempts >= self.policy.attempts:
-                self._refuse(txn.tag, recipients, reply, error)
+                self._stop_trying(txn, recipients, reply, error)
                 return
             retry.append(txn.again(recipients))
 
+        closing = False  # the server said 421 (closing): it acted on nothing sent after that
         for txn in batch:
             if not txn.issued:
                 retry.append(txn)
                 continue
+            if closing and not txn.settled:
+                txn.data_sent = False
+            closing = closing or any(r is not None and r.code == 421 for r in (txn.mail, txn.final, *txn.rcpt))
             job: Job = txn.tag
             txn.attempts += 1
             job.status.attempts = max(job.status.attempts, txn.attempts)
@@ -490,10 +516,24 @@ class _Run:
         if reply is not None and job.status.reply is None:
             job.status.reply = reply
 
+    def _stop_trying(self, txn: _Txn, recipients: Iterable[str], reply: Reply | None, error: BaseException) -> None:
+        """No more attempts: a temporary refusal is reported as such; without any reply the
+        outcome is ``unknown`` if the message went out on a connection that then broke, else
+        ``not_sent``. Never ``refused`` without the server having said so."""
+        if reply is not None:
+            self._refuse(txn.tag, recipients, reply, error)
+            return
+        job: Job = txn.tag
+        maybe = txn.maybe_delivered or (txn.data_sent and not txn.settled)
+        for addr in recipients:
+            job.status.recipients[addr] = RecipientStatus(UNKNOWN if maybe else NOT_SENT)
+        if job.error is None:
+            job.error = error
+
     def _give_up(self, txn: _Txn, error: BaseException | None) -> None:
         job: Job = txn.tag
-        if txn.last_error is not None:  # tried, refused for now: report that refusal
-            self._refuse(job, txn.recipients, txn.last, txn.last_error)
+        if txn.last_error is not None:  # tried before: report how that attempt ended
+            self._stop_trying(txn, txn.recipients, txn.last, txn.last_error)
         elif job.error is None:
             job.error = error
 
@@ -555,9 +595,7 @@ def report(jobs: Sequence[Job], sender: type, stop_error: BaseException | None) 
         else:
             why = _one_line(status.error) if status.error is not None else "not sent"
             cause_id = f" [{status.cause.id}]" if status.cause is not None else ""
-            logger.warning(
-                "Message %s %s: %s%s", mid, "not sent" if status.status == NOT_SENT else "refused", why, cause_id
-            )
+            logger.warning("Message %s %s: %s%s", mid, _OUTCOME_WORDS[status.status], why, cause_id)
             signal = message_failed
         for receiver, result in signal.send_robust(sender=sender, message=job.message, status=status):
             if isinstance(result, Exception):
@@ -567,6 +605,13 @@ def report(jobs: Sequence[Job], sender: type, stop_error: BaseException | None) 
                     receiver,
                     exc_info=result,
                 )
+
+
+_OUTCOME_WORDS = {
+    FAILED: "refused",
+    NOT_SENT: "not sent",
+    UNKNOWN: "of unknown outcome (the connection broke before the server's reply; it may have been delivered)",
+}
 
 
 def _reply_line(reply: Reply | None) -> str:
@@ -586,9 +631,12 @@ def failure_to_raise(jobs: Sequence[Job], stop_error: BaseException | None) -> B
     sent = sum(1 for job in jobs if job.status.sent)
     exc.sent_count = sent  # type: ignore[attr-defined]
     exc.statuses = [job.status for job in jobs]  # type: ignore[attr-defined]
-    if len(jobs) > 1:
+    unknown = sum(1 for job in failed if job.status.status == UNKNOWN)
+    if len(jobs) > 1 or unknown:
         not_sent = sum(1 for job in failed if job.status.status == NOT_SENT)
-        note = f"django-gmail-smtp: {sent} of {len(jobs)} messages were sent, {len(failed) - not_sent} refused"
+        refused = len(failed) - not_sent - unknown
+        note = f"django-gmail-smtp: {sent} of {len(jobs)} messages were sent, {refused} refused"
+        note += f", {unknown} of unknown outcome (may have been delivered)" if unknown else ""
         note += f", {not_sent} not sent" if not_sent else ""
         note += "; each message's outcome is on its gmail_smtp_status."
         if stop_error is not None and stop_error is exc:

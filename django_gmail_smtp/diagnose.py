@@ -35,6 +35,7 @@ import socket
 import ssl
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -203,6 +204,8 @@ class Diagnosis:
     transcript: Transcript = field(default_factory=Transcript)
     language: str = ""
     duration: float = 0.0
+    unexpected: str = ""
+    """The traceback (secrets redacted) of an error no step expects: a bug; exit status 1."""
     redactor: Redactor = field(init=False, repr=False, compare=False)
     """Hides the configuration's secrets, and the access tokens fetched during the run."""
 
@@ -224,6 +227,8 @@ class Diagnosis:
     def exit_code(self) -> int:
         if self.failed_step is None:
             return EXIT_OK
+        if self.unexpected:
+            return EXIT_UNEXPECTED
         return EXIT_CODES.get(self.failed_step, EXIT_UNEXPECTED)
 
     def redact(self, text: str) -> str:
@@ -765,6 +770,15 @@ def _server_lines_since(transcript: Transcript, mark: int) -> list[str]:
     return [text for direction, text in lines if direction == SERVER]
 
 
+# What the network steps expect: a server's refusal or a network/TLS failure (ssl.SSLError,
+# socket.timeout and OAuthError included). Anything else is a bug: run_check() reports it
+# with exit status 1 instead of passing it off as that step's failure.
+_NETWORK_ERRORS: tuple[type[Exception], ...] = (smtplib.SMTPException, OSError)
+# Signing in may also stop at a setting (GmailConfigError) or at credentials smtplib cannot
+# encode (UnicodeError: a non-ASCII password).
+_SIGN_IN_ERRORS: tuple[type[Exception], ...] = (*_NETWORK_ERRORS, GmailConfigError, UnicodeError)
+
+
 class _Conversation:
     """Steps 3-7 over one :class:`SMTPSession`."""
 
@@ -819,7 +833,7 @@ class _Conversation:
             patience = min(self.timeout, QUICK_WAIT)
         try:
             code, message = session.open_connection(within=patience)
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:
             self._open_failed(exc, patience)
             return False
         greeted = time.perf_counter()
@@ -940,7 +954,7 @@ class _Conversation:
         step = self.run.begin("ehlo", title, step_id="ehlo_tls" if self.session.tls_active else "ehlo")
         try:
             code, _message = self.session.ehlo()
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:
             self.run.fail(step, _cause_of(exc, "ehlo", self.config), describe_error(exc))
             return False
         client = self.session.client
@@ -991,7 +1005,7 @@ class _Conversation:
         mark = self._mark()
         try:
             self.session.starttls()
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:
             cause = _cause_of(exc, "starttls", self.config)
             if isinstance(exc, ssl.SSLCertVerificationError):
                 cause = self._certificate_failed(step, cause)
@@ -1023,7 +1037,7 @@ class _Conversation:
                 cause = CATALOGUE["oauth_extra_missing"]
             self.run.fail(step, cause, exc.message)
             return False
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:  # OAuthError is an SMTPException
             self.run.fail(step, _cause_of(exc, "token", config), describe_error(exc))
             return False
         scope = token.scope or _("(not stated)")
@@ -1055,7 +1069,7 @@ class _Conversation:
         mark = self._mark()
         try:
             result = self.session.login()
-        except Exception as exc:
+        except _SIGN_IN_ERRORS as exc:
             client_lines = [t for d, t in list(self.run.diagnosis.transcript.lines)[mark:] if d == CLIENT]
             if client_lines:
                 step.data["command"] = client_lines[0]
@@ -1087,7 +1101,7 @@ class _Conversation:
         step.data = {"from": sender, "to": list(recipients), "bytes": len(data)}
         try:
             refused = self.session.send(sender, recipients, data)
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:
             self.run.fail(step, _cause_of(exc, "send", self.config), describe_error(exc))
             return False
         replies = _server_lines_since(self.run.diagnosis.transcript, mark)
@@ -1110,7 +1124,7 @@ class _Conversation:
         mark = self._mark()
         try:
             self.session.quit()
-        except Exception as exc:
+        except _NETWORK_ERRORS as exc:
             self.run.fail(step, _cause_of(exc, "quit", self.config), describe_error(exc))
             return
         step.details.extend(_server_lines_since(self.run.diagnosis.transcript, mark)[-1:])
@@ -1173,7 +1187,8 @@ def run_check(
         if addresses is None or not _connect(run, config, addresses, timeout):
             return diagnosis
         _Conversation(run, config, timeout).run_all(send_to, from_email)
-    except Exception as exc:  # a bug: still a result, never a traceback for the user
+    except Exception as exc:  # a bug: exit status 1 and a request to report it, never a bare traceback
+        diagnosis.unexpected = run.redact(traceback.format_exc()) or "-"
         step = run.current or run.begin("config", _title("config"))
         run.fail(step, CATALOGUE["unexpected_error"], describe_error(exc))
     finally:

@@ -1,26 +1,42 @@
 """Exceptions: configuration mistakes, and SMTP failures that carry a Gmail cause.
 
-Configuration errors subclass ``ImproperlyConfigured`` so that ``fail_silently``
-never hides them. SMTP and network failures keep their original ``smtplib`` /
-``OSError`` type (callers' ``except`` clauses keep working) and gain a
+Configuration errors subclass ``ImproperlyConfigured`` (and, on Django 6.1+,
+``django.core.mail.InvalidMailer``) so that ``fail_silently`` never hides them.
+SMTP and network failures keep their original ``smtplib`` / ``OSError`` type
+(callers' ``except`` clauses keep working) and gain a
 :class:`~django_gmail_smtp.causes.Cause` that says what happened and what to do.
+
+Every exception class this package raises is declared here (or next to the
+module that raises it) at module level, so each one can be pickled (Celery's
+pickle serializer, ``multiprocessing``, result stores), imported by its path and
+recognised by error trackers. :func:`with_cause` picks the class from a fixed
+table (:data:`CAUSE_CLASSES`); it never creates a class at run time.
 """
 
 from __future__ import annotations
 
 import smtplib
+import socket
+import ssl
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
+
+try:  # Django 6.1+: the error of a MAILERS entry
+    from django.core.mail import InvalidMailer as _MailerError
+except ImportError:  # Django 5.2 / 6.0
+    _MailerError = ImproperlyConfigured  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
     from .causes import Cause
 
 __all__ = [
+    "CAUSE_CLASSES",
     "DeadlineExceeded",
     "GmailConfigError",
     "GmailSMTPError",
     "OAuthError",
+    "PickleByState",
     "ReplyTooLongError",
     "SecretDecryptionError",
     "SecretDestinationError",
@@ -29,122 +45,55 @@ __all__ = [
 ]
 
 
-class GmailConfigError(ImproperlyConfigured, ValueError):
+def _restore(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    """Unpickle an exception whose constructor takes keyword-only arguments: no constructor call."""
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
+
+class PickleByState:
+    """Mixin for an exception whose constructor takes keyword arguments: it pickles by its
+    ``args`` and ``__dict__``, not by calling the constructor again."""
+
+    args: tuple[Any, ...]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _restore, (type(self), self.args, dict(self.__dict__))
+
+
+class GmailConfigError(PickleByState, _MailerError, ValueError):
     """A setting is wrong or missing; the message names it and says the fix.
 
-    Also a ``ValueError``, as Django raises for ``EMAIL_USE_TLS``/``EMAIL_USE_SSL``.
+    Also a ``ValueError``, as Django raises for ``EMAIL_USE_TLS``/``EMAIL_USE_SSL``, and on
+    Django 6.1+ a ``django.core.mail.InvalidMailer``. ``check_id`` is the system check id that
+    reports the same mistake (``gmail_smtp.E003``), or None for a mistake no system check
+    reports (found only where the value is used); every raise must say which. With ``alias``
+    (a ``MAILERS`` alias) the text starts with ``MAILERS['alias']: ``, as Django's own mailer
+    errors do; ``message`` stays the bare sentence.
     """
 
-    def __init__(self, message: str, *, hint: str = "", check_id: str = "") -> None:
+    def __init__(self, message: str, *, check_id: str | None, hint: str = "", alias: str | None = None) -> None:
         self.message = str(message)
         self.hint = str(hint)
         self.check_id = check_id
+        self.alias = alias
         text = f"{self.message} {self.hint}".strip()
-        super().__init__(f"{text} ({check_id})" if check_id else text)
+        if check_id:
+            text = f"{text} ({check_id})"
+        if alias is not None:
+            text = f"MAILERS[{alias!r}]: {text}"
+        ValueError.__init__(self, text)
 
-
-class GmailSMTPError(Exception):
-    """Mixin for SMTP and network failures explained by a Gmail cause.
-
-    Never raised on its own: every instance is also an ``smtplib`` exception or
-    an ``OSError`` (see :func:`with_cause`), so ``except SMTPAuthenticationError``
-    and ``except OSError`` keep working.
-    """
-
-    cause: Cause | None = None
-    stage: str = ""
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        if self.cause is None:
-            return text
-        return f"{text}\n{self.cause.explain()}"
-
-
-class TLSRequiredError(GmailSMTPError, ConnectionError):
-    """Refused to sign in because the connection is not encrypted."""
-
-
-class DeadlineExceeded(GmailSMTPError, TimeoutError, smtplib.SMTPServerDisconnected):
-    """An overall deadline passed: the connection set-up, one exchange, a ``send_messages()`` call.
-
-    A ``TimeoutError`` (so ``except socket.timeout``/``OSError`` and the timeout causes keep
-    working) and, like the reply timeouts smtplib reports, an ``SMTPServerDisconnected``: the
-    connection is closed. The message says which deadline passed. ``kind`` is ``setup``,
-    ``step``, ``reply``, ``batch`` or ``token``; ``seconds`` its length; ``received`` how many
-    bytes of the unfinished answer had arrived (0: the server said nothing at all).
-    """
-
-    def __init__(self, message: str, *, kind: str = "", seconds: float | None = None, received: int = 0) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.seconds = seconds
-        self.received = received
-
-
-class ReplyTooLongError(GmailSMTPError, smtplib.SMTPServerDisconnected):
-    """A server's reply went past a cap (lines or bytes); the connection was closed.
-
-    ``limit`` names the cap that was reached (``lines`` or ``bytes``), ``size`` its value.
-    """
-
-    def __init__(self, message: str, *, limit: str = "", size: int = 0) -> None:
-        super().__init__(message)
-        self.limit = limit
-        self.size = size
-
-
-class OAuthError(smtplib.SMTPException):
-    """Getting an OAuth2 access token failed (the token endpoint refused, or could not be reached).
-
-    An ``smtplib.SMTPException`` (so an ``OSError``), like every failure to sign in. ``error`` is
-    the OAuth2 error code (``invalid_grant``, ``invalid_client``...; empty when the endpoint
-    could not be reached), ``description`` the endpoint's explanation, ``status`` its HTTP
-    status (0 when there was no answer). Never contains a token or a secret. Raised through
-    :func:`with_cause`, so the instance also carries a cause.
-    """
-
-    def __init__(self, message: str, *, error: str = "", description: str = "", status: int = 0) -> None:
-        super().__init__(message)
-        self.error = error
-        self.description = description
-        self.status = status
-
-
-_subclasses: dict[type[BaseException], type[GmailSMTPError]] = {}
-
-
-def with_cause(exc: BaseException, cause: Cause | None, stage: str = "") -> BaseException:
-    """Return ``exc`` as an instance of a subclass of its own type that carries ``cause``.
-
-    The new exception has the same ``args`` and attributes (``smtp_code``,
-    ``smtp_error``, ``errno``, ``verify_code`` ...), so code that inspects them
-    behaves as before. It does not take over ``exc``'s traceback: the frames below
-    (smtplib's, which may hold credentials in their local variables) stay out of
-    what is raised.
-    """
-    if isinstance(exc, GmailSMTPError):
-        if cause is not None and exc.cause is None:
-            exc.cause = cause
-        if stage and not exc.stage:
-            exc.stage = stage
-        return exc
-    base = type(exc)
-    sub = _subclasses.get(base)
-    if sub is None:
-        sub = type(f"Gmail{base.__name__}", (GmailSMTPError, base), {"__module__": __name__})
-        _subclasses[base] = sub
-    try:
-        new: Any = sub(*exc.args)
-    except Exception:  # an exception type with an unusual constructor: keep the original
-        return exc
-    new.__dict__.update(exc.__dict__)
-    new.cause = cause
-    new.stage = stage
-    new.__cause__ = exc.__cause__
-    new.__context__ = exc.__context__
-    result: BaseException = new
-    return result
+    def for_alias(self, alias: str | None) -> GmailConfigError:
+        """This error naming the mailer ``alias`` (a copy; the same error without an alias)."""
+        if alias is None or self.alias is not None:
+            return self
+        copy = _restore(type(self), self.args, dict(self.__dict__))
+        copy.args = (f"MAILERS[{alias!r}]: {self.args[0]}",)
+        copy.alias = alias  # type: ignore[attr-defined]
+        return copy  # type: ignore[return-value]
 
 
 class SecretDecryptionError(GmailConfigError):
@@ -153,7 +102,7 @@ class SecretDecryptionError(GmailConfigError):
     ``account`` is the account's name. The message never contains the secret.
     """
 
-    def __init__(self, message: str, *, account: str, hint: str = "", check_id: str = "") -> None:
+    def __init__(self, message: str, *, account: str, check_id: str | None, hint: str = "") -> None:
         self.account = account
         super().__init__(message, hint=hint, check_id=check_id)
 
@@ -173,12 +122,261 @@ class SecretDestinationError(GmailConfigError):
         message: str,
         *,
         account: str,
+        check_id: str | None,
         changed: tuple[str, ...] = (),
         bound: dict[str, Any] | None = None,
         hint: str = "",
-        check_id: str = "",
     ) -> None:
         self.account = account
         self.changed = changed
         self.bound = bound
         super().__init__(message, hint=hint, check_id=check_id)
+
+
+class GmailSMTPError(Exception):
+    """Mixin for SMTP and network failures explained by a Gmail cause.
+
+    Never raised on its own: every instance is also an ``smtplib`` exception or
+    an ``OSError`` (see :func:`with_cause`), so ``except SMTPAuthenticationError``
+    and ``except OSError`` keep working. ``cause`` and ``stage`` survive pickling.
+    """
+
+    cause: Cause | None = None
+    stage: str = ""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.cause is None:
+            return text
+        return f"{text}\n{self.cause.explain()}"
+
+
+class TLSRequiredError(GmailSMTPError, ConnectionError):
+    """Refused to sign in because the connection is not encrypted."""
+
+
+class DeadlineExceeded(PickleByState, GmailSMTPError, TimeoutError, smtplib.SMTPServerDisconnected):
+    """An overall deadline passed: the connection set-up, one exchange, a ``send_messages()`` call.
+
+    A ``TimeoutError`` (so ``except socket.timeout``/``OSError`` and the timeout causes keep
+    working) and, like the reply timeouts smtplib reports, an ``SMTPServerDisconnected``: the
+    connection is closed. The message says which deadline passed. ``kind`` is ``setup``,
+    ``step``, ``reply``, ``write``, ``batch`` or ``token``; ``seconds`` its length; ``received``
+    how many bytes of the unfinished answer had arrived (0: the server said nothing at all).
+    README.md#hostile-or-broken-servers.
+    """
+
+    def __init__(self, message: str, *, kind: str = "", seconds: float | None = None, received: int = 0) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.seconds = seconds
+        self.received = received
+
+
+class ReplyTooLongError(PickleByState, GmailSMTPError, smtplib.SMTPServerDisconnected):
+    """A server's reply went past a cap (lines or bytes); the connection was closed.
+
+    ``limit`` names the cap that was reached (``lines`` or ``bytes``), ``size`` its value.
+    """
+
+    def __init__(self, message: str, *, limit: str = "", size: int = 0) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.size = size
+
+
+class OAuthError(PickleByState, smtplib.SMTPException):
+    """Getting an OAuth2 access token failed (the token endpoint refused, or could not be reached).
+
+    An ``smtplib.SMTPException`` (so an ``OSError``), like every failure to sign in. ``error`` is
+    the OAuth2 error code (``invalid_grant``, ``invalid_client``...; empty when the endpoint
+    could not be reached), ``description`` the endpoint's explanation, ``status`` its HTTP
+    status (0 when there was no answer). Never contains a token or a secret. Raised through
+    :func:`with_cause`, so the instance also carries a cause.
+    """
+
+    def __init__(self, message: str, *, error: str = "", description: str = "", status: int = 0) -> None:
+        super().__init__(message)
+        self.error = error
+        self.description = description
+        self.status = status
+
+
+# -- the fixed table of "<type> with a cause" classes ------------------------------------------
+# One class per exception type the package explains (smtplib's, the socket and TLS errors a
+# connection raises, OAuthError). Each has its base's constructor, so pickling works as for
+# the base, with ``cause`` and ``stage`` carried in the instance's __dict__.
+
+
+class GmailSMTPException(GmailSMTPError, smtplib.SMTPException):
+    """``smtplib.SMTPException`` with a cause."""
+
+
+class GmailSMTPNotSupportedError(GmailSMTPError, smtplib.SMTPNotSupportedError):
+    """``smtplib.SMTPNotSupportedError`` with a cause."""
+
+
+class GmailSMTPServerDisconnected(GmailSMTPError, smtplib.SMTPServerDisconnected):
+    """``smtplib.SMTPServerDisconnected`` with a cause."""
+
+
+class GmailSMTPResponseException(GmailSMTPError, smtplib.SMTPResponseException):
+    """``smtplib.SMTPResponseException`` with a cause."""
+
+
+class GmailSMTPSenderRefused(GmailSMTPError, smtplib.SMTPSenderRefused):
+    """``smtplib.SMTPSenderRefused`` with a cause."""
+
+
+class GmailSMTPRecipientsRefused(GmailSMTPError, smtplib.SMTPRecipientsRefused):
+    """``smtplib.SMTPRecipientsRefused`` with a cause."""
+
+
+class GmailSMTPDataError(GmailSMTPError, smtplib.SMTPDataError):
+    """``smtplib.SMTPDataError`` with a cause."""
+
+
+class GmailSMTPConnectError(GmailSMTPError, smtplib.SMTPConnectError):
+    """``smtplib.SMTPConnectError`` with a cause."""
+
+
+class GmailSMTPHeloError(GmailSMTPError, smtplib.SMTPHeloError):
+    """``smtplib.SMTPHeloError`` with a cause."""
+
+
+class GmailSMTPAuthenticationError(GmailSMTPError, smtplib.SMTPAuthenticationError):
+    """``smtplib.SMTPAuthenticationError`` with a cause."""
+
+
+class GmailOAuthError(GmailSMTPError, OAuthError):
+    """:class:`OAuthError` with a cause."""
+
+
+class GmailOSError(GmailSMTPError, OSError):
+    """``OSError`` with a cause."""
+
+
+class GmailConnectionError(GmailSMTPError, ConnectionError):
+    """``ConnectionError`` with a cause."""
+
+
+class GmailConnectionRefusedError(GmailSMTPError, ConnectionRefusedError):
+    """``ConnectionRefusedError`` with a cause."""
+
+
+class GmailConnectionResetError(GmailSMTPError, ConnectionResetError):
+    """``ConnectionResetError`` with a cause."""
+
+
+class GmailConnectionAbortedError(GmailSMTPError, ConnectionAbortedError):
+    """``ConnectionAbortedError`` with a cause."""
+
+
+class GmailBrokenPipeError(GmailSMTPError, BrokenPipeError):
+    """``BrokenPipeError`` with a cause."""
+
+
+class GmailTimeoutError(GmailSMTPError, TimeoutError):
+    """``TimeoutError`` (``socket.timeout``) with a cause."""
+
+
+class GmailGAIError(GmailSMTPError, socket.gaierror):
+    """``socket.gaierror`` (name lookup failed) with a cause."""
+
+
+class GmailHError(GmailSMTPError, socket.herror):
+    """``socket.herror`` with a cause."""
+
+
+class GmailSSLError(GmailSMTPError, ssl.SSLError):
+    """``ssl.SSLError`` with a cause."""
+
+
+class GmailSSLCertVerificationError(GmailSMTPError, ssl.SSLCertVerificationError):
+    """``ssl.SSLCertVerificationError`` with a cause."""
+
+
+class GmailSSLZeroReturnError(GmailSMTPError, ssl.SSLZeroReturnError):
+    """``ssl.SSLZeroReturnError`` with a cause."""
+
+
+class GmailSSLEOFError(GmailSMTPError, ssl.SSLEOFError):
+    """``ssl.SSLEOFError`` with a cause."""
+
+
+class GmailSSLSyscallError(GmailSMTPError, ssl.SSLSyscallError):
+    """``ssl.SSLSyscallError`` with a cause."""
+
+
+CAUSE_CLASSES: dict[type[BaseException], type[GmailSMTPError]] = {
+    klass.__bases__[1]: klass
+    for klass in (
+        GmailSMTPException,
+        GmailSMTPNotSupportedError,
+        GmailSMTPServerDisconnected,
+        GmailSMTPResponseException,
+        GmailSMTPSenderRefused,
+        GmailSMTPRecipientsRefused,
+        GmailSMTPDataError,
+        GmailSMTPConnectError,
+        GmailSMTPHeloError,
+        GmailSMTPAuthenticationError,
+        GmailOAuthError,
+        GmailOSError,
+        GmailConnectionError,
+        GmailConnectionRefusedError,
+        GmailConnectionResetError,
+        GmailConnectionAbortedError,
+        GmailBrokenPipeError,
+        GmailTimeoutError,
+        GmailGAIError,
+        GmailHError,
+        GmailSSLError,
+        GmailSSLCertVerificationError,
+        GmailSSLZeroReturnError,
+        GmailSSLEOFError,
+        GmailSSLSyscallError,
+    )
+}
+"""Exception type -> its subclass that carries a cause; :func:`with_cause` uses nothing else."""
+
+
+def with_cause(exc: BaseException, cause: Cause | None, stage: str = "") -> BaseException:
+    """Return ``exc`` as an instance of the subclass of its own type that carries ``cause``.
+
+    The new exception has the same ``args`` and attributes (``smtp_code``,
+    ``smtp_error``, ``errno``, ``verify_code`` ...), so code that inspects them
+    behaves as before. It does not take over ``exc``'s traceback: the frames below
+    (smtplib's, which may hold credentials in their local variables) stay out of
+    what is raised. A type outside :data:`CAUSE_CLASSES` (a subclass of smtplib's
+    errors defined elsewhere, a ``UnicodeError`` ...) keeps its own class: the
+    original exception is returned with ``cause`` and ``stage`` set on it, so that
+    ``except`` clauses for that type still match.
+    """
+    if isinstance(exc, GmailSMTPError):
+        if cause is not None and exc.cause is None:
+            exc.cause = cause
+        if stage and not exc.stage:
+            exc.stage = stage
+        return exc
+    sub = CAUSE_CLASSES.get(type(exc))
+    new: Any = None
+    if sub is not None:
+        try:
+            new = sub(*exc.args)
+        except Exception:  # an unusual argument list: keep the original (below)
+            new = None
+    if new is None:
+        try:
+            exc.cause = cause  # type: ignore[attr-defined]
+            exc.stage = stage  # type: ignore[attr-defined]
+        except AttributeError:  # an exception type with __slots__
+            pass
+        return exc
+    new.__dict__.update(exc.__dict__)
+    new.cause = cause
+    new.stage = stage
+    new.__cause__ = exc.__cause__
+    new.__context__ = exc.__context__
+    result: BaseException = new
+    return result

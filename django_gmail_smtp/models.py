@@ -32,6 +32,7 @@ def secret_error(name: str) -> SecretDecryptionError:
         )
         % {"name": name},
         account=name,
+        check_id="gmail_smtp.E025",
         hint=gettext(
             "Put the old key back (in SECRET_KEY_FALLBACKS, or at the end of "
             "GMAIL_SMTP['ENCRYPTION_KEYS']) and run 'manage.py gmail_rotate_keys', or enter the "
@@ -309,17 +310,6 @@ class GmailAccount(models.Model):
             if value is not None:
                 current[part] = value.strip()
         self.set_secret({part: value for part, value in current.items() if value})
-
-    @property
-    def secret_readable(self) -> bool:
-        """True when a secret is stored, the current keys decrypt it and it may be used as the account is."""
-        if not self.has_secret:
-            return False
-        try:
-            self.get_secret()
-        except (SecretDecryptionError, SecretDestinationError):
-            return False
-        return True
 
     # -- what the resolver gets -----------------------------------------------------------------
 

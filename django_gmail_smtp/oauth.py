@@ -54,7 +54,7 @@ from django.views.decorators.debug import sensitive_variables
 from .causes import CATALOGUE, Cause, explain_reply
 from .conf import SmtpConfig, app_setting, is_loopback_address
 from .deadline import Deadline
-from .exceptions import DeadlineExceeded, GmailConfigError, OAuthError, ReplyTooLongError, with_cause
+from .exceptions import DeadlineExceeded, OAuthError, ReplyTooLongError, with_cause
 from .redaction import Redactor, detach
 
 if TYPE_CHECKING:
@@ -92,7 +92,6 @@ MAX_INLINE_AUTH = 512
 
 CACHE_ALIAS = DEFAULT_CACHE_ALIAS
 KEY_PREFIX = "gmail_smtp:oauth:v1"
-INSTALL_HINT = 'pip install "django-gmail-smtp[oauth]"'
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -111,14 +110,15 @@ def available() -> bool:
     return True
 
 
-def require_library() -> None:
-    """Raise :class:`GmailConfigError` (E014) when the ``oauth`` extra is missing."""
-    if not available():
-        raise GmailConfigError(
-            _("OAuth2 sign-in is configured, but google-auth (the 'oauth' extra) is not installed."),
-            hint=_("Install it: %(command)s.") % {"command": INSTALL_HINT},
-            check_id="gmail_smtp.E014",
-        )
+def require_library(config: SmtpConfig | None = None) -> None:
+    """Raise :class:`GmailConfigError` (E014, the rule's words) when the ``oauth`` extra is missing."""
+    if available():
+        return
+    from . import rules
+
+    if config is not None:
+        rules.raise_first_error(rules.check_oauth_library(config), config.alias)
+    raise rules.to_error(rules.oauth_library_problem())
 
 
 def token_uri() -> str:
@@ -147,20 +147,12 @@ def endpoint_is_safe(uri: str) -> bool:
 
 
 def check_endpoint(uri: str, setting: str) -> None:
-    """Raise :class:`GmailConfigError` (E018) for an endpoint that would carry secrets in clear text."""
+    """Raise :class:`GmailConfigError` (E018, the rule's words) for an endpoint that would carry
+    secrets in clear text."""
     if not endpoint_is_safe(uri):
-        raise GmailConfigError(
-            _(
-                "GMAIL_SMTP[%(setting)r] is %(uri)r, which is not an https:// address, so OAuth2 "
-                "secrets would travel unencrypted."
-            )
-            % {"setting": setting, "uri": uri},
-            hint=_(
-                "Use https:// (Google's endpoints are the defaults); only localhost and loopback IP "
-                "addresses (127.0.0.1, [::1]) may use http://."
-            ),
-            check_id="gmail_smtp.E018",
-        )
+        from . import rules
+
+        raise rules.to_error(rules.oauth_endpoint_problem(setting, uri))
 
 
 # -- access tokens ---------------------------------------------------------------------------
@@ -232,25 +224,10 @@ def invalidate(config: SmtpConfig) -> None:
 
 
 def _check_credentials(config: SmtpConfig) -> None:
-    missing = [
-        name
-        for name, value in (
-            ("oauth_client_id", config.oauth_client_id),
-            ("oauth_client_secret", config.oauth_client_secret),
-            ("oauth_refresh_token", config.oauth_refresh_token),
-        )
-        if not value
-    ]
-    if missing:
-        raise GmailConfigError(
-            _("OAuth2 sign-in is configured, but %(missing)s is not set.") % {"missing": ", ".join(missing)},
-            hint=_(
-                "Set GMAIL_SMTP_OAUTH_CLIENT_ID, GMAIL_SMTP_OAUTH_CLIENT_SECRET and "
-                "GMAIL_SMTP_OAUTH_REFRESH_TOKEN (or the oauth_* MAILERS OPTIONS); 'manage.py "
-                "gmail_authorize' gets a refresh token."
-            ),
-            check_id="gmail_smtp.E015" if "oauth_refresh_token" in missing else "gmail_smtp.E016",
-        )
+    """Raise the OAuth2 rules' E015/E016 (their words) for a missing client or refresh token."""
+    from . import rules
+
+    rules.raise_first_error(rules.check_oauth_credentials(config), config.alias)
 
 
 @sensitive_variables()
@@ -411,7 +388,7 @@ def _too_large_error(uri: str) -> OAuthError:
 @sensitive_variables()
 def _refresh(config: SmtpConfig) -> AccessToken:
     """A new access token from the token endpoint (``grant_type=refresh_token``), via google-auth."""
-    require_library()
+    require_library(config)
     uri = token_uri()
     check_endpoint(uri, "OAUTH_TOKEN_URI")
     from google.auth import exceptions as google_exceptions

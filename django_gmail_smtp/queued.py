@@ -60,7 +60,7 @@ from django.utils.translation import gettext as _
 from . import conf, quota
 from .causes import explain_reply
 from .conf import app_setting
-from .delivery import STATUS_ATTRIBUTE
+from .delivery import STATUS_ATTRIBUTE, UNKNOWN
 from .exceptions import GmailConfigError
 from .payload import PayloadError, envelope, from_payload, message_id_of, to_payload
 from .retry import backoff_delay
@@ -130,6 +130,7 @@ def _tasks_backend(alias: str, queue_name: str) -> Any:
                 "Django 5.2 the django-tasks backport."
             ),
             hint=_('Install it with: pip install "django-gmail-smtp[tasks]" (see README.md#background-sending).'),
+            check_id=None,
         ) from None
     try:
         backend = task_backends[alias]
@@ -141,6 +142,7 @@ def _tasks_backend(alias: str, queue_name: str) -> Any:
                 "Define it in TASKS, or choose another with GMAIL_SMTP['QUEUE_TASK_BACKEND'] or the "
                 "'task_backend' option."
             ),
+            check_id=None,
         ) from None
     if not getattr(backend, "supports_defer", False):
         raise GmailConfigError(
@@ -153,6 +155,7 @@ def _tasks_backend(alias: str, queue_name: str) -> Any:
                 "Use a backend with a worker: django_tasks_db.DatabaseBackend ('manage.py db_worker'), "
                 "or an RQ- or Celery-based one (README.md#background-sending)."
             ),
+            check_id=None,
         )
     queues = getattr(backend, "queues", None)
     if queues and queue_name not in queues:
@@ -161,6 +164,7 @@ def _tasks_backend(alias: str, queue_name: str) -> Any:
             % {"queue": queue_name, "alias": alias, "queues": ", ".join(sorted(map(str, queues)))},
             hint=_("Add it to TASKS[%(alias)r]['QUEUES'] or set GMAIL_SMTP['QUEUE_NAME'] / 'queue_name'.")
             % {"alias": alias},
+            check_id=None,
         )
     return backend
 
@@ -284,6 +288,7 @@ class QueuedEmailBackend(BaseEmailBackend):
                         "Configure it in settings (EMAIL_HOST_PASSWORD, MAILERS OPTIONS, GMAIL_SMTP) or in a "
                         "stored Gmail account, and do not pass it to get_connection() / send_mail()."
                     ),
+                    check_id=None,
                 )
             carried[name] = value
         return carried
@@ -374,6 +379,7 @@ def _smtp_backend(payload: Mapping[str, Any]) -> EmailBackend:
         raise GmailConfigError(
             _("The message was queued for the mailer %(alias)r, which is no longer in MAILERS.") % {"alias": alias},
             hint=_("Add the mailer back, or retry the message from the admin after queuing it anew."),
+            check_id=None,
         )
     configured = {k: v for k, v in (mailers[alias].get("OPTIONS") or {}).items() if k not in QUEUE_OPTIONS}
     return EmailBackend(alias=alias, **(configured | options))
@@ -524,8 +530,18 @@ class _Attempt:
             with quota.bypass():
                 sent = smtp.send_messages([message])
         except (smtplib.SMTPException, OSError) as exc:
-            quota.release(reservation)
+            status = getattr(message, STATUS_ATTRIBUTE, None)
+            unknown = status is not None and status.status == UNKNOWN
+            if unknown:  # it may have been delivered: Gmail may have counted it
+                quota.confirm(reservation)
+            else:
+                quota.release(reservation)
             kind, reply, cause_id = classify(exc)
+            if unknown:
+                reply = _(
+                    "Outcome unknown: the connection broke after the message went out and before the "
+                    "server's reply, so it may have been delivered (%(reply)s)."
+                ) % {"reply": reply}
             if kind == "quota":
                 quota.block(key, reason=reply)
                 return self.hold(entry, key, limit, reply)

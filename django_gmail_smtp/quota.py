@@ -50,7 +50,7 @@ from django.utils.translation import gettext as _
 
 from .causes import CATALOGUE
 from .conf import app_setting
-from .exceptions import GmailConfigError, GmailSMTPError
+from .exceptions import GmailConfigError, GmailSMTPError, PickleByState
 from .signals import quota_reached, quota_warning  # re-exported: quota.quota_warning keeps working
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ DEFAULT_LIMIT_HOSTS = frozenset({"smtp.gmail.com", "smtp.googlemail.com"})
 _bypass: contextvars.ContextVar[bool] = contextvars.ContextVar("gmail_smtp_quota_bypass", default=False)
 
 
-class QuotaExceededError(GmailSMTPError, smtplib.SMTPException):
+class QuotaExceededError(PickleByState, GmailSMTPError, smtplib.SMTPException):
     """Not sent: the account's daily limit is used up (counted here, before Gmail refuses it).
 
     An ``SMTPException``, so ``fail_silently`` and ``except SMTPException`` treat it like
@@ -139,6 +139,7 @@ def _import_clock(path: str) -> Callable[[], datetime]:
         raise GmailConfigError(
             _("GMAIL_SMTP['CLOCK'] (%(path)s) is not a function.") % {"path": path},
             hint=_("Give the dotted path of a function that returns an aware datetime, or leave it unset."),
+            check_id=None,
         )
     return clock  # type: ignore[no-any-return]
 
@@ -181,6 +182,7 @@ def _limit_value(value: Any, where: str) -> int | None:
             _("%(where)s is %(value)r; it must be a whole number of messages (or None for no limit).")
             % {"where": where, "value": value},
             hint=_("Gmail allows about 500 messages a day for personal accounts and 2,000 for Workspace."),
+            check_id=None,
         )
     return value
 

@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["RetryPolicy", "backoff_delay", "backoff_schedule"]
+__all__ = ["RetryPolicy", "backoff_delay"]
 
 # 2**60 seconds is already far beyond any cap; larger exponents only risk overflow.
 _MAX_EXPONENT = 60
@@ -37,29 +37,6 @@ def backoff_delay(
     return ceiling / 2 + (ceiling / 2) * rng()
 
 
-def backoff_schedule(
-    attempts: int,
-    *,
-    base: float,
-    cap: float,
-    budget: float,
-    rng: Callable[[], float] = random.random,
-) -> list[float]:
-    """The delays before each retry for ``attempts`` attempts in all (the first is not a retry).
-
-    The list stops early where waiting once more would exceed ``budget`` seconds in total.
-    """
-    delays: list[float] = []
-    total = 0.0
-    for retry in range(1, max(attempts, 1)):
-        delay = backoff_delay(retry, base=base, cap=cap, rng=rng)
-        if total + delay > budget:
-            break
-        delays.append(delay)
-        total += delay
-    return delays
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how long to retry temporary failures (``GMAIL_SMTP`` RETRY_* knobs)."""
@@ -76,7 +53,3 @@ class RetryPolicy:
     def delay(self, retry: int, rng: Callable[[], float] = random.random) -> float:
         """Seconds to wait before retry number ``retry`` (1 = the first retry)."""
         return backoff_delay(retry, base=self.backoff, cap=self.backoff_max, rng=rng)
-
-    def schedule(self, rng: Callable[[], float] = random.random) -> list[float]:
-        """Every delay this policy allows, in order."""
-        return backoff_schedule(self.attempts, base=self.backoff, cap=self.backoff_max, budget=self.timeout, rng=rng)

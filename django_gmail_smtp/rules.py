@@ -36,6 +36,7 @@ from .conf import (
     GMAIL_DEFAULT_LABEL,
     LEGACY_SETTINGS,
     OAUTH_OPTIONS,
+    SOURCE_DATABASE,
     SOURCE_DEFAULT,
     SmtpConfig,
     is_loopback,
@@ -56,10 +57,14 @@ __all__ = [
     "check_email_url_reporting",
     "check_senders",
     "check_transcript",
+    "oauth_endpoint_problem",
+    "oauth_library_problem",
     "problem_from_error",
+    "raise_first_error",
     "raise_for_blocking",
     "setting_name",
     "signs_in_with_password",
+    "to_error",
 ]
 
 ERROR, WARNING = "error", "warning"
@@ -89,6 +94,10 @@ CHECK_IDS: Mapping[str, str] = {
     "gmail_smtp.E020": "a stored account's secret was entered for another host, port, security, username "
     "or token endpoint",
     "gmail_smtp.E021": "a stored account's secret is bound to no destination (saved before the binding, not upgraded)",
+    "gmail_smtp.E022": "the configuration names a stored account that does not exist",
+    "gmail_smtp.E023": "the stored account is disabled",
+    "gmail_smtp.E024": "the stored app-password account has no app password",
+    "gmail_smtp.E025": "a stored account's secret cannot be decrypted with the current keys, or there is no key at all",
     "gmail_smtp.W001": "the password does not look like a 16-letter app password",
     "gmail_smtp.W002": "the host is not a Gmail server (silent for loopback hosts)",
     "gmail_smtp.W003": "the port is not one of Gmail's",
@@ -464,30 +473,87 @@ def _oauth_origin(config: SmtpConfig) -> str | Promise:
     return _origin(config, "auth_method")
 
 
+def oauth_library_problem(origin: str | Promise | None = None) -> Problem:
+    """E014: google-auth (the ``oauth`` extra) is missing; ``origin`` says where OAuth2 was chosen."""
+    if origin is None:  # gmail_authorize and the admin's authorization: no configuration involved
+        message: Promise = _("OAuth2 sign-in is used, but google-auth, which gets the access tokens, is not installed.")
+    else:
+        message = _text(
+            _(
+                "OAuth2 sign-in is configured (%(origin)s), but google-auth, which gets the "
+                "access tokens, is not installed."
+            ),
+            origin=origin,
+        )
+    return Problem(
+        "gmail_smtp.E014",
+        ERROR,
+        message,
+        _text(_("Install the 'oauth' extra: %(command)s."), command=OAUTH_INSTALL_COMMAND),
+    )
+
+
 def check_oauth_library(config: SmtpConfig) -> list[Problem]:
     """E014: OAuth2 needs google-auth (the ``oauth`` extra); the backend refuses to start without it."""
     if not config.uses_oauth2 or _oauth_library_available():
         return []
-    return [
-        Problem(
-            "gmail_smtp.E014",
-            ERROR,
-            _text(
-                _(
-                    "OAuth2 sign-in is configured (%(origin)s), but google-auth, which gets the "
-                    "access tokens, is not installed."
+    return [oauth_library_problem(_oauth_origin(config))]
+
+
+def _stored_account(config: SmtpConfig) -> str | None:
+    """The name of the stored account that signs in with OAuth2, if one does."""
+    value = config.provenance.get("auth_method")
+    if config.account is None or value is None or value.source != SOURCE_DATABASE:
+        return None
+    return config.account
+
+
+def _stored_oauth_problems(config: SmtpConfig, account: str) -> list[Problem]:
+    """E016/E015 for a stored OAuth2 account: what to do on its admin page."""
+    problems = []
+    if not config.oauth_client_id or not config.oauth_client_secret:
+        problems.append(
+            Problem(
+                "gmail_smtp.E016",
+                ERROR,
+                _text(
+                    _("The stored Gmail account %(name)s signs in with OAuth2 but has no client id and client secret."),
+                    name=_quote(account),
                 ),
-                origin=_oauth_origin(config),
-            ),
-            _text(_("Install the 'oauth' extra: %(command)s."), command=OAUTH_INSTALL_COMMAND),
+                _(
+                    "Enter the OAuth client's id and secret (Google Cloud console, APIs & Services, "
+                    "Credentials) on the account's admin page (Gmail SMTP, Gmail accounts)."
+                ),
+            )
         )
-    ]
+    elif not config.oauth_refresh_token:  # a refresh token belongs to a client: that comes first
+        problems.append(
+            Problem(
+                "gmail_smtp.E015",
+                ERROR,
+                _text(
+                    _("The stored Gmail account %(name)s signs in with OAuth2 but has not been authorized yet."),
+                    name=_quote(account),
+                ),
+                _text(
+                    _(
+                        'Click "Authorize with Google" on the account\'s admin page, or run '
+                        "'manage.py gmail_authorize --account %(name)s'."
+                    ),
+                    name=account,
+                ),
+            )
+        )
+    return problems
 
 
 def check_oauth_credentials(config: SmtpConfig) -> list[Problem]:
     """E015/E016/W009: what XOAUTH2 needs -- a refresh token, and the client that issued it."""
     if not config.uses_oauth2:
         return []
+    account = _stored_account(config)
+    if account is not None:
+        return _stored_oauth_problems(config, account)
     problems = []
     if not config.oauth_refresh_token:
         problems.append(
@@ -674,7 +740,12 @@ def check_timeout(config: SmtpConfig) -> list[Problem]:
 
 
 # Rules whose errors make sending impossible: the backend refuses to start with them.
-BLOCKING_RULES: tuple[Rule, ...] = (check_port_matches_mode, check_tls_before_sign_in, check_oauth_library)
+BLOCKING_RULES: tuple[Rule, ...] = (
+    check_port_matches_mode,
+    check_tls_before_sign_in,
+    check_oauth_library,
+    check_oauth_credentials,
+)
 
 
 # Every rule over one resolved configuration, in report order.
@@ -696,25 +767,39 @@ def check_config(config: SmtpConfig) -> list[Problem]:
     return [problem for rule in CONFIG_RULES for problem in rule(config)]
 
 
+def to_error(problem: Problem, alias: str | None = None) -> GmailConfigError:
+    """The :class:`GmailConfigError` that says ``problem``: its words, its id (one wording, one id)."""
+    return GmailConfigError(str(problem.message), hint=str(problem.hint), check_id=problem.id, alias=alias)
+
+
+def raise_first_error(problems: Sequence[Problem], alias: str | None = None) -> None:
+    """Raise the first error among ``problems`` (warnings are not raised)."""
+    for problem in problems:
+        if problem.is_error:
+            raise to_error(problem, alias)
+
+
 def raise_for_blocking(config: SmtpConfig) -> None:
     """Raise :class:`GmailConfigError` for the first error that makes sending impossible."""
     for rule in BLOCKING_RULES:
-        for problem in rule(config):
-            if problem.is_error:
-                raise GmailConfigError(str(problem.message), hint=str(problem.hint), check_id=problem.id)
+        raise_first_error(rule(config), config.alias)
 
 
 def problem_from_error(exc: GmailConfigError, config_name: str = "") -> Problem:
-    """The error ``conf.resolve()`` raised, as a Problem: E001, E009 or E010.
+    """A :class:`GmailConfigError` that resolving a configuration raised, as a Problem.
 
-    ``config_name`` (``MAILERS['default']``) is put in front of the message so
-    that, with several mailers, it says which one.
+    ``conf.resolve()`` raises E001, E009, E010 and E017, a stored account E019-E025 (and
+    the OAuth2 rules' E015/E016 when a backend starts). ``config_name``
+    (``MAILERS['default']``) is put in front of the message so that, with several
+    mailers, it says which one. An error without a check id is a bug of the caller:
+    every error a configuration can resolve to has one.
     """
-    check_id = exc.check_id or "gmail_smtp.E010"
+    if not exc.check_id:
+        raise ValueError(f"{type(exc).__name__} has no check id: {exc}")
     message: str | Promise = exc.message
     if config_name:
         message = _text(_("%(mailer)s: %(message)s"), mailer=config_name, message=exc.message)
-    return Problem(check_id, ERROR, message, exc.hint)
+    return Problem(exc.check_id, ERROR, message, exc.hint)
 
 
 # -- project-level rules: the configuration plus setting values -----------------------------
@@ -866,39 +951,40 @@ def _check_encryption_keys(keys: Any) -> list[Problem]:
     return []
 
 
+def oauth_endpoint_problem(key: str, uri: Any) -> Problem:
+    """E018: ``GMAIL_SMTP[key]`` (an OAuth2 endpoint) would carry secrets in clear text."""
+    return Problem(
+        "gmail_smtp.E018",
+        ERROR,
+        _text(
+            _(
+                "GMAIL_SMTP[%(key)s] is %(uri)s, which is not an https:// address, so OAuth2 "
+                "secrets and tokens would travel unencrypted."
+            ),
+            key=_quote(key),
+            uri=_quote(uri),
+        ),
+        _text(
+            _(
+                "Remove GMAIL_SMTP[%(key)s] to use Google's endpoint, or give an https:// "
+                "address; only localhost and loopback IP addresses (127.0.0.1, [::1], the "
+                "sandbox) may use http://."
+            ),
+            key=_quote(key),
+        ),
+    )
+
+
 def _check_oauth_endpoints(gmail_smtp: Mapping[str, Any]) -> list[Problem]:
     """E018: OAuth2 endpoints carry the client secret and the tokens: HTTPS only (localhost and
     loopback IP addresses excepted; the rule is :func:`~django_gmail_smtp.oauth.endpoint_is_safe`)."""
     from .oauth import endpoint_is_safe
 
-    problems = []
-    for key in ("OAUTH_TOKEN_URI", "OAUTH_AUTH_URI"):
-        uri = gmail_smtp.get(key)
-        if uri is None or (isinstance(uri, str) and endpoint_is_safe(uri)):
-            continue
-        problems.append(
-            Problem(
-                "gmail_smtp.E018",
-                ERROR,
-                _text(
-                    _(
-                        "GMAIL_SMTP[%(key)s] is %(uri)s, which is not an https:// address, so OAuth2 "
-                        "secrets and tokens would travel unencrypted."
-                    ),
-                    key=_quote(key),
-                    uri=_quote(uri),
-                ),
-                _text(
-                    _(
-                        "Remove GMAIL_SMTP[%(key)s] to use Google's endpoint, or give an https:// "
-                        "address; only localhost and loopback IP addresses (127.0.0.1, [::1], the "
-                        "sandbox) may use http://."
-                    ),
-                    key=_quote(key),
-                ),
-            )
-        )
-    return problems
+    return [
+        oauth_endpoint_problem(key, uri)
+        for key in ("OAUTH_TOKEN_URI", "OAUTH_AUTH_URI")
+        if (uri := gmail_smtp.get(key)) is not None and not (isinstance(uri, str) and endpoint_is_safe(uri))
+    ]
 
 
 def _check_from_aliases(from_aliases: Any) -> list[Problem]:

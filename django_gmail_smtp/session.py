@@ -121,6 +121,9 @@ class Transaction:
     tag: Any = None
     issued: bool = False
     """Its commands were written (or, without pipelining, started)."""
+    data_sent: bool = False
+    """The message's bytes were handed to the connection: without a final reply, the server may
+    have accepted it or not (the outcome is unknown), where without them it certainly did not."""
     mail: Reply | None = None
     rcpt: list[Reply | None] = field(default_factory=list)
     final: Reply | None = None
@@ -134,13 +137,6 @@ class Transaction:
         if self.mail is not None and not self.mail.ok:
             return True
         return bool(self.rcpt) and all(r is not None and not r.ok for r in self.rcpt)
-
-    @property
-    def accepted(self) -> list[str]:
-        """Recipients the server took the message for (only after its final 2xx)."""
-        if self.final is None or not self.final.ok:
-            return []
-        return [addr for addr, reply in zip(self.recipients, self.rcpt, strict=False) if reply is not None and reply.ok]
 
 
 class _Stats:
@@ -407,12 +403,15 @@ class _Recording:
     _auth_exchange = False
     _body_next = False
     _wrote = False
+    bodies_sent = 0
+    """Message bodies written after a ``354`` (smtplib's ``data()``)."""
 
     def send(self, s: Any) -> None:
         self._wrote = True
         raw = s.decode("ascii", "replace") if isinstance(s, bytes) else s
         if self._body_next:
             self._body_next = False
+            self.bodies_sent += 1
             self.transcript.add(CLIENT, f"<message body, {len(s)} bytes>")
         else:
             for line in raw.rstrip("\r\n").split("\r\n"):
@@ -655,6 +654,7 @@ class SMTPSession:
         *,
         transcript: Transcript | None = None,
         on_stage: Callable[[str], None] | None = None,
+        ssl_context: Callable[[], ssl.SSLContext] | None = None,
         redactor: Redactor | None = None,
     ) -> None:
         self.config = config
@@ -666,6 +666,10 @@ class SMTPSession:
         self._stage = ""
         self.client: smtplib.SMTP | None = None
         self._context: ssl.SSLContext | None = None
+        self._context_source = ssl_context
+        """Where the TLS context comes from when it is first needed (the backend's, built once);
+        made from ``config`` when not given. Not before: a missing CA file is a TLS failure, after
+        the connection was made, as with Django's backend."""
         self.stats = _Stats()
         self.pid = os.getpid()
         """The process that opened the connection: after ``fork`` it belongs to the parent."""
@@ -725,7 +729,8 @@ class SMTPSession:
     @property
     def ssl_context(self) -> ssl.SSLContext:
         if self._context is None:
-            self._context = make_ssl_context(self.config)
+            source, self._context_source = self._context_source, None
+            self._context = source() if source is not None else make_ssl_context(self.config)
         return self._context
 
     @property
@@ -1041,6 +1046,7 @@ class SMTPSession:
                 elif kind == "data" and code == 354:
                     awaiting_go_ahead = False
                     if txn.mail is not None and txn.mail.ok and any(r is not None and r.ok for r in txn.rcpt):
+                        txn.data_sent = True
                         out.append(_dot_stuff(txn.data))
                         self.transcript.add(CLIENT, f"<message body, {len(txn.data)} bytes>")
                     else:  # a server that says 354 without a recipient: end an empty message at once
@@ -1096,6 +1102,7 @@ class SMTPSession:
         for line in lines:
             add(CLIENT, line)
         if chunking:
+            txn.data_sent = True  # in the same write as the commands
             lines.append(f"BDAT {len(txn.data)} LAST")
             add(CLIENT, f"BDAT {len(txn.data)} LAST")
             add(CLIENT, f"<message body, {len(txn.data)} bytes>")
@@ -1162,6 +1169,7 @@ class SMTPSession:
                         if code == 421:
                             break
                     if any(r is not None and r.ok for r in txn.rcpt):
+                        bodies = getattr(client, "bodies_sent", 0)
                         try:
                             code, text = client.data(txn.data)
                         except smtplib.SMTPDataError as refused:
@@ -1171,6 +1179,8 @@ class SMTPSession:
                                 if isinstance(refused.smtp_error, bytes)
                                 else refused.smtp_error.encode()
                             )
+                        finally:
+                            txn.data_sent = getattr(client, "bodies_sent", 0) > bodies
                         txn.final = Reply(code, text.decode("utf-8", "replace"))
                 self._clean = (txn.final is not None and txn.final.ok) or not txn.mail.ok
             except (smtplib.SMTPException, OSError) as exc:
@@ -1183,16 +1193,6 @@ class SMTPSession:
                 return
             if stop is not None and stop(txn):
                 return
-
-    @_step(gettext_lazy("NOOP"))
-    def noop(self) -> tuple[int, bytes]:
-        """Say NOOP; returns the reply."""
-        self.stage = "noop"
-        try:
-            return self._client().noop()
-        except (smtplib.SMTPException, OSError) as exc:
-            self.abort()
-            raise self._fail(exc) from None
 
     def quit(self, *, wait: bool = True, within: float | None = None) -> None:
         """Say QUIT; tolerate a server that already hung up.

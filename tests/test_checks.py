@@ -24,8 +24,10 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.db import connection
 
+from django_gmail_smtp.backend import EmailBackend, QueuedEmailBackend
 from django_gmail_smtp.checks import BACKEND, TAG, gmail_mailers
 from django_gmail_smtp.conf import LEGACY_SETTINGS
+from django_gmail_smtp.models import GmailAccount
 
 NEEDS_MAILERS = pytest.mark.skipif(django.VERSION < (6, 1), reason="MAILERS is new in Django 6.1")
 # Django's own warning for the test's use of EMAIL_* settings (only that message).
@@ -52,11 +54,11 @@ class Mail:
         self.style = style
         self.label = "EMAIL_BACKEND" if style == "legacy" else "MAILERS['default']"
 
-    def configure(self, **options: Any) -> None:
+    def configure(self, backend: str = BACKEND, **options: Any) -> None:
         if self.style == "mailers":
-            self.settings.MAILERS = {"default": {"BACKEND": BACKEND, "OPTIONS": options}}
+            self.settings.MAILERS = {"default": {"BACKEND": backend, "OPTIONS": options}}
             return
-        self.settings.EMAIL_BACKEND = BACKEND
+        self.settings.EMAIL_BACKEND = backend
         for option, value in options.items():
             setattr(self.settings, LEGACY_SETTINGS[option], value)
 
@@ -421,3 +423,110 @@ def test_mailer_with_a_stored_account_is_left_to_the_database_check(
     settings.MAILERS = {"default": {"BACKEND": BACKEND, "OPTIONS": {"account": "main"}}}
     with django_assert_num_queries(0):
         assert [m for m in ours() if m.obj is not None] == []
+
+
+# -- every backend of this app ----------------------------------------------------------------
+
+
+class QueuedSubclass(QueuedEmailBackend):
+    """A project's own subclass of the queued backend."""
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "django_gmail_smtp.backend.QueuedEmailBackend",
+        "django_gmail_smtp.queued.QueuedEmailBackend",
+        "tests.test_checks.QueuedSubclass",
+        "tests.test_checks.SMTPSubclass",
+    ],
+)
+def test_every_backend_of_this_app_is_checked(mail: Mail, backend: str) -> None:
+    """The queued backend (what the README recommends for background sending) and subclasses:
+    a wrong configuration is reported, as for EmailBackend."""
+    mail.configure(backend, **GOOD | {"port": 465})
+    assert [mailer.label for mailer in gmail_mailers()] == [mail.label]
+    message = only("gmail_smtp.E003")
+    assert message.obj == mail.label
+
+
+class SMTPSubclass(EmailBackend):
+    """A project's own subclass of the SMTP backend."""
+
+
+# -- mailers with a stored account: the database-tagged check ---------------------------------
+
+
+def database_messages() -> list[checks.CheckMessage]:
+    """What ``check --database default`` adds: our messages of every registered check."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        messages = checks.run_checks(databases=["default"])
+    return [message for message in messages if str(message.id).startswith("gmail_smtp.")]
+
+
+def configure_stored_account(mail: Mail, settings: Any) -> None:
+    """The mailer sends with the stored account "main": OPTIONS["account"], or GMAIL_SMTP["ACCOUNT"]."""
+    if mail.style == "mailers":
+        mail.configure(account="main")
+    else:
+        mail.configure()
+        settings.GMAIL_SMTP = {"ACCOUNT": "main"}
+
+
+def stored_account(**fields: Any) -> GmailAccount:
+    account = GmailAccount(name="main", username="me@gmail.com", **fields)
+    account.set_password("abcd efgh ijkl mnop")
+    account.save()
+    return account
+
+
+@pytest.mark.django_db
+def test_stored_account_mailers_are_checked_with_database(
+    mail: Mail, settings: Any, django_assert_num_queries: Any
+) -> None:
+    """Registered with Tags.database: ``check --database default`` checks the stored account's
+    mailer (E022-E025 are its own ids); a plain check still runs no query."""
+    configure_stored_account(mail, settings)
+    with django_assert_num_queries(0):
+        assert ours() == []
+        assert [m for m in checks.run_checks() if str(m.id).startswith("gmail_smtp.")] == []
+    [missing] = database_messages()
+    assert (missing.id, missing.obj) == ("gmail_smtp.E022", mail.label)
+    assert "'main'" in missing.msg
+    assert "stored accounts: none" in str(missing.hint)
+    with pytest.raises(SystemCheckError, match=r"gmail_smtp\.E022"):
+        call_command("check", "--database", "default", stdout=StringIO(), stderr=StringIO())
+    account = stored_account(enabled=False)
+    assert [m.id for m in database_messages()] == ["gmail_smtp.E023"]
+    account.enabled = True
+    account.encrypted_secret = ""
+    account.save()
+    assert [m.id for m in database_messages()] == ["gmail_smtp.E024"]
+    account.set_password("abcd efgh ijkl mnop")
+    account.save()
+    assert database_messages() == []
+    account.port = 465  # changed without entering the secret again: it stays bound to 587
+    account.save()
+    assert [m.id for m in database_messages()] == ["gmail_smtp.E020"]
+    account.set_password("abcd efgh ijkl mnop")
+    account.save()  # STARTTLS on 465: the configuration's own rules apply as for settings
+    [wrong_port] = database_messages()
+    assert (wrong_port.id, wrong_port.obj) == ("gmail_smtp.E003", mail.label)
+    assert "stored account 'main'" in wrong_port.msg
+    account.port = 587
+    account.set_password("abcd efgh ijkl mnop")
+    account.save()
+    assert database_messages() == []
+    settings.SECRET_KEY = "another key: the stored secret no longer decrypts"
+    assert [m.id for m in database_messages()] == ["gmail_smtp.E025"]
+
+
+@pytest.mark.django_db
+def test_stored_oauth2_account_without_client_is_e016(mail: Mail, settings: Any) -> None:
+    """A stored OAuth2 account's missing parts are the OAuth2 rules' E016/E015, in their words."""
+    configure_stored_account(mail, settings)
+    GmailAccount.objects.create(name="main", username="me@gmail.com", auth_method=GmailAccount.AuthMethod.OAUTH2)
+    [message] = database_messages()
+    assert message.id == "gmail_smtp.E016"
+    assert "The stored Gmail account 'main' signs in with OAuth2 but has no client id and client secret." in message.msg

@@ -20,8 +20,8 @@ from django.core.mail import EmailMessage
 
 from django_gmail_smtp import signals
 from django_gmail_smtp.backend import EmailBackend
-from django_gmail_smtp.delivery import FAILED, NOT_SENT, PARTIAL, SENT, DeliveryOptions
-from django_gmail_smtp.retry import RetryPolicy, backoff_delay, backoff_schedule
+from django_gmail_smtp.delivery import FAILED, NOT_SENT, PARTIAL, SENT, UNKNOWN, DeliveryOptions
+from django_gmail_smtp.retry import backoff_delay
 from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER, GmailSandbox
 from django_gmail_smtp.session import SMTPSession
 
@@ -72,6 +72,49 @@ def test_disconnect_mid_batch_delivers_every_message_exactly_once(make_backend, 
     assert all(m.gmail_smtp_status.status == SENT for m in batch)
     # The messages written after each hang-up went again, on the next connection.
     assert sorted({m.gmail_smtp_status.attempts for m in batch}) == [1, 2]
+
+
+def test_a_message_lost_in_flight_is_of_unknown_outcome_not_refused(make_backend, gmail_sandbox, settings):
+    """The connection dies after the messages went out (pipelined with BDAT) and before their
+    replies: without retries left they are "unknown" (may have been delivered), never "failed"
+    (refused) without the server having said so."""
+    knobs(settings, RETRY_ATTEMPTS=1, PIPELINE_WINDOW=5)
+    gmail_sandbox.inject("disconnect_after", messages=1)
+    batch = make_messages(3)
+    failed: list[Any] = []
+
+    def receiver(sender: Any, message: Any, status: Any, **kwargs: Any) -> None:
+        failed.append(status.status)
+
+    signals.message_failed.connect(receiver)
+    try:
+        with pytest.raises(smtplib.SMTPServerDisconnected) as info:
+            make_backend().send_messages(batch)
+    finally:
+        signals.message_failed.disconnect(receiver)
+    assert [m.gmail_smtp_status.status for m in batch] == [SENT, UNKNOWN, UNKNOWN]
+    for message in batch[1:]:
+        status = message.gmail_smtp_status
+        assert (status.sent, status.refused, status.reply, status.cause.id) == (False, {}, None, "disconnected")
+        assert status.may_have_gone
+    assert failed == [UNKNOWN, UNKNOWN]
+    assert "2 of unknown outcome (may have been delivered)" in " ".join(info.value.__notes__)
+    assert info.value.sent_count == 1
+    assert len(gmail_sandbox.messages) == 1
+
+
+def test_a_message_that_never_went_out_is_not_sent(make_backend, gmail_sandbox, settings):
+    """One command at a time: the connection dies at MAIL, before the message's bytes were
+    written: "not_sent" with the error (no retry allowed here); the batch goes on."""
+    knobs(settings, RETRY_ATTEMPTS=1, PIPELINING=False)
+    gmail_sandbox.inject("disconnect_after", messages=1)
+    batch = make_messages(3)
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        make_backend().send_messages(batch)
+    assert [m.gmail_smtp_status.status for m in batch] == [SENT, NOT_SENT, SENT]
+    status = batch[1].gmail_smtp_status
+    assert (status.refused, status.reply, status.cause.id, status.may_have_gone) == ({}, None, "disconnected", False)
+    assert len(gmail_sandbox.messages) == 2
 
 
 def test_idle_timeout_then_send_reconnects(make_backend, gmail_sandbox):
@@ -530,13 +573,6 @@ def test_backoff_is_capped_and_never_overflows():
     assert backoff_delay(10_000, base=1.0, cap=15.0, rng=lambda: 0.0) == 7.5
     with pytest.raises(ValueError, match="counts from 1"):
         backoff_delay(0, base=1.0, cap=15.0)
-
-
-def test_backoff_schedule_is_bounded_by_attempts_and_budget():
-    assert backoff_schedule(1, base=1.0, cap=10.0, budget=100.0) == []
-    assert backoff_schedule(4, base=1.0, cap=10.0, budget=100.0, rng=lambda: 1.0) == [1.0, 2.0, 4.0]
-    assert backoff_schedule(10, base=1.0, cap=10.0, budget=10.0, rng=lambda: 1.0) == [1.0, 2.0, 4.0]
-    assert RetryPolicy(attempts=3, backoff=2.0, backoff_max=3.0, timeout=60.0).schedule(lambda: 1.0) == [2.0, 3.0]
 
 
 def test_backoff_jitter_spreads_clients_apart():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import os
 import socket
@@ -24,6 +25,8 @@ import django
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 import trustme
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from django_gmail_smtp import conf, diagnose
 from django_gmail_smtp.causes import CATALOGUE
@@ -135,6 +138,22 @@ def loopback_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
         yield listener.getsockname()[1]
         done.set()
         thread.join(5)
+
+
+def scripted(greeting: bytes, replies: dict[bytes, bytes], *, unknown: bytes) -> Callable[[socket.socket], None]:
+    """A ``loopback_server`` handler: greets, answers each command by its verb (``unknown`` for
+    the others) and says goodbye to QUIT."""
+
+    def converse(connection: socket.socket) -> None:
+        connection.sendall(greeting + b"\r\n")
+        for line in connection.makefile("rb"):
+            command = line.split(b" ")[0].strip().upper()
+            if command == b"QUIT":
+                connection.sendall(b"221 2.0.0 Bye\r\n")
+                return
+            connection.sendall(replies.get(command, unknown) + b"\r\n")
+
+    return converse
 
 
 @pytest.fixture
@@ -467,18 +486,11 @@ def gmail_host_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
 def corporate_relay() -> Iterator[int]:
     """A plain SMTP server that is not Gmail (no STARTTLS, its own greeting)."""
 
-    def converse(connection: socket.socket) -> None:
-        connection.sendall(b"220 mx.corp.example ESMTP Postfix\r\n")
-        for line in connection.makefile("rb"):
-            command = line.split(b" ")[0].strip().upper()
-            if command == b"EHLO":
-                connection.sendall(b"250-mx.corp.example\r\n250 8BITMIME\r\n")
-            elif command == b"QUIT":
-                connection.sendall(b"221 2.0.0 Bye\r\n")
-                return
-            else:
-                connection.sendall(b"502 5.5.2 Error: command not recognized\r\n")
-
+    converse = scripted(
+        b"220 mx.corp.example ESMTP Postfix",
+        {b"EHLO": b"250-mx.corp.example\r\n250 8BITMIME"},
+        unknown=b"502 5.5.2 Error: command not recognized",
+    )
     with loopback_server(converse) as port:
         yield port
 
@@ -744,3 +756,49 @@ def test_using_an_alias(settings: Any, gmail_sandbox: GmailSandbox) -> None:  # 
     assert outcome.code == 0, outcome.text
     assert "MAILERS['default']" in outcome.out
     assert gmail_check("--using", "nope").code == diagnose.EXIT_CODES["config"]
+
+
+# -- a bug is not a mail problem ---------------------------------------------------------------
+
+
+@pytest.fixture
+def garbled_challenge_server() -> Iterator[int]:
+    """A plain server that offers only CRAM-MD5 and answers AUTH with a challenge that is not
+    base64: smtplib then fails with binascii.Error, which no step expects."""
+
+    converse = scripted(
+        b"220 scripted.localhost ESMTP",
+        {b"EHLO": b"250-scripted.localhost\r\n250 AUTH CRAM-MD5", b"AUTH": b"334 abcde"},
+        unknown=b"502 5.5.1 Unrecognized command.",
+    )
+    with loopback_server(converse) as port:
+        yield port
+
+
+def test_an_unexpected_error_in_a_step_is_exit_status_1(settings: Any, garbled_challenge_server: int) -> None:
+    """Not the sign-in step's status (9): 1, with a one-line request to report it; the
+    traceback only at -v 3."""
+    use_server(settings, garbled_challenge_server, timeout=5)
+    settings.EMAIL_USE_TLS = False
+    outcome = gmail_check()
+    assert outcome.code == diagnose.EXIT_UNEXPECTED
+    assert "Failed at: Sign-in as sandbox@example.com (exit status 1)" in outcome.out
+    assert "This is a bug in django-gmail-smtp" in outcome.out
+    assert "-v 3" in outcome.out
+    assert "Cause id: unexpected_error" in outcome.out
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError) as info:
+        call_command("gmail_check", "-v", "3", stdout=out, stderr=err, no_color=True)
+    assert info.value.returncode == diagnose.EXIT_UNEXPECTED
+    assert "Traceback (most recent call last)" in out.getvalue()
+    assert "binascii.Error" in out.getvalue()
+    assert SANDBOX_PASSWORD not in out.getvalue()
+    doc = gmail_check("--json").doc
+    assert (doc["exit_code"], doc["failed_step"], doc["cause"]["id"]) == (1, "auth", "unexpected_error")
+    jsonschema.validate(doc, diagnose.JSON_SCHEMA)
+
+
+def test_expected_failures_keep_their_step_status(settings: Any, closed_port: int) -> None:
+    """Each step maps only the errors it expects: a refused connection is still 5."""
+    use_server(settings, closed_port)
+    assert gmail_check().code == diagnose.EXIT_CODES["connect"]

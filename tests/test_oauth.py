@@ -157,6 +157,27 @@ def test_oauth_rules_name_what_is_missing(settings: Any, monkeypatch: pytest.Mon
     assert rules.check_app_settings({"OAUTH_TOKEN_URI": "http://127.0.0.1:8/token"}) == []
 
 
+def same_words(error: GmailConfigError, problem: rules.Problem) -> None:
+    assert (error.check_id, error.message, error.hint) == (problem.id, str(problem.message), str(problem.hint))
+
+
+def test_oauth_errors_are_raised_in_the_rules_words(gmail_sandbox: GmailSandbox, gmail_oauth: OAuthServer) -> None:
+    """One wording, one id: what the backend and oauth.py raise is the rule's problem (E015,
+    E016, E018), never a second text under the same id."""
+    options = gmail_sandbox.mailer_options() | gmail_oauth.mailer_options()
+    options["password"] = None
+    for missing, check_id in (("oauth_refresh_token", "gmail_smtp.E015"), ("oauth_client_secret", "gmail_smtp.E016")):
+        incomplete = options | {missing: None}
+        [problem] = [p for p in rules.check_config(conf.resolve(incomplete)) if p.id == check_id]
+        with pytest.raises(GmailConfigError) as info:  # refused when the backend starts, not at sign-in
+            EmailBackend(**incomplete)
+        same_words(info.value, problem)
+    [problem] = rules.check_app_settings({"OAUTH_TOKEN_URI": "http://tokens.example.com/token"})
+    with pytest.raises(GmailConfigError) as info:
+        oauth.check_endpoint("http://tokens.example.com/token", "OAUTH_TOKEN_URI")
+    same_words(info.value, problem)
+
+
 @pytest.mark.parametrize(
     ("uri", "safe"),
     [
@@ -469,6 +490,14 @@ def test_stored_oauth2_account_signs_in(
     with pytest.raises(GmailConfigError, match="has not been authorized yet") as info:
         EmailBackend(account="shop")
     assert "gmail_authorize --account shop" in str(info.value)
+    # The rules' words and id; the refresh token of the environment never completes the account.
+    monkeypatch.setenv("GMAIL_SMTP_OAUTH_REFRESH_TOKEN", "1//from-the-environment-ignored")
+    config = conf.resolve({"account": "shop"})
+    assert config.oauth_refresh_token == ""
+    [problem] = [p for p in rules.check_config(config) if p.is_error]
+    same_words(info.value, problem)
+    assert problem.id == "gmail_smtp.E015"
+    monkeypatch.delenv("GMAIL_SMTP_OAUTH_REFRESH_TOKEN")
     account.set_oauth(refresh_token=gmail_oauth.issue_refresh_token())
     account.save()
     monkeypatch.setenv("GMAIL_SMTP_OAUTH_REFRESH_TOKEN", "1//from-the-environment-ignored")

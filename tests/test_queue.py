@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from django_gmail_smtp import payload as payloads
-from django_gmail_smtp import queued
+from django_gmail_smtp import queued, quota
 from django_gmail_smtp.exceptions import GmailConfigError
 from django_gmail_smtp.sandbox.constants import SANDBOX_PASSWORD, SANDBOX_USER
 from tests.queue_driver import BINARY, SJIS, rich_message
@@ -300,6 +300,33 @@ def test_a_refusal_is_recorded_with_the_reply_and_can_be_retried_from_the_admin(
     # Read-only: no add or change, even for a superuser.
     assert admin_client.get(f"/admin/gmail_smtp/deliverylog/{entry.pk}/change/").status_code == 200
     assert admin_client.get("/admin/gmail_smtp/deliverylog/add/").status_code == 403
+
+
+@needs_tasks
+@pytest.mark.django_db(transaction=True)
+def test_a_message_of_unknown_outcome_is_retried_and_its_slot_kept(sandbox_mail: Any) -> None:
+    """The connection dies after the message went out and before the reply: the log says the
+    outcome is unknown, the task sends it again later (the duplicate the README documents), and
+    its daily-limit slot stays counted (Gmail may have counted it)."""
+    from django_gmail_smtp.models import DeliveryLog
+
+    first, second = (
+        EmailMessage(subject=f"#{n}", body="x", from_email=SANDBOX_USER, to=[f"to{n}@example.com"]) for n in (1, 2)
+    )
+    queued_backend().send_messages([first, second])
+    sandbox_mail.inject("disconnect_after", messages=1)  # hangs up at the command after the first 250
+    first_sender, _first_backup, second_sender, _second_backup = enqueued()
+    assert run_enqueued([first_sender]) == ["sent"]
+    assert run_enqueued([second_sender]) == ["retrying"]  # on the pooled connection: written, no reply
+    entry = DeliveryLog.objects.get(message_id=second.gmail_smtp_queued.message_id)
+    assert entry.status == "queued"
+    assert entry.last_reply.startswith("Outcome unknown: the connection broke after the message went out")
+    assert entry.cause == "disconnected"
+    assert quota.usage(SANDBOX_USER, 500).used == 2
+    retry_sender = next(r for r in enqueued() if r.kwargs["generation"] == 2 and not r.kwargs["backup"])
+    DeliveryLog.objects.filter(pk=entry.pk).update(due_at=quota.now())  # its backoff has passed
+    assert run_enqueued([retry_sender]) == ["sent"]
+    assert [m.message["Subject"] for m in sandbox_mail.wait_for_messages(2)] == ["#1", "#2"]
 
 
 @needs_tasks

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import smtplib
 import subprocess
@@ -195,13 +194,6 @@ def test_processes_reserving_at_once_never_exceed_the_limit(queue_site: QueueSit
     assert row["used"] == 60
 
 
-def _backend_uses_the_guard() -> bool:
-    from django_gmail_smtp.backend import EmailBackend
-
-    return "reserve_sync" in inspect.getsource(EmailBackend.send_messages)
-
-
-@pytest.mark.skipif(not _backend_uses_the_guard(), reason="backend.py does not call quota.reserve_sync() yet")
 def test_the_sync_backend_keeps_to_the_limit_when_asked(settings: Any, gmail_sandbox: Any, make_backend: Any) -> None:
     from django.core.mail import EmailMessage
 
@@ -225,3 +217,30 @@ def test_the_sync_backend_keeps_to_the_limit_when_asked(settings: Any, gmail_san
     with pytest.raises(quota.QuotaExceededError, match=r"550 5\.4\.5"):
         make_backend().send_messages([mail(5)])
     assert quota.usage(SANDBOX_USER, 100).used == 2
+
+
+def test_the_sync_reservation_is_given_back_when_delivery_raises(
+    settings: Any, gmail_sandbox: Any, gmail_oauth: Any
+) -> None:
+    """An error that is not a delivery failure (here a setting found only at sign-in: an OAuth2
+    token endpoint over plain HTTP, gmail_smtp.E018) escapes send_messages(): the slots it
+    reserved are released, not leaked."""
+    from django.core.mail import EmailMessage
+
+    from django_gmail_smtp.backend import EmailBackend
+    from django_gmail_smtp.sandbox.constants import SANDBOX_USER
+
+    options = gmail_sandbox.mailer_options() | gmail_oauth.mailer_options() | {"password": None}
+    settings.GMAIL_SMTP = {
+        **settings.GMAIL_SMTP,
+        "OAUTH_TOKEN_URI": "http://tokens.example.com/token",  # refused before any request is made
+        "QUOTA_SYNC": True,
+        "QUOTA_LIMITS": {SANDBOX_USER: 10},
+    }
+    message = EmailMessage("Hi", "x", SANDBOX_USER, ["to@example.com"])
+    with pytest.raises(GmailConfigError) as info:
+        EmailBackend(**options).send_messages([message])
+    assert info.value.check_id == "gmail_smtp.E018"
+    assert quota.usage(SANDBOX_USER, 10).used == 0
+    assert gmail_oauth.token_requests == 0
+    assert gmail_sandbox.messages == []

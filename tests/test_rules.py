@@ -32,7 +32,8 @@ def make(alias: str | None = None, origins: dict[str, Value] | None = None, **va
     provenance = {}
     for option in fields:
         if alias is None:
-            provenance[option] = Value(conf.SOURCE_SETTINGS, LEGACY_SETTINGS[option])
+            setting = LEGACY_SETTINGS.get(option, f"GMAIL_SMTP[{option.upper()!r}]")
+            provenance[option] = Value(conf.SOURCE_SETTINGS, setting)
         else:
             provenance[option] = Value(conf.SOURCE_OPTIONS, f"MAILERS[{alias!r}]['OPTIONS'][{option!r}]")
     provenance.update(origins or {})
@@ -141,10 +142,21 @@ def test_e007_no_password() -> None:
     assert "EMAIL_HOST_PASSWORD" in str(problem.hint)
 
 
-def test_password_waiver_hook_for_oauth2(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rules, "signs_in_with_password", lambda config: False)
-    assert ids(rules.check_config(make(password=""))) == []
-    assert ids(rules.check_config(make(password="hunter2"))) == []
+OAUTH2 = {
+    "auth_method": conf.AUTH_OAUTH2,
+    "oauth_client_id": "1234-abc.apps.googleusercontent.com",
+    "oauth_client_secret": "GOCSPX-not-a-real-secret",
+    "oauth_refresh_token": "1//not-a-real-token",
+}
+
+
+def test_oauth2_needs_no_password() -> None:
+    """A configuration that signs in with OAuth2: no E007 (no password) and no W001 (not an
+    app password); a password set anyway is W009 (ignored)."""
+    assert ids(rules.check_config(make(password="", **OAUTH2))) == []
+    assert ids(rules.check_config(make(password="hunter2", **OAUTH2))) == ["gmail_smtp.W009"]
+    assert ids(rules.check_config(make(password=""))) == ["gmail_smtp.E007"]
+    assert ids(rules.check_config(make(password="hunter2"))) == ["gmail_smtp.W001"]
 
 
 def test_workspace_relay_may_use_an_ip_allowlist() -> None:

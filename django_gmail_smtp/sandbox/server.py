@@ -55,6 +55,9 @@ class PortInUseError(OSError):
         self.host = host
         self.port = port
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.host, self.port)
+
 
 def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """Clients failing the TLS handshake or vanishing are routine here: keep them off stderr."""

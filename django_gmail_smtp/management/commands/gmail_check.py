@@ -25,6 +25,7 @@ from ...exceptions import GmailConfigError
 from ..reporting import ReportedError, ReportingCommand
 
 SOURCE_COMMAND_LINE = "command_line"
+ISSUES_URL = "https://github.com/django-gmail-smtp/django-gmail-smtp/issues"
 
 # Command-line option -> configuration option it overrides.
 OVERRIDES = {
@@ -366,5 +367,21 @@ class Command(ReportingCommand):
         )
         for line in cause.lines():
             out.write(line)
-        if self.verbosity < 2 and result.transcript.lines:
+        if result.unexpected:
+            self._print_unexpected(result)
+        elif self.verbosity < 2 and result.transcript.lines:
             out.write(_("Run with -v 2 to see the SMTP conversation."))
+
+    def _print_unexpected(self, result: diagnose.Diagnosis) -> None:
+        """A bug, not a mail problem: one line asking for a report; the traceback at -v 3."""
+        if self.verbosity >= 3:
+            self.stdout.write(result.unexpected.rstrip())
+        self.stdout.write(
+            self.style.ERROR(
+                _(
+                    "This is a bug in django-gmail-smtp, not a problem of your mail setup: please report it "
+                    "at %(url)s with the output of this command run with -v 3."
+                )
+                % {"url": ISSUES_URL}
+            )
+        )
