@@ -38,7 +38,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
-from . import conf, diagnose, oauth
+from . import conf, diagnose, oauth, roundtrip
 from .admin_forms import (
     CLIENT_SECRET_FIELD,
     DESTINATION_FIELDS,
@@ -95,7 +95,14 @@ def diagnose_config(obj: GmailAccount) -> conf.SmtpConfig:
 
 def outcome_summary(diagnosis: diagnose.Diagnosis, *, sent_to: str = "") -> str:
     """One line recorded on the account: what passed, or which step failed and why."""
+    trip = diagnosis.round_trip or {}
     if diagnosis.ok:
+        if trip.get("arrived"):
+            return gettext("Test email delivered to %(to)s: it arrived in %(folder)s after %(seconds).1f s.") % {
+                "to": trip.get("to", ""),
+                "folder": trip.get("folder", ""),
+                "seconds": trip.get("seconds", 0.0),
+            }
         if sent_to:
             send = diagnosis.step("send")
             reply = send.data.get("reply", "") if send is not None else ""
@@ -313,6 +320,8 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             can_test_account=can_act,
             test_connection_action=reverse(prefix % "test", kwargs=kwargs, current_app=self.admin_site.name),
             send_test_email_action=reverse(prefix % "send", kwargs=kwargs, current_app=self.admin_site.name),
+            round_trip_action=reverse(prefix % "round_trip", kwargs=kwargs, current_app=self.admin_site.name),
+            round_trip_timeout=f"{roundtrip.DEFAULT_TIMEOUT:g}",
             config_warnings=[problem_text(p) for p in getattr(context["adminform"].form, "config_warnings", [])],
             can_authorize=can_act and oauth2,
             oauth_client_ready=oauth2 and obj is not None and _client_stored(obj),
@@ -345,8 +354,10 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             ),
             path("add/test-connection/", wrap(self.test_connection_view), name=name(*info, "test_new")),
             path("add/send-test-email/", wrap(self.send_test_email_view), name=name(*info, "send_new")),
+            path("add/confirm-delivery/", wrap(self.round_trip_view), name=name(*info, "round_trip_new")),
             path("<path:object_id>/test-connection/", wrap(self.test_connection_view), name=name(*info, "test")),
             path("<path:object_id>/send-test-email/", wrap(self.send_test_email_view), name=name(*info, "send")),
+            path("<path:object_id>/confirm-delivery/", wrap(self.round_trip_view), name=name(*info, "round_trip")),
             *super().get_urls(),
         ]
 
@@ -360,7 +371,15 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def send_test_email_view(self, request: HttpRequest, object_id: str | None = None) -> HttpResponse:
         return self._run_test(request, object_id, send=True)
 
-    def _run_test(self, request: HttpRequest, object_id: str | None, *, send: bool) -> HttpResponse:
+    @sensitive_secret
+    @method_decorator(require_POST)
+    def round_trip_view(self, request: HttpRequest, object_id: str | None = None) -> HttpResponse:
+        """Send a test email to the account itself and confirm its delivery over IMAP (the round trip)."""
+        return self._run_test(request, object_id, send=False, round_trip=True)
+
+    def _run_test(
+        self, request: HttpRequest, object_id: str | None, *, send: bool, round_trip: bool = False
+    ) -> HttpResponse:
         """Test the values in the posted form (before saving); the stored secret if none was typed."""
         if not self.has_test_permission(request):
             raise PermissionDenied
@@ -392,7 +411,13 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
         diagnosis = None
         if not errors and form.config is not None:
-            diagnosis = diagnose.run_check(form.config, send_to=[recipient] if send else ())
+            if round_trip:
+                # The mailbox (IMAP) comes from GMAIL_SMTP or the defaults: Gmail's for a Gmail host,
+                # else the SMTP host itself, which the stored secret is bound to.
+                config = conf.with_mailbox(form.config)
+                diagnosis = diagnose.run_check(config, round_trip=roundtrip.RoundTrip())
+            else:
+                diagnosis = diagnose.run_check(form.config, send_to=[recipient] if send else ())
             summary = outcome_summary(diagnosis, sent_to=recipient if send else "")
             if obj is not None and form.has_changed():
                 summary += " " + gettext("(Tested with unsaved changes.)")
@@ -401,9 +426,15 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         else:
             summary = gettext("Not run: %(errors)s") % {"errors": " ".join(errors)}
         posted = {field: form.data.get(field, "") for field in DESTINATION_FIELDS}
-        action = gettext("Send test email") if send else gettext("Test connection")
+        title = (
+            gettext("Send test email and confirm delivery")
+            if round_trip
+            else gettext("Send test email")
+            if send
+            else gettext("Test connection")
+        )
         server = server_summary(**posted, credential=form_credential(form, obj))
-        self.log_test(request, obj, history_message(action, summary, server), name=str(form.data.get("name", "")))
+        self.log_test(request, obj, history_message(title, summary, server), name=str(form.data.get("name", "")))
 
         problems = [(p, problem_text(p)) for p in (diagnosis.problems if diagnosis else form.problems)]
         # A configuration refused by the rules: the problems, worded for this form, say it all.
@@ -414,8 +445,11 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "original": obj,
-            "title": gettext("Send test email") if send else gettext("Test connection"),
+            "title": title,
             "send": send,
+            "round_trip": diagnosis.round_trip if diagnosis is not None and round_trip else None,
+            "confirming": round_trip,
+            "mailbox_transcript": diagnosis.mailbox_transcript_lines() if diagnosis is not None else [],
             "recipient": recipient,
             "errors": errors,
             "diagnosis": diagnosis,

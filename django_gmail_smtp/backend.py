@@ -79,6 +79,10 @@ class EmailBackend(BaseEmailBackend):
         oauth_client_id: str | None = None,
         oauth_client_secret: str | None = None,
         oauth_refresh_token: str | None = None,
+        imap_host: str | None = None,
+        imap_port: int | None = None,
+        pop_host: str | None = None,
+        pop_port: int | None = None,
         **kwargs: Any,
     ) -> None:
         # fail_silently is ours: passing it on would trigger Django 6.1's deprecation warning.
@@ -102,6 +106,11 @@ class EmailBackend(BaseEmailBackend):
                 "oauth_client_id": oauth_client_id,
                 "oauth_client_secret": oauth_client_secret,
                 "oauth_refresh_token": oauth_refresh_token,
+                # Not used for sending: where gmail_check --round-trip reads the mailbox.
+                "imap_host": imap_host,
+                "imap_port": imap_port,
+                "pop_host": pop_host,
+                "pop_port": pop_port,
             },
             alias=self.alias,
         )

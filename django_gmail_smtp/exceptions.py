@@ -35,6 +35,7 @@ __all__ = [
     "DeadlineExceeded",
     "GmailConfigError",
     "GmailSMTPError",
+    "MailboxError",
     "OAuthError",
     "PickleByState",
     "ReplyTooLongError",
@@ -380,3 +381,14 @@ def with_cause(exc: BaseException, cause: Cause | None, stage: str = "") -> Base
     new.__context__ = exc.__context__
     result: BaseException = new
     return result
+
+
+class MailboxError(PickleByState, GmailSMTPError, OSError):
+    """Reading the account's mailbox (IMAP or POP3, ``gmail_check --round-trip``) failed: the
+    server refused (``reply`` is its answer) or broke the protocol. Carries a cause and the stage."""
+
+    def __init__(self, message: str, *, cause: Cause | None = None, stage: str = "", reply: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.stage = stage
+        self.reply = reply

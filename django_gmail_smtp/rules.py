@@ -35,6 +35,7 @@ from .conf import (
     APP_SETTINGS,
     GMAIL_DEFAULT_LABEL,
     LEGACY_SETTINGS,
+    MAILBOX_OPTIONS,
     OAUTH_OPTIONS,
     SOURCE_DATABASE,
     SOURCE_DEFAULT,
@@ -161,7 +162,7 @@ def setting_name(config: SmtpConfig, option: str) -> str:
     """
     if config.alias is not None:
         return f"MAILERS[{config.alias!r}]['OPTIONS'][{option!r}]"
-    if option in OAUTH_OPTIONS:  # no EMAIL_* setting: this app's own
+    if option in OAUTH_OPTIONS or option in MAILBOX_OPTIONS:  # no EMAIL_* setting: this app's own
         return f"GMAIL_SMTP[{option.upper()!r}]"
     return LEGACY_SETTINGS.get(option, option)
 

@@ -442,6 +442,56 @@ def test_send_test_email_failure_has_a_cause(admin_client: Client, sandbox: Any)
     assert "[daily_quota]" in html
 
 
+# -- Send test email and confirm delivery (the round trip) ---------------------------------
+
+
+@pytest.fixture
+def mailbox_sandbox(settings: Any, sandbox: Any) -> Any:
+    """The sandbox, with its IMAP server as the accounts' mailbox (GMAIL_SMTP['IMAP_HOST'/'IMAP_PORT'])."""
+    settings.GMAIL_SMTP = {**settings.GMAIL_SMTP, "IMAP_HOST": sandbox.host, "IMAP_PORT": sandbox.imap_port}
+    settings.DEFAULT_FROM_EMAIL = SANDBOX_USER
+    return sandbox
+
+
+def test_confirm_delivery_shows_where_the_message_arrived_and_records_it(
+    admin_client: Client, mailbox_sandbox: Any
+) -> None:
+    account = stored_account(mailbox_sandbox)
+    page = admin_client.get(change_url(account)).content.decode()
+    assert "Send test email and confirm delivery" in page
+    assert action_url(account, "round_trip") in page
+    response = admin_client.post(action_url(account, "round_trip"), form_data(mailbox_sandbox, app_password=""), **XHR)
+    html = response.content.decode()
+    assert 'data-outcome="ok"' in html, html
+    assert "Delivery confirmed: the test email arrived in INBOX after" in html
+    for name in ("imap_connect", "round_trip_arrival", "round_trip_folder", "round_trip_from", "round_trip_cleanup"):
+        assert f'data-step="{name}"' in html
+    assert "Mailbox (IMAP) transcript (credentials hidden)" in html
+    assert " LOGIN &lt;redacted&gt;" in html
+    assert SANDBOX_PASSWORD not in html
+    assert mailbox_sandbox.mailbox.all_messages(SANDBOX_USER) == []  # deleted after it was found
+    account.refresh_from_db()
+    assert account.last_check_ok is True
+    assert "it arrived in INBOX" in account.last_check_message
+
+
+def test_confirm_delivery_reports_spam_with_its_cause(admin_client: Client, mailbox_sandbox: Any) -> None:
+    mailbox_sandbox.inject("spam")
+    response = admin_client.post(action_url(action="round_trip"), form_data(mailbox_sandbox), **XHR)
+    html = response.content.decode()
+    assert 'data-outcome="failed"' in html
+    assert "[round_trip_spam]" in html
+    assert "[Gmail]/Spam" in html
+
+
+def test_confirm_delivery_needs_the_test_permission(staff_client: Client, mailbox_sandbox: Any) -> None:
+    account = stored_account(mailbox_sandbox)
+    assert "confirm delivery" not in staff_client.get(change_url(account)).content.decode()
+    for url in (action_url(account, "round_trip"), action_url(action="round_trip")):
+        assert staff_client.post(url, form_data(mailbox_sandbox)).status_code == 403
+    assert mailbox_sandbox.connections == 0
+
+
 # -- list action ---------------------------------------------------------------------------
 
 
