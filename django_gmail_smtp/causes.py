@@ -17,6 +17,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from .conf import is_loopback
+from .exceptions import DeadlineExceeded, ReplyTooLongError
 
 __all__ = ["CATALOGUE", "Cause", "cause", "explain_exception", "explain_reply"]
 
@@ -373,6 +374,30 @@ CATALOGUE: dict[str, Cause] = {
             "timeout",
             _("The server stopped answering within the timeout."),
             _("Retry; if it persists, check the network or raise the timeout a little (10-30 s)."),
+            temporary=True,
+        ),
+        # A hostile or broken server (README.md#hostile-or-broken-servers).
+        _c(
+            "reply_too_long",
+            _(
+                "The server sent a reply far longer than any real server sends (too many lines or "
+                "bytes), so the connection was closed before it could use up memory."
+            ),
+            _(
+                "Check the host and port: Gmail's longest reply is a few lines. Something between this "
+                "machine and the server (a proxy, or an attacker before STARTTLS) may be interfering."
+            ),
+        ),
+        _c(
+            "deadline_exceeded",
+            _(
+                "The server answered, but too slowly: the step did not finish within its overall "
+                "time limit, which is derived from the timeout."
+            ),
+            _(
+                "Retry; if it persists, check the network and the host (something may be slowing the "
+                "connection down). A slow but honest server needs a larger timeout (10-30 s)."
+            ),
             temporary=True,
         ),
         # Added for gmail_check's staged diagnosis.
@@ -759,6 +784,8 @@ def explain_exception(
         isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" in str(exc)
     )
     if silent:
+        if isinstance(exc, DeadlineExceeded) and (exc.received or exc.kind == "batch"):
+            return CATALOGUE["deadline_exceeded"]  # not silent: it spoke, too slowly
         if stage == "connect":
             return CATALOGUE["port_blocked"]
         if stage in ("greeting", "ehlo", "starttls") and port == 465 and not use_ssl:
@@ -768,6 +795,8 @@ def explain_exception(
         if stage == "tls":
             return CATALOGUE["tls_no_answer"]
         return CATALOGUE["timeout"]
+    if isinstance(exc, ReplyTooLongError):
+        return CATALOGUE["reply_too_long"]
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return CATALOGUE["disconnected"]
     if isinstance(exc, socket.gaierror):

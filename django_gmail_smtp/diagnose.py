@@ -50,13 +50,14 @@ from django.utils.translation import gettext as _
 from . import conf, rules
 from .causes import CATALOGUE, Cause, explain_exception
 from .conf import SmtpConfig, is_loopback
-from .exceptions import GmailConfigError, GmailSMTPError, OAuthError
+from .deadline import Deadline, connect, handshake, set_timeout
+from .exceptions import DeadlineExceeded, GmailConfigError, GmailSMTPError, OAuthError
 from .redaction import Redactor
 from .roundtrip import ROUND_TRIP_STEPS
 from .roundtrip import STEP_TITLES as ROUND_TRIP_TITLES
 from .rules import Problem
 from .sandbox.constants import SANDBOX_CA_ORGANIZATION
-from .session import CLIENT, SERVER, SMTPSession, Transcript, make_ssl_context
+from .session import CLIENT, SERVER, BoundedSMTP, SMTPSession, Transcript, make_ssl_context
 
 if TYPE_CHECKING:
     from .roundtrip import RoundTrip
@@ -146,6 +147,8 @@ IMPLICIT_TLS_PORTS = frozenset({465, 993, 995, 443})
 QUICK_WAIT = 3.0
 #: Bound for the extra probes that refine a diagnosis (is it TLS? is it plain SMTP?).
 PROBE_WAIT = 3.0
+#: Bound for the QUIT that ends a conversation after a failed step.
+FAREWELL_WAIT = 2.0
 
 STEP_TITLES: Mapping[str, Any] = {
     "config": gettext_lazy("Configuration"),
@@ -453,6 +456,9 @@ def _cause_of(exc: BaseException, stage: str, config: SmtpConfig) -> Cause:
 
 
 def _is_silent(exc: BaseException) -> bool:
+    """No answer at all within the time (a server that answered too slowly is not silent)."""
+    if isinstance(exc, DeadlineExceeded):
+        return not exc.received
     return isinstance(exc, TimeoutError) or (
         isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" in str(exc)
     )
@@ -671,15 +677,16 @@ def _probe_tls(config: SmtpConfig, wait: float) -> str:
     """Does the port speak TLS from the first byte? ``"tls"``, ``"plain"`` or ``"silent"``.
 
     Uses the same verifying context as the session; a certificate failure also
-    proves that TLS is spoken. Nothing but a ClientHello is sent.
+    proves that TLS is spoken. Nothing but a ClientHello is sent. Takes at most ``wait``
+    seconds in all; what it reads is the server's handshake, which OpenSSL bounds.
     """
+    deadline = Deadline(wait, "step", "TLS probe")
     try:
-        sock = socket.create_connection((config.host, config.port), wait)
+        sock = connect(config.host, config.port, deadline)
     except OSError:
         return "silent"
     try:
-        sock.settimeout(wait)
-        with make_ssl_context(config).wrap_socket(sock, server_hostname=config.host):
+        with handshake(make_ssl_context(config), sock, deadline, config.host):
             return "tls"
     except ssl.SSLCertVerificationError:
         return "tls"
@@ -692,10 +699,14 @@ def _probe_tls(config: SmtpConfig, wait: float) -> str:
 
 
 def _probe_plain_greeting(config: SmtpConfig, wait: float) -> str:
-    """The first line a plain connection receives within ``wait`` (``""`` if none)."""
+    """The first line a plain connection receives within ``wait`` seconds in all (``""`` if none).
+
+    One read of at most 512 bytes: an endless or dripping greeting cannot make it read more.
+    """
+    deadline = Deadline(wait, "step", "greeting probe")
     try:
-        with socket.create_connection((config.host, config.port), wait) as sock:
-            sock.settimeout(wait)
+        with connect(config.host, config.port, deadline) as sock:
+            set_timeout(sock, deadline.left())
             data = sock.recv(512)
     except OSError:
         return ""
@@ -712,15 +723,16 @@ def _probe_issuer(config: SmtpConfig, wait: float) -> x509.Name | None:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # only to read the certificate: no credential, no mail
     der: bytes | None = None
+    deadline = Deadline(wait, "step", "certificate probe")  # the whole probe; its replies capped
     try:
         if config.use_ssl:
             with (
-                socket.create_connection((config.host, config.port), wait) as raw,
-                context.wrap_socket(raw, server_hostname=config.host) as sock,
+                connect(config.host, config.port, deadline) as raw,
+                handshake(context, raw, deadline, config.host) as sock,
             ):
                 der = sock.getpeercert(binary_form=True)
         else:
-            client = smtplib.SMTP(config.host, config.port, local_hostname=DNS_NAME.get_fqdn(), timeout=wait)
+            client = BoundedSMTP(deadline, host=config.host, port=config.port, local_hostname=DNS_NAME.get_fqdn())
             try:
                 client.ehlo()
                 client.starttls(context=context)
@@ -872,7 +884,7 @@ class _Conversation:
         finally:
             if self.session.client is not None:  # after a failure: leave politely, quietly
                 with contextlib.suppress(Exception):  # the failure is already reported
-                    self.session.quit()
+                    self.session.quit(within=FAREWELL_WAIT)
 
     # -- connect, TLS, greeting --
     def open(self) -> bool:
@@ -880,17 +892,11 @@ class _Conversation:
         patience = self.timeout
         if not config.use_ssl and config.port in IMPLICIT_TLS_PORTS:
             patience = min(self.timeout, QUICK_WAIT)
-        session.config = replace(config, timeout=patience)
         try:
-            code, message = session.open_connection()
+            code, message = session.open_connection(within=patience)
         except _NETWORK_ERRORS as exc:
             self._open_failed(exc, patience)
             return False
-        finally:
-            session.config = config
-        if session.client is not None and session.client.sock is not None:
-            session.client.sock.settimeout(self.timeout)
-            session.client.timeout = self.timeout
         greeted = time.perf_counter()
         if config.use_ssl and self.tls_step is not None:
             sock = session.client.sock if session.client is not None else None

@@ -32,11 +32,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CAUSE_CLASSES",
+    "DeadlineExceeded",
     "GmailConfigError",
     "GmailSMTPError",
     "MailboxError",
     "OAuthError",
     "PickleByState",
+    "ReplyTooLongError",
     "SecretDecryptionError",
     "SecretDestinationError",
     "TLSRequiredError",
@@ -152,6 +154,36 @@ class GmailSMTPError(Exception):
 
 class TLSRequiredError(GmailSMTPError, ConnectionError):
     """Refused to sign in because the connection is not encrypted."""
+
+
+class DeadlineExceeded(PickleByState, GmailSMTPError, TimeoutError, smtplib.SMTPServerDisconnected):
+    """An overall deadline passed: the connection set-up, one exchange, a ``send_messages()`` call.
+
+    A ``TimeoutError`` (so ``except socket.timeout``/``OSError`` and the timeout causes keep
+    working) and, like the reply timeouts smtplib reports, an ``SMTPServerDisconnected``: the
+    connection is closed. The message says which deadline passed. ``kind`` is ``setup``,
+    ``step``, ``reply``, ``write``, ``batch`` or ``token``; ``seconds`` its length; ``received``
+    how many bytes of the unfinished answer had arrived (0: the server said nothing at all).
+    README.md#hostile-or-broken-servers.
+    """
+
+    def __init__(self, message: str, *, kind: str = "", seconds: float | None = None, received: int = 0) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.seconds = seconds
+        self.received = received
+
+
+class ReplyTooLongError(PickleByState, GmailSMTPError, smtplib.SMTPServerDisconnected):
+    """A server's reply went past a cap (lines or bytes); the connection was closed.
+
+    ``limit`` names the cap that was reached (``lines`` or ``bytes``), ``size`` its value.
+    """
+
+    def __init__(self, message: str, *, limit: str = "", size: int = 0) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.size = size
 
 
 class OAuthError(PickleByState, smtplib.SMTPException):
