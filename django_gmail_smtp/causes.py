@@ -28,13 +28,22 @@ OAUTH_CREDENTIALS_URL = "https://console.cloud.google.com/apis/credentials"
 
 @dataclass(frozen=True)
 class Cause:
-    """One known failure: a stable id, what it means, and the fix."""
+    """One known failure: a stable id, what it means, and the fix.
+
+    ``form_fix`` is the fix worded for the admin's account form (its fields rather than settings),
+    where ``fix`` names settings; :meth:`fix_for` picks one.
+    """
 
     id: str
     summary: str | Promise
     fix: str | Promise
     temporary: bool = False
     url: str = ""
+    form_fix: str | Promise = ""
+
+    def fix_for(self, *, form: bool) -> str | Promise:
+        """The fix for someone editing settings, or (``form=True``) the admin's account form."""
+        return self.form_fix or self.fix if form else self.fix
 
     def explain(self) -> str:
         text = _("Cause: %(summary)s Fix: %(fix)s") % {"summary": self.summary, "fix": self.fix}
@@ -52,8 +61,13 @@ class Cause:
         return lines
 
 
-def _c(id: str, summary: Promise, fix: Promise, *, temporary: bool = False, url: str = "") -> Cause:
-    return Cause(id, summary, fix, temporary, url)
+def _c(
+    id: str, summary: Promise, fix: Promise, *, temporary: bool = False, url: str = "", form_fix: Promise | str = ""
+) -> Cause:
+    return Cause(id, summary, fix, temporary, url, form_fix)
+
+
+_CHOOSE_STARTTLS = _("Choose STARTTLS (port 587) or implicit TLS (port 465) in the “Security” field.")
 
 
 CATALOGUE: dict[str, Cause] = {
@@ -100,6 +114,7 @@ CATALOGUE: dict[str, Cause] = {
             "starttls_required",
             _("Gmail refused a command because STARTTLS was not used first (530 5.7.0)."),
             _("On port 587 turn STARTTLS on (EMAIL_USE_TLS = True, or 'use_tls': True in MAILERS OPTIONS)."),
+            form_fix=_CHOOSE_STARTTLS,
         ),
         _c(
             "auth_not_offered",
@@ -107,6 +122,7 @@ CATALOGUE: dict[str, Cause] = {
             _(
                 "On port 587 turn STARTTLS on (EMAIL_USE_TLS = True); on port 465 use implicit TLS (EMAIL_USE_SSL = True)."
             ),
+            form_fix=_CHOOSE_STARTTLS,
         ),
         _c(
             "starttls_not_offered",
@@ -114,6 +130,10 @@ CATALOGUE: dict[str, Cause] = {
             _(
                 "Check the host and port: Gmail offers STARTTLS on smtp.gmail.com:587. "
                 "On port 465 use implicit TLS (EMAIL_USE_SSL = True) instead."
+            ),
+            form_fix=_(
+                "Check the host and port: Gmail offers STARTTLS on smtp.gmail.com:587. On port 465 choose "
+                "implicit TLS in the “Security” field instead."
             ),
         ),
         _c(
@@ -214,6 +234,16 @@ CATALOGUE: dict[str, Cause] = {
             _("Retry later with backoff."),
             temporary=True,
         ),
+        # The queued backend's worker (README.md#background-sending).
+        _c(
+            "config",
+            _("The worker could not send the message with the configuration it found (settings or stored account)."),
+            _(
+                "Read the error under the last reply, correct the settings or the stored account (the "
+                "account's “Test connection” button or 'manage.py gmail_check' shows what is wrong), then "
+                "retry the message."
+            ),
+        ),
         _c(
             "daily_quota",
             _("The account's daily sending limit is used up (550 5.4.5)."),
@@ -274,6 +304,7 @@ CATALOGUE: dict[str, Cause] = {
             _(
                 "Use port 587 with STARTTLS (EMAIL_USE_TLS = True) or port 465 with implicit TLS (EMAIL_USE_SSL = True)."
             ),
+            form_fix=_CHOOSE_STARTTLS,
         ),
         _c(
             "plain_on_tls_port",
@@ -282,6 +313,7 @@ CATALOGUE: dict[str, Cause] = {
                 "Use implicit TLS on port 465 (EMAIL_USE_SSL = True, django-environ 'smtp+ssl://'), "
                 "or STARTTLS on port 587. django-environ's 'smtps://' means STARTTLS."
             ),
+            form_fix=_CHOOSE_STARTTLS,
         ),
         _c(
             "no_greeting",
@@ -386,6 +418,10 @@ CATALOGUE: dict[str, Cause] = {
                 "(EMAIL_USE_SSL = True) and STARTTLS on 587 (EMAIL_USE_TLS = True). A firewall "
                 "or proxy that swallows the traffic looks the same."
             ),
+            form_fix=_(
+                "Check the port and the “Security” field: Gmail speaks implicit TLS on 465 and STARTTLS on "
+                "587. A firewall or proxy that swallows the traffic looks the same."
+            ),
         ),
         _c(
             "no_auth_mechanism",
@@ -396,16 +432,21 @@ CATALOGUE: dict[str, Cause] = {
             "unexpected_reply",
             _("The server answered with an error that django-gmail-smtp does not recognise."),
             _("Read the server's reply shown above; run again with -v 2 to see the whole conversation."),
+            form_fix=_("Read the server's reply shown above; the SMTP transcript below shows the whole conversation."),
         ),
         _c(
             "unexpected_error",
             _("An unexpected error happened while talking to the server."),
             _("Read the error shown above; run again with -v 3 for the details."),
+            form_fix=_(
+                "Read the error shown above and the SMTP transcript below; if it looks like a bug, please report it."
+            ),
         ),
         _c(
             "username_missing",
             _("No username is configured, so the backend would not sign in."),
             _("Set EMAIL_HOST_USER (or 'username' in MAILERS OPTIONS) to the full Gmail address of the account."),
+            form_fix=_("Enter the full Gmail address of the account in the “Gmail address” field."),
         ),
         _c(
             "credentials_missing",
@@ -415,6 +456,9 @@ CATALOGUE: dict[str, Cause] = {
                 "16-letter app password (or 'username' and 'password' in MAILERS OPTIONS)."
             ),
             url=APP_PASSWORDS_URL,
+            form_fix=_(
+                "Enter the full Gmail address in the “Gmail address” field and a 16-letter app password in the “App password” field."
+            ),
         ),
         # Added for the first ten minutes (issue #13): the local sandbox, and impostors of Gmail.
         _c(
@@ -446,6 +490,7 @@ CATALOGUE: dict[str, Cause] = {
             "invalid_setting",
             _("A mail setting has an invalid value."),
             _("Correct the setting named in the message."),
+            form_fix=_("Correct the field named in the message."),
         ),
         # Configuration.
         _c(
@@ -453,6 +498,7 @@ CATALOGUE: dict[str, Cause] = {
             _("No password is configured, so the backend would not sign in."),
             _("Set EMAIL_HOST_PASSWORD (or 'password' in MAILERS OPTIONS) to a 16-letter app password."),
             url=APP_PASSWORDS_URL,
+            form_fix=_("Enter a 16-letter app password in the “App password” field."),
         ),
         _c(
             "tls_and_ssl",

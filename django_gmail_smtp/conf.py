@@ -138,6 +138,10 @@ APP_SETTINGS: dict[str, Any] = {
     "QUOTA_SYNC": False,
     # Dotted path of a function returning an aware datetime: the guard's and the queue's clock (tests).
     "CLOCK": None,
+    # The delivery log (README.md#the-delivery-log-the-admin-and-the-commands): record each message's
+    # recipients and subject (never its body). False: those columns stay empty, for privacy.
+    "LOG_RECIPIENTS": True,
+    "LOG_SUBJECTS": True,
 }
 # GMAIL_SMTP key -> option it provides a value for.
 APP_SETTING_OPTIONS = {
@@ -171,6 +175,7 @@ SOURCE_DATABASE = "database"
 SOURCE_SETTINGS = "settings"
 SOURCE_ENVIRONMENT = "environment"
 SOURCE_DEFAULT = "default"
+SOURCE_FORM = "form"  # a value typed in the admin's account form (messages then name its fields)
 
 # Origins of default values, shown by gmail_check and in check messages: translated when shown.
 GMAIL_DEFAULT_LABEL = gettext_lazy("Gmail default")

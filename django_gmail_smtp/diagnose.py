@@ -492,7 +492,7 @@ def _credentials_cause(config: SmtpConfig, errors: Sequence[Problem]) -> Cause |
 
 def _check_config(run: _Run, config: SmtpConfig, round_trip: RoundTrip | None = None) -> bool:
     step = run.begin("config", _title("config"))
-    problems = rules.check_config(config)
+    problems = rules.unsilenced(rules.check_config(config))
     run.diagnosis.problems = problems
     errors = [p for p in problems if p.is_error]
     warnings = [p for p in problems if not p.is_error]
@@ -840,10 +840,11 @@ _SIGN_IN_ERRORS: tuple[type[Exception], ...] = (*_NETWORK_ERRORS, GmailConfigErr
 class _Conversation:
     """Steps 3-7 over one :class:`SMTPSession`."""
 
-    def __init__(self, run: _Run, config: SmtpConfig, timeout: float) -> None:
+    def __init__(self, run: _Run, config: SmtpConfig, timeout: float, *, from_admin: bool = False) -> None:
         self.run = run
         self.config = config
         self.timeout = timeout
+        self.from_admin = from_admin
         self.marks: dict[str, float] = {}
         self.session = SMTPSession(
             config, transcript=run.diagnosis.transcript, on_stage=self._stage, redactor=run.diagnosis.redactor
@@ -1050,6 +1051,10 @@ class _Conversation:
             step.status = WARNING
             step.details.append(
                 _(
+                    "The server offers STARTTLS, but the configuration does not use it (choose it in the “Security” field)."
+                )
+                if rules.from_form(self.config, "use_tls")
+                else _(
                     "The server offers STARTTLS, but the configuration does not use it "
                     "(turn on EMAIL_USE_TLS, or 'use_tls' in MAILERS OPTIONS)."
                 )
@@ -1153,7 +1158,7 @@ class _Conversation:
             return True
         step = self.run.begin("send", _("Test message to %(recipients)s") % {"recipients": ", ".join(send_to)})
         try:
-            sender, recipients, data = _build_message(self.config, send_to, from_email)
+            sender, recipients, data = _build_message(self.config, send_to, from_email, from_admin=self.from_admin)
         except (ValueError, GmailConfigError) as exc:
             self.run.fail(step, CATALOGUE["bad_recipient"], describe_error(exc))
             return False
@@ -1210,20 +1215,34 @@ class _Conversation:
         self.run.end(step)
 
 
-def _build_message(config: SmtpConfig, send_to: Sequence[str], from_email: str | None) -> tuple[str, list[str], bytes]:
-    """The envelope and bytes of the test message, built exactly as the backend builds mail."""
+def _build_message(
+    config: SmtpConfig, send_to: Sequence[str], from_email: str | None, *, from_admin: bool = False
+) -> tuple[str, list[str], bytes]:
+    """The envelope and bytes of the test message, built exactly as the backend builds mail.
+
+    It says where it was sent from: ``manage.py gmail_check``, or the admin's “Send test email”.
+    """
     from django.conf import settings
     from django.core.mail import EmailMessage
 
     from .backend import build_envelope
 
     sender = from_email or (config.username if "@" in config.username else settings.DEFAULT_FROM_EMAIL)
-    subject = _("gmail_check test message")
-    body = _(
-        "This message was sent by 'manage.py gmail_check' to test sending through "
-        "%(host)s:%(port)s as %(username)s, from the machine %(machine)s at %(time)s.\n\n"
-        "If you can read it, Django can send mail with this configuration."
-    ) % {
+    if from_admin:
+        subject = _("Test email from the Django admin")
+        body = _(
+            "This message was sent from the Django admin (“Send test email” on a Gmail account) to test "
+            "sending through %(host)s:%(port)s as %(username)s, from the machine %(machine)s at %(time)s.\n\n"
+            "If you can read it, Django can send mail with this account."
+        )
+    else:
+        subject = _("gmail_check test message")
+        body = _(
+            "This message was sent by 'manage.py gmail_check' to test sending through "
+            "%(host)s:%(port)s as %(username)s, from the machine %(machine)s at %(time)s.\n\n"
+            "If you can read it, Django can send mail with this configuration."
+        )
+    body %= {
         "host": config.host,
         "port": config.port,
         "username": config.username or "-",
@@ -1246,10 +1265,12 @@ def run_check(
     on_step_start: StepCallback | None = None,
     on_step_end: StepCallback | None = None,
     round_trip: RoundTrip | None = None,
+    from_admin: bool = False,
 ) -> Diagnosis:
     """Run every step against ``config`` and return the :class:`Diagnosis`.
 
-    ``send_to``: addresses to send a real test message to (none: nothing is sent).
+    ``send_to``: addresses to send a real test message to (none: nothing is sent); its text
+    names the admin as its origin when ``from_admin``, else ``manage.py gmail_check``.
     ``round_trip``: also send a tagged message to the account itself and prove it arrives
     (:class:`~django_gmail_smtp.roundtrip.RoundTrip`; its steps follow QUIT).
     ``on_step_start(step)`` / ``on_step_end(step)`` are called as the steps run
@@ -1270,7 +1291,7 @@ def run_check(
         addresses = _dns(run, config, timeout)
         if addresses is None or not _connect(run, config, addresses, timeout):
             return diagnosis
-        _Conversation(run, config, timeout).run_all(send_to, from_email, round_trip)
+        _Conversation(run, config, timeout, from_admin=from_admin).run_all(send_to, from_email, round_trip)
         if round_trip is not None and diagnosis.ok:
             round_trip.receive(run, config, timeout)
     except Exception as exc:  # a bug: exit status 1 and a request to report it, never a bare traceback
