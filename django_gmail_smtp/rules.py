@@ -125,7 +125,8 @@ RELAY_HOST = "smtp-relay.gmail.com"
 MAX_TIMEOUT = 60.0  # longer: W004
 # What can be used at all, for the checks, gmail_check and the admin form alike.
 PORT_RANGE = (1, 65535)
-TIMEOUT_LIMIT = 300.0  # seconds; longer (or not finite): E008
+TIMEOUT_LIMIT = 300.0  # seconds: the admin form's cap; longer typed there (or not finite anywhere): E008
+SETTINGS_TIMEOUT_LIMIT = 86400.0  # seconds: from settings, longer than a day cannot be meant (E008); over 60 s W004
 
 
 @dataclass(frozen=True)
@@ -824,10 +825,15 @@ def check_port(config: SmtpConfig) -> list[Problem]:
 
 
 def check_timeout(config: SmtpConfig) -> list[Problem]:
-    """E008 (zero or negative: no connection possible; over 300 s: refused) / W004 (none, or over 60 s)."""
+    """E008 (zero or negative: no connection possible; not finite, or over the limit) / W004 (none, or over 60 s).
+
+    The limit is 300 s for a value typed in the admin form and a day for settings: Django itself
+    accepts any timeout, so a long one in settings is only a warning (W004), not a refusal to start.
+    """
     timeout = config.timeout
     setting = setting_name(config, "timeout")
-    if timeout is not None and not (0 < timeout <= TIMEOUT_LIMIT):
+    limit = TIMEOUT_LIMIT if from_form(config, "timeout") else SETTINGS_TIMEOUT_LIMIT
+    if timeout is not None and not (0 < timeout <= limit):
         if timeout > 0:  # too long, or not finite
             message = _text(
                 _(
@@ -836,7 +842,7 @@ def check_timeout(config: SmtpConfig) -> list[Problem]:
                 ),
                 timeout=f"{timeout:g}",
                 origin=_origin(config, "timeout"),
-                limit=f"{TIMEOUT_LIMIT:g}",
+                limit=f"{limit:g}",
             )
         else:
             message = _text(

@@ -384,12 +384,25 @@ def test_e010_port_out_of_range(port: int) -> None:
     assert "gmail_smtp.W003" not in ids(rules.check_config(make(port=port)))  # said once
 
 
-@pytest.mark.parametrize("timeout", [300.5, 1e300, float("inf"), float("nan")])
+@pytest.mark.parametrize("timeout", [86400.5, 1e300, float("inf"), float("nan")])
 def test_e008_timeout_too_long_or_not_finite(timeout: float) -> None:
     problem = only(rules.check_config(make(timeout=timeout)), "gmail_smtp.E008")
     assert problem.option == "timeout"
+    assert "gmail_smtp.E008" not in ids(rules.check_config(make(timeout=86400.0)))
+
+
+def test_a_long_timeout_in_settings_is_a_warning_not_an_error() -> None:
+    # Django accepts any timeout: 600 s in settings must not stop runserver, only warn (W004).
+    problems = rules.check_config(make(timeout=600.0))
+    assert "gmail_smtp.E008" not in ids(problems)
+    assert "gmail_smtp.W004" in ids(problems)
+
+
+def test_the_admin_form_caps_the_timeout_at_300_seconds() -> None:
+    form = {"timeout": Value(conf.SOURCE_FORM, "timeout")}
     assert rules.TIMEOUT_LIMIT == 300.0
-    assert "gmail_smtp.E008" not in ids(rules.check_config(make(timeout=300.0)))
+    only(rules.check_config(make(origins=form, timeout=300.5)), "gmail_smtp.E008")
+    assert "gmail_smtp.E008" not in ids(rules.check_config(make(origins=form, timeout=300.0)))
 
 
 @pytest.mark.parametrize(
