@@ -47,6 +47,7 @@ __all__ = [
     "find_account",
     "invalidate",
     "snapshot",
+    "stored_name",
 ]
 
 logger = logging.getLogger("django_gmail_smtp")
@@ -267,3 +268,14 @@ def account_options(name: str) -> dict[str, Any] | None:
             check_id="gmail_smtp.E024",
         )
     return server | {"password": password, "auth_method": GmailAccount.AuthMethod.APP_PASSWORD.value}
+
+
+def stored_name(name: str) -> str:
+    """The name of the stored account ``name`` refers to (``"default"``: the one marked so); ``name`` if none."""
+    data = snapshot()
+    if data is None:
+        return name
+    try:
+        return str(find_account(name, data)["name"])
+    except GmailConfigError:
+        return name

@@ -30,15 +30,14 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.decorators import method_decorator
-from django.utils.formats import date_format
 from django.utils.html import format_html
-from django.utils.timezone import localtime
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
-from . import conf, diagnose, oauth
+from . import admin_pending, conf, diagnose, oauth, roundtrip
+from .admin_display import badge, when
 from .admin_forms import (
     CLIENT_SECRET_FIELD,
     DESTINATION_FIELDS,
@@ -95,7 +94,14 @@ def diagnose_config(obj: GmailAccount) -> conf.SmtpConfig:
 
 def outcome_summary(diagnosis: diagnose.Diagnosis, *, sent_to: str = "") -> str:
     """One line recorded on the account: what passed, or which step failed and why."""
+    trip = diagnosis.round_trip or {}
     if diagnosis.ok:
+        if trip.get("arrived"):
+            return gettext("Test email delivered to %(to)s: it arrived in %(folder)s after %(seconds).1f s.") % {
+                "to": trip.get("to", ""),
+                "folder": trip.get("folder", ""),
+                "seconds": trip.get("seconds", 0.0),
+            }
         if sent_to:
             send = diagnosis.step("send")
             reply = send.data.get("reply", "") if send is not None else ""
@@ -161,6 +167,9 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     ordering = ("name",)
     actions = ["test_selected"]
 
+    class Media:
+        css = {"all": ("gmail_smtp/admin/admin.css",)}
+
     # -- permissions ----------------------------------------------------------------------------
 
     def has_test_permission(self, request: HttpRequest) -> bool:
@@ -196,34 +205,42 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     # -- the pages ------------------------------------------------------------------------------
 
     def get_fieldsets(self, request: HttpRequest, obj: GmailAccount | None = None) -> Any:
-        account = ["name", "username", "auth_method", SECRET_FIELD]
+        account = ["name", "username", "auth_method"]
         if obj is not None and self.has_test_permission(request):
             account.append("secret_status")
         account += ["enabled", "is_default"]
+        # Each sign-in method's fields in a fieldset of its own: account.js shows the chosen one
+        # only; without JavaScript both stay visible, each saying which method it is for.
         fieldsets: list[tuple[Any, dict[str, Any]]] = [
             (None, {"fields": account}),
+            (
+                _("App password"),
+                {
+                    "fields": [SECRET_FIELD],
+                    "classes": ["gmail-smtp-method", "gmail-smtp-method-app_password"],
+                    "description": _("Only for the “App password” authentication method."),
+                },
+            ),
             (
                 _("OAuth2"),
                 {
                     "fields": list(OAUTH_FIELDS),
-                    # Folded away on app-password accounts; open when adding and for OAuth2 ones.
-                    "classes": ["gmail-smtp-oauth"]
-                    + (["collapse"] if obj is not None and obj.auth_method != GmailAccount.AuthMethod.OAUTH2 else []),
+                    "classes": ["gmail-smtp-method", "gmail-smtp-method-oauth2"],
                     "description": _(
                         "Only for the OAuth2 authentication method (Google Workspace accounts without "
                         "app passwords): see README.md#oauth2-xoauth2 for the Google Cloud console steps."
                     ),
                 },
             ),
-            (_("Server"), {"fields": ["host", "port", "security", "timeout"]}),
+            (_("Server"), {"fields": ["host", "port", "security", "timeout"], "classes": ["gmail-smtp-server"]}),
             (_("Sending"), {"fields": ["from_aliases"]}),
         ]
         if obj is not None:
-            fieldsets.append((_("Status"), {"fields": ["last_check", "created_at", "updated_at"]}))
+            fieldsets.append((_("Status"), {"fields": ["last_check_detail", "created", "updated"]}))
         return fieldsets
 
     def get_readonly_fields(self, request: HttpRequest, obj: GmailAccount | None = None) -> Any:
-        fields = ["last_check", "created_at", "updated_at"]
+        fields = ["last_check_detail", "created", "updated"]
         if self.has_test_permission(request):
             fields.append("secret_status")
         return fields
@@ -265,15 +282,30 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description=_("last test"), ordering="last_checked_at")
     def last_check(self, obj: GmailAccount) -> str:
+        """Passed or failed in words on a coloured label, and when; the outcome in full on hover."""
         if obj.last_checked_at is None:
             return gettext("never")
-        return format_html(
-            '<span class="gmail-smtp-check {}" title="{}">{} {}</span>',
-            "ok" if obj.last_check_ok else "failed",
-            obj.last_check_message,
-            "✔" if obj.last_check_ok else "✘",
-            date_format(localtime(obj.last_checked_at), "SHORT_DATETIME_FORMAT"),
+        label = (
+            badge("ok", gettext("passed"), obj.last_check_message)
+            if obj.last_check_ok
+            else badge("failed", gettext("failed"), obj.last_check_message)
         )
+        return format_html("{} {}", label, when(obj.last_checked_at))
+
+    @admin.display(description=_("last test"))
+    def last_check_detail(self, obj: GmailAccount) -> str:
+        """The list's label, with the outcome written out (a tooltip is no way to read it)."""
+        if obj.last_checked_at is None:
+            return gettext("never")
+        return format_html('{}<p class="gmail-smtp-check-message">{}</p>', self.last_check(obj), obj.last_check_message)
+
+    @admin.display(description=_("created"))
+    def created(self, obj: GmailAccount) -> str:
+        return when(obj.created_at)
+
+    @admin.display(description=_("updated"))
+    def updated(self, obj: GmailAccount) -> str:
+        return when(obj.updated_at)
 
     @sensitive_secret
     def changeform_view(
@@ -313,6 +345,8 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             can_test_account=can_act,
             test_connection_action=reverse(prefix % "test", kwargs=kwargs, current_app=self.admin_site.name),
             send_test_email_action=reverse(prefix % "send", kwargs=kwargs, current_app=self.admin_site.name),
+            round_trip_action=reverse(prefix % "round_trip", kwargs=kwargs, current_app=self.admin_site.name),
+            round_trip_timeout=f"{roundtrip.DEFAULT_TIMEOUT:g}",
             config_warnings=[problem_text(p) for p in getattr(context["adminform"].form, "config_warnings", [])],
             can_authorize=can_act and oauth2,
             oauth_client_ready=oauth2 and obj is not None and _client_stored(obj),
@@ -327,6 +361,9 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def save_model(self, request: HttpRequest, obj: GmailAccount, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
+        tested = admin_pending.recall(request, getattr(form, "config", None))
+        if tested is not None:  # these very values were tested before they were saved
+            obj.record_check(*tested)
         for problem in getattr(form, "config_warnings", []):
             messages.warning(request, problem_text(problem))
 
@@ -345,8 +382,10 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             ),
             path("add/test-connection/", wrap(self.test_connection_view), name=name(*info, "test_new")),
             path("add/send-test-email/", wrap(self.send_test_email_view), name=name(*info, "send_new")),
+            path("add/confirm-delivery/", wrap(self.round_trip_view), name=name(*info, "round_trip_new")),
             path("<path:object_id>/test-connection/", wrap(self.test_connection_view), name=name(*info, "test")),
             path("<path:object_id>/send-test-email/", wrap(self.send_test_email_view), name=name(*info, "send")),
+            path("<path:object_id>/confirm-delivery/", wrap(self.round_trip_view), name=name(*info, "round_trip")),
             *super().get_urls(),
         ]
 
@@ -360,8 +399,21 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def send_test_email_view(self, request: HttpRequest, object_id: str | None = None) -> HttpResponse:
         return self._run_test(request, object_id, send=True)
 
-    def _run_test(self, request: HttpRequest, object_id: str | None, *, send: bool) -> HttpResponse:
-        """Test the values in the posted form (before saving); the stored secret if none was typed."""
+    @sensitive_secret
+    @method_decorator(require_POST)
+    def round_trip_view(self, request: HttpRequest, object_id: str | None = None) -> HttpResponse:
+        """Send a test email to the account itself and confirm its delivery over IMAP (the round trip)."""
+        return self._run_test(request, object_id, send=False, round_trip=True)
+
+    def _run_test(
+        self, request: HttpRequest, object_id: str | None, *, send: bool, round_trip: bool = False
+    ) -> HttpResponse:
+        """Test the values in the posted form (before saving); the stored secret if none was typed.
+
+        Nothing runs on values Save would refuse: the form's errors are the answer. The outcome is
+        the account's "last test" only when the form holds its saved values; otherwise it is kept
+        (:mod:`.admin_pending`) and recorded if exactly these values are saved.
+        """
         if not self.has_test_permission(request):
             raise PermissionDenied
         obj: GmailAccount | None = None
@@ -376,55 +428,74 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
         form_class = self.get_form(request, obj, change=obj is not None)
         form = cast(GmailAccountForm, form_class(request.POST, request.FILES, instance=obj))
-        form.is_valid()  # builds form.config from whatever fields are valid
+        form.is_valid()  # builds form.config when the connection's fields are valid
         errors: list[str] = []
-        if form.config is None:
-            for field in (SECRET_FIELD, *OAUTH_FIELDS, "username", "host", "port", "security", "timeout"):
-                errors += [f"{form.fields[field].label}: {error}" for error in form.errors.get(field, [])]
-            if not errors:
-                errors = [str(error) for error in form.non_field_errors()]
+        for field in (SECRET_FIELD, *OAUTH_FIELDS, "username", "host", "port", "security", "timeout"):
+            errors += [f"{form.fields[field].label}: {error}" for error in form.errors.get(field, [])]
+        errors += [str(error) for error in form.non_field_errors()]
+        if form.config is None and not errors:
+            errors.append(gettext("Fill in the account's address, server, port, security and timeout first."))
         recipient = str(request.POST.get(RECIPIENT_FIELD, "")).strip()
         if send:
             try:
                 validate_email(recipient)
             except ValidationError:
                 errors.append(gettext("Enter the address to send the test email to."))
+        errors = list(dict.fromkeys(errors))
 
         diagnosis = None
+        unsaved = obj is None or form.has_changed()
         if not errors and form.config is not None:
-            diagnosis = diagnose.run_check(form.config, send_to=[recipient] if send else ())
+            if round_trip:
+                # The mailbox (IMAP) comes from GMAIL_SMTP or the defaults: Gmail's for a Gmail host,
+                # else the SMTP host itself, which the stored secret is bound to.
+                config = conf.with_mailbox(form.config)
+                diagnosis = diagnose.run_check(config, round_trip=roundtrip.RoundTrip(), from_admin=True)
+            else:
+                diagnosis = diagnose.run_check(form.config, send_to=[recipient] if send else (), from_admin=True)
             summary = outcome_summary(diagnosis, sent_to=recipient if send else "")
-            if obj is not None and form.has_changed():
-                summary += " " + gettext("(Tested with unsaved changes.)")
-            if obj is not None:
-                obj.record_check(diagnosis.ok, summary)
+            if unsaved:
+                admin_pending.remember(request, form.config, diagnosis.ok, summary)
+                if obj is not None:  # for the history: not what the saved account does
+                    summary += " " + gettext("(Tested with unsaved changes.)")
+            else:
+                cast(GmailAccount, obj).record_check(diagnosis.ok, summary)
         else:
             summary = gettext("Not run: %(errors)s") % {"errors": " ".join(errors)}
         posted = {field: form.data.get(field, "") for field in DESTINATION_FIELDS}
-        action = gettext("Send test email") if send else gettext("Test connection")
+        title = (
+            gettext("Send test email and confirm delivery")
+            if round_trip
+            else gettext("Send test email")
+            if send
+            else gettext("Test connection")
+        )
         server = server_summary(**posted, credential=form_credential(form, obj))
-        self.log_test(request, obj, history_message(action, summary, server), name=str(form.data.get("name", "")))
+        self.log_test(request, obj, history_message(title, summary, server), name=str(form.data.get("name", "")))
 
-        problems = [(p, problem_text(p)) for p in (diagnosis.problems if diagnosis else form.problems)]
-        # A configuration refused by the rules: the problems, worded for this form, say it all.
-        rules_said_it = diagnosis is not None and diagnosis.outcome == "config_error" and bool(problems)
         send_step = diagnosis.step("send") if diagnosis is not None and send else None
         failed_step = diagnosis.step(diagnosis.failed_step) if diagnosis and diagnosis.failed_step else None
+        cause = diagnosis.cause if diagnosis is not None else None
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "original": obj,
-            "title": gettext("Send test email") if send else gettext("Test connection"),
+            "title": title,
             "send": send,
+            "round_trip": diagnosis.round_trip if diagnosis is not None and round_trip else None,
+            "confirming": round_trip,
+            "mailbox_transcript": diagnosis.mailbox_transcript_lines() if diagnosis is not None else [],
             "recipient": recipient,
             "errors": errors,
             "diagnosis": diagnosis,
             "failed_step": failed_step,
-            "problems": problems,
-            "show_steps": diagnosis is not None and not rules_said_it,
+            "cause": cause,
+            "cause_fix": cause.fix_for(form=True) if cause is not None else "",
+            "problems": [(p, problem_text(p)) for p in (diagnosis.problems if diagnosis else [])],
             "transcript": diagnosis.transcript_lines() if diagnosis is not None else [],
             "server_reply": send_step.data.get("reply", "") if send_step is not None else "",
-            "unsaved": obj is None or form.has_changed(),
+            "unsaved": unsaved,
+            "form_url": self._change_url(obj) if obj is not None else self._add_url(),
         }
         fragment = request.headers.get("X-Requested-With") == "XMLHttpRequest"
         template = f"{TEMPLATE_DIR}/test_result.html" if fragment else f"{TEMPLATE_DIR}/test_result_page.html"
@@ -435,6 +506,10 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def _callback_path(self) -> str:
         info = (self.opts.app_label, self.opts.model_name)
         return reverse(f"admin:{info[0]}_{info[1]}_oauth_callback", current_app=self.admin_site.name)
+
+    def _add_url(self) -> str:
+        info = (self.opts.app_label, self.opts.model_name)
+        return reverse(f"admin:{info[0]}_{info[1]}_add", current_app=self.admin_site.name)
 
     def _change_url(self, obj: GmailAccount) -> str:
         info = (self.opts.app_label, self.opts.model_name)
@@ -584,7 +659,9 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         self.log_change(request, obj, gettext("Authorized with Google (refresh token stored)."))
         messages.success(
             request,
-            gettext("%(name)s is authorized: the refresh token is stored, encrypted. Try “Test connection”.")
+            gettext(
+                "The Gmail account “%(name)s” is authorized: the refresh token is stored, encrypted. Try “Test connection”."
+            )
             % {"name": obj.name},
         )
         return HttpResponseRedirect(self._change_url(obj))
@@ -619,7 +696,12 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             action = gettext("Test the connection of the selected accounts")
             self.log_test(request, account, history_message(action, summary, server))
             level = messages.SUCCESS if diagnosis.ok else messages.ERROR
-            self.message_user(request, f"{account.name}: {summary}", level)
+            # Not "name: ...": the admin capitalises a message's first letter, and names are lowercase slugs.
+            self.message_user(
+                request,
+                gettext("Gmail account “%(name)s”: %(outcome)s") % {"name": account.name, "outcome": summary},
+                level,
+            )
 
 
 from . import admin_delivery  # noqa: E402, F401  (the delivery log of the queued backend)

@@ -16,21 +16,19 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
-from django.utils.text import capfirst
+from django.core.validators import MaxValueValidator, MinValueValidator, validate_email
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
 from . import binding, conf, crypto, rules
-from .conf import SmtpConfig, Value
+from .conf import SOURCE_FORM, SmtpConfig, Value
 from .exceptions import GmailConfigError, SecretDecryptionError, SecretDestinationError
 from .models import GmailAccount, bound_secret, describe_changes
 from .rules import Problem
 
 __all__ = ["OAUTH_FIELDS", "SOURCE_FORM", "WRITE_ONLY_FIELDS", "AddressListField", "GmailAccountForm", "problem_text"]
 
-SOURCE_FORM = "form"
 SECRET_FIELD = "app_password"  # noqa: S105 - the form field's name
 # OAuth2 fields; the client secret and the refresh token are write-only like the app password.
 CLIENT_ID_FIELD = "oauth_client_id"
@@ -59,6 +57,7 @@ FIELD_FOR_PROBLEM = {
     "gmail_smtp.W002": "host",
     "gmail_smtp.W003": "port",
     "gmail_smtp.W004": "timeout",
+    "gmail_smtp.W020": "host",
 }
 
 # The option each form field provides, for the provenance of the built configuration.
@@ -75,6 +74,15 @@ OPTION_FIELDS = {
     "oauth_client_secret": CLIENT_SECRET_FIELD,
     "oauth_refresh_token": REFRESH_TOKEN_FIELD,
 }
+
+
+def validate_host(value: str) -> None:
+    """A host name or an IP address (:func:`rules.valid_host`): no URL, no space, no port."""
+    if not rules.valid_host(value):
+        raise ValidationError(
+            gettext("Enter a host name or an IP address alone, such as smtp.gmail.com (no https://, no port)."),
+            code="invalid_host",
+        )
 
 
 class AddressListField(forms.CharField):
@@ -108,39 +116,10 @@ class AddressListField(forms.CharField):
 def problem_text(problem: Problem) -> str:
     """A rule's finding as one line for the admin: message, hint and id.
 
-    ``rules`` hints name the Django settings to change (``EMAIL_PORT``); on this page the same
-    values are form fields, so those names are replaced by the fields' labels.
+    The configuration comes from the form (provenance ``form``), so the rules already name the
+    form's fields instead of settings (:func:`~django_gmail_smtp.rules.setting_name`).
     """
-    hint = str(problem.hint)
-    for setting, label in _setting_labels():
-        hint = hint.replace(setting, label)
-    return f"{problem.message} {hint} ({problem.id})"
-
-
-def _setting_labels() -> list[tuple[str, str]]:
-    """(setting, “Field label”) pairs, longest setting names first, in the active language."""
-
-    def label(name: str) -> str:
-        return str(capfirst(getattr(GmailAccount._meta.get_field(name), "verbose_name", name)))
-
-    security = label("security")
-    # Outside the f-strings, so makemessages finds them.
-    implicit_tls = gettext("implicit TLS")
-    app_password = gettext("App password")
-    client_id, client_secret = gettext("OAuth2 client ID"), gettext("OAuth2 client secret")
-    refresh_token = gettext("OAuth2 refresh token")
-    return [
-        ("GMAIL_SMTP['OAUTH_CLIENT_ID']", f"“{client_id}”"),
-        ("GMAIL_SMTP['OAUTH_CLIENT_SECRET']", f"“{client_secret}”"),
-        ("GMAIL_SMTP['OAUTH_REFRESH_TOKEN']", f"“{refresh_token}”"),
-        ("EMAIL_HOST_USER", f"“{label('username')}”"),
-        ("EMAIL_HOST_PASSWORD", f"“{app_password}”"),
-        ("EMAIL_HOST", f"“{label('host')}”"),
-        ("EMAIL_PORT", f"“{label('port')}”"),
-        ("EMAIL_TIMEOUT", f"“{label('timeout')}”"),
-        ("EMAIL_USE_TLS", f"“{security}: STARTTLS”"),
-        ("EMAIL_USE_SSL", f"“{security}: {implicit_tls}”"),
-    ]
+    return f"{problem.message} {problem.hint} ({problem.id})"
 
 
 class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -212,6 +191,17 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # What can be used at all, as rules.py says for the checks and gmail_check: refused here
+        # field by field, so no test ever runs on a value Save would refuse.
+        if "port" in self.fields:
+            self.fields["port"].validators += [
+                MinValueValidator(rules.PORT_RANGE[0]),
+                MaxValueValidator(rules.PORT_RANGE[1]),
+            ]
+        if "timeout" in self.fields:
+            self.fields["timeout"].validators.append(MaxValueValidator(rules.TIMEOUT_LIMIT))
+        if "host" in self.fields:
+            self.fields["host"].validators.append(validate_host)
         self.config: SmtpConfig | None = None
         self.problems: list[Problem] = []
         self.oauth_parts: dict[str, str] | None = None  # what save() stores for OAuth2, set by clean()
@@ -384,7 +374,7 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
     @sensitive_variables()
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        self.config, self.problems = None, []
+        self.config, self.problems, self.secret_unreadable = None, [], False
         oauth2 = self.uses_oauth2
         self.oauth_parts = None
         secret_field = CLIENT_SECRET_FIELD if oauth2 else SECRET_FIELD
@@ -393,6 +383,11 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
             password = "" if oauth2 else self.current_password()
             oauth = self.current_oauth() if oauth2 else None
         except SecretDecryptionError as exc:
+            if cleaned.get("enabled") is False:
+                # A lost key must not stop an operator from switching the account off: saved as
+                # it is, its unreadable secret untouched (and unused while it is disabled).
+                self.secret_unreadable = True
+                return cleaned
             self.add_error(secret_field, ValidationError(f"{exc.message} {exc.hint}", code="undecryptable"))
             return cleaned
         except SecretDestinationError as exc:
@@ -406,23 +401,28 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
         if config is None:
             return cleaned
         self.config = config
-        self.problems = [
-            # Not authorized yet is no reason to refuse saving: the button needs a saved account.
-            replace(problem, level=rules.WARNING) if problem.id == "gmail_smtp.E015" else problem
-            for problem in rules.check_config(config)
-        ]
+        self.problems = [self._form_level(problem) for problem in rules.unsilenced(rules.check_config(config))]
         for problem in self.problems:
             if problem.is_error:
-                field = FIELD_FOR_PROBLEM.get(problem.id)
+                field = FIELD_FOR_PROBLEM.get(problem.id) or OPTION_FIELDS.get(problem.option)
                 if field is not None and field not in self.fields:
                     field = None
                 self.add_error(field, ValidationError(problem_text(problem), code=problem.id))
         return cleaned
 
+    @staticmethod
+    def _form_level(problem: Problem) -> Problem:
+        """How much a rule's finding weighs here: not authorized yet is no reason to refuse saving."""
+        if problem.id == "gmail_smtp.E015":  # the button needs a saved account
+            return replace(problem, level=rules.WARNING)
+        return problem
+
     @sensitive_variables()
     def save(self, commit: bool = True) -> GmailAccount:
         instance: GmailAccount = super().save(commit=False)
-        if self.uses_oauth2 and self.oauth_parts is not None:
+        if getattr(self, "secret_unreadable", False):
+            pass  # disabled with its unreadable secret kept as it is (see clean())
+        elif self.uses_oauth2 and self.oauth_parts is not None:
             # All three parts given: nothing stored is read again, the new values bind them.
             instance.set_oauth(**self.oauth_parts)
         else:

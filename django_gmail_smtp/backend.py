@@ -48,6 +48,7 @@ from django.core.mail.message import EmailMessage
 from django.utils.encoding import force_str, punycode
 
 from . import conf, pool, quota, rules
+from .deadline import Deadline
 from .delivery import STATUS_ATTRIBUTE, DeliveryOptions, DeliveryStatus, Job, deliver, failure_to_raise, report
 from .session import SMTPSession, Transcript, make_ssl_context
 
@@ -78,6 +79,10 @@ class EmailBackend(BaseEmailBackend):
         oauth_client_id: str | None = None,
         oauth_client_secret: str | None = None,
         oauth_refresh_token: str | None = None,
+        imap_host: str | None = None,
+        imap_port: int | None = None,
+        pop_host: str | None = None,
+        pop_port: int | None = None,
         **kwargs: Any,
     ) -> None:
         # fail_silently is ours: passing it on would trigger Django 6.1's deprecation warning.
@@ -101,6 +106,11 @@ class EmailBackend(BaseEmailBackend):
                 "oauth_client_id": oauth_client_id,
                 "oauth_client_secret": oauth_client_secret,
                 "oauth_refresh_token": oauth_refresh_token,
+                # Not used for sending: where gmail_check --round-trip reads the mailbox.
+                "imap_host": imap_host,
+                "imap_port": imap_port,
+                "pop_host": pop_host,
+                "pop_port": pop_port,
             },
             alias=self.alias,
         )
@@ -218,9 +228,9 @@ class EmailBackend(BaseEmailBackend):
         try:
             if self.connection is not None:
                 with self._lock:  # one connection: callers take turns, as with Django's backend
-                    stop_error = deliver(jobs, _OpenedConnection(self, options), options)
+                    stop_error = deliver(jobs, _OpenedConnection(self, options), options, timeout=self.config.timeout)
             else:
-                stop_error = deliver(jobs, _PooledConnections(self, options), options)
+                stop_error = deliver(jobs, _PooledConnections(self, options), options, timeout=self.config.timeout)
         finally:
             # Also when delivery raised: slots of messages that may have gone out stay taken, the
             # others are given back (never leaked).
@@ -233,16 +243,19 @@ class EmailBackend(BaseEmailBackend):
         return sum(1 for job in jobs if job.status.sent)
 
     # -- connections -------------------------------------------------------------
-    def _connect(self) -> SMTPSession:
+    def _connect(self, limit: Deadline | None = None) -> SMTPSession:
         # The backend's one context, built when TLS starts (a missing CA file fails there, as in Django).
         session = SMTPSession(self.config, transcript=self.transcript, ssl_context=lambda: self.ssl_context)
+        session.limit = limit
         session.connect()
         return session
 
-    def _checkout(self, options: DeliveryOptions) -> SMTPSession | None:
+    def _checkout(self, options: DeliveryOptions, limit: Deadline | None = None) -> SMTPSession | None:
         if not options.reuse:
             return None
-        session = pool.checkout(self.config, noop_after=options.noop_after, idle_timeout=options.idle_timeout)
+        session = pool.checkout(
+            self.config, noop_after=options.noop_after, idle_timeout=options.idle_timeout, limit=limit
+        )
         if session is not None:
             session.attach(self.transcript)
         return session
@@ -290,8 +303,8 @@ class _PooledConnections:
         self.backend = backend
         self.options = options
 
-    def acquire(self) -> SMTPSession:
-        return self.backend._checkout(self.options) or self.backend._connect()
+    def acquire(self, limit: Deadline | None = None) -> SMTPSession:
+        return self.backend._checkout(self.options, limit) or self.backend._connect(limit)
 
     def release(self, session: SMTPSession, *, reusable: bool) -> None:
         self.backend._release(session, self.options, reusable=reusable)
@@ -304,12 +317,14 @@ class _OpenedConnection:
         self.backend = backend
         self.options = options
 
-    def acquire(self) -> SMTPSession:
+    def acquire(self, limit: Deadline | None = None) -> SMTPSession:
         backend = self.backend
         session = backend._session
-        if session is not None and session.idle_check(self.options.noop_after):
-            return session
-        session = backend._connect()
+        if session is not None:
+            session.limit = limit
+            if session.idle_check(self.options.noop_after):
+                return session
+        session = backend._connect(limit)
         backend._session, backend.connection = session, session.client
         return session
 

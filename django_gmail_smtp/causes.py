@@ -17,6 +17,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from .conf import is_loopback
+from .exceptions import DeadlineExceeded, ReplyTooLongError
 
 __all__ = ["CATALOGUE", "Cause", "cause", "explain_exception", "explain_reply"]
 
@@ -27,13 +28,22 @@ OAUTH_CREDENTIALS_URL = "https://console.cloud.google.com/apis/credentials"
 
 @dataclass(frozen=True)
 class Cause:
-    """One known failure: a stable id, what it means, and the fix."""
+    """One known failure: a stable id, what it means, and the fix.
+
+    ``form_fix`` is the fix worded for the admin's account form (its fields rather than settings),
+    where ``fix`` names settings; :meth:`fix_for` picks one.
+    """
 
     id: str
     summary: str | Promise
     fix: str | Promise
     temporary: bool = False
     url: str = ""
+    form_fix: str | Promise = ""
+
+    def fix_for(self, *, form: bool) -> str | Promise:
+        """The fix for someone editing settings, or (``form=True``) the admin's account form."""
+        return self.form_fix or self.fix if form else self.fix
 
     def explain(self) -> str:
         text = _("Cause: %(summary)s Fix: %(fix)s") % {"summary": self.summary, "fix": self.fix}
@@ -51,8 +61,13 @@ class Cause:
         return lines
 
 
-def _c(id: str, summary: Promise, fix: Promise, *, temporary: bool = False, url: str = "") -> Cause:
-    return Cause(id, summary, fix, temporary, url)
+def _c(
+    id: str, summary: Promise, fix: Promise, *, temporary: bool = False, url: str = "", form_fix: Promise | str = ""
+) -> Cause:
+    return Cause(id, summary, fix, temporary, url, form_fix)
+
+
+_CHOOSE_STARTTLS = _("Choose STARTTLS (port 587) or implicit TLS (port 465) in the “Security” field.")
 
 
 CATALOGUE: dict[str, Cause] = {
@@ -99,6 +114,7 @@ CATALOGUE: dict[str, Cause] = {
             "starttls_required",
             _("Gmail refused a command because STARTTLS was not used first (530 5.7.0)."),
             _("On port 587 turn STARTTLS on (EMAIL_USE_TLS = True, or 'use_tls': True in MAILERS OPTIONS)."),
+            form_fix=_CHOOSE_STARTTLS,
         ),
         _c(
             "auth_not_offered",
@@ -106,6 +122,7 @@ CATALOGUE: dict[str, Cause] = {
             _(
                 "On port 587 turn STARTTLS on (EMAIL_USE_TLS = True); on port 465 use implicit TLS (EMAIL_USE_SSL = True)."
             ),
+            form_fix=_CHOOSE_STARTTLS,
         ),
         _c(
             "starttls_not_offered",
@@ -113,6 +130,10 @@ CATALOGUE: dict[str, Cause] = {
             _(
                 "Check the host and port: Gmail offers STARTTLS on smtp.gmail.com:587. "
                 "On port 465 use implicit TLS (EMAIL_USE_SSL = True) instead."
+            ),
+            form_fix=_(
+                "Check the host and port: Gmail offers STARTTLS on smtp.gmail.com:587. On port 465 choose "
+                "implicit TLS in the “Security” field instead."
             ),
         ),
         _c(
@@ -213,6 +234,16 @@ CATALOGUE: dict[str, Cause] = {
             _("Retry later with backoff."),
             temporary=True,
         ),
+        # The queued backend's worker (README.md#background-sending).
+        _c(
+            "config",
+            _("The worker could not send the message with the configuration it found (settings or stored account)."),
+            _(
+                "Read the error under the last reply, correct the settings or the stored account (the "
+                "account's “Test connection” button or 'manage.py gmail_check' shows what is wrong), then "
+                "retry the message."
+            ),
+        ),
         _c(
             "daily_quota",
             _("The account's daily sending limit is used up (550 5.4.5)."),
@@ -273,6 +304,7 @@ CATALOGUE: dict[str, Cause] = {
             _(
                 "Use port 587 with STARTTLS (EMAIL_USE_TLS = True) or port 465 with implicit TLS (EMAIL_USE_SSL = True)."
             ),
+            form_fix=_CHOOSE_STARTTLS,
         ),
         _c(
             "plain_on_tls_port",
@@ -281,6 +313,7 @@ CATALOGUE: dict[str, Cause] = {
                 "Use implicit TLS on port 465 (EMAIL_USE_SSL = True, django-environ 'smtp+ssl://'), "
                 "or STARTTLS on port 587. django-environ's 'smtps://' means STARTTLS."
             ),
+            form_fix=_CHOOSE_STARTTLS,
         ),
         _c(
             "no_greeting",
@@ -343,6 +376,30 @@ CATALOGUE: dict[str, Cause] = {
             _("Retry; if it persists, check the network or raise the timeout a little (10-30 s)."),
             temporary=True,
         ),
+        # A hostile or broken server (README.md#hostile-or-broken-servers).
+        _c(
+            "reply_too_long",
+            _(
+                "The server sent a reply far longer than any real server sends (too many lines or "
+                "bytes), so the connection was closed before it could use up memory."
+            ),
+            _(
+                "Check the host and port: Gmail's longest reply is a few lines. Something between this "
+                "machine and the server (a proxy, or an attacker before STARTTLS) may be interfering."
+            ),
+        ),
+        _c(
+            "deadline_exceeded",
+            _(
+                "The server answered, but too slowly: the step did not finish within its overall "
+                "time limit, which is derived from the timeout."
+            ),
+            _(
+                "Retry; if it persists, check the network and the host (something may be slowing the "
+                "connection down). A slow but honest server needs a larger timeout (10-30 s)."
+            ),
+            temporary=True,
+        ),
         # Added for gmail_check's staged diagnosis.
         _c(
             "dns_timeout",
@@ -361,6 +418,10 @@ CATALOGUE: dict[str, Cause] = {
                 "(EMAIL_USE_SSL = True) and STARTTLS on 587 (EMAIL_USE_TLS = True). A firewall "
                 "or proxy that swallows the traffic looks the same."
             ),
+            form_fix=_(
+                "Check the port and the “Security” field: Gmail speaks implicit TLS on 465 and STARTTLS on "
+                "587. A firewall or proxy that swallows the traffic looks the same."
+            ),
         ),
         _c(
             "no_auth_mechanism",
@@ -371,16 +432,21 @@ CATALOGUE: dict[str, Cause] = {
             "unexpected_reply",
             _("The server answered with an error that django-gmail-smtp does not recognise."),
             _("Read the server's reply shown above; run again with -v 2 to see the whole conversation."),
+            form_fix=_("Read the server's reply shown above; the SMTP transcript below shows the whole conversation."),
         ),
         _c(
             "unexpected_error",
             _("An unexpected error happened while talking to the server."),
             _("Read the error shown above; run again with -v 3 for the details."),
+            form_fix=_(
+                "Read the error shown above and the SMTP transcript below; if it looks like a bug, please report it."
+            ),
         ),
         _c(
             "username_missing",
             _("No username is configured, so the backend would not sign in."),
             _("Set EMAIL_HOST_USER (or 'username' in MAILERS OPTIONS) to the full Gmail address of the account."),
+            form_fix=_("Enter the full Gmail address of the account in the “Gmail address” field."),
         ),
         _c(
             "credentials_missing",
@@ -390,6 +456,9 @@ CATALOGUE: dict[str, Cause] = {
                 "16-letter app password (or 'username' and 'password' in MAILERS OPTIONS)."
             ),
             url=APP_PASSWORDS_URL,
+            form_fix=_(
+                "Enter the full Gmail address in the “Gmail address” field and a 16-letter app password in the “App password” field."
+            ),
         ),
         # Added for the first ten minutes (issue #13): the local sandbox, and impostors of Gmail.
         _c(
@@ -421,6 +490,7 @@ CATALOGUE: dict[str, Cause] = {
             "invalid_setting",
             _("A mail setting has an invalid value."),
             _("Correct the setting named in the message."),
+            form_fix=_("Correct the field named in the message."),
         ),
         # Configuration.
         _c(
@@ -428,11 +498,188 @@ CATALOGUE: dict[str, Cause] = {
             _("No password is configured, so the backend would not sign in."),
             _("Set EMAIL_HOST_PASSWORD (or 'password' in MAILERS OPTIONS) to a 16-letter app password."),
             url=APP_PASSWORDS_URL,
+            form_fix=_("Enter a 16-letter app password in the “App password” field."),
         ),
         _c(
             "tls_and_ssl",
             _("STARTTLS and implicit TLS are both turned on."),
             _("Turn one off: port 587 uses STARTTLS (use_tls), port 465 implicit TLS (use_ssl)."),
+        ),
+        # The receiving side: gmail_check --round-trip reads the account's mailbox over IMAP or POP3
+        # (README.md#proving-delivery-the-round-trip).
+        _c(
+            "imap_unreachable",
+            _("The IMAP server could not be reached (no address, refused, no answer, or no TLS on that port)."),
+            _(
+                "Check GMAIL_SMTP['IMAP_HOST'] and ['IMAP_PORT'] (Gmail: imap.gmail.com, port 993 with "
+                "implicit TLS) and that this machine may connect out to that port."
+            ),
+        ),
+        _c(
+            "pop_unreachable",
+            _("The POP3 server could not be reached (no address, refused, no answer, or no TLS on that port)."),
+            _(
+                "Check GMAIL_SMTP['POP_HOST'] and ['POP_PORT'] (Gmail: pop.gmail.com, port 995 with "
+                "implicit TLS) and that this machine may connect out to that port."
+            ),
+        ),
+        _c(
+            "imap_disabled",
+            _("The server refused IMAP access: IMAP is turned off for this account (its NO reply says so)."),
+            _(
+                "Google Workspace: an administrator turns IMAP on (Admin console, Apps, Google Workspace, "
+                "Gmail, End User Access, POP and IMAP access). Older personal accounts: Gmail settings, "
+                "Forwarding and POP/IMAP, Enable IMAP. Or read the mailbox over POP3 instead "
+                "(--round-trip-via pop3)."
+            ),
+            url="https://support.google.com/mail/answer/7126229",
+        ),
+        _c(
+            "pop_disabled",
+            _("The server refused POP3 access: POP is turned off for this account."),
+            _(
+                "Turn POP on in Gmail (Settings, See all settings, Forwarding and POP/IMAP, POP download; "
+                "on Workspace an administrator must allow POP too), or use IMAP, the default "
+                "(leave out --round-trip-via pop3)."
+            ),
+            url="https://support.google.com/mail/answer/7104828",
+        ),
+        _c(
+            "imap_bad_credentials",
+            _("The mailbox server (IMAP or POP3) did not accept the username and password."),
+            _(
+                "Use the full Gmail address and a 16-letter app password. If SMTP accepted the same "
+                "credentials, the IMAP or POP3 host is probably not the same provider's: check "
+                "GMAIL_SMTP['IMAP_HOST'] (or 'POP_HOST')."
+            ),
+            url=APP_PASSWORDS_URL,
+        ),
+        _c(
+            "imap_app_password_required",
+            _(
+                "The mailbox server asks for an app password: the account has 2-Step Verification on "
+                "and was given its normal password."
+            ),
+            _("Create an app password and use it as the password (it works for SMTP, IMAP and POP3)."),
+            url=APP_PASSWORDS_URL,
+        ),
+        _c(
+            "imap_web_login_required",
+            _("Google's risk check blocked the mailbox sign-in from a new place (log in via your web browser)."),
+            _("Sign in to the account once from a web browser, then try again; an app password or OAuth2 avoids this."),
+            temporary=True,
+        ),
+        _c(
+            "imap_token_rejected",
+            _("The mailbox server rejected the OAuth2 access token that SMTP accepted."),
+            _(
+                "The scope https://mail.google.com/ covers IMAP and POP3: check that the username is the "
+                "authorized account, and on Workspace that IMAP/POP access is allowed for the user."
+            ),
+        ),
+        _c(
+            "imap_unavailable",
+            _("The mailbox server refused for now (too many simultaneous connections, or busy)."),
+            _(
+                "Close other mail clients of the account (Gmail allows 15 IMAP connections per account) "
+                "and try again in a few minutes."
+            ),
+            temporary=True,
+        ),
+        _c(
+            "imap_no_folder",
+            _("A mailbox folder could not be listed or opened."),
+            _(
+                "Check that the IMAP server is the account's own (GMAIL_SMTP['IMAP_HOST']). On Gmail, a "
+                'label is visible over IMAP only with "Show in IMAP" ticked (Settings, Labels).'
+            ),
+        ),
+        _c(
+            "imap_protocol",
+            _(
+                "The IMAP server broke off the conversation or answered with something this client does "
+                "not accept (a protocol error, or a reply over the size limits)."
+            ),
+            _(
+                "Check GMAIL_SMTP['IMAP_HOST'] and ['IMAP_PORT'] (Gmail: imap.gmail.com:993, implicit TLS) "
+                "and run again with -v 2 to see the conversation."
+            ),
+        ),
+        _c(
+            "pop_protocol",
+            _(
+                "The POP3 server broke off the conversation or answered with something this client does "
+                "not accept (a protocol error, or a reply over the size limits)."
+            ),
+            _(
+                "Check GMAIL_SMTP['POP_HOST'] and ['POP_PORT'] (Gmail: pop.gmail.com:995, implicit TLS) "
+                "and run again with -v 2 to see the conversation."
+            ),
+        ),
+        _c(
+            "round_trip_no_address",
+            _("The username is not an e-mail address, so there is no mailbox to send the round-trip message to."),
+            _("Set the username to the account's full address (for example you@gmail.com)."),
+        ),
+        _c(
+            "round_trip_timeout",
+            _("The test message did not arrive in time: it was not found in the inbox, Spam or All Mail."),
+            _(
+                "Gmail usually delivers within seconds: look for the message in Gmail (search its subject, "
+                "and check Spam and the filters, Settings, Filters and Blocked Addresses), or wait longer "
+                "with --round-trip-timeout. Over POP3 a message in Spam is never seen."
+            ),
+        ),
+        _c(
+            "round_trip_spam",
+            _("The test message arrived in Spam, not in the inbox."),
+            _(
+                'Send from the account\'s address or a verified "Send mail as" alias (DEFAULT_FROM_EMAIL), '
+                "make SPF, DKIM and DMARC pass for the From domain (see the authentication step), and "
+                'mark the message "Not spam" in Gmail.'
+            ),
+            url="https://support.google.com/mail/answer/81126",
+        ),
+        _c(
+            "round_trip_not_in_inbox",
+            _("The test message arrived but skipped the inbox (found only in All Mail or another folder)."),
+            _(
+                "Look for a Gmail filter that archives it (Settings, Filters and Blocked Addresses). "
+                "Gmail may also file a message you send to yourself only under Sent Mail."
+            ),
+        ),
+        _c(
+            "round_trip_from_rewritten",
+            _(
+                "Gmail replaced the From address: the message was delivered from the account's address, not the one sent."
+            ),
+            _(
+                'Add the address as a verified "Send mail as" alias in Gmail (Settings, Accounts) and '
+                "list it in GMAIL_SMTP['FROM_ALIASES'] (checks gmail_smtp.W005 and W006 then pass), or send "
+                "from the account's address and put other addresses in Reply-To."
+            ),
+            url="https://support.google.com/mail/answer/22370",
+        ),
+        _c(
+            "round_trip_auth_failed",
+            _("SPF, DKIM or DMARC did not pass for the test message (Authentication-Results)."),
+            _(
+                "For a From address on your own domain: publish SPF that includes Google "
+                "(include:_spf.google.com), turn on DKIM signing for the domain (Google Admin console, "
+                "Gmail, Authenticate email) and publish a DMARC record; or send from the account's "
+                "address."
+            ),
+            url="https://support.google.com/a/answer/81126",
+        ),
+        _c(
+            "round_trip_no_tls",
+            _("The receiving server recorded the message as received without TLS."),
+            _("Send over STARTTLS (port 587, EMAIL_USE_TLS) or implicit TLS (port 465, EMAIL_USE_SSL)."),
+        ),
+        _c(
+            "round_trip_cleanup_failed",
+            _("The test message could not be deleted from the mailbox."),
+            _('Delete it by hand: its subject starts with "gmail_check round trip".'),
         ),
     )
 }
@@ -537,6 +784,8 @@ def explain_exception(
         isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" in str(exc)
     )
     if silent:
+        if isinstance(exc, DeadlineExceeded) and (exc.received or exc.kind == "batch"):
+            return CATALOGUE["deadline_exceeded"]  # not silent: it spoke, too slowly
         if stage == "connect":
             return CATALOGUE["port_blocked"]
         if stage in ("greeting", "ehlo", "starttls") and port == 465 and not use_ssl:
@@ -546,6 +795,8 @@ def explain_exception(
         if stage == "tls":
             return CATALOGUE["tls_no_answer"]
         return CATALOGUE["timeout"]
+    if isinstance(exc, ReplyTooLongError):
+        return CATALOGUE["reply_too_long"]
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return CATALOGUE["disconnected"]
     if isinstance(exc, socket.gaierror):

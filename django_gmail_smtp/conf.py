@@ -23,7 +23,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -55,11 +55,15 @@ __all__ = [
     "number_setting",
     "resolve",
     "url_password",
+    "with_mailbox",
 ]
 
 GMAIL_HOSTS = frozenset({"smtp.gmail.com", "smtp.googlemail.com", "smtp-relay.gmail.com"})
 DEFAULT_HOST = "smtp.gmail.com"
 DEFAULT_TIMEOUT = 10.0
+# Gmail's receiving side, reached with the same credentials (gmail_check --round-trip).
+GMAIL_IMAP_HOST, IMAP_PORT = "imap.gmail.com", 993
+GMAIL_POP_HOST, POP_PORT = "pop.gmail.com", 995
 
 # Option name -> legacy Django setting (used only when MAILERS is not in use).
 LEGACY_SETTINGS = {
@@ -80,7 +84,9 @@ AUTH_OAUTH2 = "oauth2"
 AUTH_METHODS = (AUTH_APP_PASSWORD, AUTH_OAUTH2)
 OAUTH_OPTIONS = ("auth_method", "oauth_client_id", "oauth_client_secret", "oauth_refresh_token")
 SECRET_OPTIONS = frozenset({"password", "oauth_client_secret", "oauth_refresh_token"})
-OPTIONS = (*LEGACY_SETTINGS, "ssl_cafile", *OAUTH_OPTIONS)
+# Where the round trip reads the account's mailbox (implicit TLS; README.md#proving-delivery-the-round-trip).
+MAILBOX_OPTIONS = ("imap_host", "imap_port", "pop_host", "pop_port")
+OPTIONS = (*LEGACY_SETTINGS, "ssl_cafile", *OAUTH_OPTIONS, *MAILBOX_OPTIONS)
 
 # GMAIL_SMTP keys and their defaults. Never remove a key without a deprecation.
 APP_SETTINGS: dict[str, Any] = {
@@ -99,6 +105,11 @@ APP_SETTINGS: dict[str, Any] = {
     "OAUTH_REFRESH_TOKEN": None,
     "OAUTH_TOKEN_URI": "https://oauth2.googleapis.com/token",
     "OAUTH_AUTH_URI": "https://accounts.google.com/o/oauth2/v2/auth",
+    # The receiving mailbox for gmail_check --round-trip (None: Gmail's for a Gmail host, else the SMTP host).
+    "IMAP_HOST": None,
+    "IMAP_PORT": None,
+    "POP_HOST": None,
+    "POP_PORT": None,
     # Delivery (README.md#fast-fault-tolerant-delivery): connection reuse, pipelining, retries, Gmail's limits.
     "REUSE_CONNECTIONS": True,
     "POOL_IDLE_TIMEOUT": 60.0,
@@ -127,6 +138,10 @@ APP_SETTINGS: dict[str, Any] = {
     "QUOTA_SYNC": False,
     # Dotted path of a function returning an aware datetime: the guard's and the queue's clock (tests).
     "CLOCK": None,
+    # The delivery log (README.md#the-delivery-log-the-admin-and-the-commands): record each message's
+    # recipients and subject (never its body). False: those columns stay empty, for privacy.
+    "LOG_RECIPIENTS": True,
+    "LOG_SUBJECTS": True,
 }
 # GMAIL_SMTP key -> option it provides a value for.
 APP_SETTING_OPTIONS = {
@@ -135,6 +150,10 @@ APP_SETTING_OPTIONS = {
     "OAUTH_CLIENT_ID": "oauth_client_id",
     "OAUTH_CLIENT_SECRET": "oauth_client_secret",
     "OAUTH_REFRESH_TOKEN": "oauth_refresh_token",
+    "IMAP_HOST": "imap_host",
+    "IMAP_PORT": "imap_port",
+    "POP_HOST": "pop_host",
+    "POP_PORT": "pop_port",
 }
 # Environment variable -> option.
 ENV_OPTIONS = {
@@ -144,6 +163,10 @@ ENV_OPTIONS = {
     "GMAIL_SMTP_OAUTH_CLIENT_ID": "oauth_client_id",
     "GMAIL_SMTP_OAUTH_CLIENT_SECRET": "oauth_client_secret",
     "GMAIL_SMTP_OAUTH_REFRESH_TOKEN": "oauth_refresh_token",
+    "GMAIL_SMTP_IMAP_HOST": "imap_host",
+    "GMAIL_SMTP_IMAP_PORT": "imap_port",
+    "GMAIL_SMTP_POP_HOST": "pop_host",
+    "GMAIL_SMTP_POP_PORT": "pop_port",
 }
 
 SOURCE_ARGUMENT = "argument"
@@ -152,6 +175,7 @@ SOURCE_DATABASE = "database"
 SOURCE_SETTINGS = "settings"
 SOURCE_ENVIRONMENT = "environment"
 SOURCE_DEFAULT = "default"
+SOURCE_FORM = "form"  # a value typed in the admin's account form (messages then name its fields)
 
 # Origins of default values, shown by gmail_check and in check messages: translated when shown.
 GMAIL_DEFAULT_LABEL = gettext_lazy("Gmail default")
@@ -193,6 +217,10 @@ class SmtpConfig:
     oauth_client_id: str = ""
     oauth_client_secret: str = field(default="", repr=False)
     oauth_refresh_token: str = field(default="", repr=False)
+    imap_host: str = ""
+    imap_port: int = 0
+    pop_host: str = ""
+    pop_port: int = 0
     provenance: Mapping[str, Value] = field(default_factory=dict, compare=False)
 
     @property
@@ -216,14 +244,18 @@ class SmtpConfig:
         """A username and what signs it in: the refresh token (OAuth2) or the password."""
         return bool(self.username and (self.oauth_refresh_token if self.uses_oauth2 else self.password))
 
-    def describe(self) -> list[tuple[str, str, Value]]:
+    def describe(self, *, mailbox: str = "") -> list[tuple[str, str, Value]]:
         """(option, printable value, provenance) rows; secrets are redacted.
 
-        The OAuth2 rows appear only when the configuration signs in with OAuth2.
+        The OAuth2 rows appear only when the configuration signs in with OAuth2; the mailbox
+        rows only for ``mailbox="imap"`` or ``"pop3"`` (the round trip reads that mailbox).
         """
+        shown_mailbox = {"imap": ("imap_host", "imap_port"), "pop3": ("pop_host", "pop_port")}.get(mailbox, ())
         rows = []
         for name in OPTIONS:
             if name in OAUTH_OPTIONS and not self.uses_oauth2:
+                continue
+            if name in MAILBOX_OPTIONS and name not in shown_mailbox:
                 continue
             value = getattr(self, name)
             if name in SECRET_OPTIONS:
@@ -592,6 +624,7 @@ def _resolve(options: dict[str, Any], alias: str | None) -> SmtpConfig:
             check_id="gmail_smtp.E017",
         )
 
+    mailbox = _mailbox(values, provenance, host)
     return SmtpConfig(
         host=host,
         port=port,
@@ -610,4 +643,61 @@ def _resolve(options: dict[str, Any], alias: str | None) -> SmtpConfig:
         oauth_client_secret=str(values.get("oauth_client_secret", "")).strip(),
         oauth_refresh_token=str(values.get("oauth_refresh_token", "")).strip(),
         provenance=provenance,
+        **mailbox,
     )
+
+
+def _mailbox(values: Mapping[str, Any], provenance: dict[str, Value], host: str) -> dict[str, Any]:
+    """The IMAP and POP3 endpoints (implicit TLS): as set, else Gmail's for a Gmail SMTP host,
+    else the SMTP host on ports 993 and 995. Records the provenance of defaults."""
+    gmail = is_gmail_host(host)
+    label = GMAIL_DEFAULT_LABEL if gmail else DEFAULT_LABEL
+    found: dict[str, Any] = {}
+    for kind, gmail_host, default_port in (("imap", GMAIL_IMAP_HOST, IMAP_PORT), ("pop", GMAIL_POP_HOST, POP_PORT)):
+        host_option, port_option = f"{kind}_host", f"{kind}_port"
+        if values.get(host_option) in (None, ""):
+            found[host_option] = gmail_host if gmail else host
+            provenance[host_option] = Value(SOURCE_DEFAULT, label)
+        else:
+            found[host_option] = str(values[host_option]).strip()
+        if values.get(port_option) in (None, ""):
+            found[port_option] = default_port
+            provenance[port_option] = Value(SOURCE_DEFAULT, label)
+            continue
+        try:
+            port = int(values[port_option])
+            if not 0 < port < 65536 or isinstance(values[port_option], bool | float):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise GmailConfigError(
+                _("The %(kind)s port %(value)r (from %(origin)s) is not a port number.")
+                % {
+                    "kind": "IMAP" if kind == "imap" else "POP3",
+                    "value": values[port_option],
+                    "origin": provenance[port_option].origin,
+                },
+                hint=_("Use %(port)s (implicit TLS), the port Gmail uses.") % {"port": default_port},
+                check_id="gmail_smtp.E010",
+            ) from None
+        found[port_option] = port
+    return found
+
+
+def with_mailbox(config: SmtpConfig) -> SmtpConfig:
+    """``config`` with the mailbox endpoints it lacks taken from ``GMAIL_SMTP``, the environment
+    or the defaults, as :func:`resolve` does: for configurations built elsewhere (the admin's form)."""
+    values: dict[str, Any] = {}
+    provenance = dict(config.provenance)
+    for option in MAILBOX_OPTIONS:
+        if getattr(config, option):
+            values[option] = getattr(config, option)
+    for key, option in APP_SETTING_OPTIONS.items():
+        if option in MAILBOX_OPTIONS and option not in values and app_setting(key) not in (None, ""):
+            values[option] = app_setting(key)
+            provenance[option] = Value(SOURCE_SETTINGS, f"GMAIL_SMTP[{key!r}]")
+    for variable, option in ENV_OPTIONS.items():
+        if option in MAILBOX_OPTIONS and option not in values and os.environ.get(variable):
+            values[option] = os.environ[variable]
+            provenance[option] = Value(SOURCE_ENVIRONMENT, variable)
+    mailbox = _mailbox(values, provenance, config.host)
+    return replace(config, provenance=provenance, **mailbox)

@@ -12,6 +12,8 @@ The rules (README.md#fast-fault-tolerant-delivery):
 * Permanent failures (5xx) are not retried: the batch goes on and they are
   reported at the end. Gmail's daily quota (``550 5.4.5``) stops the batch at
   once: retrying only extends the suspension.
+* The whole call has a time budget (:func:`send_budget`): every connection, exchange and
+  pause to retry ends by it (README.md#hostile-or-broken-servers).
 * More than ``MAX_RECIPIENTS`` recipients are split into several transactions;
   a message larger than the server's ``SIZE``, or with a non-ASCII local part
   for a server without ``SMTPUTF8``, is refused before anything is sent.
@@ -33,6 +35,7 @@ from django.conf import settings
 
 from .causes import CATALOGUE, Cause, explain_exception, explain_reply
 from .conf import APP_SETTINGS, number_setting
+from .deadline import Deadline
 from .exceptions import with_cause
 from .retry import RetryPolicy
 from .session import Reply, SMTPSession, Transaction
@@ -52,6 +55,7 @@ __all__ = [
     "Job",
     "RecipientStatus",
     "deliver",
+    "send_budget",
 ]
 
 logger = logging.getLogger("django_gmail_smtp.delivery")
@@ -203,8 +207,11 @@ class _Txn(Transaction):
 class Connections(Protocol):
     """Where a batch gets its signed-in connections (the pool, or an opened backend)."""
 
-    def acquire(self) -> SMTPSession:
-        """A signed-in session; raises the connection's failure (an ``OSError`` with a cause)."""
+    def acquire(self, limit: Deadline | None = None) -> SMTPSession:
+        """A signed-in session; raises the connection's failure (an ``OSError`` with a cause).
+
+        ``limit``: the batch's deadline, which the session must meet from now on (set-up included).
+        """
         ...
 
     def release(self, session: SMTPSession, *, reusable: bool) -> None:
@@ -220,6 +227,18 @@ def message_id(data: bytes) -> str | None:
     end = data.find(b"\r\n\r\n")
     found = _MESSAGE_ID.search(data, 0, end if end >= 0 else len(data))
     return found.group(1).strip().decode("ascii", "replace") if found else None
+
+
+def send_budget(transactions: int, timeout: float | None, policy: RetryPolicy) -> float | None:
+    """Seconds one ``send_messages()`` call may take in all; None without a timeout.
+
+    ``RETRY_TIMEOUT + timeout * (RETRY_ATTEMPTS + transactions)``: a connection set-up
+    (within the timeout) for every attempt, one timeout for each transaction (one per message,
+    or per ``MAX_RECIPIENTS`` recipients of it), and the pauses before retries.
+    """
+    if timeout is None or timeout <= 0:
+        return None
+    return policy.timeout + timeout * (policy.attempts + transactions)
 
 
 def _explained(exc: BaseException, stage: str) -> BaseException:
@@ -250,6 +269,7 @@ class _Run:
         options: DeliveryOptions,
         sleep: Callable[[float], None],
         rng: Callable[[], float],
+        timeout: float | None,
     ) -> None:
         self.jobs = jobs
         self.connections = connections
@@ -260,6 +280,8 @@ class _Run:
         self.stop_error: BaseException | None = None
         self.streak = 0  # consecutive rounds that ended in trouble without any message accepted
         self.waited = 0.0
+        self.timeout = timeout
+        self.limit: Deadline | None = None
 
     # -- the loop --------------------------------------------------------------
     def run(self) -> None:
@@ -269,17 +291,28 @@ class _Run:
             for job in self.jobs
             for i in range(0, len(job.recipients), size)
         )
+        policy = self.policy
+        budget = send_budget(len(queue), self.timeout, policy)
+        if budget is not None:
+            formula = (
+                f"RETRY_TIMEOUT + timeout × (RETRY_ATTEMPTS + transactions) = "
+                f"{policy.timeout:g} + {self.timeout:g} × ({policy.attempts} + {len(queue)})"
+            )
+            self.limit = Deadline(budget, "batch", formula)
         session: SMTPSession | None = None
         reusable = False
         try:
             while queue and self.stop_error is None:
+                if self.limit is not None and self.limit.expired:
+                    self.stop_error = _explained(self.limit.error(), "send")
+                    break
                 if session is None:
                     session = self._connect()
                     if session is None:
                         break
                 batch = self._take(queue, session)
                 if batch is None:  # recycle: this connection has carried enough messages
-                    self.connections.release(session, reusable=False)
+                    self._release(session, reusable=False)
                     session = None
                     continue
                 if not batch:
@@ -287,7 +320,7 @@ class _Run:
                 session.transact(batch, window=self.options.window, pipelining=self.options.pipelining, stop=self._halt)
                 retry, trouble, drop, progress = self._settle(batch, session)
                 if not session.usable:
-                    self.connections.release(session, reusable=False)
+                    self._release(session, reusable=False)
                     session = None
                 queue.extendleft(reversed(retry))
                 if trouble is None or self.stop_error is not None:
@@ -302,15 +335,21 @@ class _Run:
             reusable = True
         finally:
             if session is not None:
-                self.connections.release(session, reusable=reusable and session.usable)
+                self._release(session, reusable=reusable and session.usable)
             for txn in queue:  # given up on, or never tried
                 self._give_up(txn, self.stop_error)
+
+    def _release(self, session: SMTPSession, *, reusable: bool) -> None:
+        try:
+            self.connections.release(session, reusable=reusable)  # a QUIT here still meets the budget
+        finally:
+            session.limit = None  # a pooled connection must not carry this call's budget into the next
 
     def _connect(self) -> SMTPSession | None:
         failures = 0
         while True:
             try:
-                return self.connections.acquire()
+                return self.connections.acquire(self.limit)
             except OSError as exc:
                 found = _cause_of(exc)
                 failures += 1
@@ -323,7 +362,8 @@ class _Run:
     def _wait(self, retry: int, trouble: BaseException) -> bool:
         """Back off before retry number ``retry``; False (the batch stops) if over the time budget."""
         delay = self.policy.delay(retry, self.rng)
-        if self.waited + delay > self.policy.timeout:
+        limit = self.limit
+        if self.waited + delay > self.policy.timeout or (limit is not None and time.monotonic() + delay >= limit.at):
             self.stop_error = trouble
             return False
         logger.info("Temporary failure (%s); retrying in %.2f s.", _one_line(trouble), delay)
@@ -512,13 +552,15 @@ def deliver(
     *,
     sleep: Callable[[float], None] = time.sleep,
     rng: Callable[[], float] = random.random,
+    timeout: float | None = None,
 ) -> BaseException | None:
     """Send ``jobs`` and fill in their statuses.
 
+    ``timeout`` is the connections' timeout: with it the whole call meets :func:`send_budget`.
     Returns the error that stopped the batch early (daily quota, a connection
-    that could not be made, the retry budget used up), or None.
+    that could not be made, the retry budget or the time budget used up), or None.
     """
-    run = _Run(jobs, connections, options, sleep, rng)
+    run = _Run(jobs, connections, options, sleep, rng, timeout)
     run.run()
     for job in jobs:
         status = job.status

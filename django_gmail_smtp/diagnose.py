@@ -39,7 +39,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -50,11 +50,17 @@ from django.utils.translation import gettext as _
 from . import conf, rules
 from .causes import CATALOGUE, Cause, explain_exception
 from .conf import SmtpConfig, is_loopback
-from .exceptions import GmailConfigError, GmailSMTPError, OAuthError
+from .deadline import Deadline, connect, handshake, set_timeout
+from .exceptions import DeadlineExceeded, GmailConfigError, GmailSMTPError, OAuthError
 from .redaction import Redactor
+from .roundtrip import ROUND_TRIP_STEPS
+from .roundtrip import STEP_TITLES as ROUND_TRIP_TITLES
 from .rules import Problem
 from .sandbox.constants import SANDBOX_CA_ORGANIZATION
-from .session import CLIENT, SERVER, SMTPSession, Transcript, make_ssl_context
+from .session import CLIENT, SERVER, BoundedSMTP, SMTPSession, Transcript, make_ssl_context
+
+if TYPE_CHECKING:
+    from .roundtrip import RoundTrip
 
 __all__ = [
     "EXIT_CODES",
@@ -84,9 +90,10 @@ STATUSES = (OK, WARNING, FAILED, SKIPPED)
 #: Every step name, in the order they can appear. ``ehlo`` appears twice with
 #: STARTTLS (before and after TLS; ``data["tls"]`` tells which). With implicit TLS
 #: ``tls`` comes before ``greeting``.
-STEP_NAMES = ("config", "dns", "connect", "greeting", "tls", "ehlo", "token", "auth", "send", "quit")
+_SMTP_STEPS = ("config", "dns", "connect", "greeting", "tls", "ehlo", "token", "auth", "send", "quit")
+STEP_NAMES = (*_SMTP_STEPS, *ROUND_TRIP_STEPS)  # the round trip's: django_gmail_smtp.roundtrip
 #: Step ids, unique within a run: the name, except that an EHLO over TLS is ``ehlo_tls``.
-STEP_IDS = ("config", "dns", "connect", "greeting", "tls", "ehlo", "ehlo_tls", "token", "auth", "send", "quit")
+STEP_IDS = (*_SMTP_STEPS[:6], "ehlo_tls", *_SMTP_STEPS[6:], *ROUND_TRIP_STEPS)
 
 EXIT_OK = 0
 #: A bug or an error nobody expected (Django's default CommandError status).
@@ -107,6 +114,31 @@ EXIT_CODES: Mapping[str, int] = {
     # Added later, so numbered after the others (exit codes never change meaning).
     "token": 12,
 }
+#: Exit statuses of the round trip (``--round-trip``), by what went wrong with the mailbox.
+ROUND_TRIP_EXIT_CODES: Mapping[str, int] = {
+    "mailbox_connect": 13,  # the IMAP/POP3 server could not be reached (DNS, TCP, TLS, greeting)
+    "mailbox_disabled": 14,  # IMAP (or POP) access is turned off for the account
+    "mailbox_sign_in": 15,  # the mailbox sign-in was refused
+    "mailbox_folder": 16,  # a folder could not be listed or opened
+    "not_arrived": 17,  # the test message did not arrive in time
+    "spam": 18,  # the test message arrived in Spam
+    "mailbox_protocol": 19,  # the mailbox server broke off or broke the protocol
+}
+# What a failed round-trip step or its cause means, for the exit status: causes first, then steps.
+_ROUND_TRIP_FAILURES = {
+    "imap_disabled": "mailbox_disabled",
+    "pop_disabled": "mailbox_disabled",
+    "imap_no_folder": "mailbox_folder",
+    "round_trip_timeout": "not_arrived",
+    "round_trip_spam": "spam",
+    "imap_protocol": "mailbox_protocol",
+    "pop_protocol": "mailbox_protocol",
+    "imap_connect": "mailbox_connect",
+    "pop_connect": "mailbox_connect",
+    "imap_auth": "mailbox_sign_in",
+    "pop_auth": "mailbox_sign_in",
+    "imap_folders": "mailbox_folder",
+}
 
 #: Ports where a server speaks TLS from the first byte (SMTPS, IMAPS, POP3S, HTTPS):
 #: a STARTTLS or plain client waits only briefly for a greeting there.
@@ -115,6 +147,8 @@ IMPLICIT_TLS_PORTS = frozenset({465, 993, 995, 443})
 QUICK_WAIT = 3.0
 #: Bound for the extra probes that refine a diagnosis (is it TLS? is it plain SMTP?).
 PROBE_WAIT = 3.0
+#: Bound for the QUIT that ends a conversation after a failed step.
+FAREWELL_WAIT = 2.0
 
 STEP_TITLES: Mapping[str, Any] = {
     "config": gettext_lazy("Configuration"),
@@ -127,6 +161,7 @@ STEP_TITLES: Mapping[str, Any] = {
     "auth": gettext_lazy("Sign-in"),
     "send": gettext_lazy("Test message"),
     "quit": gettext_lazy("QUIT"),
+    **ROUND_TRIP_TITLES,
 }
 
 # Rule ids that have a catalogue entry saying the same thing with a stable cause id.
@@ -201,6 +236,10 @@ class Diagnosis:
     transcript: Transcript = field(default_factory=Transcript)
     language: str = ""
     duration: float = 0.0
+    mailbox_transcript: Transcript = field(default_factory=Transcript)
+    """The IMAP or POP3 conversation of the round trip (sign-in redacted)."""
+    round_trip: dict[str, Any] | None = None
+    """What the round trip found (``--round-trip``): folder, seconds, From, verdicts, TLS."""
     unexpected: str = ""
     """The traceback (secrets redacted) of an error no step expects: a bug; exit status 1."""
     redactor: Redactor = field(init=False, repr=False, compare=False)
@@ -226,7 +265,14 @@ class Diagnosis:
             return EXIT_OK
         if self.unexpected:
             return EXIT_UNEXPECTED
-        return EXIT_CODES.get(self.failed_step, EXIT_UNEXPECTED)
+        if self.failed_step == "round_trip_send":
+            return EXIT_CODES["send"]
+        if self.failed_step in EXIT_CODES:
+            return EXIT_CODES[self.failed_step]
+        kind = _ROUND_TRIP_FAILURES.get(self.cause.id if self.cause else "") or _ROUND_TRIP_FAILURES.get(
+            self.failed_step
+        )
+        return ROUND_TRIP_EXIT_CODES[kind] if kind else EXIT_UNEXPECTED
 
     def redact(self, text: str) -> str:
         """``text`` without any secret of the configuration, in any encoding."""
@@ -235,6 +281,10 @@ class Diagnosis:
     def transcript_lines(self) -> list[tuple[str, str]]:
         """The SMTP conversation as ``(direction, text)``; credentials already hidden."""
         return [(direction, self.redactor(text)) for direction, text in self.transcript.lines]
+
+    def mailbox_transcript_lines(self) -> list[tuple[str, str]]:
+        """The IMAP or POP3 conversation of the round trip as ``(direction, text)``; sign-in hidden."""
+        return [(direction, self.redactor(text)) for direction, text in self.mailbox_transcript.lines]
 
     def step(self, name: str) -> Step | None:
         """The last step called ``name``, if it ran."""
@@ -250,7 +300,10 @@ class Diagnosis:
             config = {
                 "alias": self.config.alias,
                 "security": self.config.security,
-                "values": [_config_value(self.config, *row) for row in self.config.describe()],
+                "values": [
+                    _config_value(self.config, *row)
+                    for row in self.config.describe(mailbox=(self.round_trip or {}).get("via", ""))
+                ],
             }
         return {
             "schema_version": SCHEMA_VERSION,
@@ -276,6 +329,8 @@ class Diagnosis:
             },
             "error": self.error or None,
             "transcript": [{"direction": d, "text": t} for d, t in self.transcript_lines()],
+            "round_trip": self.round_trip,
+            "mailbox_transcript": [{"direction": d, "text": t} for d, t in self.mailbox_transcript_lines()],
         }
 
 
@@ -401,6 +456,9 @@ def _cause_of(exc: BaseException, stage: str, config: SmtpConfig) -> Cause:
 
 
 def _is_silent(exc: BaseException) -> bool:
+    """No answer at all within the time (a server that answered too slowly is not silent)."""
+    if isinstance(exc, DeadlineExceeded):
+        return not exc.received
     return isinstance(exc, TimeoutError) or (
         isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" in str(exc)
     )
@@ -432,9 +490,9 @@ def _credentials_cause(config: SmtpConfig, errors: Sequence[Problem]) -> Cause |
     return None
 
 
-def _check_config(run: _Run, config: SmtpConfig) -> bool:
+def _check_config(run: _Run, config: SmtpConfig, round_trip: RoundTrip | None = None) -> bool:
     step = run.begin("config", _title("config"))
-    problems = rules.check_config(config)
+    problems = rules.unsilenced(rules.check_config(config))
     run.diagnosis.problems = problems
     errors = [p for p in problems if p.is_error]
     warnings = [p for p in problems if not p.is_error]
@@ -444,6 +502,8 @@ def _check_config(run: _Run, config: SmtpConfig) -> bool:
         step.details.append(f"{problem.id} ({level}): {problem.message}")
         step.details.append("    " + _("Hint: %(hint)s") % {"hint": problem.hint})
     missing = _credentials_cause(config, errors)
+    if missing is None and round_trip is not None:
+        missing = round_trip.config_cause(config)
     for problem in errors:  # the rule says the same, naming the setting: use its words
         if missing is not None and _RULE_CAUSES.get(problem.id) == missing.id:
             missing = _problem_cause(problem)
@@ -617,15 +677,16 @@ def _probe_tls(config: SmtpConfig, wait: float) -> str:
     """Does the port speak TLS from the first byte? ``"tls"``, ``"plain"`` or ``"silent"``.
 
     Uses the same verifying context as the session; a certificate failure also
-    proves that TLS is spoken. Nothing but a ClientHello is sent.
+    proves that TLS is spoken. Nothing but a ClientHello is sent. Takes at most ``wait``
+    seconds in all; what it reads is the server's handshake, which OpenSSL bounds.
     """
+    deadline = Deadline(wait, "step", "TLS probe")
     try:
-        sock = socket.create_connection((config.host, config.port), wait)
+        sock = connect(config.host, config.port, deadline)
     except OSError:
         return "silent"
     try:
-        sock.settimeout(wait)
-        with make_ssl_context(config).wrap_socket(sock, server_hostname=config.host):
+        with handshake(make_ssl_context(config), sock, deadline, config.host):
             return "tls"
     except ssl.SSLCertVerificationError:
         return "tls"
@@ -638,10 +699,14 @@ def _probe_tls(config: SmtpConfig, wait: float) -> str:
 
 
 def _probe_plain_greeting(config: SmtpConfig, wait: float) -> str:
-    """The first line a plain connection receives within ``wait`` (``""`` if none)."""
+    """The first line a plain connection receives within ``wait`` seconds in all (``""`` if none).
+
+    One read of at most 512 bytes: an endless or dripping greeting cannot make it read more.
+    """
+    deadline = Deadline(wait, "step", "greeting probe")
     try:
-        with socket.create_connection((config.host, config.port), wait) as sock:
-            sock.settimeout(wait)
+        with connect(config.host, config.port, deadline) as sock:
+            set_timeout(sock, deadline.left())
             data = sock.recv(512)
     except OSError:
         return ""
@@ -658,15 +723,16 @@ def _probe_issuer(config: SmtpConfig, wait: float) -> x509.Name | None:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # only to read the certificate: no credential, no mail
     der: bytes | None = None
+    deadline = Deadline(wait, "step", "certificate probe")  # the whole probe; its replies capped
     try:
         if config.use_ssl:
             with (
-                socket.create_connection((config.host, config.port), wait) as raw,
-                context.wrap_socket(raw, server_hostname=config.host) as sock,
+                connect(config.host, config.port, deadline) as raw,
+                handshake(context, raw, deadline, config.host) as sock,
             ):
                 der = sock.getpeercert(binary_form=True)
         else:
-            client = smtplib.SMTP(config.host, config.port, local_hostname=DNS_NAME.get_fqdn(), timeout=wait)
+            client = BoundedSMTP(deadline, host=config.host, port=config.port, local_hostname=DNS_NAME.get_fqdn())
             try:
                 client.ehlo()
                 client.starttls(context=context)
@@ -709,7 +775,11 @@ def _name_text(name: Any) -> str:
     return ", ".join(parts)
 
 
-def _tls_facts(step: Step, sock: ssl.SSLSocket, config: SmtpConfig, context: ssl.SSLContext) -> None:
+def _tls_facts(
+    step: Step, sock: ssl.SSLSocket, config: SmtpConfig, context: ssl.SSLContext, *, host: str | None = None
+) -> None:
+    """The TLS facts of ``sock`` (a connection to ``host``, by default the SMTP host) on ``step``."""
+    host = host or config.host
     cipher = sock.cipher()
     cert = sock.getpeercert() or {}
     data: dict[str, Any] = {
@@ -721,7 +791,7 @@ def _tls_facts(step: Step, sock: ssl.SSLSocket, config: SmtpConfig, context: ssl
         "names": [str(entry[1]) for entry in cast(Sequence[Sequence[str]], cert.get("subjectAltName", ()))],
         "not_after": cert.get("notAfter"),
         "days_left": None,
-        "hostname": config.host,
+        "hostname": host,
         "hostname_verified": bool(context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED),
         "ca_file": config.ssl_cafile or None,
     }
@@ -744,7 +814,7 @@ def _tls_facts(step: Step, sock: ssl.SSLSocket, config: SmtpConfig, context: ssl
             step.status = WARNING
             step.details.append(_("The certificate expires soon."))
     if data["hostname_verified"]:
-        step.details.append(_("host name %(host)s verified against the certificate") % {"host": config.host})
+        step.details.append(_("host name %(host)s verified against the certificate") % {"host": host})
     step.details.append(
         _("trusted through the CA file %(file)s") % {"file": config.ssl_cafile}
         if config.ssl_cafile
@@ -770,10 +840,11 @@ _SIGN_IN_ERRORS: tuple[type[Exception], ...] = (*_NETWORK_ERRORS, GmailConfigErr
 class _Conversation:
     """Steps 3-7 over one :class:`SMTPSession`."""
 
-    def __init__(self, run: _Run, config: SmtpConfig, timeout: float) -> None:
+    def __init__(self, run: _Run, config: SmtpConfig, timeout: float, *, from_admin: bool = False) -> None:
         self.run = run
         self.config = config
         self.timeout = timeout
+        self.from_admin = from_admin
         self.marks: dict[str, float] = {}
         self.session = SMTPSession(
             config, transcript=run.diagnosis.transcript, on_stage=self._stage, redactor=run.diagnosis.redactor
@@ -793,7 +864,7 @@ class _Conversation:
     def _mark(self) -> int:
         return len(self.run.diagnosis.transcript.lines)
 
-    def run_all(self, send_to: Sequence[str], from_email: str | None) -> None:
+    def run_all(self, send_to: Sequence[str], from_email: str | None, round_trip: RoundTrip | None = None) -> None:
         try:
             if not self.open():
                 return
@@ -807,11 +878,13 @@ class _Conversation:
                 or not self.send(send_to, from_email)
             ):
                 return
+            if round_trip is not None and not self.send_round_trip(round_trip):
+                return
             self.quit()
         finally:
             if self.session.client is not None:  # after a failure: leave politely, quietly
                 with contextlib.suppress(Exception):  # the failure is already reported
-                    self.session.quit()
+                    self.session.quit(within=FAREWELL_WAIT)
 
     # -- connect, TLS, greeting --
     def open(self) -> bool:
@@ -819,17 +892,11 @@ class _Conversation:
         patience = self.timeout
         if not config.use_ssl and config.port in IMPLICIT_TLS_PORTS:
             patience = min(self.timeout, QUICK_WAIT)
-        session.config = replace(config, timeout=patience)
         try:
-            code, message = session.open_connection()
+            code, message = session.open_connection(within=patience)
         except _NETWORK_ERRORS as exc:
             self._open_failed(exc, patience)
             return False
-        finally:
-            session.config = config
-        if session.client is not None and session.client.sock is not None:
-            session.client.sock.settimeout(self.timeout)
-            session.client.timeout = self.timeout
         greeted = time.perf_counter()
         if config.use_ssl and self.tls_step is not None:
             sock = session.client.sock if session.client is not None else None
@@ -984,6 +1051,10 @@ class _Conversation:
             step.status = WARNING
             step.details.append(
                 _(
+                    "The server offers STARTTLS, but the configuration does not use it (choose it in the “Security” field)."
+                )
+                if rules.from_form(self.config, "use_tls")
+                else _(
                     "The server offers STARTTLS, but the configuration does not use it "
                     "(turn on EMAIL_USE_TLS, or 'use_tls' in MAILERS OPTIONS)."
                 )
@@ -1086,12 +1157,31 @@ class _Conversation:
             self.run.skip("send", _title("send"), _("No recipient given: nothing was sent."))
             return True
         step = self.run.begin("send", _("Test message to %(recipients)s") % {"recipients": ", ".join(send_to)})
-        mark = self._mark()
         try:
-            sender, recipients, data = _build_message(self.config, send_to, from_email)
+            sender, recipients, data = _build_message(self.config, send_to, from_email, from_admin=self.from_admin)
         except (ValueError, GmailConfigError) as exc:
             self.run.fail(step, CATALOGUE["bad_recipient"], describe_error(exc))
             return False
+        return self._send(step, sender, recipients, data)
+
+    def send_round_trip(self, round_trip: RoundTrip) -> bool:
+        """The round trip's tagged message, to the account itself, from the configured From."""
+        step = self.run.begin(
+            "round_trip_send", _("Round-trip message to %(recipient)s") % {"recipient": self.config.username}
+        )
+        try:
+            sender, recipients, data = round_trip.message(self.config)
+        except (ValueError, GmailConfigError) as exc:
+            self.run.fail(step, CATALOGUE["envelope_syntax"], describe_error(exc))
+            return False
+        if not self._send(step, sender, recipients, data):
+            return False
+        round_trip.sent()
+        step.data["message_id"] = round_trip.message_id
+        return True
+
+    def _send(self, step: Step, sender: str, recipients: list[str], data: bytes) -> bool:
+        mark = self._mark()
         step.data = {"from": sender, "to": list(recipients), "bytes": len(data)}
         try:
             refused = self.session.send(sender, recipients, data)
@@ -1125,20 +1215,34 @@ class _Conversation:
         self.run.end(step)
 
 
-def _build_message(config: SmtpConfig, send_to: Sequence[str], from_email: str | None) -> tuple[str, list[str], bytes]:
-    """The envelope and bytes of the test message, built exactly as the backend builds mail."""
+def _build_message(
+    config: SmtpConfig, send_to: Sequence[str], from_email: str | None, *, from_admin: bool = False
+) -> tuple[str, list[str], bytes]:
+    """The envelope and bytes of the test message, built exactly as the backend builds mail.
+
+    It says where it was sent from: ``manage.py gmail_check``, or the admin's “Send test email”.
+    """
     from django.conf import settings
     from django.core.mail import EmailMessage
 
     from .backend import build_envelope
 
     sender = from_email or (config.username if "@" in config.username else settings.DEFAULT_FROM_EMAIL)
-    subject = _("gmail_check test message")
-    body = _(
-        "This message was sent by 'manage.py gmail_check' to test sending through "
-        "%(host)s:%(port)s as %(username)s, from the machine %(machine)s at %(time)s.\n\n"
-        "If you can read it, Django can send mail with this configuration."
-    ) % {
+    if from_admin:
+        subject = _("Test email from the Django admin")
+        body = _(
+            "This message was sent from the Django admin (“Send test email” on a Gmail account) to test "
+            "sending through %(host)s:%(port)s as %(username)s, from the machine %(machine)s at %(time)s.\n\n"
+            "If you can read it, Django can send mail with this account."
+        )
+    else:
+        subject = _("gmail_check test message")
+        body = _(
+            "This message was sent by 'manage.py gmail_check' to test sending through "
+            "%(host)s:%(port)s as %(username)s, from the machine %(machine)s at %(time)s.\n\n"
+            "If you can read it, Django can send mail with this configuration."
+        )
+    body %= {
         "host": config.host,
         "port": config.port,
         "username": config.username or "-",
@@ -1160,10 +1264,15 @@ def run_check(
     from_email: str | None = None,
     on_step_start: StepCallback | None = None,
     on_step_end: StepCallback | None = None,
+    round_trip: RoundTrip | None = None,
+    from_admin: bool = False,
 ) -> Diagnosis:
     """Run every step against ``config`` and return the :class:`Diagnosis`.
 
-    ``send_to``: addresses to send a real test message to (none: nothing is sent).
+    ``send_to``: addresses to send a real test message to (none: nothing is sent); its text
+    names the admin as its origin when ``from_admin``, else ``manage.py gmail_check``.
+    ``round_trip``: also send a tagged message to the account itself and prove it arrives
+    (:class:`~django_gmail_smtp.roundtrip.RoundTrip`; its steps follow QUIT).
     ``on_step_start(step)`` / ``on_step_end(step)`` are called as the steps run
     (for live progress); steps that run inside one socket call (implicit TLS and
     the greeting) are reported as soon as that call returns. Never raises for a
@@ -1175,12 +1284,16 @@ def run_check(
     run = _Run(diagnosis, on_step_start, on_step_end)
     timeout = config.timeout if config.timeout and config.timeout > 0 else conf.DEFAULT_TIMEOUT
     try:
-        if not _check_config(run, config):
+        if round_trip is not None:
+            diagnosis.round_trip = round_trip.summary  # filled in as the round trip goes
+        if not _check_config(run, config, round_trip):
             return diagnosis
         addresses = _dns(run, config, timeout)
         if addresses is None or not _connect(run, config, addresses, timeout):
             return diagnosis
-        _Conversation(run, config, timeout).run_all(send_to, from_email)
+        _Conversation(run, config, timeout, from_admin=from_admin).run_all(send_to, from_email, round_trip)
+        if round_trip is not None and diagnosis.ok:
+            round_trip.receive(run, config, timeout)
     except Exception as exc:  # a bug: exit status 1 and a request to report it, never a bare traceback
         diagnosis.unexpected = run.redact(traceback.format_exc()) or "-"
         step = run.current or run.begin("config", _title("config"))
@@ -1214,6 +1327,7 @@ def check(
     from_email: str | None = None,
     on_step_start: StepCallback | None = None,
     on_step_end: StepCallback | None = None,
+    round_trip: RoundTrip | None = None,
 ) -> Diagnosis:
     """Resolve the configuration the backend would use (see :func:`conf.resolve`) and test it."""
     try:
@@ -1226,6 +1340,7 @@ def check(
         from_email=from_email,
         on_step_start=on_step_start,
         on_step_end=on_step_end,
+        round_trip=round_trip,
     )
 
 

@@ -32,10 +32,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CAUSE_CLASSES",
+    "DeadlineExceeded",
     "GmailConfigError",
     "GmailSMTPError",
+    "MailboxError",
     "OAuthError",
     "PickleByState",
+    "ReplyTooLongError",
     "SecretDecryptionError",
     "SecretDestinationError",
     "TLSRequiredError",
@@ -151,6 +154,36 @@ class GmailSMTPError(Exception):
 
 class TLSRequiredError(GmailSMTPError, ConnectionError):
     """Refused to sign in because the connection is not encrypted."""
+
+
+class DeadlineExceeded(PickleByState, GmailSMTPError, TimeoutError, smtplib.SMTPServerDisconnected):
+    """An overall deadline passed: the connection set-up, one exchange, a ``send_messages()`` call.
+
+    A ``TimeoutError`` (so ``except socket.timeout``/``OSError`` and the timeout causes keep
+    working) and, like the reply timeouts smtplib reports, an ``SMTPServerDisconnected``: the
+    connection is closed. The message says which deadline passed. ``kind`` is ``setup``,
+    ``step``, ``reply``, ``write``, ``batch`` or ``token``; ``seconds`` its length; ``received``
+    how many bytes of the unfinished answer had arrived (0: the server said nothing at all).
+    README.md#hostile-or-broken-servers.
+    """
+
+    def __init__(self, message: str, *, kind: str = "", seconds: float | None = None, received: int = 0) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.seconds = seconds
+        self.received = received
+
+
+class ReplyTooLongError(PickleByState, GmailSMTPError, smtplib.SMTPServerDisconnected):
+    """A server's reply went past a cap (lines or bytes); the connection was closed.
+
+    ``limit`` names the cap that was reached (``lines`` or ``bytes``), ``size`` its value.
+    """
+
+    def __init__(self, message: str, *, limit: str = "", size: int = 0) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.size = size
 
 
 class OAuthError(PickleByState, smtplib.SMTPException):
@@ -348,3 +381,14 @@ def with_cause(exc: BaseException, cause: Cause | None, stage: str = "") -> Base
     new.__context__ = exc.__context__
     result: BaseException = new
     return result
+
+
+class MailboxError(PickleByState, GmailSMTPError, OSError):
+    """Reading the account's mailbox (IMAP or POP3, ``gmail_check --round-trip``) failed: the
+    server refused (``reply`` is its answer) or broke the protocol. Carries a cause and the stage."""
+
+    def __init__(self, message: str, *, cause: Cause | None = None, stage: str = "", reply: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.stage = stage
+        self.reply = reply

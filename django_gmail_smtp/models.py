@@ -9,6 +9,7 @@ Lookups go through :mod:`.accounts`, which caches them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from django.db import models
@@ -321,11 +322,11 @@ class GmailAccount(models.Model):
     def use_ssl(self) -> bool:
         return self.security == self.Security.SSL
 
-    def record_check(self, ok: bool, message: str) -> None:
-        """Store the outcome of a test; changes nothing the backend uses (no cache invalidation)."""
+    def record_check(self, ok: bool, message: str, at: datetime | None = None) -> None:
+        """Store the outcome of a test (run ``at``, default now); changes nothing the backend uses."""
         from django.utils import timezone
 
-        self.last_checked_at = timezone.now()
+        self.last_checked_at = at or timezone.now()
         self.last_check_ok = ok
         self.last_check_message = message[:2000]
         if self.pk is not None:
@@ -362,7 +363,20 @@ class DeliveryLog(models.Model):
     account = models.CharField(
         _("account"), max_length=254, blank=True, default="", help_text=_("The address the message is sent with.")
     )
+    account_name = models.CharField(
+        _("stored account"),
+        max_length=100,
+        blank=True,
+        default="",
+        help_text=_("The stored Gmail account the message is sent with, if any."),
+    )
     recipients = models.PositiveIntegerField(_("recipients"), default=0)
+    # Who and what, for "did my mail to bob@example.com go out?" (README.md#the-delivery-log):
+    # recorded unless GMAIL_SMTP["LOG_RECIPIENTS"] / ["LOG_SUBJECTS"] is False. Never the body.
+    to = models.TextField(
+        _("to"), blank=True, default="", help_text=_("Every envelope recipient (To, Cc and Bcc), one per line.")
+    )
+    subject = models.CharField(_("subject"), max_length=255, blank=True, default="")
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
     last_reply = models.TextField(_("last reply"), blank=True, default="")
     cause = models.CharField(_("cause"), max_length=50, blank=True, default="")
@@ -384,11 +398,12 @@ class DeliveryLog(models.Model):
         indexes = [
             models.Index(fields=["status", "due_at"], name="gmail_smtp_log_status_due"),
             models.Index(fields=["account", "status"], name="gmail_smtp_log_account"),
+            models.Index(fields=["sent_at"], name="gmail_smtp_log_sent_at"),
         ]
         permissions = [("retry_deliverylog", _("Can retry failed or stuck messages"))]
 
     def __str__(self) -> str:
-        return f"{self.message_id} ({self.status})"
+        return f"{self.subject or self.message_id} ({self.get_status_display()})"
 
 
 class QuotaAccount(models.Model):

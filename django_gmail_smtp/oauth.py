@@ -37,6 +37,7 @@ import html
 import http.server
 import json
 import logging
+import math
 import secrets
 import smtplib
 import threading
@@ -52,7 +53,8 @@ from django.views.decorators.debug import sensitive_variables
 
 from .causes import CATALOGUE, Cause, explain_reply
 from .conf import SmtpConfig, app_setting, is_loopback_address
-from .exceptions import OAuthError, with_cause
+from .deadline import Deadline
+from .exceptions import DeadlineExceeded, OAuthError, ReplyTooLongError, with_cause
 from .redaction import Redactor, detach
 
 if TYPE_CHECKING:
@@ -288,23 +290,99 @@ def unreachable_error(uri: str, reason: str) -> OAuthError:
     return with_cause(exc, CATALOGUE["oauth_token_unreachable"], "token")  # type: ignore[return-value]
 
 
-class _TimedRequest:
-    """google-auth's requests transport with this configuration's timeout (its default is 120 s)."""
+MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
+"""Largest answer read from the token endpoint (Google's is about 1 KiB); a larger one fails."""
 
-    def __init__(self, timeout: float) -> None:
+
+@dataclass(frozen=True)
+class _Answer:
+    """A token endpoint's answer, read in full (google-auth's transport ``Response``)."""
+
+    status: int
+    headers: Mapping[str, str]
+    data: bytes = field(repr=False)
+
+
+class _TimedRequest:
+    """HTTP to the token endpoint: the whole request within a deadline, the answer capped.
+
+    requests (which honours the proxy and CA settings of the environment) makes the request in
+    a worker thread, and the caller waits for it until the deadline at most: requests' timeout
+    bounds each read, not the answer as a whole, so a server sending a byte a second would hold
+    the caller for ever. An abandoned worker stops at its next read timeout or once the answer
+    passes the cap. Called as google-auth's transport, every failure is a ``TransportError``.
+    """
+
+    def __init__(self, timeout: float | None, uri: str) -> None:
         import requests
-        from google.auth.transport.requests import Request
 
         self.session = requests.Session()
-        self.request = Request(self.session)
-        self.timeout = timeout
+        self.deadline = Deadline(timeout, "token", uri)
 
     def __call__(self, url: str, method: str = "GET", body: Any = None, headers: Any = None, **kwargs: Any) -> Any:
-        kwargs["timeout"] = self.timeout
-        return self.request(url, method=method, body=body, headers=headers, **kwargs)
+        import requests
+        from google.auth import exceptions as google_exceptions
+
+        try:
+            return self.fetch(url, method, body, headers)
+        except (requests.RequestException, DeadlineExceeded, ReplyTooLongError) as exc:
+            raise google_exceptions.TransportError(exc) from exc  # type: ignore[no-untyped-call]
+
+    def fetch(self, url: str, method: str, body: Any, headers: Any) -> _Answer:
+        """The answer; raises requests' exceptions, ``DeadlineExceeded`` or ``ReplyTooLongError``."""
+        left = self.deadline.left()
+        outcome: dict[str, Any] = {}
+        worker = threading.Thread(
+            target=self._fetch, args=(outcome, url, method, body, headers, left), name="gmail-smtp-oauth", daemon=True
+        )
+        worker.start()
+        worker.join(None if left == math.inf else left)
+        if worker.is_alive():
+            raise self.deadline.error(received=outcome.get("received", 0))
+        if "error" in outcome:
+            raise outcome["error"]
+        answer: _Answer = outcome["answer"]
+        return answer
+
+    @sensitive_variables()
+    def _fetch(self, outcome: dict[str, Any], url: str, method: str, body: Any, headers: Any, left: float) -> None:
+        timeout = None if left == math.inf else left
+        try:
+            with self.session.request(method, url, data=body, headers=headers, timeout=timeout, stream=True) as reply:
+                length = reply.headers.get("Content-Length", "")
+                if length.isdigit() and int(length) > MAX_TOKEN_RESPONSE_BYTES:
+                    raise _too_large()
+                data = bytearray()
+                for chunk in reply.iter_content(4096):
+                    data += chunk
+                    outcome["received"] = len(data)
+                    if len(data) > MAX_TOKEN_RESPONSE_BYTES:
+                        raise _too_large()
+                    if self.deadline.expired:  # the caller has given up
+                        return
+                outcome["answer"] = _Answer(reply.status_code, reply.headers, bytes(data))
+        except Exception as exc:  # handed to the caller's thread
+            outcome["error"] = exc
 
     def close(self) -> None:
         self.session.close()
+
+
+def _too_large() -> ReplyTooLongError:
+    return ReplyTooLongError(
+        _("The OAuth2 token endpoint's answer is larger than %(count)d bytes (MAX_TOKEN_RESPONSE_BYTES).")
+        % {"count": MAX_TOKEN_RESPONSE_BYTES},
+        limit="bytes",
+        size=MAX_TOKEN_RESPONSE_BYTES,
+    )
+
+
+def _too_large_error(uri: str) -> OAuthError:
+    exc = OAuthError(
+        _("The OAuth2 token endpoint %(uri)s answered with more than %(count)d bytes: the answer was not read.")
+        % {"uri": uri, "count": MAX_TOKEN_RESPONSE_BYTES}
+    )
+    return with_cause(exc, CATALOGUE["reply_too_long"], "token")  # type: ignore[return-value]
 
 
 @sensitive_variables()
@@ -325,7 +403,7 @@ def _refresh(config: SmtpConfig) -> AccessToken:
         scopes=[SCOPE],
     )
     scrub = Redactor(config.oauth_client_secret, config.oauth_refresh_token)
-    request = _TimedRequest(config.timeout or 10.0)
+    request = _TimedRequest(config.timeout or 10.0, uri)
     started = time.time()
     failure: OAuthError | None = None
     try:
@@ -340,7 +418,10 @@ def _refresh(config: SmtpConfig) -> AccessToken:
             scrub=scrub,
         )
     except google_exceptions.TransportError as exc:
-        failure = unreachable_error(uri, scrub(_reason(exc)))
+        if isinstance(exc.__cause__, ReplyTooLongError):
+            failure = _too_large_error(uri)
+        else:
+            failure = unreachable_error(uri, scrub(_reason(exc)))
     finally:
         request.close()
     if failure is not None:  # raised here, not in the except clause: google-auth's frames hold the secrets
@@ -366,6 +447,8 @@ def _reason(exc: BaseException) -> str:
     inner: BaseException | None = exc
     text = str(exc)
     while inner is not None:
+        if isinstance(inner, DeadlineExceeded):
+            return str(inner.args[0])
         if isinstance(inner, ConnectionRefusedError):
             return _("connection refused")
         if isinstance(inner, TimeoutError):
@@ -589,23 +672,29 @@ def exchange_code(
         "redirect_uri": redirect_uri,
         "code_verifier": code_verifier,
     }
+    request = _TimedRequest(timeout, uri)
     unreachable: OAuthError | None = None
     try:
-        response = requests.post(uri, data=data, timeout=timeout, headers={"Accept": "application/json"})
-    except requests.RequestException as exc:
+        response = request.fetch(uri, "POST", data, {"Accept": "application/json"})
+    except ReplyTooLongError:
+        unreachable = _too_large_error(uri)
+    except (requests.RequestException, DeadlineExceeded) as exc:
         unreachable = unreachable_error(uri, scrub(_reason(exc)))
+    finally:
+        request.close()
     if unreachable is not None:  # raised outside the except clause: requests' frames hold the form
         raise detach(unreachable)
+    text = response.data.decode("utf-8", "replace")
     try:
-        answer = response.json()
+        answer = json.loads(text)
     except ValueError:
         answer = None
-    if response.status_code != 200 or not isinstance(answer, dict):
+    if response.status != 200 or not isinstance(answer, dict):
         details = answer if isinstance(answer, dict) else {}
         raise token_error(
             str(details.get("error", "")),
-            str(details.get("error_description", "")) or response.text[:200],
-            response.status_code,
+            str(details.get("error_description", "")) or text[:200],
+            response.status,
             scrub=scrub,
         )
     return answer

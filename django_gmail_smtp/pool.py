@@ -14,7 +14,6 @@ the parent's sockets. At exit every connection is closed with ``QUIT``.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import hashlib
 import os
 import smtplib
@@ -24,6 +23,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from .conf import SmtpConfig
+from .deadline import Deadline
 from .session import SMTPSession
 
 __all__ = ["checkin", "checkout", "close_all", "config_key", "idle_count"]
@@ -86,15 +86,11 @@ def _close(session: SMTPSession, *, wait: bool = False) -> None:
     Without ``wait`` the 221 is not awaited: the thread that happens to sweep a
     stale connection should not pay a round trip for it.
     """
-    client = session.client
-    sock = getattr(client, "sock", None)
-    if not session.usable or sock is None:
+    if not session.usable:
         session.abort()
         return
-    with contextlib.suppress(OSError):
-        sock.settimeout(min(_QUIT_TIMEOUT, session.config.timeout or _QUIT_TIMEOUT))
     try:
-        session.quit(wait=wait)
+        session.quit(wait=wait, within=_QUIT_TIMEOUT)
     except (smtplib.SMTPException, OSError):
         session.abort()
 
@@ -105,10 +101,13 @@ def _sweep(now: float, idle_timeout: float) -> list[SMTPSession]:
     return [_idle.pop(key).session for key in stale]
 
 
-def checkout(config: SmtpConfig, *, noop_after: float | None, idle_timeout: float) -> SMTPSession | None:
+def checkout(
+    config: SmtpConfig, *, noop_after: float | None, idle_timeout: float, limit: Deadline | None = None
+) -> SMTPSession | None:
     """This thread's idle connection for ``config`` if it is still good, else None.
 
     Also closes other idle connections past ``idle_timeout`` or left by threads that ended.
+    ``limit`` becomes the session's :attr:`~SMTPSession.limit` (its NOOP check included).
     """
     _check_process()
     now = time.monotonic()
@@ -124,6 +123,7 @@ def checkout(config: SmtpConfig, *, noop_after: float | None, idle_timeout: floa
     if now - idle.since > idle_timeout:
         _close(session)
         return None
+    session.limit = limit
     if session.pid != os.getpid() or not session.idle_check(noop_after):
         session.abort()
         return None

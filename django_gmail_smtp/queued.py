@@ -76,6 +76,7 @@ __all__ = [
     "QueuedMessage",
     "deliver",
     "is_stuck",
+    "log_details",
     "retry",
 ]
 
@@ -98,6 +99,15 @@ class QueuedMessage:
 
     log_id: int
     message_id: str
+
+
+def log_details(payload: Mapping[str, Any], recipients: Sequence[str]) -> dict[str, str]:
+    """The delivery log's ``to`` and ``subject`` for a message, as ``LOG_RECIPIENTS`` / ``LOG_SUBJECTS`` allow."""
+    subject = " ".join(str(payload.get("subject") or "").split())
+    return {
+        "to": "\n".join(recipients) if app_setting("LOG_RECIPIENTS") else "",
+        "subject": (subject if len(subject) <= 255 else subject[:254] + "…") if app_setting("LOG_SUBJECTS") else "",
+    }
 
 
 def _is_secret(name: str) -> bool:
@@ -265,6 +275,16 @@ class QueuedEmailBackend(BaseEmailBackend):
         self.task_backend: str = task_backend or app_setting("QUEUE_TASK_BACKEND")
         self.carried = self._carried_options(kwargs)
         self.tasks = _tasks_backend(self.task_backend, self.queue_name)
+        self.account_name = self._stored_account(kwargs)
+
+    def _stored_account(self, kwargs: Mapping[str, Any]) -> str:
+        """The name of the stored account the messages go out with ("" when the settings provide it)."""
+        username = self.config.provenance.get("username")
+        if username is None or username.source != conf.SOURCE_DATABASE:
+            return ""
+        from .accounts import stored_name
+
+        return stored_name(str(kwargs.get("account") or app_setting("ACCOUNT")))[:100]
 
     def _carried_options(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The options the worker needs besides the settings; refuses secrets."""
@@ -330,7 +350,9 @@ class QueuedEmailBackend(BaseEmailBackend):
                 status=DeliveryLog.Status.QUEUED,
                 mailer=self.alias or "",
                 account=quota.account_key(self.config),
+                account_name=self.account_name,
                 recipients=len(recipients),
+                **log_details(payload, recipients),
                 task_backend=self.task_backend,
                 queue_name=self.queue_name,
                 generation=1,

@@ -21,6 +21,8 @@ What callers use:
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -35,9 +37,11 @@ from .conf import (
     APP_SETTINGS,
     GMAIL_DEFAULT_LABEL,
     LEGACY_SETTINGS,
+    MAILBOX_OPTIONS,
     OAUTH_OPTIONS,
     SOURCE_DATABASE,
     SOURCE_DEFAULT,
+    SOURCE_FORM,
     SmtpConfig,
     is_loopback,
     url_password,
@@ -49,6 +53,8 @@ __all__ = [
     "CHECK_IDS",
     "CONFIG_RULES",
     "ERROR",
+    "PORT_RANGE",
+    "TIMEOUT_LIMIT",
     "WARNING",
     "Problem",
     "check_app_settings",
@@ -57,6 +63,7 @@ __all__ = [
     "check_email_url_reporting",
     "check_senders",
     "check_transcript",
+    "from_form",
     "oauth_endpoint_problem",
     "oauth_library_problem",
     "problem_from_error",
@@ -65,6 +72,8 @@ __all__ = [
     "setting_name",
     "signs_in_with_password",
     "to_error",
+    "unsilenced",
+    "valid_host",
 ]
 
 ERROR, WARNING = "error", "warning"
@@ -79,9 +88,9 @@ CHECK_IDS: Mapping[str, str] = {
     "gmail_smtp.E005": "no username for a Gmail host",
     "gmail_smtp.E006": "the username is not an e-mail address",
     "gmail_smtp.E007": "no password for a Gmail host",
-    "gmail_smtp.E008": "the timeout is zero or negative",
+    "gmail_smtp.E008": "the timeout is zero or negative, or longer than 300 seconds",
     "gmail_smtp.E009": "EMAIL_URL is not a valid email URL",
-    "gmail_smtp.E010": "the port or the timeout is not a number",
+    "gmail_smtp.E010": "the port or the timeout is not a number, or the port is not between 1 and 65535",
     "gmail_smtp.E011": "an unknown key in GMAIL_SMTP",
     "gmail_smtp.E012": "GMAIL_SMTP is not a dict",
     "gmail_smtp.E013": "GMAIL_SMTP['FROM_ALIASES'] is not a list of e-mail addresses",
@@ -108,21 +117,30 @@ CHECK_IDS: Mapping[str, str] = {
     "gmail_smtp.W008": "the host is a loopback address while DEBUG is False (deploy)",
     "gmail_smtp.W009": "a password is configured too, but OAuth2 is used: the password is ignored",
     "gmail_smtp.W010": "EMAIL_URL holds a password that the exception reporter filter would show (deploy)",
+    "gmail_smtp.W020": "the host is not a valid host name or IP address",
 }
 
 APP_PASSWORDS_PAGE = "https://myaccount.google.com/apppasswords"
 RELAY_HOST = "smtp-relay.gmail.com"
-MAX_TIMEOUT = 60.0
+MAX_TIMEOUT = 60.0  # longer: W004
+# What can be used at all, for the checks, gmail_check and the admin form alike.
+PORT_RANGE = (1, 65535)
+TIMEOUT_LIMIT = 300.0  # seconds: the admin form's cap; longer typed there (or not finite anywhere): E008
+SETTINGS_TIMEOUT_LIMIT = 86400.0  # seconds: from settings, longer than a day cannot be meant (E008); over 60 s W004
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One finding: a stable id (``gmail_smtp.E003``), one sentence, and the fix."""
+    """One finding: a stable id (``gmail_smtp.E003``), one sentence, and the fix.
+
+    ``option`` names the option it is about when the id alone does not (E010: port or timeout).
+    """
 
     id: str
     level: str
     message: str | Promise
     hint: str | Promise
+    option: str = ""
 
     @property
     def is_error(self) -> bool:
@@ -153,15 +171,23 @@ def _quote(value: Any) -> str:
 # -- naming settings and where values came from ------------------------------------------
 
 
+def from_form(config: SmtpConfig, option: str = "host") -> bool:
+    """True when ``option`` was typed in the admin's account form (messages then name its fields)."""
+    value = config.provenance.get(option)
+    return value is not None and value.source == SOURCE_FORM
+
+
 def setting_name(config: SmtpConfig, option: str) -> str:
     """The setting a user edits to change ``option`` for this configuration.
 
     ``MAILERS['alias']['OPTIONS']['port']`` on Django 6.1 with ``MAILERS``,
-    ``EMAIL_PORT`` otherwise.
+    ``EMAIL_PORT`` otherwise; in the admin's form, the field (“the “Port” field”).
     """
+    if from_form(config, option):
+        return str(config.provenance[option].origin)
     if config.alias is not None:
         return f"MAILERS[{config.alias!r}]['OPTIONS'][{option!r}]"
-    if option in OAUTH_OPTIONS:  # no EMAIL_* setting: this app's own
+    if option in OAUTH_OPTIONS or option in MAILBOX_OPTIONS:  # no EMAIL_* setting: this app's own
         return f"GMAIL_SMTP[{option.upper()!r}]"
     return LEGACY_SETTINGS.get(option, option)
 
@@ -278,12 +304,24 @@ def check_port_matches_mode(config: SmtpConfig) -> list[Problem]:
                 port=_origin(config, "port"),
                 tls=_origin(config, "use_tls"),
             )
-            hint = _text(
-                _("Set %(ssl)s = True and %(tls)s = False to keep port 465, or set %(port)s = 587 to keep STARTTLS."),
-                ssl=setting_name(config, "use_ssl"),
-                tls=setting_name(config, "use_tls"),
-                port=setting_name(config, "port"),
-            )
+            if from_form(config, "use_tls"):
+                hint = _text(
+                    _(
+                        "Choose implicit TLS in %(security)s to keep port 465, or enter 587 in %(port)s to keep STARTTLS."
+                    ),
+                    security=setting_name(config, "use_tls"),
+                    port=setting_name(config, "port"),
+                )
+            else:
+                hint = _text(
+                    _(
+                        "Set %(ssl)s = True and %(tls)s = False to keep port 465, or set %(port)s = 587 to keep "
+                        "STARTTLS."
+                    ),
+                    ssl=setting_name(config, "use_ssl"),
+                    tls=setting_name(config, "use_tls"),
+                    port=setting_name(config, "port"),
+                )
         return [Problem("gmail_smtp.E003", ERROR, message, hint)]
     if config.port == 587 and config.use_ssl:
         if from_url:
@@ -308,15 +346,24 @@ def check_port_matches_mode(config: SmtpConfig) -> list[Problem]:
                 port=_origin(config, "port"),
                 ssl=_origin(config, "use_ssl"),
             )
-            hint = _text(
-                _(
-                    "Set %(tls)s = True and %(ssl)s = False to keep port 587, or set "
-                    "%(port)s = 465 to keep implicit TLS."
-                ),
-                tls=setting_name(config, "use_tls"),
-                ssl=setting_name(config, "use_ssl"),
-                port=setting_name(config, "port"),
-            )
+            if from_form(config, "use_ssl"):
+                hint = _text(
+                    _(
+                        "Choose STARTTLS in %(security)s to keep port 587, or enter 465 in %(port)s to keep implicit TLS."
+                    ),
+                    security=setting_name(config, "use_ssl"),
+                    port=setting_name(config, "port"),
+                )
+            else:
+                hint = _text(
+                    _(
+                        "Set %(tls)s = True and %(ssl)s = False to keep port 587, or set "
+                        "%(port)s = 465 to keep implicit TLS."
+                    ),
+                    tls=setting_name(config, "use_tls"),
+                    ssl=setting_name(config, "use_ssl"),
+                    port=setting_name(config, "port"),
+                )
         return [Problem("gmail_smtp.E004", ERROR, message, hint)]
     return []
 
@@ -570,6 +617,11 @@ def check_oauth_credentials(config: SmtpConfig) -> list[Problem]:
                 ),
                 _text(
                     _(
+                        "Save the account, then use its “Authorize with Google” button; or paste a "
+                        "refresh token printed by 'manage.py gmail_authorize' in %(setting)s."
+                    )
+                    if from_form(config, "oauth_refresh_token")
+                    else _(
                         "Run 'manage.py gmail_authorize' to get a refresh token and set it in the "
                         "GMAIL_SMTP_OAUTH_REFRESH_TOKEN environment variable (or %(setting)s); for a "
                         'stored account use its "Authorize with Google" button in the admin.'
@@ -594,6 +646,12 @@ def check_oauth_credentials(config: SmtpConfig) -> list[Problem]:
                 ),
                 _text(
                     _(
+                        "Copy the client id and client secret of the OAuth client from the Google "
+                        "Cloud console (APIs & Services, Credentials) into %(client_id)s and "
+                        "%(client_secret)s."
+                    )
+                    if from_form(config, "oauth_client_secret")
+                    else _(
                         "Copy the client id and client secret of the OAuth client from the Google "
                         "Cloud console (APIs & Services, Credentials) into %(client_id)s and "
                         "%(client_secret)s (or the environment variables GMAIL_SMTP_OAUTH_CLIENT_ID "
@@ -631,8 +689,8 @@ def check_oauth_credentials(config: SmtpConfig) -> list[Problem]:
 
 def check_host(config: SmtpConfig) -> list[Problem]:
     """W002: this backend is for Gmail; loopback hosts (the sandbox) are fine."""
-    if config.is_gmail or is_loopback(config.host):
-        return []
+    if config.is_gmail or is_loopback(config.host) or not valid_host(config.host):
+        return []  # an invalid host name is W020's to report
     return [
         Problem(
             "gmail_smtp.W002",
@@ -647,11 +705,85 @@ def check_host(config: SmtpConfig) -> list[Problem]:
             ),
             _text(
                 _(
+                    "Enter smtp.gmail.com in %(setting)s; if you use another server on purpose, add "
+                    "'gmail_smtp.W002' to SILENCED_SYSTEM_CHECKS in the settings to stop this warning."
+                )
+                if from_form(config, "host")
+                else _(
                     "Set %(setting)s = 'smtp.gmail.com'; if you use this backend with another "
                     "server on purpose, add 'gmail_smtp.W002' to SILENCED_SYSTEM_CHECKS."
                 ),
                 setting=setting_name(config, "host"),
             ),
+        )
+    ]
+
+
+# Letters, digits and hyphens, 1-63 of them, not starting or ending with a hyphen (RFC 1123).
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", re.IGNORECASE)
+
+
+def valid_host(host: str) -> bool:
+    """True for a host name (IDN included) or an IP address; no DNS lookup."""
+    name = str(host).strip()
+    literal = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+    try:
+        ipaddress.ip_address(literal)
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_name = name.rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return 0 < len(ascii_name) <= 253 and all(_LABEL.fullmatch(label) for label in ascii_name.split("."))
+
+
+def check_host_syntax(config: SmtpConfig) -> list[Problem]:
+    """W020: a host that no DNS lookup can find (a typo, a URL, a space): said before connecting."""
+    if valid_host(config.host):
+        return []
+    return [
+        Problem(
+            "gmail_smtp.W020",
+            WARNING,
+            _text(
+                _(
+                    "The SMTP host %(host)s (from %(origin)s) is not a host name or an IP address, so no DNS lookup can find it."
+                ),
+                host=_quote(config.host),
+                origin=_origin(config, "host"),
+            ),
+            _text(
+                _(
+                    "Set %(setting)s to the server's name alone, in letters, digits, hyphens and dots, "
+                    "for example 'smtp.gmail.com'."
+                ),
+                setting=setting_name(config, "host"),
+            ),
+            option="host",
+        )
+    ]
+
+
+def check_port_range(config: SmtpConfig) -> list[Problem]:
+    """E010: a TCP port is a number from 1 to 65535; anything else cannot be connected to."""
+    low, high = PORT_RANGE
+    if low <= config.port <= high:
+        return []
+    return [
+        Problem(
+            "gmail_smtp.E010",
+            ERROR,
+            _text(
+                _("The SMTP port %(port)s (from %(origin)s) is not between %(low)s and %(high)s."),
+                port=config.port,
+                origin=_origin(config, "port"),
+                low=low,
+                high=high,
+            ),
+            _text(_("Set %(setting)s to 587 (STARTTLS) or 465 (implicit TLS)."), setting=setting_name(config, "port")),
+            option="port",
         )
     ]
 
@@ -663,7 +795,7 @@ def check_port(config: SmtpConfig) -> list[Problem]:
     already reports a Gmail host without TLS (whose default port is 25).
     """
     port = config.provenance.get("port")
-    if not config.is_gmail or port is None or port.source == SOURCE_DEFAULT:
+    if not config.is_gmail or port is None or port.source == SOURCE_DEFAULT or check_port_range(config):
         return []
     relay = config.host.lower().rstrip(".") == RELAY_HOST
     if config.port in ((25, 465, 587) if relay else (465, 587)):
@@ -681,7 +813,9 @@ def check_port(config: SmtpConfig) -> list[Problem]:
                 origin=_origin(config, "port"),
             ),
             _text(
-                _("Set %(port)s = 587 with %(tls)s = True, or %(port)s = 465 with %(ssl)s = True."),
+                _("Enter 587 in %(port)s with STARTTLS, or 465 with implicit TLS (%(tls)s).")
+                if from_form(config, "port")
+                else _("Set %(port)s = 587 with %(tls)s = True, or %(port)s = 465 with %(ssl)s = True."),
                 port=setting_name(config, "port"),
                 tls=setting_name(config, "use_tls"),
                 ssl=setting_name(config, "use_ssl"),
@@ -691,23 +825,38 @@ def check_port(config: SmtpConfig) -> list[Problem]:
 
 
 def check_timeout(config: SmtpConfig) -> list[Problem]:
-    """E008 (zero or negative: no connection possible) / W004 (none, or over 60 s: long hangs)."""
+    """E008 (zero or negative: no connection possible; not finite, or over the limit) / W004 (none, or over 60 s).
+
+    The limit is 300 s for a value typed in the admin form and a day for settings: Django itself
+    accepts any timeout, so a long one in settings is only a warning (W004), not a refusal to start.
+    """
     timeout = config.timeout
     setting = setting_name(config, "timeout")
-    if timeout is not None and timeout <= 0:
+    limit = TIMEOUT_LIMIT if from_form(config, "timeout") else SETTINGS_TIMEOUT_LIMIT
+    if timeout is not None and not (0 < timeout <= limit):
+        if timeout > 0:  # too long, or not finite
+            message = _text(
+                _(
+                    "The SMTP timeout %(timeout)s s (from %(origin)s) is longer than %(limit)s seconds: a "
+                    "blocked port or a stalled server would hold the request that long."
+                ),
+                timeout=f"{timeout:g}",
+                origin=_origin(config, "timeout"),
+                limit=f"{limit:g}",
+            )
+        else:
+            message = _text(
+                _("The SMTP timeout %(timeout)s s (from %(origin)s) is not positive, so no connection could be made."),
+                timeout=f"{timeout:g}",
+                origin=_origin(config, "timeout"),
+            )
         return [
             Problem(
                 "gmail_smtp.E008",
                 ERROR,
-                _text(
-                    _(
-                        "The SMTP timeout %(timeout)s s (from %(origin)s) is not positive, so no "
-                        "connection could be made."
-                    ),
-                    timeout=f"{timeout:g}",
-                    origin=_origin(config, "timeout"),
-                ),
+                message,
                 _text(_("Set %(setting)s to a number of seconds such as 10."), setting=setting),
+                option="timeout",
             )
         ]
     if timeout is None or timeout > MAX_TIMEOUT:
@@ -750,6 +899,8 @@ BLOCKING_RULES: tuple[Rule, ...] = (
 
 # Every rule over one resolved configuration, in report order.
 CONFIG_RULES: tuple[Rule, ...] = (
+    check_port_range,
+    check_host_syntax,
     check_tls_on,
     check_port_matches_mode,
     check_credentials,
@@ -765,6 +916,17 @@ CONFIG_RULES: tuple[Rule, ...] = (
 def check_config(config: SmtpConfig) -> list[Problem]:
     """All problems found in one resolved configuration (errors and warnings)."""
     return [problem for rule in CONFIG_RULES for problem in rule(config)]
+
+
+def unsilenced(problems: Sequence[Problem]) -> list[Problem]:
+    """``problems`` without those ``SILENCED_SYSTEM_CHECKS`` lists, for ``gmail_check`` and the admin.
+
+    (``manage.py check`` leaves them to Django, which counts them as silenced.)
+    """
+    from django.conf import settings
+
+    silenced = {str(item) for item in getattr(settings, "SILENCED_SYSTEM_CHECKS", ()) or ()}
+    return [problem for problem in problems if problem.id not in silenced]
 
 
 def to_error(problem: Problem, alias: str | None = None) -> GmailConfigError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hmac
 import logging
 import os
@@ -24,21 +25,36 @@ import select
 import smtplib
 import socket
 import ssl
+import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from django.core.mail.utils import DNS_NAME
+from django.utils.functional import Promise
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.debug import sensitive_variables
 
-from .causes import cause, explain_exception
+from .causes import CATALOGUE, cause, explain_exception
 from .conf import SmtpConfig, app_setting, is_loopback
-from .exceptions import GmailConfigError, TLSRequiredError, with_cause
+from .deadline import Deadline, connect, handshake, set_timeout
+from .exceptions import DeadlineExceeded, GmailConfigError, ReplyTooLongError, TLSRequiredError, with_cause
 from .redaction import REDACTED, Redactor, detach
 
-__all__ = ["Reply", "SMTPSession", "Transaction", "Transcript", "make_ssl_context", "sign_in_with_password"]
+__all__ = [
+    "MAX_REPLY_BYTES",
+    "MAX_REPLY_LINES",
+    "BoundedSMTP",
+    "Reply",
+    "SMTPSession",
+    "Transaction",
+    "Transcript",
+    "make_ssl_context",
+    "sign_in_with_password",
+]
 
 logger = logging.getLogger("django_gmail_smtp.transcript")
 
@@ -139,20 +155,74 @@ class _Stats:
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 
+MAX_REPLY_LINES = 100
+"""Most lines one server reply may have (Gmail's longest, the EHLO reply, has 9); more fails."""
+
+MAX_REPLY_BYTES = 64 * 1024
+"""Most bytes one server reply may have, line ends included; more fails (smtplib caps each line at 8 KiB)."""
+
+_MAX_LINE = 8192  # as smtplib: a longer reply line is refused with "500 Line too long."
+
+
+class _Clock:
+    """The deadlines of one session, shared with its smtplib client (README.md#hostile-or-broken-servers).
+
+    While a ``phase`` is set (the connection set-up, one step of ``gmail_check``, NOOP, QUIT),
+    every read, write and TLS handshake ends by it. Otherwise a write may take ``timeout``
+    seconds and starts a fresh ``reply`` deadline: the replies to it must be complete within
+    ``timeout`` seconds after it. ``limit`` (the budget of a ``send_messages()`` call) caps all.
+    """
+
+    __slots__ = ("limit", "phase", "reply", "timeout", "write")
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self.phase: Deadline | None = None
+        self.limit: Deadline | None = None
+        self.reply = Deadline(timeout, "reply")
+        self.write = Deadline(timeout, "write")
+
+    def for_reading(self) -> Deadline:
+        """The deadline the next read (or TLS handshake) must meet."""
+        return (self.phase or self.reply).earlier(self.limit)
+
+    def for_writing(self, sock: Any) -> Deadline:
+        """The deadline of the next write; gives ``sock`` what is left of it (raises if nothing is)."""
+        deadline = self.phase
+        if deadline is None:
+            deadline = self.write
+            deadline.restart()
+        deadline = deadline.earlier(self.limit)
+        set_timeout(sock, deadline.left())
+        return deadline
+
+    def wrote(self) -> None:
+        """A write went out: its replies are due within the timeout (outside a phase)."""
+        if self.phase is None:
+            self.reply.restart()
+
+
 class _SocketReader:
     """Stands in for smtplib's ``sock.makefile("rb")``, and can tell whether bytes are waiting.
 
     Pipelining reads the replies that have already arrived before writing more;
-    a buffered file object cannot say whether it holds any.
+    a buffered file object cannot say whether it holds any. :meth:`reply` reads whole
+    replies within the session's deadlines and the reply caps.
     """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = bytearray()
 
-    def readline(self, limit: int = -1) -> bytes:
+    def readline(self, limit: int = -1, clock: _Clock | None = None, received: int = 0) -> bytes:
+        """One line (at most ``limit`` bytes); ``b""`` at the end of the stream.
+
+        With a ``clock`` every wait ends by its deadline; ``received`` (bytes of the reply
+        so far) goes into the :class:`DeadlineExceeded` it raises.
+        """
         buf = self.buffer
         start = 0
+        deadline: Deadline | None = None
         while True:
             end = buf.find(b"\n", start)
             if end >= 0:
@@ -162,10 +232,21 @@ class _SocketReader:
                 end = limit
                 break
             start = len(buf)
+            if clock is not None:
+                deadline = clock.for_reading()
+                left = deadline.at - time.monotonic()
+                if left <= 0:
+                    raise deadline.error(received + len(buf))
+                set_timeout(self.sock, left)
             if _QUICKACK is not None:
                 with contextlib.suppress(OSError):
                     self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-            chunk = self.sock.recv(65536)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                if deadline is None:
+                    raise
+                raise deadline.error(received + len(buf)) from None
             if not chunk:
                 end = len(buf)
                 break
@@ -175,6 +256,32 @@ class _SocketReader:
         line = bytes(buf[:end])
         del buf[:end]
         return line
+
+    def reply(self, clock: _Clock) -> tuple[int, bytes]:
+        """One whole reply, read by smtplib's rules (code, and the lines' texts joined with ``\\n``).
+
+        Raises ``SMTPServerDisconnected`` at the end of the stream, :class:`DeadlineExceeded`
+        when the deadline passes and :class:`ReplyTooLongError` past ``MAX_REPLY_LINES`` lines
+        or ``MAX_REPLY_BYTES`` bytes.
+        """
+        texts: list[bytes] = []
+        size = 0
+        while True:
+            line = self.readline(_MAX_LINE + 1, clock, size)
+            if not line:
+                raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+            if len(line) > _MAX_LINE:
+                raise smtplib.SMTPResponseException(500, "Line too long.")
+            size += len(line)
+            texts.append(line[4:].strip(b" \t\r\n"))
+            if len(texts) > MAX_REPLY_LINES or size > MAX_REPLY_BYTES:
+                raise _too_long(len(texts) > MAX_REPLY_LINES)
+            try:
+                code = int(line[:3])
+            except ValueError:  # not a reply line: no continuation is read
+                return -1, b"\n".join(texts)
+            if line[3:4] != b"-":
+                return code, b"\n".join(texts)
 
     def waiting(self) -> bool:
         """True if a byte or the end of the stream can be read without blocking."""
@@ -191,6 +298,92 @@ class _SocketReader:
 
     def close(self) -> None:
         self.buffer.clear()
+
+
+def _too_long(lines: bool) -> ReplyTooLongError:
+    if lines:
+        text = _("The server's reply has more than %(count)d lines (MAX_REPLY_LINES): the connection was closed.") % {
+            "count": MAX_REPLY_LINES
+        }
+        exc = ReplyTooLongError(text, limit="lines", size=MAX_REPLY_LINES)
+    else:
+        text = _("The server's reply is longer than %(count)d bytes (MAX_REPLY_BYTES): the connection was closed.") % {
+            "count": MAX_REPLY_BYTES
+        }
+        exc = ReplyTooLongError(text, limit="bytes", size=MAX_REPLY_BYTES)
+    exc.cause = CATALOGUE["reply_too_long"]
+    return exc
+
+
+class _TimedHandshake:
+    """What ``smtplib.SMTP.starttls()`` takes as its context: the handshake meets the deadline."""
+
+    def __init__(self, context: ssl.SSLContext, clock: _Clock) -> None:
+        self.context = context
+        self.clock = clock
+
+    def wrap_socket(self, sock: socket.socket, server_hostname: str | None = None) -> ssl.SSLSocket:
+        return handshake(self.context, sock, self.clock.for_reading(), server_hostname)
+
+
+class _Bounded:
+    """Mixin for ``smtplib.SMTP``: every read, write and handshake within the session's
+    deadlines (:class:`_Clock`), every reply within the caps; nothing read through smtplib's own
+    unbounded loop."""
+
+    clock: _Clock
+    file: Any
+    sock: Any
+    source_address: Any
+    command_encoding: str
+
+    if TYPE_CHECKING:
+
+        def close(self) -> None: ...  # smtplib.SMTP's
+
+    def getreply(self) -> tuple[int, bytes]:
+        reader = self.file
+        if reader is None:
+            reader = self.file = _SocketReader(self.sock)
+        try:
+            return reader.reply(self.clock)  # type: ignore[no-any-return]
+        except smtplib.SMTPException:  # our deadline and cap errors are SMTPExceptions too
+            self.close()
+            raise
+        except OSError as exc:
+            self.close()
+            raise smtplib.SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from None
+
+    def send(self, s: Any) -> None:
+        data = s.encode(self.command_encoding) if isinstance(s, str) else s
+        sys.audit("smtplib.send", self, data)
+        sock = self.sock
+        if not sock:
+            raise smtplib.SMTPServerDisconnected("please run connect() first")
+        deadline: Deadline | None = None
+        try:
+            deadline = self.clock.for_writing(sock)
+            sock.sendall(data)
+        except DeadlineExceeded:
+            self.close()
+            raise
+        except TimeoutError:
+            self.close()
+            raise deadline.error() if deadline is not None else smtplib.SMTPServerDisconnected("timed out") from None
+        except OSError:
+            self.close()
+            raise smtplib.SMTPServerDisconnected("Server not connected") from None
+        self.clock.wrote()
+
+    def starttls(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        context = kwargs.get("context") or ssl.create_default_context()
+        kwargs["context"] = _TimedHandshake(context, self.clock)
+        return super().starttls(*args, **kwargs)  # type: ignore[misc,no-any-return]
+
+    def _open_socket(self, host: str, port: int) -> socket.socket:
+        sock = connect(host, port, self.clock.for_reading(), self.source_address)
+        _no_delay(sock)
+        return sock
 
 
 class _Recording:
@@ -239,8 +432,6 @@ class _Recording:
             self._wrote = False
             if self.stats is not None:
                 self.stats.round_trips += 1
-        if self.file is None and self.sock is not None:
-            self.file = _SocketReader(self.sock)
         code, message = super().getreply()  # type: ignore[misc]
         if self.redactor:
             message = self.redactor.redact_bytes(message)
@@ -263,25 +454,35 @@ def _no_delay(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class RecordingSMTP(_Recording, smtplib.SMTP):
+class BoundedSMTP(_Bounded, smtplib.SMTP):
+    """A bare smtplib client for short probes: everything within one ``deadline``, replies capped."""
+
+    def __init__(self, deadline: Deadline, **kwargs: Any) -> None:
+        self.clock = _Clock(deadline.seconds)
+        self.clock.phase = deadline
+        super().__init__(**kwargs)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return self._open_socket(host, port)
+
+
+class RecordingSMTP(_Recording, _Bounded, smtplib.SMTP):
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         self.on_stage("connect")
         self.transcript.add(INFO, f"Connecting to {host}:{port}")
-        sock = super()._get_socket(host, port, timeout)  # type: ignore[misc]
-        _no_delay(sock)
+        sock = self._open_socket(host, port)
         self.on_stage("greeting")
-        return sock  # type: ignore[no-any-return]
+        return sock
 
 
-class RecordingSMTP_SSL(_Recording, smtplib.SMTP_SSL):
+class RecordingSMTP_SSL(_Recording, _Bounded, smtplib.SMTP_SSL):
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         self.on_stage("connect")
         self.transcript.add(INFO, f"Connecting to {host}:{port} (implicit TLS)")
-        sock = socket.create_connection((host, port), timeout, self.source_address)
-        _no_delay(sock)
+        sock = self._open_socket(host, port)
         self.on_stage("tls")
         try:
-            tls = self.context.wrap_socket(sock, server_hostname=host)
+            tls = handshake(self.context, sock, self.clock.for_reading(), host)
         except BaseException:
             sock.close()
             raise
@@ -422,6 +623,24 @@ class _Flight:
         self.pending = 0
 
 
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _step(subject: Promise) -> Callable[[_Method], _Method]:
+    """The method runs within its own deadline of ``timeout`` seconds; inside :meth:`SMTPSession.connect`
+    within the set-up's. ``subject`` names the step in the timeout's message."""
+
+    def decorate(method: _Method) -> _Method:
+        @functools.wraps(method)
+        def run(self: SMTPSession, *args: Any, **kwargs: Any) -> Any:
+            with self._within(None, subject):
+                return method(self, *args, **kwargs)
+
+        return run  # type: ignore[return-value]
+
+    return decorate
+
+
 class SMTPSession:
     """A signed-in connection to one server, opened step by step.
 
@@ -460,6 +679,8 @@ class SMTPSession:
         """What broke the connection during :meth:`transact`, if anything did."""
         self.last_used = time.monotonic()
         self._clean = True  # no mail transaction open on the server: MAIL needs no RSET first
+        self.clock = _Clock(config.timeout)
+        """The deadlines every read and write of this session meets (README.md#hostile-or-broken-servers)."""
 
     @property
     def stage(self) -> str:
@@ -472,9 +693,33 @@ class SMTPSession:
         if self.on_stage is not None:
             self.on_stage(stage)
 
+    @property
+    def limit(self) -> Deadline | None:
+        """An overall deadline the caller sets (a ``send_messages()`` budget): no step of this
+        session, set-up included, may go past it. None: none."""
+        return self.clock.limit
+
+    @limit.setter
+    def limit(self, deadline: Deadline | None) -> None:
+        self.clock.limit = deadline
+
     # -- helpers ---------------------------------------------------------------
     def _set_stage(self, stage: str) -> None:
         self.stage = stage
+
+    @contextlib.contextmanager
+    def _within(self, seconds: float | None, subject: str | Promise, kind: str = "step") -> Iterator[None]:
+        """Run the block within a deadline of ``seconds`` (default: the timeout), unless one
+        is already running (the connection set-up covers its steps)."""
+        clock = self.clock
+        if clock.phase is not None:
+            yield
+            return
+        clock.phase = Deadline(self.config.timeout if seconds is None else seconds, kind, subject)
+        try:
+            yield
+        finally:
+            clock.phase = None
 
     def _fail(self, exc: BaseException) -> BaseException:
         config = self.config
@@ -498,8 +743,13 @@ class SMTPSession:
         return self.client
 
     # -- steps -----------------------------------------------------------------
-    def open_connection(self) -> tuple[int, bytes]:
-        """TCP connect (and the TLS handshake with implicit TLS), then read the greeting."""
+    def open_connection(self, *, within: float | None = None) -> tuple[int, bytes]:
+        """TCP connect (and the TLS handshake with implicit TLS), then read the greeting,
+        within ``within`` seconds as a whole (default: the timeout)."""
+        with self._within(within, gettext_lazy("Connecting and reading the greeting")):
+            return self._open_connection()
+
+    def _open_connection(self) -> tuple[int, bytes]:
         cfg = self.config
         kwargs: dict[str, Any] = {"local_hostname": DNS_NAME.get_fqdn(), "timeout": cfg.timeout}
         if cfg.use_ssl:
@@ -510,6 +760,7 @@ class SMTPSession:
         client.transcript = self.transcript  # type: ignore[attr-defined]
         client.on_stage = self._set_stage  # type: ignore[attr-defined]
         client.stats = self.stats  # type: ignore[attr-defined]
+        client.clock = self.clock  # type: ignore[attr-defined]
         client.redactor = self.redactor  # type: ignore[attr-defined]
         self.pid = os.getpid()
         self.messages = 0
@@ -526,6 +777,7 @@ class SMTPSession:
             raise self._fail(exc) from None
         return code, message
 
+    @_step(gettext_lazy("EHLO"))
     def ehlo(self) -> tuple[int, bytes]:
         self.stage = "ehlo"
         client = self._client()
@@ -538,6 +790,7 @@ class SMTPSession:
             raise self._fail(exc) from None
         return code, message
 
+    @_step(gettext_lazy("STARTTLS and the TLS handshake"))
     def starttls(self) -> tuple[int, bytes]:
         self.stage = "starttls"
         client = self._client()
@@ -551,6 +804,7 @@ class SMTPSession:
             raise self._fail(exc) from None
         return result
 
+    @_step(gettext_lazy("Sign-in"))
     def login(self) -> tuple[int, bytes] | None:
         """Sign in (app password, or OAuth2 with XOAUTH2); refuses to send credentials
         unencrypted except to a loopback peer.
@@ -579,7 +833,7 @@ class SMTPSession:
             if cfg.uses_oauth2:
                 from .oauth import sign_in  # lazy: google-auth is an optional extra
 
-                return sign_in(client, cfg)
+                return sign_in(client, replace(cfg, timeout=self.clock.for_reading().left()))
             return sign_in_with_password(client, cfg.username, cfg.password)
         except GmailConfigError as exc:  # a setting, not the connection: never explained as a server failure
             self.abort()
@@ -596,15 +850,19 @@ class SMTPSession:
             return False
 
     def connect(self) -> smtplib.SMTP:
-        """Run every step: connect, (STARTTLS), EHLO, sign-in. Returns the smtplib client."""
-        self.open_connection()
-        self.ehlo()
-        if self.config.use_tls and not self.config.use_ssl:
-            self.starttls()
+        """Run every step: connect, (STARTTLS), EHLO, sign-in, within the timeout as a whole.
+        Returns the smtplib client."""
+        cfg = self.config
+        with self._within(None, f"{cfg.host}:{cfg.port}", "setup"):
+            self.open_connection()
             self.ehlo()
-        self.login()
+            if cfg.use_tls and not cfg.use_ssl:
+                self.starttls()
+                self.ehlo()
+            self.login()
         return self._client()
 
+    @_step(gettext_lazy("Sending the message"))
     def send(
         self, from_addr: str, to_addrs: Sequence[str], message: bytes, mail_options: Sequence[str] = ()
     ) -> dict[str, tuple[int, bytes]]:
@@ -682,12 +940,10 @@ class SMTPSession:
             return False
         if noop_after is not None and time.monotonic() - self.last_used > noop_after:
             self.stage = "noop"
-            sock: Any = client.sock
+            # A connection a firewall silently dropped would hold NOOP for the whole timeout.
             try:
-                # A connection a firewall silently dropped would hold NOOP for the whole timeout.
-                sock.settimeout(min(self.config.timeout or NOOP_TIMEOUT, NOOP_TIMEOUT))
-                code, _ = client.noop()
-                sock.settimeout(self.config.timeout)
+                with self._within(min(self.config.timeout or NOOP_TIMEOUT, NOOP_TIMEOUT), "NOOP"):
+                    code, _text = client.noop()
             except (smtplib.SMTPException, OSError):
                 code = -1
             if code != 250:
@@ -865,24 +1121,32 @@ class SMTPSession:
         client = self._client()
         sock = client.sock
         client._wrote = True  # type: ignore[attr-defined]
+        clock = self.clock
+        deadline: Deadline | None = None
         try:
             if sock is None:
                 raise smtplib.SMTPServerDisconnected("not connected")
+            deadline = clock.for_writing(sock)  # the whole write within the timeout
             small: list[bytes] = []
             for part in parts:
                 if len(part) > _COALESCE_LIMIT:
                     if small:
                         sock.sendall(b"".join(small))
                         small = []
+                        set_timeout(sock, deadline.left())
                     sock.sendall(part)
+                    set_timeout(sock, deadline.left())
                 else:
                     small.append(part)
             if small:
                 sock.sendall(b"".join(small))
         except (OSError, smtplib.SMTPException) as exc:
+            if isinstance(exc, TimeoutError) and not isinstance(exc, DeadlineExceeded) and deadline is not None:
+                exc = deadline.error()
             if self.error is None:
                 self.error = self._fail(exc)
             return False
+        clock.wrote()
         return True
 
     def _one_by_one(self, txns: Sequence[Transaction], stop: Callable[[Transaction], bool] | None) -> None:
@@ -930,12 +1194,23 @@ class SMTPSession:
             if stop is not None and stop(txn):
                 return
 
-    def quit(self, *, wait: bool = True) -> None:
+    def quit(self, *, wait: bool = True, within: float | None = None) -> None:
         """Say QUIT; tolerate a server that already hung up.
 
         ``wait=False`` closes right after writing QUIT, without waiting for the
         221 (recycling a connection mid-batch should not cost a round trip).
+        It all takes at most ``within`` seconds (and never more than the timeout).
         """
+        client = self.client
+        if client is None:
+            return
+        timeout = self.config.timeout
+        if within is not None:
+            within = min(within, timeout) if timeout else within
+        with self._within(within, "QUIT"):
+            self._quit(wait)
+
+    def _quit(self, wait: bool) -> None:
         client, self.client = self.client, None
         if client is None:
             return

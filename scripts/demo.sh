@@ -15,10 +15,12 @@ Runs the django-gmail-smtp demo, from a fresh clone:
   3. starts the local Gmail sandbox on 127.0.0.1, on free ports it picks itself;
   4. sends one real message through django_gmail_smtp.backend.EmailBackend over TLS
      and shows that it arrived (example_project/.sandbox/messages/);
-  5. stops the sandbox.
+  5. proves delivery with gmail_check --round-trip: a message to the sandbox account,
+     found in its mailbox over IMAP, then deleted;
+  6. stops the sandbox.
 Apart from the installation, everything talks only to 127.0.0.1, and nothing outside
-this clone changes. EMAIL_URL and GMAIL_SMTP_SSL_CAFILE from the environment or from
-example_project/.env are ignored: the demo always sends to the sandbox.
+this clone changes. EMAIL_URL, GMAIL_SMTP_SSL_CAFILE and GMAIL_SMTP_IMAP_*/POP_* from the
+environment or from example_project/.env are ignored: the demo always sends to the sandbox.
 
 Environment variables (all optional):
   SANDBOX_STARTTLS_PORT  the sandbox's STARTTLS port (default: auto, a free port)
@@ -64,7 +66,8 @@ cd example_project
 export SANDBOX_DIR="$PWD/.sandbox"
 # The example project reads the sandbox's ready file (ports, CA) unless EMAIL_URL is set:
 # empty values make sure it does, whatever the environment or example_project/.env say.
-export EMAIL_URL="" GMAIL_SMTP_SSL_CAFILE=""
+export EMAIL_URL="" GMAIL_SMTP_SSL_CAFILE="" GMAIL_SMTP_IMAP_HOST="" GMAIL_SMTP_IMAP_PORT=""
+export GMAIL_SMTP_POP_HOST="" GMAIL_SMTP_POP_PORT=""
 READY="$SANDBOX_DIR/ready.json"
 mkdir -p "$SANDBOX_DIR"
 rm -f "$READY"
@@ -72,9 +75,9 @@ rm -f "$READY"
 echo "==> Migrating the example project (SQLite)"
 "$PY" manage.py migrate --noinput -v 0
 
-echo "==> Starting the Gmail sandbox on 127.0.0.1 (STARTTLS port: $STARTTLS_PORT, implicit TLS port: $SSL_PORT)"
+echo "==> Starting the Gmail sandbox on 127.0.0.1 (STARTTLS port: $STARTTLS_PORT, implicit TLS port: $SSL_PORT; IMAP and POP3: auto)"
 "$PY" manage.py gmail_sandbox --dir "$SANDBOX_DIR" --starttls-port "$STARTTLS_PORT" --ssl-port "$SSL_PORT" \
-    --no-oauth --max-seconds 120 >"$SANDBOX_DIR/sandbox.log" 2>&1 &
+    --imap-port auto --pop-port auto --no-oauth --max-seconds 120 >"$SANDBOX_DIR/sandbox.log" 2>&1 &
 SANDBOX_PID=$!
 trap 'kill "$SANDBOX_PID" 2>/dev/null || true; wait "$SANDBOX_PID" 2>/dev/null || true' EXIT
 for _ in $(seq 1 300); do
@@ -96,6 +99,10 @@ echo "==> manage.py check"
 echo "==> Sending a message through django_gmail_smtp.backend.EmailBackend"
 "$PY" manage.py send_demo --to you@example.com
 
+echo "==> Proving delivery: gmail_check --round-trip (sends to the sandbox account, finds it over IMAP)"
+"$PY" manage.py gmail_check --round-trip --round-trip-timeout 20 -v 0
+echo "The round-trip message arrived in the sandbox account's inbox and was deleted."
+
 cat <<EOF
 
 Done. Next, by hand, in two terminals (from example_project/):
@@ -103,6 +110,8 @@ Done. Next, by hand, in two terminals (from example_project/):
       runs the sandbox in the foreground (any port works, or auto: the project finds it);
   $HINT_PY manage.py send_demo
   $HINT_PY manage.py gmail_check --send-to you@example.com
-      send again through it (the ports come from .sandbox/ready.json) and test step by step.
+  $HINT_PY manage.py gmail_check --round-trip
+      send again through it (the ports come from .sandbox/ready.json), test step by step,
+      and prove delivery to the sandbox account's mailbox over IMAP.
 README.md says how to send through real Gmail.
 EOF

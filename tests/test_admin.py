@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -246,6 +247,24 @@ def test_wrong_key_page_still_opens_and_a_new_secret_can_be_entered(admin_client
     assert accounts.account_options("shop")["password"] == OTHER_PASSWORD
 
 
+def test_an_account_whose_secret_cannot_be_decrypted_can_be_disabled_without_retyping_it(
+    admin_client: Client, settings: Any
+) -> None:
+    account = stored_account()
+    sealed = account.encrypted_secret
+    settings.SECRET_KEY = "a-new-key-without-the-old-one-in-fallbacks"
+    admin_client.force_login(User.objects.get(username="admin"))
+    response = admin_client.post(change_url(account), form_data(app_password="", enabled=None))
+    assert response.status_code == 302, response.content.decode()
+    account.refresh_from_db()
+    assert account.enabled is False
+    assert account.encrypted_secret == sealed  # kept as it was, for the day the old key comes back
+    # Enabling it again still needs a secret that can be read.
+    response = admin_client.post(change_url(account), form_data(app_password=""))
+    assert response.status_code == 200
+    assert "gmail_rotate_keys" in response.content.decode()
+
+
 def test_old_key_in_fallbacks_keeps_the_account_readable(admin_client: Client, settings: Any) -> None:
     account = stored_account()
     settings.SECRET_KEY = "the-new-key"
@@ -343,7 +362,8 @@ def test_test_connection_with_a_blank_secret_uses_the_stored_one_and_records_the
     assert account.last_checked_at is not None
     assert "sign-in succeeded" in account.last_check_message
     html = admin_client.get(reverse(CHANGELIST_URL)).content.decode()
-    assert "gmail-smtp-check ok" in html
+    assert 'class="gmail-smtp-badge badge-ok"' in html
+    assert ">passed</span>" in html  # in words, not only in colour
 
 
 def test_test_connection_failure_shows_the_step_cause_and_fix(admin_client: Client, sandbox: Any) -> None:
@@ -365,6 +385,7 @@ def test_test_connection_failure_shows_the_step_cause_and_fix(admin_client: Clie
 
 def test_test_connection_tests_unsaved_values_and_saves_nothing(admin_client: Client, sandbox: Any) -> None:
     account = stored_account(sandbox)
+    account.record_check(True, "Connection, TLS and sign-in succeeded.")
     port = free_port()
     # Another port: the stored password is not sent there (tests/test_secret_binding.py), the typed one is.
     response = admin_client.post(action_url(account), form_data(sandbox, port=port), **XHR)
@@ -374,15 +395,32 @@ def test_test_connection_tests_unsaved_values_and_saves_nothing(admin_client: Cl
     assert "not saved" in html
     account.refresh_from_db()
     assert account.port == sandbox.starttls_port
-    assert account.last_check_ok is False
-    assert "unsaved changes" in account.last_check_message
+    assert account.last_check_ok is True  # the saved values' status is not overwritten
+    # Saving exactly the values that were tested makes that test the account's last one.
+    admin_client.post(change_url(account), form_data(sandbox, port=port))
+    account.refresh_from_db()
+    assert (account.port, account.last_check_ok) == (port, False)
+    assert "TCP connection" in account.last_check_message
+
+
+def test_a_test_before_the_first_save_is_recorded_on_the_new_account(admin_client: Client, sandbox: Any) -> None:
+    response = admin_client.post(action_url(), form_data(sandbox), **XHR)
+    assert 'data-outcome="ok"' in response.content.decode()
+    admin_client.post(reverse("admin:gmail_smtp_gmailaccount_add"), form_data(sandbox))
+    account = GmailAccount.objects.get(name="shop")
+    assert account.last_check_ok is True
+    assert "sign-in succeeded" in account.last_check_message
+    # A test of other values (another password) is not recorded on a later save.
+    admin_client.post(action_url(), form_data(sandbox, name="other", app_password=OTHER_PASSWORD), **XHR)
+    admin_client.post(reverse("admin:gmail_smtp_gmailaccount_add"), form_data(sandbox, name="other"))
+    assert GmailAccount.objects.get(name="other").last_check_ok is None
 
 
 def test_test_connection_reports_rule_errors_as_the_configuration_step(admin_client: Client) -> None:
     # Port 465 with STARTTLS for Gmail: refused before any connection is made.
     response = admin_client.post(action_url(), form_data(port=465), **XHR)
     html = response.content.decode()
-    assert 'data-outcome="config_error"' in html
+    assert 'data-outcome="invalid"' in html  # not run: Save would refuse these values too
     assert "gmail_smtp.E003" in html
     assert 'data-step="dns"' not in html  # nothing was looked up or connected
     assert "EMAIL_" not in html  # worded for the form, not for settings.py
@@ -442,6 +480,56 @@ def test_send_test_email_failure_has_a_cause(admin_client: Client, sandbox: Any)
     assert "[daily_quota]" in html
 
 
+# -- Send test email and confirm delivery (the round trip) ---------------------------------
+
+
+@pytest.fixture
+def mailbox_sandbox(settings: Any, sandbox: Any) -> Any:
+    """The sandbox, with its IMAP server as the accounts' mailbox (GMAIL_SMTP['IMAP_HOST'/'IMAP_PORT'])."""
+    settings.GMAIL_SMTP = {**settings.GMAIL_SMTP, "IMAP_HOST": sandbox.host, "IMAP_PORT": sandbox.imap_port}
+    settings.DEFAULT_FROM_EMAIL = SANDBOX_USER
+    return sandbox
+
+
+def test_confirm_delivery_shows_where_the_message_arrived_and_records_it(
+    admin_client: Client, mailbox_sandbox: Any
+) -> None:
+    account = stored_account(mailbox_sandbox)
+    page = admin_client.get(change_url(account)).content.decode()
+    assert "Send test email and confirm delivery" in page
+    assert action_url(account, "round_trip") in page
+    response = admin_client.post(action_url(account, "round_trip"), form_data(mailbox_sandbox, app_password=""), **XHR)
+    html = response.content.decode()
+    assert 'data-outcome="ok"' in html, html
+    assert "Delivery confirmed: the test email arrived in INBOX after" in html
+    for name in ("imap_connect", "round_trip_arrival", "round_trip_folder", "round_trip_from", "round_trip_cleanup"):
+        assert f'data-step="{name}"' in html
+    assert "Mailbox (IMAP) transcript (credentials hidden)" in html
+    assert " LOGIN &lt;redacted&gt;" in html
+    assert SANDBOX_PASSWORD not in html
+    assert mailbox_sandbox.mailbox.all_messages(SANDBOX_USER) == []  # deleted after it was found
+    account.refresh_from_db()
+    assert account.last_check_ok is True
+    assert "it arrived in INBOX" in account.last_check_message
+
+
+def test_confirm_delivery_reports_spam_with_its_cause(admin_client: Client, mailbox_sandbox: Any) -> None:
+    mailbox_sandbox.inject("spam")
+    response = admin_client.post(action_url(action="round_trip"), form_data(mailbox_sandbox), **XHR)
+    html = response.content.decode()
+    assert 'data-outcome="failed"' in html
+    assert "[round_trip_spam]" in html
+    assert "[Gmail]/Spam" in html
+
+
+def test_confirm_delivery_needs_the_test_permission(staff_client: Client, mailbox_sandbox: Any) -> None:
+    account = stored_account(mailbox_sandbox)
+    assert "confirm delivery" not in staff_client.get(change_url(account)).content.decode()
+    for url in (action_url(account, "round_trip"), action_url(action="round_trip")):
+        assert staff_client.post(url, form_data(mailbox_sandbox)).status_code == 403
+    assert mailbox_sandbox.connections == 0
+
+
 # -- list action ---------------------------------------------------------------------------
 
 
@@ -452,8 +540,9 @@ def test_list_action_tests_stored_accounts(admin_client: Client, sandbox: Any) -
         reverse(CHANGELIST_URL), {"action": "test_selected", "_selected_action": [good.pk, bad.pk]}, follow=True
     )
     html = response.content.decode()
-    assert "Good: Connection, TLS and sign-in succeeded." in html  # the admin capitalizes messages
-    assert "Bad: Failed at Sign-in" in html
+    # The admin capitalises a message's first letter: the names are not at the start, so stay as they are.
+    assert "Gmail account “good”: Connection, TLS and sign-in succeeded." in html
+    assert "Gmail account “bad”: Failed at Sign-in" in html
     good.refresh_from_db()
     bad.refresh_from_db()
     assert (good.last_check_ok, bad.last_check_ok) == (True, False)
@@ -560,3 +649,80 @@ def test_list_action_is_recorded_per_account(admin_client: Client, sandbox: Any)
     )
     assert bad_entry.change_message.startswith("Test the connection of the selected accounts: Failed at Sign-in")
     assert_no_secret_in_history()
+
+
+# -- what the buttons refuse and how they speak (#14) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("port", "99999999999999999999", "65535"),
+        ("port", "0", "1"),
+        ("timeout", "1e300", "300"),
+        ("host", "https://smtp.gmail.com", "smtp.gmail.com"),
+    ],
+)
+def test_no_test_runs_on_values_save_would_refuse(
+    admin_client: Client, sandbox: Any, field: str, value: str, said: str
+) -> None:
+    response = admin_client.post(action_url(), form_data(sandbox, **{field: value}), **XHR)
+    html = response.content.decode()
+    assert 'data-outcome="invalid"' in html
+    assert said in html
+    assert "OverflowError" not in html
+    assert "unexpected_error" not in html
+    assert sandbox.messages == []
+    assert admin_client.post(reverse(ADD_URL), form_data(sandbox, **{field: value})).status_code == 200  # refused
+
+
+def test_the_buttons_speak_of_the_form_not_of_settings(admin_client: Client, sandbox: Any, settings: Any) -> None:
+    # STARTTLS was not used where the server asks for it: the fix names the "Security" field.
+    response = admin_client.post(
+        action_url(), form_data(sandbox, port=sandbox.ssl_port, security="starttls", timeout="2"), **XHR
+    )
+    html = response.content.decode()
+    for setting in ("EMAIL_", "MAILERS OPTIONS", "-v 3", "= True"):
+        assert setting not in html
+    # W002 (not a Gmail host) respects SILENCED_SYSTEM_CHECKS in the admin too (saved: no network).
+    saved = admin_client.post(reverse(ADD_URL), form_data(host="mail.example.com"), follow=True)
+    assert "gmail_smtp.W002" in saved.content.decode()
+    settings.SILENCED_SYSTEM_CHECKS = ["gmail_smtp.W002"]
+    saved = admin_client.post(reverse(ADD_URL), form_data(name="other", host="mail.example.com"), follow=True)
+    assert "was added successfully" in saved.content.decode()
+    assert "gmail_smtp.W002" not in saved.content.decode()
+
+
+def test_each_cause_is_shown_once(admin_client: Client, sandbox: Any) -> None:
+    sandbox.inject("bad_credentials")
+    html = admin_client.post(action_url(), form_data(sandbox), **XHR).content.decode()
+    assert html.count("Gmail did not accept the username and password") == 1
+
+
+def test_the_page_without_javascript_links_back_to_the_form(admin_client: Client, sandbox: Any) -> None:
+    account = stored_account(sandbox)
+    page = admin_client.post(action_url(account), form_data(sandbox, app_password="")).content.decode()
+    assert f'href="{change_url(account)}"' in page
+    assert "history.back" not in page
+    page = admin_client.post(action_url(), form_data(sandbox)).content.decode()
+    assert f'href="{reverse(ADD_URL)}"' in page
+
+
+def test_the_test_email_says_it_came_from_the_admin(admin_client: Client, sandbox: Any) -> None:
+    admin_client.post(action_url(action="send"), form_data(sandbox, _test_recipient="bob@example.com"), **XHR)
+    [received] = sandbox.wait_for_messages(1)
+    assert received.message["Subject"] == "Test email from the Django admin"
+    assert "Django admin" in received.message.get_payload()
+    assert "gmail_check" not in received.message.get_payload()
+
+
+def test_last_test_is_words_on_a_label_with_one_date_format(admin_client: Client, sandbox: Any) -> None:
+    account = stored_account(sandbox)
+    account.record_check(False, "Failed at Sign-in: Gmail did not accept the username and password (535 5.7.8).")
+    page = admin_client.get(change_url(account)).content.decode()
+    assert '<span class="gmail-smtp-badge badge-failed"' in page
+    assert ">failed</span>" in page
+    assert "Gmail did not accept" in page.split("field-last_check_detail")[1]  # written out, not only on hover
+    times = re.findall(r'<time datetime="[^"]+" title="[^"]+">([^<]+)</time>', page)
+    assert len(times) == 3  # last test, created, updated: all in the same short format
+    assert len({len(t) for t in times}) == 1

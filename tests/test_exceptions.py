@@ -25,6 +25,7 @@ from django_gmail_smtp.exceptions import (
     CAUSE_CLASSES,
     GmailConfigError,
     GmailSMTPError,
+    MailboxError,
     OAuthError,
     SecretDecryptionError,
     TLSRequiredError,
@@ -140,6 +141,7 @@ def test_an_unknown_type_keeps_its_class_and_gets_the_cause() -> None:
         PayloadError("The payload is not a queued message."),
         AuthorizationError("Access was denied on Google's consent page: nothing was stored."),
         PortInUseError("127.0.0.1", 2587),
+        MailboxError("NO [ALERT] not enabled", cause=CATALOGUE["imap_disabled"], stage="auth", reply="NO [ALERT]"),
     ],
     ids=lambda exc: type(exc).__name__,
 )

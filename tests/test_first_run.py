@@ -29,8 +29,20 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example_project"
 
 # Variables a user's shell may hold that would point the example project elsewhere.
-AUTO_PORTS = ("--starttls-port=auto", "--ssl-port=auto")
-MAIL_VARIABLES = ("EMAIL_URL", "GMAIL_SMTP_SSL_CAFILE", "SANDBOX_DIR", "SANDBOX_STARTTLS_PORT", "SANDBOX_SSL_PORT")
+AUTO_PORTS = ("--starttls-port=auto", "--ssl-port=auto", "--imap-port=auto", "--pop-port=auto")
+MAIL_VARIABLES = (
+    "EMAIL_URL",
+    "GMAIL_SMTP_SSL_CAFILE",
+    "SANDBOX_DIR",
+    "SANDBOX_STARTTLS_PORT",
+    "SANDBOX_SSL_PORT",
+    "SANDBOX_IMAP_PORT",
+    "SANDBOX_POP_PORT",
+    "GMAIL_SMTP_IMAP_HOST",
+    "GMAIL_SMTP_IMAP_PORT",
+    "GMAIL_SMTP_POP_HOST",
+    "GMAIL_SMTP_POP_PORT",
+)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -253,6 +265,11 @@ def test_the_example_project_finds_the_sandbox_on_the_ports_it_got(
     checked = manage("gmail_check", env=example_env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"All steps passed: Django can send mail through 127.0.0.1:{ports['starttls']}" in checked.stdout
+    # The round trip finds the sandbox's IMAP port in the ready file too.
+    proven = manage("gmail_check", "--round-trip", env=example_env)
+    assert proven.returncode == 0, proven.stdout + proven.stderr
+    assert f"IMAP connection to 127.0.0.1:{ports['imap']} (implicit TLS)... OK" in proven.stdout
+    assert "Delivery proven: the test message arrived in INBOX after" in proven.stdout
 
 
 def test_send_demo_fails_with_the_cause_and_the_fix_not_a_traceback(

@@ -917,7 +917,14 @@ def test_gmail_sandbox_command_serves_oauth2_with_the_printed_settings(settings:
 
     ready = tmp_path / "ready.json"
     process = run_command(
-        "--starttls-port=0", "--ssl-port=0", "--oauth-port=0", f"--ready-file={ready}", "--max-seconds=60", cwd=tmp_path
+        "--starttls-port=0",
+        "--ssl-port=0",
+        "--imap-port=0",
+        "--pop-port=0",
+        "--oauth-port=0",
+        f"--ready-file={ready}",
+        "--max-seconds=60",
+        cwd=tmp_path,
     )
     try:
         info: Any = wait_for_file(ready, process)

@@ -370,3 +370,86 @@ def test_every_id_is_catalogued_and_documented() -> None:
         assert f"`{check_id}`" in docs, check_id
     documented = set(re.findall(r"gmail_smtp\.[EW]\d{3}", docs))
     assert documented == set(rules.CHECK_IDS)
+
+
+# -- limits shared by the checks, gmail_check and the admin form (#14) -----------------------
+
+
+@pytest.mark.parametrize("port", [0, 65536, 99999999999999999999])
+def test_e010_port_out_of_range(port: int) -> None:
+    problem = only(rules.check_config(make(port=port)), "gmail_smtp.E010")
+    assert problem.is_error
+    assert "between 1 and 65535" in str(problem.message)
+    assert problem.option == "port"
+    assert "gmail_smtp.W003" not in ids(rules.check_config(make(port=port)))  # said once
+
+
+@pytest.mark.parametrize("timeout", [86400.5, 1e300, float("inf"), float("nan")])
+def test_e008_timeout_too_long_or_not_finite(timeout: float) -> None:
+    problem = only(rules.check_config(make(timeout=timeout)), "gmail_smtp.E008")
+    assert problem.option == "timeout"
+    assert "gmail_smtp.E008" not in ids(rules.check_config(make(timeout=86400.0)))
+
+
+def test_a_long_timeout_in_settings_is_a_warning_not_an_error() -> None:
+    # Django accepts any timeout: 600 s in settings must not stop runserver, only warn (W004).
+    problems = rules.check_config(make(timeout=600.0))
+    assert "gmail_smtp.E008" not in ids(problems)
+    assert "gmail_smtp.W004" in ids(problems)
+
+
+def test_the_admin_form_caps_the_timeout_at_300_seconds() -> None:
+    form = {"timeout": Value(conf.SOURCE_FORM, "timeout")}
+    assert rules.TIMEOUT_LIMIT == 300.0
+    only(rules.check_config(make(origins=form, timeout=300.5)), "gmail_smtp.E008")
+    assert "gmail_smtp.E008" not in ids(rules.check_config(make(origins=form, timeout=300.0)))
+
+
+@pytest.mark.parametrize(
+    ("host", "valid"),
+    [
+        ("smtp.gmail.com", True),
+        ("smtp.gmail.com.", True),
+        ("127.0.0.1", True),
+        ("[::1]", True),
+        ("メール.example.jp", True),
+        ("https://smtp.gmail.com", False),
+        ("smtp.gmail.com:587", False),
+        ("smtp gmail.com", False),
+        ("-smtp.gmail.com", False),
+        ("", False),
+        ("a" * 64 + ".com", False),
+    ],
+)
+def test_w020_host_syntax(host: str, valid: bool) -> None:
+    assert rules.valid_host(host) is valid
+    found = ids(rules.check_config(make(host=host)))
+    assert ("gmail_smtp.W020" in found) is not valid
+    if not valid:
+        assert "gmail_smtp.W002" not in found  # the host is reported once
+
+
+def test_messages_name_the_form_fields_for_a_configuration_typed_in_the_admin() -> None:
+    form = {
+        option: Value(conf.SOURCE_FORM, f"the “{label}” field")
+        for option, label in (("port", "Port"), ("use_tls", "Security"), ("use_ssl", "Security"), ("host", "Host"))
+    }
+    texts = [
+        f"{p.message} {p.hint}"
+        for config in (make(port=465, origins=form), make(host="mail.example.com", port=2525, origins=form))
+        for p in rules.check_config(config)
+    ]
+    assert texts
+    for text in texts:
+        assert "EMAIL_" not in text
+        assert "= True" not in text
+        assert "“Port”" in text or "“Host”" in text
+    assert rules.setting_name(make(origins=form), "port") == "the “Port” field"
+    assert rules.setting_name(make(), "port") == "EMAIL_PORT"
+
+
+def test_silenced_ids_are_left_out_for_gmail_check_and_the_admin(settings: Any) -> None:
+    problems = rules.check_config(make(host="mail.example.com"))
+    assert "gmail_smtp.W002" in ids(problems)
+    settings.SILENCED_SYSTEM_CHECKS = ["gmail_smtp.W002"]
+    assert "gmail_smtp.W002" not in ids(rules.unsilenced(problems))

@@ -55,6 +55,10 @@ def test_command_prints_settings_and_records_messages(tmp_path: Path) -> None:
         "0",
         "--ssl-port",
         "0",
+        "--imap-port",
+        "0",
+        "--pop-port",
+        "0",
         "--oauth-port",
         "0",
         "--ready-file",
@@ -88,7 +92,9 @@ def test_command_prints_settings_and_records_messages(tmp_path: Path) -> None:
         "    EMAIL_USE_TLS = True",
         '    EMAIL_HOST_USER = "sandbox@example.com"',
         '    EMAIL_HOST_PASSWORD = "sandboxapppasswd"',
-        f'    GMAIL_SMTP = {{"SSL_CAFILE": "{ca}"}}',
+        f'    GMAIL_SMTP = {{"SSL_CAFILE": "{ca}", "IMAP_HOST": "127.0.0.1", "IMAP_PORT": {info["ports"]["imap"]}, '
+        f'"POP_HOST": "127.0.0.1", "POP_PORT": {info["ports"]["pop3"]}}}',
+        f"    GMAIL_SMTP_IMAP_PORT={info['ports']['imap']}",
         f'                "ssl_cafile": "{ca}",',
         f"    EMAIL_URL=smtp+tls://sandbox%40example.com:sandboxapppasswd@127.0.0.1:{port}",
         f"    GMAIL_SMTP_SSL_CAFILE={ca}",
@@ -108,6 +114,8 @@ def test_command_stops_by_itself_after_max_seconds(tmp_path: Path) -> None:
         "gmail_sandbox",
         "--starttls-port=0",
         "--ssl-port=0",
+        "--imap-port=0",
+        "--pop-port=0",
         "--oauth-port=0",
         f"--dir={tmp_path / 'state'}",
         "--user=me@example.org",
@@ -139,6 +147,8 @@ def test_every_busy_port_is_named_at_once_before_anything_starts(tmp_path: Path)
         process = run_command(
             f"--starttls-port={starttls}",
             f"--ssl-port={ssl_port}",
+            "--imap-port=auto",
+            "--pop-port=auto",
             f"--oauth-port={oauth}",
             "--max-seconds=5",
             cwd=tmp_path,
@@ -159,6 +169,8 @@ def test_one_busy_port_names_its_option(tmp_path: Path) -> None:
             "gmail_sandbox",
             "--starttls-port=auto",
             f"--ssl-port={port}",
+            "--imap-port=auto",
+            "--pop-port=auto",
             "--no-oauth",
             f"--dir={tmp_path}",
             stdout=StringIO(),
@@ -175,6 +187,8 @@ def test_the_oauth_port_is_not_checked_without_the_oauth_server(tmp_path: Path) 
             "gmail_sandbox",
             "--starttls-port=0",
             "--ssl-port=0",
+            "--imap-port=0",
+            "--pop-port=0",
             f"--oauth-port={port}",
             "--no-oauth",
             f"--dir={tmp_path}",
@@ -197,6 +211,8 @@ def test_auto_ports_are_published_in_the_ready_file_in_the_folder(tmp_path: Path
     process = run_command(
         "--starttls-port=auto",
         "--ssl-port=auto",
+        "--imap-port=auto",
+        "--pop-port=auto",
         "--oauth-port=auto",
         f"--dir={state}",
         "--max-seconds=60",
@@ -206,9 +222,9 @@ def test_auto_ports_are_published_in_the_ready_file_in_the_folder(tmp_path: Path
         info = wait_for_file(state / "ready.json", process)
         ports = info["ports"]
         assert isinstance(ports, dict)
-        assert sorted(ports) == ["oauth", "ssl", "starttls"]
+        assert sorted(ports) == ["imap", "oauth", "pop3", "ssl", "starttls"]
         assert all(isinstance(port, int) and port > 0 for port in ports.values())
-        assert len(set(ports.values())) == 3
+        assert len(set(ports.values())) == 5
         with smtplib.SMTP("127.0.0.1", ports["starttls"], timeout=5) as client:
             assert client.ehlo()[0] == 250
         assert info["oauth"]["token_uri"] == f"http://127.0.0.1:{ports['oauth']}/token"  # type: ignore[index]
@@ -236,6 +252,8 @@ def test_help_shows_the_defaults() -> None:
         "--starttls-port PORT STARTTLS port, like Gmail's 587 (default: 2587; auto: any free port).",
         "--ssl-port PORT Implicit-TLS port, like Gmail's 465 (default: 2465; auto: any free port).",
         "(default: 2580; auto: any free port)",
+        "like Gmail's 993 (default: 2993; auto: any free port).",
+        "like Gmail's 995 (default: 2995; auto: any free port).",
         "(default: 127.0.0.1)",
         "(default: .sandbox)",
         "(default: sandbox@example.com)",

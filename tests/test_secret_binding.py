@@ -93,15 +93,18 @@ def assert_untouched(attacker: GmailSandbox) -> None:
     assert attacker.connections == 0
     assert attacker.auth_attempts == 0
     assert attacker.auth_log == []
+    assert attacker.mailbox_connections == 0  # nor its IMAP/POP3 servers (the round trip)
 
 
 # -- the admin form: the secret must be typed again --------------------------------------------
 
 
-@pytest.mark.parametrize("action", ["test", "send"])
+@pytest.mark.parametrize("action", ["test", "send", "round_trip"])
 def test_buttons_with_another_server_and_a_blank_secret_send_nothing_there(
-    operator: Client, sandbox: GmailSandbox, attacker: GmailSandbox, action: str
+    operator: Client, sandbox: GmailSandbox, attacker: GmailSandbox, action: str, settings: Any
 ) -> None:
+    # The mailbox of the round trip on the attacker's host too: still nothing may go there.
+    settings.GMAIL_SMTP = {**settings.GMAIL_SMTP, "IMAP_HOST": attacker.host, "IMAP_PORT": attacker.imap_port}
     account = stored_account(sandbox)
     data = form_data(sandbox, app_password="", port=attacker.starttls_port, _test_recipient="me@example.com")
     html = operator.post(action_url(account, action), data, **XHR).content.decode()

@@ -19,7 +19,15 @@ KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "disconnect_after": (frozenset({"messages"}), frozenset()),
     "idle_timeout": (frozenset({"seconds"}), frozenset()),
     "no_greeting": (frozenset(), frozenset()),
+    # The receiving side (the accounts' mailboxes, IMAP and POP3).
+    "spam": (frozenset(), frozenset()),
+    "slow_arrival": (frozenset({"seconds"}), frozenset()),
+    "auth_results": (frozenset(), frozenset({"spf", "dkim", "dmarc"})),
+    "imap_disabled": (frozenset(), frozenset()),
+    "pop_disabled": (frozenset(), frozenset()),
+    "mailbox_bad_credentials": (frozenset(), frozenset()),
 }
+VERDICTS = frozenset({"pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"})
 
 
 @dataclass(eq=False)
@@ -53,6 +61,10 @@ def validate(kind: str, times: int | None, params: dict[str, Any]) -> None:
         raise ValueError("disconnect_after needs messages=N with N >= 1.")
     if kind == "idle_timeout" and not (isinstance(params["seconds"], int | float) and params["seconds"] > 0):
         raise ValueError("idle_timeout needs seconds=S with S > 0.")
+    if kind == "slow_arrival" and not (isinstance(params["seconds"], int | float) and params["seconds"] > 0):
+        raise ValueError("slow_arrival needs seconds=S with S > 0.")
+    if kind == "auth_results" and any(value not in VERDICTS for value in params.values()):
+        raise ValueError(f"auth_results takes spf=, dkim=, dmarc= with one of: {', '.join(sorted(VERDICTS))}.")
     if kind == "too_large" and params.get("at") not in (None, "mail", "data"):
         raise ValueError("too_large takes at='mail' or at='data' (default: MAIL if it has SIZE=).")
 

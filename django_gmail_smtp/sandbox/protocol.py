@@ -103,6 +103,13 @@ def valid_address(address: str, smtputf8: bool) -> bool:
     return not (".." in domain or domain.startswith(".") or domain.endswith("."))
 
 
+def parse_xoauth2(blob: bytes) -> tuple[str, str]:
+    """(user, bearer token) of an XOAUTH2 initial response; empty strings where missing."""
+    fields = dict(part.split("=", 1) for part in blob.decode("utf-8", "replace").split("\x01") if "=" in part)
+    bearer = fields.get("auth", "")
+    return fields.get("user", ""), bearer[7:] if bearer[:7].lower() == "bearer " else ""
+
+
 @dataclass(frozen=True)
 class AuthRecord:
     """One AUTH exchange, as the sandbox saw it (never the secret itself).
@@ -164,6 +171,14 @@ class SandboxState:
         if MAIL_SCOPE not in scope.split():
             return None, "token without the https://mail.google.com/ scope"
         return owner, ""
+
+    def sasl_user(self, mechanism: str, blob: bytes) -> str | None:
+        """The account a PLAIN or XOAUTH2 initial response signs in as (IMAP, POP3), or None."""
+        if mechanism == "PLAIN":
+            parts = blob.split(b"\0")
+            return self.check_login(parts[1], parts[2]) if len(parts) == 3 else None
+        claimed, token = parse_xoauth2(blob)
+        return self.check_token(claimed, token)[0] if claimed and token else None
 
     def record_auth(self, record: AuthRecord) -> None:
         with self._lock:
@@ -293,6 +308,14 @@ class GmailSMTP(SMTP):
     def _client_ip(self) -> str:
         peer = self.sess.peer if self.session is not None else None
         return str(peer[0]) if isinstance(peer, tuple) else "127.0.0.1"
+
+    def _tls_info(self) -> dict[str, str | None]:
+        """The TLS version and cipher of this connection (None without TLS)."""
+        ssl_object = self.transport.get_extra_info("ssl_object") if self.transport is not None else None
+        if ssl_object is None:
+            return {"tls_version": None, "cipher": None}
+        cipher = ssl_object.cipher()
+        return {"tls_version": ssl_object.version(), "cipher": cipher[0] if cipher else None}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None and self._original_transport is None
@@ -503,10 +526,7 @@ class GmailSMTP(SMTP):
             if not isinstance(answer, bytes):
                 return  # aborted with '*' or not base64: aiosmtpd already replied
             blob = answer
-        fields = dict(part.split("=", 1) for part in blob.decode("utf-8", "replace").split("\x01") if "=" in part)
-        claimed = fields.get("user", "")
-        bearer = fields.get("auth", "")
-        token = bearer[7:] if bearer[:7].lower() == "bearer " else ""
+        claimed, token = parse_xoauth2(blob)
         injection = self._auth_failure = self._auth_failure or self.sandbox.injections.take(AUTH_KINDS)
         if injection is not None:
             self.sandbox.record_auth(AuthRecord("XOAUTH2", initial, command_length, claimed, False, injection.kind))
@@ -723,6 +743,10 @@ class GmailSMTP(SMTP):
             port=self.listener_port,
             smtputf8=bool(envelope.smtp_utf8),
             via_bdat=via_bdat,
+            helo=self.sess.host_name or "",
+            peer=self._client_ip,
+            session_id=self.sid,
+            **self._tls_info(),
         )
         try:
             self.sandbox.deliver(message)

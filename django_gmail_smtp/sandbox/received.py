@@ -21,6 +21,13 @@ class ReceivedMessage:
     port: int = 0
     smtputf8: bool = False
     via_bdat: bool = False
+    # How the client connected, for the headers a recipient's mailbox adds (Received); not
+    # compared, so tests can compare messages by what was sent.
+    helo: str = field(default="", compare=False)
+    peer: str = field(default="", compare=False)
+    tls_version: str | None = field(default=None, compare=False)
+    cipher: str | None = field(default=None, compare=False)
+    session_id: str = field(default="", compare=False)
 
     @property
     def message(self) -> EmailMessage:

@@ -6,6 +6,9 @@
         ...  # send to sb.host:sb.starttls_port (STARTTLS) or sb.ssl_port (implicit TLS),
         ...  # trusting sb.ca_file, signing in as SANDBOX_USER / SANDBOX_PASSWORD
         assert sb.wait_for_messages(1)[0].rcpt_tos == ["to@example.com"]
+
+Mail to a sandbox account lands in its mailbox (:attr:`GmailSandbox.mailbox`), which the
+sandbox serves over IMAP (``sb.imap_port``) and POP3 (``sb.pop_port``), implicit TLS both.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import shutil
 import ssl
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -36,9 +39,13 @@ from .constants import (
     SANDBOX_PASSWORD,
     SANDBOX_USER,
 )
+from .imap_server import IMAP_EXTENSIONS, ImapSession, MailboxLimits
+from .inbox import delivered_copy
 from .injections import Injection, validate
 from .loopback import loopback_host
+from .mailstore import INBOX, SENT, SPAM, MailStore
 from .oauth_server import OAuthServer
+from .pop_server import PopSession
 from .protocol import AuthRecord, GmailSMTP, SandboxState
 from .received import ReceivedMessage
 
@@ -72,7 +79,14 @@ def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str,
 
 
 class GmailSandbox:
-    """A Gmail-like SMTP server: a STARTTLS port and an implicit-TLS port on loopback."""
+    """A Gmail-like SMTP server: a STARTTLS port and an implicit-TLS port on loopback, and the
+    accounts' mailboxes over IMAP and POP3 (implicit TLS).
+
+    ``aliases``: each account's verified "Send mail as" addresses (any other From is rewritten
+    to the account in its mailbox copy). ``mailbox_language``: the names of Gmail's folders
+    (``"en"``, or ``"ja"`` for ``[Gmail]/迷惑メール``...). ``imap_extensions``: the optional IMAP
+    extensions offered (IDLE, MOVE, UIDPLUS). ``mailbox_limits``: the IMAP/POP3 servers' caps.
+    """
 
     def __init__(
         self,
@@ -80,6 +94,12 @@ class GmailSandbox:
         starttls_port: int = 0,
         ssl_port: int = 0,
         *,
+        imap_port: int = 0,
+        pop_port: int = 0,
+        aliases: Mapping[str, Sequence[str]] | None = None,
+        mailbox_language: str = "en",
+        imap_extensions: Collection[str] = IMAP_EXTENSIONS,
+        mailbox_limits: MailboxLimits | None = None,
         users: Mapping[str, str] | None = None,
         server_name: str = DEFAULT_SERVER_NAME,
         cert_hostnames: tuple[str, ...] = ("localhost", "127.0.0.1"),
@@ -102,6 +122,16 @@ class GmailSandbox:
         self.cert_hostnames = tuple(cert_hostnames)
         self.keep_files = keep_files
         self.on_message = on_message
+        self.imap_port = imap_port
+        self.pop_port = pop_port
+        self.aliases = {user.lower(): tuple(found) for user, found in (aliases or {}).items()}
+        self.imap_extensions = tuple(imap_extensions)
+        self.mailbox_limits = mailbox_limits or MailboxLimits()
+        self.mailbox = MailStore(self.users, language=mailbox_language)
+        """The accounts' mailboxes (what IMAP and POP3 show)."""
+        self._mailbox_sessions: set[ImapSession | PopSession] = set()
+        self.mailbox_connections = 0
+        """IMAP and POP3 connections accepted since the start or the last :meth:`reset`."""
         self._requested_ports = (starttls_port, ssl_port)
         self._requested_dir = Path(state_dir) if state_dir is not None else None
         self._temp_dir: Path | None = None
@@ -129,7 +159,10 @@ class GmailSandbox:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"<GmailSandbox {state} {self.host} starttls={self.starttls_port} ssl={self.ssl_port}>"
+        return (
+            f"<GmailSandbox {state} {self.host} starttls={self.starttls_port} ssl={self.ssl_port} "
+            f"imap={self.imap_port} pop3={self.pop_port}>"
+        )
 
     # -- start and stop -------------------------------------------------------------------
 
@@ -268,10 +301,75 @@ class GmailSandbox:
                     self.ssl_port = bound
                 else:
                     self.starttls_port = bound
+            servers += await self._listen_mailboxes(tls_context)
         except BaseException:
             for server in servers:
                 server.close()
             raise
+        return servers
+
+    async def _listen_mailboxes(self, tls_context: ssl.SSLContext) -> list[asyncio.Server]:
+        """The IMAP and POP3 servers (implicit TLS, like imap.gmail.com:993 and pop.gmail.com:995)."""
+        servers: list[asyncio.Server] = []
+        limits = self.mailbox_limits
+
+        def handler(kind: str) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
+            async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                self.mailbox_connections += 1
+                if len(self._mailbox_sessions) >= limits.connections:
+                    writer.write(
+                        b"* BYE [UNAVAILABLE] Too many simultaneous connections. (Failure)\r\n"
+                        if kind == "imap"
+                        else b"-ERR [SYS/TEMP] Too many simultaneous connections.\r\n"
+                    )
+                    writer.close()
+                    return
+                session: ImapSession | PopSession
+                if kind == "imap":
+                    session = ImapSession(
+                        self._state,
+                        self.mailbox,
+                        reader,
+                        writer,
+                        extensions=self.imap_extensions,
+                        limits=limits,
+                        on_close=self._mailbox_sessions.discard,
+                    )
+                else:
+                    session = PopSession(
+                        self._state,
+                        self.mailbox,
+                        reader,
+                        writer,
+                        limits=limits,
+                        on_close=self._mailbox_sessions.discard,
+                    )
+                self._mailbox_sessions.add(session)
+                try:
+                    await session.run()
+                except Exception:
+                    log.exception("Gmail sandbox: unexpected error in a %s session", kind)
+                    writer.close()
+
+            return serve
+
+        for kind, port in (("imap", self.imap_port), ("pop3", self.pop_port)):
+            try:
+                server = await asyncio.start_server(
+                    handler(kind), self.host, port, ssl=tls_context, limit=limits.line + 2, reuse_address=True
+                )
+            except OSError as error:
+                for started in servers:
+                    started.close()
+                if error.errno == errno.EADDRINUSE:
+                    raise PortInUseError(self.host, port) from error
+                raise
+            servers.append(server)
+            bound = server.sockets[0].getsockname()[1]
+            if kind == "imap":
+                self.imap_port = bound
+            else:
+                self.pop_port = bound
         return servers
 
     async def _shutdown(self) -> None:
@@ -299,6 +397,10 @@ class GmailSandbox:
     def _abort_connections(self) -> None:
         for connection in self._state.live():
             connection.abort()
+        for session in list(self._mailbox_sessions):
+            transport = session.writer.transport
+            if transport is not None and not transport.is_closing():
+                transport.abort()
 
     def _call_in_loop(self, function: Callable[[], None]) -> None:
         loop = self._loop
@@ -323,17 +425,58 @@ class GmailSandbox:
     # -- messages -------------------------------------------------------------------------
 
     def _deliver(self, message: ReceivedMessage) -> None:
-        """Keep a message (server thread); write its files; tell ``on_message``."""
+        """Keep a message (server thread); write its files; file it in the recipients'
+        mailboxes; tell ``on_message``."""
         if self.keep_files and self.state_dir is not None:
             self._write_files(message)
         with self._arrived:
             self._messages.append(message)
             self._arrived.notify_all()
+        self._file_in_mailboxes(message)
         if self.on_message is not None:
             try:
                 self.on_message(message)
             except Exception:
                 log.exception("Gmail sandbox: on_message callback failed")
+
+    def _file_in_mailboxes(self, message: ReceivedMessage) -> None:
+        """Put the copy a Gmail recipient would see in each sandbox account the message is for."""
+        local = [rcpt for rcpt in message.rcpt_tos if self.mailbox.has(rcpt)]
+        if not local:
+            return
+        injections = self._state.injections
+        spam = injections.take("spam") is not None
+        slow = injections.take("slow_arrival")
+        override = injections.take("auth_results")
+        copies = []
+        for rcpt in local:
+            data = delivered_copy(
+                message,
+                rcpt,
+                server_name=self.server_name,
+                aliases=self.aliases.get((message.auth_user or rcpt).lower(), ()),
+                override=override.params if override is not None else None,
+            )
+            labels = {SPAM} if spam else {INBOX}
+            if message.auth_user and message.auth_user.lower() == rcpt.lower():
+                labels.add(SENT)  # mail to oneself: one message, in the inbox and under Sent Mail
+            copies.append((rcpt, data, labels))
+
+        def file() -> None:
+            for rcpt, data, labels in copies:
+                self.mailbox.deliver(rcpt, data, labels)
+
+        if slow is None:
+            file()
+            return
+        try:
+            asyncio.get_running_loop().call_later(float(slow.params["seconds"]), file)
+        except RuntimeError:  # not on the sandbox's loop (a test delivering by hand): at once
+            file()
+
+    def deliver_to_mailbox(self, user: str, data: bytes, labels: Iterable[str] = (INBOX,)) -> None:
+        """File raw message bytes in ``user``'s mailbox, as if Gmail had delivered them (tests)."""
+        self.mailbox.deliver(user, data, labels)
 
     def _write_files(self, message: ReceivedMessage) -> None:
         assert self.state_dir is not None
@@ -371,15 +514,17 @@ class GmailSandbox:
             return list(self._messages)
 
     def clear(self) -> None:
-        """Forget the messages received so far."""
+        """Forget the messages received so far, and empty the accounts' mailboxes."""
         with self._arrived:
             self._messages.clear()
+        self.mailbox.clear()
 
     def reset(self) -> None:
         """Forget messages, injected failures and counters (open connections stay open)."""
         self.clear()
         self._state.injections.clear()
         self._state.reset_counters()
+        self.mailbox_connections = 0
         self._rearm_idle_timers()
 
     def drop_connections(self) -> None:
@@ -396,6 +541,10 @@ class GmailSandbox:
         carries SIZE=, else at the end of data; ``at="mail"|"data"`` to choose);
         too_many_recipients, bad_recipient (at RCPT; ``address=`` to pick one);
         disconnect_after (``messages=N``); idle_timeout (``seconds=S``); no_greeting.
+        The mailboxes: spam (the next message to an account lands in Spam); slow_arrival
+        (``seconds=S``: it appears in the mailbox S seconds after the 250); auth_results
+        (``spf=``/``dkim=``/``dmarc=``: its verdicts); imap_disabled, pop_disabled (Gmail's NO/-ERR
+        for an account without IMAP/POP access, at sign-in); mailbox_bad_credentials.
         """
         validate(kind, times, params)
         injection = self._state.injections.add(Injection(kind, times, dict(params)))
@@ -424,6 +573,15 @@ class GmailSandbox:
     def connections(self) -> int:
         """Connections accepted since the start or the last :meth:`reset`."""
         return self._state.connections
+
+    def mailbox_options(self, via: Literal["imap", "pop3"] = "imap") -> dict[str, Any]:
+        """Keyword options pointing the round trip (``gmail_check --round-trip``) at this sandbox's
+        IMAP or POP3 server; combine with :meth:`mailer_options`."""
+        if via == "imap":
+            return {"imap_host": self.host, "imap_port": self.imap_port}
+        if via == "pop3":
+            return {"pop_host": self.host, "pop_port": self.pop_port}
+        raise ValueError(f"via must be 'imap' or 'pop3', not {via!r}.")
 
     def mailer_options(self, mode: Literal["starttls", "ssl", "plain"] = "starttls") -> dict[str, Any]:
         """Keyword options for an email backend pointed at this sandbox."""

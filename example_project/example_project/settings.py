@@ -20,17 +20,29 @@ environ.Env.read_env(BASE_DIR / ".env")  # optional; real environment variables 
 # The embedded default, when no EMAIL_URL is given: the Gmail sandbox on loopback. While
 # `manage.py gmail_sandbox` runs, its ready file (.sandbox/ready.json) says which ports it got
 # (free ones with `--starttls-port auto`) and where its CA is; without that file, the port is
-# SANDBOX_STARTTLS_PORT (default 2587) and the CA .sandbox/ca.pem.
+# SANDBOX_STARTTLS_PORT (default 2587) and the CA .sandbox/ca.pem. Its IMAP and POP3 ports (the
+# sandbox account's mailbox) come from the same file, or SANDBOX_IMAP_PORT/SANDBOX_POP_PORT.
 SANDBOX_DIR = Path(env("SANDBOX_DIR", default=str(BASE_DIR / ".sandbox")))
 if not os.environ.get("EMAIL_URL"):
     try:
         sandbox = json.loads((SANDBOX_DIR / "ready.json").read_text(encoding="utf-8"))
         sandbox_port, sandbox_ca = sandbox["ports"]["starttls"], sandbox["ca_file"]
-    except (OSError, ValueError, KeyError, TypeError):  # not running (or an unreadable file)
+        # The sandbox account's mailbox, read by 'manage.py gmail_check --round-trip'.
+        imap_port, pop_port = sandbox["ports"].get("imap", 2993), sandbox["ports"].get("pop3", 2995)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not running (or an unreadable file)
         sandbox_port, sandbox_ca = env.int("SANDBOX_STARTTLS_PORT", default=2587), str(SANDBOX_DIR / "ca.pem")
+        imap_port, pop_port = env.int("SANDBOX_IMAP_PORT", default=2993), env.int("SANDBOX_POP_PORT", default=2995)
     os.environ["EMAIL_URL"] = f"smtp+tls://sandbox%40example.com:sandboxapppasswd@127.0.0.1:{sandbox_port}"
     if not os.environ.get("GMAIL_SMTP_SSL_CAFILE"):
         os.environ["GMAIL_SMTP_SSL_CAFILE"] = sandbox_ca
+    for variable, value in (
+        ("GMAIL_SMTP_IMAP_HOST", "127.0.0.1"),
+        ("GMAIL_SMTP_IMAP_PORT", str(imap_port)),
+        ("GMAIL_SMTP_POP_HOST", "127.0.0.1"),
+        ("GMAIL_SMTP_POP_PORT", str(pop_port)),
+    ):
+        if not os.environ.get(variable):
+            os.environ[variable] = value
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="example-project-insecure-key-change-me")
 DEBUG = env.bool("DJANGO_DEBUG", default=True)

@@ -19,7 +19,7 @@ from django.core.validators import validate_email
 from django.utils import translation
 from django.utils.translation import gettext as _
 
-from ... import conf, diagnose
+from ... import conf, diagnose, roundtrip
 from ...conf import SmtpConfig, Value
 from ...exceptions import GmailConfigError
 from ..reporting import ReportedError, ReportingCommand
@@ -34,6 +34,10 @@ OVERRIDES = {
     "username": "username",
     "timeout": "timeout",
     "cafile": "ssl_cafile",
+    "imap_host": "imap_host",
+    "imap_port": "imap_port",
+    "pop_host": "pop_host",
+    "pop_port": "pop_port",
 }
 
 
@@ -65,6 +69,22 @@ def exit_codes_text() -> str:
         (diagnose.EXIT_CODES["send"], _("the test message was refused (--send-to)")),
         (diagnose.EXIT_CODES["quit"], _("QUIT failed")),
         (diagnose.EXIT_CODES["token"], _("no OAuth2 access token (refresh token expired or revoked, wrong client)")),
+        (
+            diagnose.ROUND_TRIP_EXIT_CODES["mailbox_connect"],
+            _("--round-trip: the IMAP/POP3 server could not be reached (DNS, TCP, TLS)"),
+        ),
+        (
+            diagnose.ROUND_TRIP_EXIT_CODES["mailbox_disabled"],
+            _("--round-trip: IMAP (or POP) is turned off for the account"),
+        ),
+        (diagnose.ROUND_TRIP_EXIT_CODES["mailbox_sign_in"], _("--round-trip: the mailbox sign-in was refused")),
+        (diagnose.ROUND_TRIP_EXIT_CODES["mailbox_folder"], _("--round-trip: a mailbox folder could not be opened")),
+        (diagnose.ROUND_TRIP_EXIT_CODES["not_arrived"], _("--round-trip: the test message did not arrive in time")),
+        (diagnose.ROUND_TRIP_EXIT_CODES["spam"], _("--round-trip: the test message arrived in Spam")),
+        (
+            diagnose.ROUND_TRIP_EXIT_CODES["mailbox_protocol"],
+            _("--round-trip: the mailbox server broke off or broke the protocol"),
+        ),
     ]
     lines = [_("exit status:")]
     lines += [f"  {code:>2}  {text}" for code, text in rows]
@@ -92,7 +112,9 @@ class Command(ReportingCommand):
             "(configuration, DNS, TCP, TLS, EHLO, sign-in, optional test message, QUIT), and "
             "say which step failed, why, and what to change. Never hangs: every step is "
             "bounded by the timeout. The password is read only from the configuration or the "
-            "environment, never from the command line, and is never printed."
+            "environment, never from the command line, and is never printed. With --round-trip it "
+            "also proves delivery: it sends a tagged message to the account itself and finds it in "
+            "the mailbox over IMAP (or POP3), then says where it landed and how."
         )
         parser.epilog = exit_codes_text()
         parser.formatter_class = _HelpFormatter
@@ -136,6 +158,39 @@ class Command(ReportingCommand):
             help=_("Also send a real test message to ADDRESS (may be repeated)."),
         )
         parser.add_argument(
+            "--from",
+            dest="from_email",
+            metavar="ADDRESS",
+            help=_("The From address of the test messages (default: DEFAULT_FROM_EMAIL for --round-trip)."),
+        )
+        trip = parser.add_argument_group(_("delivery (the round trip)"))
+        trip.add_argument(
+            "--round-trip",
+            action="store_true",
+            help=_(
+                "After the SMTP steps, send a tagged message to the account itself and wait until it "
+                "arrives in the mailbox (IMAP, or POP3): the folder, the delay, the From as delivered, "
+                "SPF/DKIM/DMARC and TLS. The message is deleted afterwards."
+            ),
+        )
+        trip.add_argument(
+            "--round-trip-timeout",
+            type=float,
+            metavar="SECONDS",
+            help=_("How long to wait for the message to arrive (default %(default)s s).")
+            % {"default": f"{roundtrip.DEFAULT_TIMEOUT:g}"},
+        )
+        trip.add_argument(
+            "--round-trip-via",
+            choices=roundtrip.VIA,
+            help=_("Read the mailbox over IMAP (default) or POP3 (sees only the inbox; see the docs)."),
+        )
+        trip.add_argument("--keep", action="store_true", help=_("Leave the test message in the mailbox."))
+        trip.add_argument("--imap-host", help=_("Override the IMAP host (default: imap.gmail.com for Gmail)."))
+        trip.add_argument("--imap-port", type=int, help=_("Override the IMAP port (implicit TLS; default 993)."))
+        trip.add_argument("--pop-host", help=_("Override the POP3 host (default: pop.gmail.com for Gmail)."))
+        trip.add_argument("--pop-port", type=int, help=_("Override the POP3 port (implicit TLS; default 995)."))
+        parser.add_argument(
             "--json",
             action="store_true",
             help=_("Print one JSON document instead of text (see the schema in the docs)."),
@@ -171,6 +226,16 @@ class Command(ReportingCommand):
                     _("--send-to %(address)s is not an e-mail address.") % {"address": repr(address)},
                     returncode=diagnose.EXIT_USAGE,
                 ) from None
+        from_email = options.get("from_email")
+        if from_email is not None:
+            try:
+                validate_email(from_email)
+            except ValidationError:
+                raise CommandError(
+                    _("--from %(address)s is not an e-mail address.") % {"address": repr(from_email)},
+                    returncode=diagnose.EXIT_USAGE,
+                ) from None
+        trip = self._round_trip(options)
         alias = self._alias(options.get("using"))
         try:
             config = self._resolve(options, alias)
@@ -179,14 +244,45 @@ class Command(ReportingCommand):
             self._finish(result)
             return
         if self.show:
-            self._print_config(config)
+            self._print_config(config, mailbox=trip.via if trip is not None else "")
         result = diagnose.run_check(
             config,
             send_to=send_to,
+            from_email=from_email,
             on_step_start=self._step_started if self.show else None,
             on_step_end=self._step_ended if self.show else None,
+            round_trip=trip,
         )
         self._finish(result)
+
+    def _round_trip(self, options: dict[str, Any]) -> roundtrip.RoundTrip | None:
+        """The round trip asked for, or None; its options without --round-trip are a usage error."""
+        given = [
+            flag
+            for flag, key in (
+                ("--round-trip-timeout", "round_trip_timeout"),
+                ("--round-trip-via", "round_trip_via"),
+                ("--keep", "keep"),
+            )
+            if options.get(key) not in (None, False)
+        ]
+        if not options.get("round_trip"):
+            if given:
+                raise CommandError(
+                    _("%(option)s needs --round-trip.") % {"option": given[0]}, returncode=diagnose.EXIT_USAGE
+                )
+            return None
+        timeout = options.get("round_trip_timeout")
+        if timeout is not None and not timeout > 0:
+            raise CommandError(
+                _("--round-trip-timeout must be a number of seconds above 0."), returncode=diagnose.EXIT_USAGE
+            )
+        return roundtrip.RoundTrip(
+            via=options.get("round_trip_via") or roundtrip.IMAP,
+            timeout=timeout if timeout is not None else roundtrip.DEFAULT_TIMEOUT,
+            keep=bool(options.get("keep")),
+            from_email=options.get("from_email"),
+        )
 
     @property
     def show(self) -> bool:
@@ -247,13 +343,13 @@ class Command(ReportingCommand):
             config = replace(config, provenance=provenance)
         return config
 
-    def _print_config(self, config: SmtpConfig) -> None:
+    def _print_config(self, config: SmtpConfig, *, mailbox: str = "") -> None:
         if config.alias:
             heading = _("Configuration of the mailer MAILERS[%(alias)s]:") % {"alias": repr(config.alias)}
         else:
             heading = _("Configuration (EMAIL_* settings):")
         self.stdout.write(self.style.MIGRATE_HEADING(heading))
-        rows = config.describe()
+        rows = config.describe(mailbox=mailbox)
         width = max(len(name) for name, _shown, _value in rows)
         value_width = min(40, max(_columns(shown) for _name, shown, _value in rows))
         for name, shown, value in rows:
@@ -296,6 +392,11 @@ class Command(ReportingCommand):
         if step.status == diagnose.FAILED and step.error and not any(step.error in d for d in step.details):
             for line in step.error.splitlines():
                 self.stdout.write(self.style.ERROR(f"    {line}"))
+        if step.status == diagnose.WARNING and step.cause is not None:  # a failure's cause ends the output
+            if step.error:
+                self.stdout.write(self.style.WARNING(f"    {step.error}"))
+            for line in step.cause.lines():
+                self.stdout.write(f"    {line}")
         if self.verbosity >= 3 and step.data:
             self.stdout.write(f"    data: {json.dumps(step.data, ensure_ascii=False, default=str)}")
 
@@ -312,6 +413,16 @@ class Command(ReportingCommand):
             if self.verbosity >= 2 and result.transcript.lines:
                 self.stdout.write(self.style.MIGRATE_HEADING(_("SMTP conversation (credentials hidden):")))
                 for direction, text in result.transcript_lines():
+                    self.stdout.write(f"  {direction} {text}")
+            if self.verbosity >= 2 and result.mailbox_transcript.lines:
+                via = (result.round_trip or {}).get("via", roundtrip.IMAP)
+                heading = (
+                    _("IMAP conversation (credentials hidden):")
+                    if via == roundtrip.IMAP
+                    else _("POP3 conversation (credentials hidden):")
+                )
+                self.stdout.write(self.style.MIGRATE_HEADING(heading))
+                for direction, text in result.mailbox_transcript_lines():
                     self.stdout.write(f"  {direction} {text}")
             self.stdout.write("")
             if result.ok:
@@ -351,9 +462,26 @@ class Command(ReportingCommand):
                 % {"host": config.host, "port": config.port}
             )
         )
+        trip = result.round_trip
+        if trip and trip.get("arrived"):
+            self.stdout.write(
+                self.style.SUCCESS(
+                    _("Delivery proven: the test message arrived in %(folder)s after %(seconds).1f s.")
+                    % {"folder": trip.get("folder", "?"), "seconds": trip.get("seconds", 0.0)}
+                )
+            )
+            warned = [step for step in result.steps if step.status == diagnose.WARNING and step.cause]
+            if warned:
+                self.stdout.write(
+                    self.style.WARNING(
+                        _("But look at: %(steps)s.") % {"steps": ", ".join(str(step.title) for step in warned)}
+                    )
+                )
+            return
         sent = result.step("send")
         if sent is not None and sent.status == diagnose.SKIPPED:
             self.stdout.write(_("Add --send-to ADDRESS to send a real test message."))
+            self.stdout.write(_("Add --round-trip to prove that mail arrives (and where)."))
 
     def _print_failure(self, result: diagnose.Diagnosis) -> None:
         cause = result.cause
@@ -369,6 +497,8 @@ class Command(ReportingCommand):
             out.write(line)
         if result.unexpected:
             self._print_unexpected(result)
+        elif self.verbosity < 2 and result.mailbox_transcript.lines:
+            out.write(_("Run with -v 2 to see the SMTP and mailbox conversations."))
         elif self.verbosity < 2 and result.transcript.lines:
             out.write(_("Run with -v 2 to see the SMTP conversation."))
 

@@ -1,6 +1,8 @@
 """``manage.py gmail_purge_log --older-than DAYS``: delete old entries of the delivery log.
 
-Only finished entries (sent, failed) are deleted; messages still on their way never are.
+Only finished entries (sent, failed) are deleted; messages still on their way never are. With
+``--redact`` the entries stay (for the counts and the chart) and only what identifies people is
+erased: their recipients and subject (README.md#the-delivery-log-the-admin-and-the-commands).
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ class Command(BaseCommand):
             action="append",
             help="Only entries with this status (repeatable; default: sent and failed).",
         )
+        parser.add_argument(
+            "--redact",
+            action="store_true",
+            help="Keep the entries; erase only their recipients and subjects (GMAIL_SMTP LOG_RECIPIENTS/LOG_SUBJECTS).",
+        )
         parser.add_argument("--dry-run", action="store_true", help="Only count what would be deleted.")
         parser.add_argument("--database", default="default", help="The database to use (default: 'default').")
 
@@ -39,6 +46,7 @@ class Command(BaseCommand):
         older_than: float,
         status: list[str] | None = None,
         dry_run: bool = False,
+        redact: bool = False,
         database: str = "default",
         **options: Any,
     ) -> None:
@@ -46,7 +54,16 @@ class Command(BaseCommand):
             raise CommandError(_("--older-than must be a number of days of at least 0."), returncode=2)
         cutoff = timezone.now() - timedelta(days=older_than)
         entries = DeliveryLog.objects.using(database).filter(status__in=status or FINISHED, updated_at__lt=cutoff)
-        if dry_run:
+        if redact:
+            # updated_at is left alone (update() does not touch it): redacting is not a new event.
+            entries = entries.exclude(to="", subject="")
+            if dry_run:
+                count = entries.count()
+                message = _("%(count)d delivery log entries would lose their recipients and subject (dry run).")
+            else:
+                count = entries.update(to="", subject="")
+                message = _("Erased the recipients and subject of %(count)d delivery log entries.")
+        elif dry_run:
             count = entries.count()
             message = _("%(count)d delivery log entries would be deleted (dry run: nothing changed).")
         else:

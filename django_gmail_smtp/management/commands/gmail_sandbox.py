@@ -5,8 +5,8 @@ loopback; ``--no-oauth`` to leave it out), so XOAUTH2 sign-in can be tried local
 it prints include a refresh token for the sandbox user.
 
 Once listening it writes a ready file (``ready.json`` in ``--dir``, or ``--ready-file``; removed
-on exit), one JSON object: ``host``, ``ports`` by service (``starttls``, ``ssl``, and ``oauth``
-when that server runs), ``ca_file``, ``user``, ``password``, ``state_dir``, ``pid`` and, with the
+on exit), one JSON object: ``host``, ``ports`` by service (``starttls``, ``ssl``, ``imap``,
+``pop3``, and ``oauth`` when that server runs), ``ca_file``, ``user``, ``password``, ``state_dir``, ``pid`` and, with the
 OAuth2 server, ``oauth`` (its endpoints, client and a refresh token). Scripts and the example
 project read it to learn the ports taken with ``auto``.
 """
@@ -44,10 +44,12 @@ READY_FILE = "ready.json"
 """Name of the ready file in ``--dir`` (unless ``--ready-file`` says otherwise)."""
 
 #: (option, default port, what listens there). The ready file names them by service:
-#: ``ports["starttls"]``, ``ports["ssl"]``, ``ports["oauth"]``.
+#: ``ports["starttls"]``, ``ports["ssl"]``, ``ports["imap"]``, ``ports["pop3"]``, ``ports["oauth"]``.
 PORT_OPTIONS = (
     ("starttls-port", 2587, gettext_lazy("STARTTLS port, like Gmail's 587")),
     ("ssl-port", 2465, gettext_lazy("Implicit-TLS port, like Gmail's 465")),
+    ("imap-port", 2993, gettext_lazy("IMAP port of the account's mailbox (implicit TLS), like Gmail's 993")),
+    ("pop-port", 2995, gettext_lazy("POP3 port of the account's mailbox (implicit TLS), like Gmail's 995")),
     ("oauth-port", 2580, gettext_lazy("Port of the local OAuth2 token server")),
 )
 
@@ -102,6 +104,16 @@ class Command(BaseCommand):
             )
         parser.add_argument("--no-oauth", action="store_true", help=_("Do not run the local OAuth2 token server."))
         parser.add_argument(
+            "--alias",
+            action="append",
+            default=[],
+            metavar="ADDRESS",
+            help=_(
+                "A verified 'Send mail as' address of the account (may be repeated); in its mailbox, "
+                "another From is rewritten to the account, as Gmail does."
+            ),
+        )
+        parser.add_argument(
             "--dir",
             default=".sandbox",
             help=_("Folder for ca.pem, the ready file and the received messages (default: %(default)s)."),
@@ -139,6 +151,9 @@ class Command(BaseCommand):
                 options["starttls_port"],
                 options["ssl_port"],
                 users={options["user"]: options["password"]},
+                imap_port=options["imap_port"],
+                pop_port=options["pop_port"],
+                aliases={options["user"]: options["alias"]},
                 state_dir=Path(options["dir"]),
                 keep_files=True,
                 on_message=arrived.put,
@@ -161,7 +176,10 @@ class Command(BaseCommand):
             if oauth_server is not None:
                 oauth_server.stop()
             if isinstance(error, PortInUseError):
-                option = "starttls-port" if error.port == options["starttls_port"] else "ssl-port"
+                option = next(
+                    (name for name, _default, _text in PORT_OPTIONS if options[name.replace("-", "_")] == error.port),
+                    "starttls-port",
+                )
                 raise self._start_error(error, error.host, error.port, option) from error
             raise CommandError(_("The Gmail sandbox could not start: %(error)s") % {"error": error}) from error
         refresh_token = oauth_server.issue_refresh_token(options["user"]) if oauth_server is not None else ""
@@ -303,7 +321,12 @@ class Command(BaseCommand):
         oauth_server: OAuthServer | None = None,
         refresh_token: str = "",
     ) -> None:
-        ports = {"starttls": sandbox.starttls_port, "ssl": sandbox.ssl_port}
+        ports = {
+            "starttls": sandbox.starttls_port,
+            "ssl": sandbox.ssl_port,
+            "imap": sandbox.imap_port,
+            "pop3": sandbox.pop_port,
+        }
         if oauth_server is not None:
             ports["oauth"] = oauth_server.port
         info: dict[str, Any] = {
@@ -376,6 +399,13 @@ class Command(BaseCommand):
         write(_("Sign in as %(user)s with the password %(password)s.") % {"user": user, "password": password})
         write(_("The server certificate is signed by the CA in %(ca_file)s.") % {"ca_file": ca_file})
         write(_("Received messages are saved in %(folder)s.") % {"folder": Path(str(sandbox.state_dir)) / "messages"})
+        write(
+            _(
+                "Mail to %(user)s lands in its mailbox: IMAP on port %(imap_port)s, POP3 on port "
+                "%(pop_port)s (implicit TLS, same password; gmail_check --round-trip reads it)."
+            )
+            % {"user": user, "imap_port": sandbox.imap_port, "pop_port": sandbox.pop_port}
+        )
         write("")
         write(self.style.MIGRATE_HEADING(_("Settings for Django 5.2 (settings.py):")))
         for line in [
@@ -385,7 +415,8 @@ class Command(BaseCommand):
             "EMAIL_USE_TLS = True",
             f"EMAIL_HOST_USER = {literal(user)}",
             f"EMAIL_HOST_PASSWORD = {literal(password)}",
-            f'GMAIL_SMTP = {{"SSL_CAFILE": {literal(ca_file)}}}',
+            f'GMAIL_SMTP = {{"SSL_CAFILE": {literal(ca_file)}, "IMAP_HOST": {literal(host)}, '
+            f'"IMAP_PORT": {sandbox.imap_port}, "POP_HOST": {literal(host)}, "POP_PORT": {sandbox.pop_port}}}',
         ]:
             write("    " + line)
         write("")
@@ -401,6 +432,8 @@ class Command(BaseCommand):
             f'            "username": {literal(user)},',
             f'            "password": {literal(password)},',
             f'            "ssl_cafile": {literal(ca_file)},',
+            f'            "imap_host": {literal(host)},',
+            f'            "imap_port": {sandbox.imap_port},',
             "        },",
             "    },",
             "}",
@@ -411,6 +444,10 @@ class Command(BaseCommand):
         credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
         write(f"    EMAIL_URL=smtp+tls://{credentials}@{host}:{port}")
         write(f"    GMAIL_SMTP_SSL_CAFILE={ca_file}")
+        write(f"    GMAIL_SMTP_IMAP_HOST={host}")
+        write(f"    GMAIL_SMTP_IMAP_PORT={sandbox.imap_port}")
+        write(f"    GMAIL_SMTP_POP_HOST={host}")
+        write(f"    GMAIL_SMTP_POP_PORT={sandbox.pop_port}")
         write("")
         write(
             _("For implicit TLS use port %(ssl_port)s with EMAIL_USE_SSL = True (or %(url)s).")

@@ -1,11 +1,34 @@
-/* "Test connection" / "Send test email" on the Gmail account form.
+/* The Gmail account form.
  *
- * Posts the form as it is (unsaved values, the CSRF token, the app password if one was typed)
- * to the button's formaction and shows the answer under the buttons, so the form keeps what
- * was typed. Without JavaScript the buttons submit to the same views, which answer with a page.
+ * 1. Shows the fields of the chosen authentication method only (app password or OAuth2).
+ *    Without JavaScript both stay visible, each saying which method it is for.
+ * 2. "Test connection" / "Send test email": posts the form as it is (unsaved values, the CSRF
+ *    token, the app password if one was typed) to the button's formaction and shows the answer
+ *    under the buttons, so the form keeps what was typed. Without JavaScript the buttons submit
+ *    to the same views, which answer with a page.
  */
 "use strict";
 {
+    const showMethod = () => {
+        const select = document.getElementById("id_auth_method");
+        if (!select) {
+            return;
+        }
+        document.querySelectorAll(".gmail-smtp-method").forEach((element) => {
+            element.hidden = !element.classList.contains("gmail-smtp-method-" + select.value);
+        });
+    };
+    document.addEventListener("change", (event) => {
+        if (event.target.id === "id_auth_method") {
+            showMethod();
+        }
+    });
+    if (document.readyState === "loading") {
+        document.addEventListener("DOMContentLoaded", showMethod);
+    } else {
+        showMethod();
+    }
+
     document.addEventListener("click", async (event) => {
         const button = event.target.closest("button[data-gmail-smtp-action]");
         if (!button || !button.form) {
