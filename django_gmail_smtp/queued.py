@@ -364,7 +364,10 @@ class QueuedEmailBackend(BaseEmailBackend):
             _schedule(self.task_backend, self.queue_name, log_id=entry.pk, generation=1, when=current)
 
         if _same_transaction(self.tasks, db):  # django-tasks-db: the entry and its tasks in one transaction
-            with transaction.atomic(using=db):
+            # Inside the request's transaction, no savepoint (two queries fewer): a failed insert
+            # spoils that transaction anyway, as Django's own Model.save() does. fail_silently
+            # keeps it, so that the request can go on without the message.
+            with transaction.atomic(using=db, savepoint=self.fail_silently):
                 entry = create()
                 schedule(entry)
         elif transaction.get_connection(db).in_atomic_block:  # a worker must not look before the entry exists

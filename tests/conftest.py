@@ -1,9 +1,11 @@
 """Shared fixtures: backends wired to the Gmail sandbox (fixtures come from our pytest plugin)."""
 
+import contextlib
 import io
 import json
+import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,8 +14,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from django_gmail_smtp.backend import EmailBackend
+from tests.engines import PostgresServer, RedisServer, missing_postgresql, missing_redis
+from tests.queue_support import queue_site, queue_template
 
 from .skip_summary import pytest_terminal_summary  # noqa: F401 - a hook: skips counted by reason
+
+__all__ = ["queue_site", "queue_template"]  # fixtures for the queue and quota tests (tests/queue_support.py)
 
 # Tests that deliberately use Django's legacy mail API see Django's own
 # deprecation warnings on 6.1 for *their* use; only those exact messages are
@@ -114,3 +120,59 @@ def gmail_check(*args: str) -> Outcome:
     outcome = Outcome(code, out.getvalue(), err.getvalue())
     assert "Traceback" not in outcome.text
     return outcome
+
+
+# -- real database and broker servers (tests/engines.py) -------------------------------------------
+
+
+def _server(missing: Callable[[], str | None], start: Callable[[], Any]) -> Iterator[Any]:
+    """A server for the session, stopped at its end; the tests that need it skipped (with why) if missing."""
+    reason = missing()
+    if reason:
+        pytest.skip(reason)
+    server = start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """Debian's PostgreSQL on a free loopback port."""
+    yield from _server(missing_postgresql, lambda: PostgresServer().start())
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """Debian's redis-server on a free loopback port."""
+    yield from _server(missing_redis, lambda: RedisServer().start())
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    request: pytest.FixtureRequest, django_db_modify_db_settings_parallel_suffix: None
+) -> None:
+    """``GMAIL_TEST_DATABASE=postgresql``: the in-process tests use the session's PostgreSQL server.
+
+    pytest-django's hook for changing the database settings before the test database is made.
+    """
+    if os.environ.get("GMAIL_TEST_DATABASE", "sqlite") != "postgresql":
+        return
+    from django.conf import settings
+    from django.db import connections
+
+    server = request.getfixturevalue("postgres_server")
+    entry = settings.DATABASES["default"]  # changed in place: Django's connection handler holds it
+    postgresql = server.settings("gmail_tests")
+    entry["TEST"].update(postgresql.pop("TEST"))  # keeps the defaults Django filled in
+    entry.update(postgresql, OPTIONS={})
+    with contextlib.suppress(AttributeError):
+        del connections["default"]  # made for SQLite already: made anew, for PostgreSQL, on next use
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start worker processes (they use ``queue_site``) are marked ``workers``."""
+    for item in items:
+        if "queue_site" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.workers)

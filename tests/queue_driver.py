@@ -7,9 +7,10 @@
   middleware and the queued backend) and print the view's JSON answer;
 * ``prefill``: count messages against an account's daily limit (as if sent earlier);
 * ``reserve``: take slots one at a time as fast as possible and print how many were granted
-  (several of these run at once to show the guard never gives more than the limit).
+  (several of these run at once to show the guard never gives more than the limit);
+* ``admin``: GET (or POST ``data`` to) an admin page as a superuser; print the status and the page.
 
-Also the URLconf of those settings (``ROOT_URLCONF``) and :func:`rich_message`, which the test
+Also the view of the URLconf of those settings (tests/queue_urls.py) and :func:`rich_message`, which the test
 process builds too, to compare what the sandbox received part by part.
 """
 
@@ -21,7 +22,6 @@ import sys
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
-from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
 SENDER = "sandbox@example.com"
@@ -83,7 +83,16 @@ def send_view(request: HttpRequest) -> JsonResponse:
     )
 
 
-urlpatterns = [path("queue-send/", send_view)]
+def _mailer_options() -> dict[str, Any]:
+    """The queued backend's options as the settings give them (MAILERS on 6.1, EMAIL_* before)."""
+    import django
+    from django.conf import settings
+
+    if django.VERSION >= (6, 1):
+        options = dict(settings.MAILERS["default"]["OPTIONS"])
+        options.pop("password", None)  # read from MAILERS by the worker; never an argument
+        return options
+    return {}
 
 
 def main(argv: list[str]) -> int:
@@ -122,6 +131,32 @@ def main(argv: list[str]) -> int:
                 continue
             granted += 1
         sys.stdout.write(json.dumps({"granted": granted}))
+    elif command == "enqueue_queries":
+        from django.core.mail import EmailMessage
+        from django.db import connection, transaction
+        from django.test.utils import CaptureQueriesContext
+
+        from django_gmail_smtp.queued import QueuedEmailBackend
+
+        backend = QueuedEmailBackend(fail_silently=arguments.get("fail_silently", False), **_mailer_options())
+        message = EmailMessage(subject="cheap", body="x", from_email=SENDER, to=["a@example.com"])
+        with transaction.atomic(), CaptureQueriesContext(connection) as queries:  # ATOMIC_REQUESTS
+            queued = backend.send_messages([message])
+        sys.stdout.write(json.dumps({"queued": queued, "sql": [q["sql"] for q in queries.captured_queries]}))
+    elif command == "admin":
+        from django.contrib.auth import get_user_model
+        from django.test import Client
+
+        user, _ = get_user_model().objects.get_or_create(
+            username="admin", defaults={"is_staff": True, "is_superuser": True}
+        )
+        client = Client()
+        client.force_login(user)
+        if "data" in arguments:
+            response = client.post(arguments["path"], arguments["data"], follow=True)
+        else:
+            response = client.get(arguments["path"])
+        sys.stdout.write(json.dumps({"status": response.status_code, "page": response.content.decode()}))
     else:
         sys.stderr.write(f"unknown command {command!r}\n")
         return 2

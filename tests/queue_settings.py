@@ -1,12 +1,17 @@
-"""Settings for the queue tests' subprocesses: a db_worker and a "web" process sharing a SQLite file.
+"""Settings for the queue tests' subprocesses: workers and a "web" process sharing one database.
 
-Read from the environment (set by tests/queue_support.py): GMAIL_QUEUE_DB (the database file),
-GMAIL_QUEUE_CLOCK (a file holding the clock's offset in seconds), GMAIL_SANDBOX_PORT and
-GMAIL_SANDBOX_CA (the test process's Gmail sandbox).
+Read from the environment (set by tests/queue_support.py): GMAIL_QUEUE_DATABASE (a JSON
+``DATABASES`` entry, e.g. PostgreSQL) or GMAIL_QUEUE_DB (a SQLite file); GMAIL_QUEUE_TASKS
+(``db``: django-tasks-db and ``db_worker``, the default; ``rq``: django-tasks-rq and
+``rqworker`` on the Redis at GMAIL_QUEUE_REDIS); GMAIL_QUEUE_CLOCK (a file holding the clock's
+offset in seconds); GMAIL_SANDBOX_PORT and GMAIL_SANDBOX_CA (the test process's Gmail sandbox).
 """
 
 import contextlib
+import json
 import os
+import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -20,18 +25,31 @@ from tests.settings import INSTALLED_APPS
 
 DNS_NAME._fqdn = "test.localhost"  # never ask a DNS server for the EHLO name / Message-ID domain
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("GMAIL_QUEUE_DB", ":memory:"),
-        "OPTIONS": {"timeout": 30},
+if os.environ.get("GMAIL_QUEUE_DATABASE"):
+    DATABASES = {"default": json.loads(os.environ["GMAIL_QUEUE_DATABASE"])}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("GMAIL_QUEUE_DB", ":memory:"),
+            # Several worker processes write: take the write lock when a transaction starts.
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+        }
     }
-}
-INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks_db"]
-if django.VERSION < (6, 0):
+INSTALLED_APPS = [*INSTALLED_APPS]
+if "django_tasks_db" not in INSTALLED_APPS:
+    INSTALLED_APPS.append("django_tasks_db")
+if django.VERSION < (6, 0) and "django_tasks" not in INSTALLED_APPS:
     INSTALLED_APPS.append("django_tasks")
-ROOT_URLCONF = "tests.queue_driver"
-TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "mail"]}}
+ROOT_URLCONF = "tests.queue_urls"
+QUEUES = ["default", "mail"]
+TASKS_KIND = os.environ.get("GMAIL_QUEUE_TASKS", "db")
+if TASKS_KIND == "rq":
+    INSTALLED_APPS.append("django_rq")
+    RQ_QUEUES = {name: {"URL": os.environ.get("GMAIL_QUEUE_REDIS", "redis://127.0.0.1:6379/0")} for name in QUEUES}
+    TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": QUEUES}}
+else:
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": QUEUES}}
 
 SANDBOX = {
     "host": "127.0.0.1",
@@ -73,4 +91,30 @@ def clock() -> datetime:
     if path:
         with contextlib.suppress(FileNotFoundError):
             offset = float(Path(path).read_text() or 0)
+        _freeze_in_reserve(Path(path))
     return timezone.now() + timedelta(seconds=offset)
+
+
+def _freeze_in_reserve(clock_file: Path) -> None:
+    """Once the test created ``<clock>.freeze``: the first process to read the clock inside
+    ``quota.reserve()`` (holding the account's row lock) writes its pid to ``<clock>.frozen``
+    and waits there for the test to SIGKILL it."""
+    if not clock_file.with_suffix(".freeze").exists():
+        return
+    frames = sys._getframe(2)
+    inside = False
+    while frames is not None:
+        if frames.f_code.co_name == "reserve" and frames.f_globals.get("__name__") == "django_gmail_smtp.quota":
+            inside = True
+            break
+        frames = frames.f_back
+    if not inside:
+        return
+    try:
+        descriptor = os.open(clock_file.with_suffix(".frozen"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return  # another process froze already
+    os.write(descriptor, str(os.getpid()).encode())
+    os.close(descriptor)
+    while True:
+        time.sleep(1)

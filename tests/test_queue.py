@@ -22,9 +22,7 @@ from django_gmail_smtp import queued, quota
 from django_gmail_smtp.exceptions import GmailConfigError
 from django_gmail_smtp.sandbox.constants import SANDBOX_PASSWORD, SANDBOX_USER
 from tests.queue_driver import BINARY, SJIS, rich_message
-from tests.queue_support import HAVE_TASKS_DB, NO_TASKS_DB, QueueSite, needs_tasks_db, queue_site, queue_template
-
-__all__ = ["queue_site", "queue_template"]  # fixtures used below
+from tests.queue_support import HAVE_TASKS_DB, NO_TASKS_DB, QueueSite, needs_tasks_db
 
 BOUNDARY = re.compile(rb"={15}\d+==")
 
@@ -429,17 +427,27 @@ def test_messages_queued_in_a_request_are_delivered_by_the_worker(queue_site: Qu
     assert sorted(received_ids(gmail_sandbox)) == sorted(m["message_id"] for m in answer["messages"])
     assert [(r["attempts"], r["payload"]) for r in rows] == [(1, None)] * 3
     assert all(r["last_reply"].startswith("250 2.0.0 OK") for r in rows)
-    tasks = queue_site.query("SELECT queue_name, status FROM django_tasks_database_dbtaskresult")
-    assert {t["queue_name"] for t in tasks} == {"mail"}
-    assert sum(t["status"] == "SUCCESSFUL" for t in tasks) >= 3
+    finished = queue_site.finished_tasks()
+    assert list(finished) == ["mail"]
+    assert finished["mail"] >= 3
     report = json.loads(queue_site.manage("gmail_queue_status", "--json"))
     assert report["totals"] == dict.fromkeys(report["totals"], 0)
     assert report["accounts"][0]["quota"]["used"] == 3
+    # What the queue's tasks hold (RQ: in Redis; django-tasks-db: its table) never includes the password.
+    tasks = (
+        queue_site.broker_dump()
+        + json.dumps(queue_site.query("SELECT * FROM gmail_smtp_deliverylog"), default=str).encode()
+    )
+    if queue_site.tasks == "db":
+        tasks += json.dumps(queue_site.query("SELECT * FROM django_tasks_database_dbtaskresult"), default=str).encode()
+    assert b"mail" in tasks
+    assert SANDBOX_PASSWORD.encode() not in tasks
 
 
 @needs_tasks_db
 def test_the_tasks_table_never_holds_the_message(queue_site: QueueSite, gmail_sandbox: Any) -> None:
-    """django-tasks-db keeps every task's arguments: a password-reset link must not stay there."""
+    """The Tasks backend keeps every task's arguments (django-tasks-db's table, RQ's Redis): a
+    password-reset link must not stay there."""
     marker = f"reset-link-{secrets.token_hex(8)}"
     gmail_sandbox.inject("throttled")  # one retry: a re-scheduled generation of tasks too
     answer = queue_site.driver("request", {"count": 2, "tag": marker})
@@ -447,14 +455,21 @@ def test_the_tasks_table_never_holds_the_message(queue_site: QueueSite, gmail_sa
     def tasks() -> list[dict[str, Any]]:
         return queue_site.query("SELECT * FROM django_tasks_database_dbtaskresult")
 
-    assert len(tasks()) == 4  # a sender and a backup per message
-    assert [row for row in tasks() if marker in json.dumps(row, default=str)] == []
+    def stored() -> bytes:
+        return queue_site.broker_dump() + json.dumps(tasks(), default=str).encode()
+
+    if queue_site.tasks == "db":
+        assert len(tasks()) == 4  # a sender and a backup per message
+    else:
+        assert stored().count(b"deliver_queued_message") >= 4
+    assert marker.encode() not in stored()
     queue_site.start_worker()
     rows = queue_site.wait_for_status(ids(answer), "sent")
     assert all(marker in m.data.decode() for m in gmail_sandbox.messages)  # the body did travel
     assert max(r["generation"] for r in rows) == 2
-    assert len(tasks()) > 4
-    assert [row for row in tasks() if marker in json.dumps(row, default=str)] == []
+    if queue_site.tasks == "db":
+        assert len(tasks()) > 4
+    assert marker.encode() not in stored()
     # The log forgot the message once sent: only its subject stays, on purpose (LOG_SUBJECTS, #14).
     assert [row for row in rows if marker in json.dumps(row | {"subject": ""}, default=str)] == []
     assert all(row["subject"].startswith(marker) for row in rows)
@@ -475,17 +490,19 @@ def test_a_421_is_retried_by_the_task_and_then_delivered(queue_site: QueueSite, 
 def test_a_worker_killed_mid_send_loses_nothing(queue_site: QueueSite, gmail_sandbox: Any) -> None:
     answer = queue_site.driver("request", {"count": 2, "tag": "killed"})
     first_id = answer["messages"][0]["message_id"]
-    worker = queue_site.start_worker()
+    killed: list[int] = []
 
     def kill_before_replying(message: Any) -> None:
-        # The sandbox keeps the message, then the worker dies before it reads the 250: the worst moment.
+        # The sandbox keeps the message, then the sending process (db_worker, or RQ's work horse)
+        # dies before it reads the 250: the worst moment.
         if gmail_sandbox.on_message is kill_before_replying:
             gmail_sandbox.on_message = None
-            queue_site.kill(worker)
+            killed.extend(queue_site.kill_sender(gmail_sandbox.starttls_port))
 
     gmail_sandbox.on_message = kill_before_replying
+    queue_site.start_worker()
     try:
-        queue_site.wait_for("the worker to be killed", lambda: worker.poll() is not None)
+        queue_site.wait_for("the sender to be killed", lambda: killed)
     finally:
         gmail_sandbox.on_message = None
     assert received_ids(gmail_sandbox) == [first_id]
@@ -516,6 +533,62 @@ def test_the_501st_message_is_held_until_the_window_moves(queue_site: QueueSite,
     queue_site.set_clock(24 * 3600 + 1)  # a day later, the 500 leave the window
     queue_site.wait_for_status(ids(answer), "sent")
     assert received_ids(gmail_sandbox) == [answer["messages"][0]["message_id"]]
+
+
+@needs_tasks_db
+def test_queue_status_and_the_admin_tell_the_same_on_every_site(queue_site: QueueSite, gmail_sandbox: Any) -> None:
+    gmail_sandbox.inject("bad_recipient")
+    first = queue_site.driver("request", {"count": 3, "tag": "status"})
+    worker = queue_site.start_worker()
+    queue_site.wait_for(
+        "one failed and two sent",
+        lambda: sorted(r["status"] for r in queue_site.log(ids(first))) == ["failed", "sent", "sent"],
+    )
+    queue_site.kill(worker)
+    late = queue_site.driver("request", {"count": 1, "tag": "no worker"})  # waits: no worker is running
+    report = json.loads(queue_site.manage("gmail_queue_status", "--json"))
+    [account] = report["accounts"]
+    assert (account["account"], account["queued"], account["failed"], account["stuck"]) == (SANDBOX_USER, 1, 1, 0)
+    assert (account["quota"]["used"], account["quota"]["limit"]) == (2, 500)
+    queue_site.set_clock(600)  # ten minutes later, nobody has looked at it: stuck
+    report = json.loads(queue_site.manage("gmail_queue_status", "--json"))
+    assert (report["totals"]["queued"], report["totals"]["stuck"]) == (1, 1)
+    assert "stuck" in queue_site.manage("gmail_queue_status")
+
+    changelist = "/admin/gmail_smtp/deliverylog/"
+    page = queue_site.driver("admin", {"path": changelist + "?status__exact=failed"})
+    assert page["status"] == 200
+    [failed] = [r for r in queue_site.log(ids(first)) if r["status"] == "failed"]
+    assert failed["last_reply"].startswith("553")
+    assert "553" in page["page"]
+    assert failed["subject"] in page["page"]
+    assert all(r["subject"] not in page["page"] for r in queue_site.log(ids(first)) if r["status"] == "sent")
+    everything = queue_site.driver("admin", {"path": changelist})["page"]
+    assert all(r["subject"] in everything for r in queue_site.log(ids(first) + ids(late)))
+    retried = queue_site.driver(
+        "admin",
+        {"path": changelist, "data": {"action": "retry_selected", "_selected_action": [failed["id"], *ids(late)]}},
+    )
+    assert "2 messages were queued again." in retried["page"]
+    queue_site.start_worker()
+    queue_site.wait_for_status(ids(first) + ids(late), "sent")
+    report = json.loads(queue_site.manage("gmail_queue_status", "--json"))
+    assert report["totals"] == dict.fromkeys(report["totals"], 0)
+    assert report["accounts"][0]["quota"]["used"] == 4
+    assert sorted(received_ids(gmail_sandbox)) == sorted(m["message_id"] for m in first["messages"] + late["messages"])
+
+
+@needs_tasks_db
+def test_queuing_inside_the_request_transaction_costs_at_most_three_queries(queue_site: QueueSite) -> None:
+    """django-tasks-db: the log entry and its two tasks, no savepoint; RQ: the log entry (tasks at commit)."""
+    answer = queue_site.driver("enqueue_queries")
+    assert answer["queued"] == 1
+    statements = [sql.split()[0] for sql in answer["sql"]]
+    assert statements == (["INSERT"] * 3 if queue_site.tasks == "db" else ["INSERT"])
+    # fail_silently keeps a savepoint: a failed enqueue must not spoil the request's transaction.
+    silent = queue_site.driver("enqueue_queries", {"fail_silently": True})
+    if queue_site.tasks == "db":
+        assert [sql.split()[0] for sql in silent["sql"]] == ["SAVEPOINT", "INSERT", "INSERT", "INSERT", "RELEASE"]
 
 
 @needs_tasks_db

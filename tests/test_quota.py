@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import smtplib
 import subprocess
 import time
@@ -15,9 +17,8 @@ from django.utils import timezone
 from django_gmail_smtp import quota
 from django_gmail_smtp.conf import resolve
 from django_gmail_smtp.exceptions import GmailConfigError
-from tests.queue_support import REPO, QueueSite, needs_tasks_db, queue_site, queue_template
-
-__all__ = ["queue_site", "queue_template"]  # fixtures used below
+from django_gmail_smtp.sandbox.constants import SANDBOX_USER
+from tests.queue_support import REPO, QueueSite, needs_tasks_db
 
 ACCOUNT = "shop@example.com"
 DAY = timedelta(hours=24)
@@ -48,6 +49,18 @@ def gmail_config(username: str = ACCOUNT, **options: Any) -> Any:
 
 
 pytestmark = pytest.mark.django_db
+
+
+def test_the_in_process_tests_run_on_the_engine_asked_for() -> None:
+    """``GMAIL_TEST_DATABASE=postgresql`` (CI's engine run) really moves these tests to PostgreSQL."""
+    from django.db import connection
+
+    assert connection.vendor == os.environ.get("GMAIL_TEST_DATABASE", "sqlite")
+    if connection.vendor == "postgresql":  # the guard needs nothing stricter than the default
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW transaction_isolation")
+            assert cursor.fetchone() == ("read committed",)
+    assert quota.reserve(ACCOUNT, limit=1).count == 1
 
 
 def test_the_limit_counts_a_rolling_window(clock: Clock) -> None:
@@ -192,6 +205,77 @@ def test_processes_reserving_at_once_never_exceed_the_limit(queue_site: QueueSit
         "SELECT SUM(u.count) AS used FROM gmail_smtp_quotause u JOIN gmail_smtp_quotaaccount a ON a.id = u.account_id"
     )
     assert row["used"] == 60
+
+
+def _messages_at_the_server(sandbox: Any) -> dict[str, int]:
+    ids = [m.message["Message-ID"] for m in sandbox.messages]
+    return {mid: ids.count(mid) for mid in ids}
+
+
+@needs_tasks_db
+def test_eight_workers_racing_for_the_last_slots_never_exceed_the_limit(
+    queue_site: QueueSite, gmail_sandbox: Any
+) -> None:
+    """10 slots left, 30 messages, 8 worker processes: exactly 10 reach the server, 20 are held."""
+    queue_site.driver("prefill", {"account": SANDBOX_USER, "count": 490})  # limit 500 (tests/queue_settings.py)
+    for _ in range(8):
+        queue_site.start_worker()
+    queue_site.wait_until_listening()
+    answer = queue_site.driver("request", {"count": 30, "tag": "race"})
+    log_ids = [m["log_id"] for m in answer["messages"]]
+
+    def settled() -> bool:
+        # A held message is claimed ("sending") for a moment each time it is checked again.
+        rows = queue_site.log(log_ids)
+        waiting = [r for r in rows if r["status"] != "sent" and r["cause"] == "daily_quota"]
+        return len(rows) - len(waiting) == 10 and sum(r["status"] == "sent" for r in rows) == 10
+
+    queue_site.wait_for("10 messages sent and 20 held", settled, timeout=60)
+    # Held messages are checked again every second (QUOTA_HOLD_MAX): give them two more rounds.
+    generations = {r["id"]: r["generation"] for r in queue_site.log(log_ids)}
+    queue_site.wait_for(
+        "the held messages to be checked again",
+        lambda: all(
+            r["generation"] >= generations[r["id"]] + 2 for r in queue_site.log(log_ids) if r["status"] != "sent"
+        ),
+        timeout=60,
+    )
+    at_server = _messages_at_the_server(gmail_sandbox)
+    assert len(gmail_sandbox.messages) == 10
+    assert set(at_server.values()) == {1}
+    assert queue_site.quota_used() == 500
+    rows = queue_site.log(log_ids)
+    assert sorted(at_server) == sorted(r["message_id"] for r in rows if r["status"] == "sent")
+    assert all(r["cause"] == "daily_quota" for r in rows if r["status"] != "sent")
+    assert settled()
+
+
+@needs_tasks_db
+def test_a_worker_killed_holding_the_row_lock_leaves_no_slot_taken_and_nothing_sent_twice(
+    queue_site: QueueSite, gmail_sandbox: Any
+) -> None:
+    """4 slots left, 4 messages: one worker is SIGKILLed inside reserve(), after locking the row.
+
+    Its transaction dies with it (the slot it was taking is not counted), the other workers go
+    on, and its message is sent by the backup: all 4 sent, each once, none held.
+    """
+    queue_site.driver("prefill", {"account": SANDBOX_USER, "count": 496})
+    queue_site.freeze_in_reserve()
+    for _ in range(3):
+        queue_site.start_worker()
+    answer = queue_site.driver("request", {"count": 4, "tag": "row-lock"})
+    log_ids = [m["log_id"] for m in answer["messages"]]
+    pid = queue_site.wait_for("a worker to stop holding the row lock", queue_site.frozen_pid, timeout=60)
+    assert queue_site.is_ours(pid)
+    time.sleep(0.5)  # the others queue up behind the lock meanwhile
+    os.kill(pid, signal.SIGKILL)
+    rows = queue_site.wait_for_status(log_ids, "sent", timeout=60)
+    at_server = _messages_at_the_server(gmail_sandbox)
+    assert sorted(at_server) == sorted(m["message_id"] for m in answer["messages"])
+    assert set(at_server.values()) == {1}  # nothing sent twice
+    assert all(r["cause"] == "" and r["last_reply"].startswith("250") for r in rows)  # nothing held
+    assert [r["attempts"] for r in rows] == [1, 1, 1, 1]  # the killed attempt died before it counted
+    assert queue_site.quota_used() == 500
 
 
 def test_the_sync_backend_keeps_to_the_limit_when_asked(settings: Any, gmail_sandbox: Any, make_backend: Any) -> None:
