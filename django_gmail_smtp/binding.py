@@ -31,6 +31,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.views.decorators.debug import sensitive_variables
 
+from .hosts import normalize_host  # also importable from here
+
 __all__ = [
     "BOUND_FIELDS",
     "FORMAT",
@@ -49,14 +51,6 @@ FORMAT = 2
 BOUND_FIELDS = ("host", "port", "security", "username", "token_uri")
 # Parts of a secret that go to the token endpoint (the client id travels with them).
 OAUTH_PARTS = ("client_id", "client_secret", "refresh_token")
-
-
-def normalize_host(host: str) -> str:
-    """``host`` as compared for the binding: no surrounding space or brackets, lower case, no trailing dot."""
-    text = str(host).strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    return text.rstrip(".").lower()
 
 
 def normalize_uri(uri: str) -> str:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from .conf import is_loopback
 from .exceptions import DeadlineExceeded, ReplyTooLongError
+from .hosts import is_loopback
 
 __all__ = ["CATALOGUE", "Cause", "cause", "explain_exception", "explain_reply"]
 

@@ -19,7 +19,6 @@ works.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -35,6 +34,17 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from .exceptions import GmailConfigError
+from .hosts import (  # GMAIL_HOSTS, is_gmail_host, is_loopback(_address): also importable from here
+    DEFAULT_HOST,
+    GMAIL_HOSTS,
+    GMAIL_IMAP_HOST,
+    GMAIL_POP_HOST,
+    IMAP_PORT,
+    POP_PORT,
+    is_gmail_host,
+    is_loopback,
+    is_loopback_address,
+)
 
 __all__ = [
     "APP_SETTINGS",
@@ -58,12 +68,7 @@ __all__ = [
     "with_mailbox",
 ]
 
-GMAIL_HOSTS = frozenset({"smtp.gmail.com", "smtp.googlemail.com", "smtp-relay.gmail.com"})
-DEFAULT_HOST = "smtp.gmail.com"
 DEFAULT_TIMEOUT = 10.0
-# Gmail's receiving side, reached with the same credentials (gmail_check --round-trip).
-GMAIL_IMAP_HOST, IMAP_PORT = "imap.gmail.com", 993
-GMAIL_POP_HOST, POP_PORT = "pop.gmail.com", 995
 
 # Option name -> legacy Django setting (used only when MAILERS is not in use).
 LEGACY_SETTINGS = {
@@ -264,31 +269,6 @@ class SmtpConfig:
                 shown = _("<not set>") if value in (None, "") else str(value)
             rows.append((name, shown, self.provenance.get(name, Value(SOURCE_DEFAULT, DEFAULT_LABEL))))
         return rows
-
-
-def is_gmail_host(host: str | None) -> bool:
-    return bool(host) and str(host).lower().rstrip(".") in GMAIL_HOSTS
-
-
-def is_loopback(host: str | None) -> bool:
-    """True for ``localhost``, names under ``.localhost`` and loopback IP addresses (no DNS lookup)."""
-    if not host:
-        return False
-    name = str(host).strip("[]").lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    return is_loopback_address(name)
-
-
-def is_loopback_address(host: str) -> bool:
-    """True for a literal loopback IP address (``127.0.0.0/8``, ``::1``, ``::ffff:127.0.0.1``)."""
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
 
 
 _APP_PASSWORD = re.compile(r"[A-Za-z]{4}(?:[\s\u00a0]*[A-Za-z]{4}){3}")

@@ -52,9 +52,10 @@ from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
 from .causes import CATALOGUE, Cause, explain_reply
-from .conf import SmtpConfig, app_setting, is_loopback_address
+from .conf import SmtpConfig, app_setting
 from .deadline import Deadline
 from .exceptions import DeadlineExceeded, OAuthError, ReplyTooLongError, with_cause
+from .hosts import endpoint_is_safe  # also importable from here
 from .redaction import Redactor, detach
 
 if TYPE_CHECKING:
@@ -127,23 +128,6 @@ def token_uri() -> str:
 
 def auth_uri() -> str:
     return str(app_setting("OAUTH_AUTH_URI"))
-
-
-def endpoint_is_safe(uri: str) -> bool:
-    """HTTPS, or plain HTTP to ``localhost`` or a literal loopback IP address (the sandbox's server).
-
-    The only rule for OAuth2 endpoints: the runtime (:func:`check_endpoint`) and check E018 both
-    use it. Other names under ``.localhost`` are refused for ``http://``: nothing guarantees that
-    the resolver in use keeps them on this machine.
-    """
-    try:
-        parts = urlsplit(uri)
-        host = parts.hostname
-    except ValueError:  # a malformed IPv6 literal
-        return False
-    if parts.scheme == "https" and host:
-        return True
-    return parts.scheme == "http" and host is not None and (host == "localhost" or is_loopback_address(host))
 
 
 def check_endpoint(uri: str, setting: str) -> None:

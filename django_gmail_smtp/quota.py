@@ -51,6 +51,7 @@ from django.utils.translation import gettext as _
 from .causes import CATALOGUE
 from .conf import app_setting
 from .exceptions import GmailConfigError, GmailSMTPError, PickleByState
+from .hosts import has_daily_limit
 from .signals import quota_reached, quota_warning  # re-exported: quota.quota_warning keeps working
 
 if TYPE_CHECKING:
@@ -79,8 +80,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("django_gmail_smtp.quota")
-
-DEFAULT_LIMIT_HOSTS = frozenset({"smtp.gmail.com", "smtp.googlemail.com"})
 
 
 _bypass: contextvars.ContextVar[bool] = contextvars.ContextVar("gmail_smtp_quota_bypass", default=False)
@@ -169,7 +168,7 @@ def limit_for(config: SmtpConfig) -> int | None:
     for name in (account_key(config), config.alias):
         if name is not None and name.lower() in by_name:
             return _limit_value(by_name[name.lower()], f"GMAIL_SMTP['QUOTA_LIMITS'][{name!r}]")
-    if config.host.lower().rstrip(".") in DEFAULT_LIMIT_HOSTS:
+    if has_daily_limit(config.host):
         return _limit_value(app_setting("QUOTA_LIMIT"), "GMAIL_SMTP['QUOTA_LIMIT']")
     return None
 

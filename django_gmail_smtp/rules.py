@@ -21,8 +21,6 @@ What callers use:
 from __future__ import annotations
 
 import difflib
-import ipaddress
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -43,10 +41,10 @@ from .conf import (
     SOURCE_DEFAULT,
     SOURCE_FORM,
     SmtpConfig,
-    is_loopback,
     url_password,
 )
 from .exceptions import GmailConfigError
+from .hosts import endpoint_is_safe, is_gmail_relay, is_loopback, valid_host
 
 __all__ = [
     "BLOCKING_RULES",
@@ -121,7 +119,6 @@ CHECK_IDS: Mapping[str, str] = {
 }
 
 APP_PASSWORDS_PAGE = "https://myaccount.google.com/apppasswords"
-RELAY_HOST = "smtp-relay.gmail.com"
 MAX_TIMEOUT = 60.0  # longer: W004
 # What can be used at all, for the checks, gmail_check and the admin form alike.
 PORT_RANGE = (1, 65535)
@@ -372,7 +369,7 @@ def _needs_credentials(config: SmtpConfig) -> bool:
     """Gmail hosts need a sign-in; the Workspace relay may allow the server's IP instead."""
     if not config.is_gmail:
         return False
-    relay = config.host.lower().rstrip(".") == RELAY_HOST
+    relay = is_gmail_relay(config.host)
     return not (relay and not config.username and not config.password)
 
 
@@ -719,26 +716,6 @@ def check_host(config: SmtpConfig) -> list[Problem]:
     ]
 
 
-# Letters, digits and hyphens, 1-63 of them, not starting or ending with a hyphen (RFC 1123).
-_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", re.IGNORECASE)
-
-
-def valid_host(host: str) -> bool:
-    """True for a host name (IDN included) or an IP address; no DNS lookup."""
-    name = str(host).strip()
-    literal = name[1:-1] if name.startswith("[") and name.endswith("]") else name
-    try:
-        ipaddress.ip_address(literal)
-        return True
-    except ValueError:
-        pass
-    try:
-        ascii_name = name.rstrip(".").encode("idna").decode("ascii")
-    except UnicodeError:
-        return False
-    return 0 < len(ascii_name) <= 253 and all(_LABEL.fullmatch(label) for label in ascii_name.split("."))
-
-
 def check_host_syntax(config: SmtpConfig) -> list[Problem]:
     """W020: a host that no DNS lookup can find (a typo, a URL, a space): said before connecting."""
     if valid_host(config.host):
@@ -797,7 +774,7 @@ def check_port(config: SmtpConfig) -> list[Problem]:
     port = config.provenance.get("port")
     if not config.is_gmail or port is None or port.source == SOURCE_DEFAULT or check_port_range(config):
         return []
-    relay = config.host.lower().rstrip(".") == RELAY_HOST
+    relay = is_gmail_relay(config.host)
     if config.port in ((25, 465, 587) if relay else (465, 587)):
         return []
     return [
@@ -1139,9 +1116,7 @@ def oauth_endpoint_problem(key: str, uri: Any) -> Problem:
 
 def _check_oauth_endpoints(gmail_smtp: Mapping[str, Any]) -> list[Problem]:
     """E018: OAuth2 endpoints carry the client secret and the tokens: HTTPS only (localhost and
-    loopback IP addresses excepted; the rule is :func:`~django_gmail_smtp.oauth.endpoint_is_safe`)."""
-    from .oauth import endpoint_is_safe
-
+    loopback IP addresses excepted; the rule is :func:`~django_gmail_smtp.hosts.endpoint_is_safe`)."""
     return [
         oauth_endpoint_problem(key, uri)
         for key in ("OAUTH_TOKEN_URI", "OAUTH_AUTH_URI")

@@ -56,6 +56,7 @@ LAYERS: dict[str, Layer] = {
             "deadline",
             "bounded_io",
             "redaction",
+            "hosts",
             "mutf7",
             "signals",
             "payload",
