@@ -33,10 +33,10 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
-from .causes import CATALOGUE, Cause, explain_exception, explain_reply
+from .causes import CATALOGUE, Cause, explain_reply
 from .conf import APP_SETTINGS, number_setting
 from .deadline import Deadline
-from .exceptions import with_cause
+from .exceptions import explain_exception, with_cause
 from .retry import RetryPolicy
 from .session import Reply, SMTPSession, Transaction
 

@@ -48,10 +48,10 @@ from django.utils.translation import get_language, gettext_lazy, ngettext
 from django.utils.translation import gettext as _
 
 from . import conf, rules
-from .causes import CATALOGUE, Cause, explain_exception
+from .causes import CATALOGUE, Cause
 from .conf import SmtpConfig, is_loopback
 from .deadline import Deadline, connect, handshake, set_timeout
-from .exceptions import DeadlineExceeded, GmailConfigError, GmailSMTPError, OAuthError
+from .exceptions import GmailConfigError, GmailSMTPError, OAuthError, explain_exception, is_silent
 from .redaction import Redactor
 from .roundtrip import ROUND_TRIP_STEPS
 from .roundtrip import STEP_TITLES as ROUND_TRIP_TITLES
@@ -453,15 +453,6 @@ def _cause_of(exc: BaseException, stage: str, config: SmtpConfig) -> Cause:
     if found is None:
         found = CATALOGUE["unexpected_reply" if isinstance(exc, smtplib.SMTPResponseException) else "unexpected_error"]
     return found
-
-
-def _is_silent(exc: BaseException) -> bool:
-    """No answer at all within the time (a server that answered too slowly is not silent)."""
-    if isinstance(exc, DeadlineExceeded):
-        return not exc.received
-    return isinstance(exc, TimeoutError) or (
-        isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" in str(exc)
-    )
 
 
 # -- step 0: the configuration -------------------------------------------------------------
@@ -935,7 +926,7 @@ class _Conversation:
         ended = time.perf_counter()
         cause = _cause_of(exc, stage, config)
         error = describe_error(exc)
-        if name == "greeting" and _is_silent(exc):
+        if name == "greeting" and is_silent(exc):
             step.details.append(_("No greeting within %(seconds)s s.") % {"seconds": f"{patience:g}"})
             if not config.use_ssl:
                 spoken = _probe_tls(config, min(self.timeout, PROBE_WAIT))

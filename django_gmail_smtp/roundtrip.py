@@ -38,9 +38,9 @@ from django.utils.translation import gettext_lazy
 
 from . import conf, rules
 from .bounded_io import Deadline
-from .causes import CATALOGUE, Cause, explain_exception
+from .causes import CATALOGUE, Cause
 from .conf import SmtpConfig
-from .exceptions import GmailConfigError, MailboxError
+from .exceptions import GmailConfigError, MailboxError, explain_exception
 from .session import Transcript
 
 if TYPE_CHECKING:

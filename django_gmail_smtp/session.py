@@ -38,10 +38,17 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.debug import sensitive_variables
 
-from .causes import CATALOGUE, cause, explain_exception
+from .causes import CATALOGUE, cause
 from .conf import SmtpConfig, app_setting, is_loopback
 from .deadline import Deadline, connect, handshake, set_timeout
-from .exceptions import DeadlineExceeded, GmailConfigError, ReplyTooLongError, TLSRequiredError, with_cause
+from .exceptions import (
+    DeadlineExceeded,
+    GmailConfigError,
+    ReplyTooLongError,
+    TLSRequiredError,
+    explain_exception,
+    with_cause,
+)
 from .redaction import REDACTED, Redactor, detach
 
 __all__ = [
