@@ -36,7 +36,7 @@ from django.conf import settings
 from .causes import CATALOGUE, Cause, explain_reply
 from .conf import APP_SETTINGS, number_setting
 from .deadline import Deadline
-from .exceptions import explain_exception, with_cause
+from .exceptions import explain_exception, one_line, reply_line, with_cause
 from .retry import RetryPolicy
 from .session import Reply, SMTPSession, Transaction
 
@@ -366,7 +366,7 @@ class _Run:
         if self.waited + delay > self.policy.timeout or (limit is not None and time.monotonic() + delay >= limit.at):
             self.stop_error = trouble
             return False
-        logger.info("Temporary failure (%s); retrying in %.2f s.", _one_line(trouble), delay)
+        logger.info("Temporary failure (%s); retrying in %.2f s.", one_line(trouble), delay)
         self.sleep(delay)
         self.waited += delay
         return True
@@ -538,13 +538,6 @@ class _Run:
             job.error = error
 
 
-def _one_line(exc: BaseException | None) -> str:
-    if isinstance(exc, smtplib.SMTPResponseException):
-        text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
-        return f"{exc.smtp_code} {text.splitlines()[0] if text else ''}".strip()
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
-
-
 def deliver(
     jobs: Sequence[Job],
     connections: Connections,
@@ -593,7 +586,7 @@ def report(jobs: Sequence[Job], sender: type, stop_error: BaseException | None) 
                 )
             signal = message_sent
         else:
-            why = _one_line(status.error) if status.error is not None else "not sent"
+            why = one_line(status.error) if status.error is not None else "not sent"
             cause_id = f" [{status.cause.id}]" if status.cause is not None else ""
             logger.warning("Message %s %s: %s%s", mid, _OUTCOME_WORDS[status.status], why, cause_id)
             signal = message_failed
@@ -615,9 +608,7 @@ _OUTCOME_WORDS = {
 
 
 def _reply_line(reply: Reply | None) -> str:
-    if reply is None:
-        return "-"
-    return f"{reply.code} {reply.text.splitlines()[0] if reply.text else ''}".strip()
+    return "-" if reply is None else reply_line(reply.code, reply.text)
 
 
 def failure_to_raise(jobs: Sequence[Job], stop_error: BaseException | None) -> BaseException | None:

@@ -51,7 +51,7 @@ from . import conf, rules
 from .causes import CATALOGUE, Cause
 from .conf import SmtpConfig, is_loopback
 from .deadline import Deadline, connect, handshake, set_timeout
-from .exceptions import GmailConfigError, GmailSMTPError, OAuthError, explain_exception, is_silent
+from .exceptions import GmailConfigError, describe_error, explain_exception, is_silent, reply_text
 from .redaction import Redactor
 from .roundtrip import ROUND_TRIP_STEPS
 from .roundtrip import STEP_TITLES as ROUND_TRIP_TITLES
@@ -413,37 +413,6 @@ class _Run:
 
 def _title(name: str) -> str:
     return str(STEP_TITLES[name])
-
-
-def _error_name(exc: BaseException) -> str:
-    """The exception's own type name, without the ``Gmail`` subclass that carries the cause."""
-    for klass in type(exc).__mro__:
-        if not issubclass(klass, GmailSMTPError):
-            return klass.__name__
-    return type(exc).__name__
-
-
-def describe_error(exc: BaseException) -> str:
-    """A one-paragraph text of what went wrong: the server's reply, or the error's message."""
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        return "\n".join(f"{addr}: {_reply_text(code, text)}" for addr, (code, text) in exc.recipients.items())
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return _reply_text(exc.smtp_code, exc.smtp_error)
-    if isinstance(exc, OAuthError):
-        return f"OAuth2: {exc.args[0] if exc.args else ''}".rstrip()
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"{_error_name(exc)}: {exc.verify_message or exc.reason} ({exc.reason})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{_error_name(exc)}: {exc.strerror}"
-    message = exc.args[0] if exc.args else ""
-    return f"{_error_name(exc)}: {message}" if message else _error_name(exc)
-
-
-def _reply_text(code: int, text: bytes | str) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    lines = text.split("\n") or [""]
-    return "\n".join(f"{code}{' ' if i == len(lines) - 1 else '-'}{line}".rstrip() for i, line in enumerate(lines))
 
 
 def _cause_of(exc: BaseException, stage: str, config: SmtpConfig) -> Cause:
@@ -898,7 +867,7 @@ class _Conversation:
                 "greeting", _title("greeting"), started=self.marks.get("greeting", greeted)
             )
         step = self.greeting_step or self.run.begin("greeting", _title("greeting"))
-        text = _reply_text(code, message)
+        text = reply_text(code, message)
         step.details.append(text)
         step.data = {"code": code, "reply": text}
         if config.is_gmail:
@@ -1135,7 +1104,7 @@ class _Conversation:
         commands = [t for d, t in lines if d == CLIENT and t.upper().startswith("AUTH")]
         mechanism = commands[-1].split(" ")[1] if commands and " " in commands[-1] else ""
         if result is not None:
-            step.details.append(_reply_text(*result))
+            step.details.append(reply_text(*result))
         if mechanism:
             step.details.append(_("method: %(mechanism)s") % {"mechanism": mechanism})
         step.data = {"username": config.username, "mechanism": mechanism, "code": result[0] if result else None}
@@ -1185,7 +1154,7 @@ class _Conversation:
         if final:
             step.details.append(_("server's final reply: %(reply)s") % {"reply": final})
         step.data["reply"] = final
-        step.data["refused"] = {addr: _reply_text(code, text) for addr, (code, text) in refused.items()}
+        step.data["refused"] = {addr: reply_text(code, text) for addr, (code, text) in refused.items()}
         if refused:
             step.status = WARNING
             for addr, text in step.data["refused"].items():

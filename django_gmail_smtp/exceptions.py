@@ -42,8 +42,14 @@ __all__ = [
     "SecretDecryptionError",
     "SecretDestinationError",
     "TLSRequiredError",
+    "describe_error",
+    "error_name",
     "explain_exception",
     "is_silent",
+    "one_line",
+    "reply_line",
+    "reply_of",
+    "reply_text",
     "timed_out",
     "with_cause",
 ]
@@ -495,3 +501,69 @@ def explain_exception(
     if isinstance(exc, smtplib.SMTPException) and "no suitable authentication" in str(exc).lower():
         return CATALOGUE["no_auth_mechanism"]
     return None
+
+
+# -- an exception in words ------------------------------------------------------------------
+# Logs, the delivery log, the daily-limit guard and the diagnosis all word a failure the same
+# way: the server's reply when there is one, else the exception's own type and message.
+
+
+def error_name(exc: BaseException) -> str:
+    """The exception's own type name: not the subclass that carries the cause, nor a mixin
+    (``TimeoutError`` for :class:`GmailTimeoutError` and :class:`DeadlineExceeded`)."""
+    for klass in type(exc).__mro__:
+        if not issubclass(klass, GmailSMTPError) and klass is not PickleByState:
+            return klass.__name__
+    return type(exc).__name__
+
+
+def _text(text: bytes | str) -> str:
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+
+
+def reply_of(exc: BaseException) -> tuple[int | None, str]:
+    """The server's reply an exception carries: its own, or the first refused recipient's;
+    ``(None, "")`` when it carries none."""
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code, _text(exc.smtp_error)
+    if isinstance(exc, smtplib.SMTPRecipientsRefused) and exc.recipients:
+        code, text = next(iter(exc.recipients.values()))
+        return int(code), _text(text)
+    return None, ""
+
+
+def reply_text(code: int, text: bytes | str) -> str:
+    """A reply as the server wrote it, every line with its code (``250-first``, ``250 last``)."""
+    lines = _text(text).split("\n") or [""]
+    return "\n".join(f"{code}{' ' if i == len(lines) - 1 else '-'}{line}".rstrip() for i, line in enumerate(lines))
+
+
+def reply_line(code: int, text: bytes | str) -> str:
+    """A reply in one line: the code and the first line of its text."""
+    lines = _text(text).splitlines()
+    return f"{code} {lines[0] if lines else ''}".strip()
+
+
+def one_line(exc: BaseException) -> str:
+    """A failure in one line: the server's reply (code and first line), else ``Type: first line``."""
+    code, text = reply_of(exc)
+    if code is not None:
+        return reply_line(code, text)
+    lines = str(exc).splitlines()
+    return f"{error_name(exc)}: {lines[0] if lines else ''}".strip().rstrip(":")
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-paragraph text of what went wrong: the server's reply, or the error's message."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return "\n".join(f"{addr}: {reply_text(code, text)}" for addr, (code, text) in exc.recipients.items())
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return reply_text(exc.smtp_code, exc.smtp_error)
+    if isinstance(exc, OAuthError):
+        return f"OAuth2: {exc.args[0] if exc.args else ''}".rstrip()
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"{error_name(exc)}: {exc.verify_message or exc.reason} ({exc.reason})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{error_name(exc)}: {exc.strerror}"
+    message = exc.args[0] if exc.args else ""
+    return f"{error_name(exc)}: {message}" if message else error_name(exc)

@@ -61,7 +61,7 @@ from . import conf, quota
 from .causes import explain_reply
 from .conf import app_setting
 from .delivery import STATUS_ATTRIBUTE, UNKNOWN
-from .exceptions import GmailConfigError
+from .exceptions import GmailConfigError, one_line, reply_of
 from .payload import PayloadError, envelope, from_payload, message_id_of, to_payload
 from .retry import backoff_delay
 
@@ -410,27 +410,13 @@ def _smtp_backend(payload: Mapping[str, Any]) -> EmailBackend:
     return EmailBackend(alias=alias, **(configured | options))
 
 
-def _reply_of(exc: BaseException) -> tuple[int | None, str]:
-    if isinstance(exc, smtplib.SMTPResponseException):
-        text = exc.smtp_error
-        return exc.smtp_code, text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-    if isinstance(exc, smtplib.SMTPRecipientsRefused) and exc.recipients:
-        code, text = next(iter(exc.recipients.values()))
-        return int(code), text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-    return None, ""
-
-
 def classify(exc: BaseException) -> tuple[str, str, str]:
     """(``"quota"``, ``"temporary"`` or ``"permanent"``; the reply or error, one line per line; cause id)."""
-    code, text = _reply_of(exc)
+    code, text = reply_of(exc)
     cause = getattr(exc, "cause", None)
     if cause is None and code is not None:
         cause = explain_reply(code, text)
-    if code is not None:
-        reply = f"{code} {text}".strip()
-    else:
-        lines = str(exc).splitlines()
-        reply = f"{type(exc).__name__}: {lines[0] if lines else ''}".strip().rstrip(":")
+    reply = f"{code} {text}".strip() if code is not None else one_line(exc)
     cause_id = cause.id if cause is not None else ""
     if cause_id == "daily_quota":
         return "quota", reply, cause_id

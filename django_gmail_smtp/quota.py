@@ -50,7 +50,7 @@ from django.utils.translation import gettext as _
 
 from .causes import CATALOGUE
 from .conf import app_setting
-from .exceptions import GmailConfigError, GmailSMTPError, PickleByState
+from .exceptions import GmailConfigError, GmailSMTPError, PickleByState, one_line
 from .hosts import has_daily_limit
 from .signals import quota_reached, quota_warning  # re-exported: quota.quota_warning keeps working
 
@@ -411,13 +411,4 @@ def settle(reservation: Reservation | None, sent: int, error: BaseException | No
         and found.id == "daily_quota"
         and not isinstance(error, QuotaExceededError)
     ):
-        block(reservation.account, reason=_one_line(error))
-
-
-def _one_line(error: BaseException) -> str:
-    code = getattr(error, "smtp_code", None)
-    text = getattr(error, "smtp_error", b"")
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    first = str(text).splitlines()[0] if text else ""
-    return f"{code} {first}".strip() if code else str(error).splitlines()[0]
+        block(reservation.account, reason=one_line(error))

@@ -40,7 +40,7 @@ from . import conf, rules
 from .bounded_io import Deadline
 from .causes import CATALOGUE, Cause
 from .conf import SmtpConfig
-from .exceptions import GmailConfigError, MailboxError, explain_exception
+from .exceptions import GmailConfigError, MailboxError, describe_error, explain_exception
 from .session import Transcript
 
 if TYPE_CHECKING:
@@ -318,8 +318,6 @@ def _title(name: str) -> str:
 
 def describe_mailbox_error(exc: BaseException) -> str:
     """The server's words (or the error's), for the step's error field."""
-    from .diagnose import describe_error
-
     if isinstance(exc, MailboxError):
         return exc.reply or (str(exc.args[0]) if exc.args else type(exc).__name__)
     return describe_error(exc)
