@@ -37,9 +37,9 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from . import conf, rules
-from .bounded_io import Deadline
 from .causes import CATALOGUE, Cause
 from .conf import SmtpConfig
+from .deadline import Deadline
 from .exceptions import GmailConfigError, MailboxError, describe_error, explain_exception
 from .session import Transcript
 
@@ -300,7 +300,7 @@ class RoundTrip:
         if self.sent_at is None:
             self.sent_at = self.clock()
         # The whole mailbox conversation: the wait plus a few step timeouts for sign-in and cleanup.
-        deadline = Deadline(self.timeout + 4 * timeout, clock=self.clock)
+        deadline = Deadline(self.timeout + 4 * timeout, "overall", clock=self.clock)
         transcript = run.diagnosis.mailbox_transcript
         if self.via == IMAP:
             _ImapRound(self, run, config, timeout, deadline, transcript).walk()
