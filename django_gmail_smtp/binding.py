@@ -18,7 +18,8 @@ Version 1 (before this binding existed) was the bare ``secret`` object; :func:`u
 as unbound (``destination`` None), and such a secret is never used. Migration ``0003`` seals
 every readable version-1 secret to its row's values once, at upgrade time.
 
-Pure functions, no database and no key: :mod:`.models` encrypts and decrypts.
+Pure functions, no database and no key (the token endpoint is read from the settings):
+:mod:`.models` encrypts and decrypts.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.views.decorators.debug import sensitive_variables
 
+from .app_settings import app_setting
 from .hosts import normalize_host  # also importable from here
 
 __all__ = [
@@ -120,9 +122,7 @@ def uses_token_endpoint(secret: Mapping[str, Any]) -> bool:
 
 def current_token_uri() -> str:
     """The token endpoint OAuth2 secrets are sent to now (``GMAIL_SMTP["OAUTH_TOKEN_URI"]``)."""
-    from .oauth import token_uri  # lazy: oauth imports the cache and causes
-
-    return token_uri()
+    return str(app_setting("OAUTH_TOKEN_URI"))
 
 
 def destination_for(

@@ -31,10 +31,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from django.conf import settings
-
+from .app_settings import flag_setting, gmail_smtp, number_setting
 from .causes import CATALOGUE, Cause, explain_reply
-from .conf import APP_SETTINGS, number_setting
 from .deadline import Deadline
 from .exceptions import explain_exception, one_line, reply_line, with_cause
 from .retry import RetryPolicy
@@ -144,12 +142,12 @@ class DeliveryOptions:
     @classmethod
     def from_settings(cls) -> DeliveryOptions:
         # One read of GMAIL_SMTP (not one per knob): this runs for every send_mail() call.
-        configured = getattr(settings, "GMAIL_SMTP", None) or {}
+        configured = gmail_smtp()
         return cls(
-            reuse=bool(configured.get("REUSE_CONNECTIONS", APP_SETTINGS["REUSE_CONNECTIONS"])),
+            reuse=flag_setting("REUSE_CONNECTIONS", configured=configured),
             idle_timeout=number_setting("POOL_IDLE_TIMEOUT", configured=configured),
             noop_after=number_setting("POOL_NOOP_AFTER", allow_none=True, configured=configured),
-            pipelining=bool(configured.get("PIPELINING", APP_SETTINGS["PIPELINING"])),
+            pipelining=flag_setting("PIPELINING", configured=configured),
             window=number_setting("PIPELINE_WINDOW", integer=True, minimum=1, configured=configured),
             max_recipients=number_setting("MAX_RECIPIENTS", integer=True, minimum=1, configured=configured),
             messages_per_connection=number_setting("MESSAGES_PER_CONNECTION", integer=True, configured=configured),

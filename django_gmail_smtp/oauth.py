@@ -51,8 +51,9 @@ from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
+from .app_settings import app_setting
 from .causes import CATALOGUE, Cause, explain_reply
-from .conf import SmtpConfig, app_setting
+from .conf import SmtpConfig
 from .deadline import Deadline
 from .exceptions import DeadlineExceeded, OAuthError, ReplyTooLongError, with_cause
 from .hosts import endpoint_is_safe  # also importable from here

@@ -19,7 +19,8 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from . import queued, quota
-from .conf import SmtpConfig, app_setting, mailers_enabled, resolve
+from .app_settings import app_setting, mailers_enabled
+from .conf import SmtpConfig, resolve
 from .exceptions import GmailConfigError
 
 __all__ = ["COLUMNS", "Activity", "HourCounts", "activity", "configured_limits", "queue_status"]

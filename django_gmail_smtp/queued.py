@@ -58,8 +58,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import conf, quota
+from .app_settings import app_setting, flag_setting, number_setting
 from .causes import explain_reply
-from .conf import app_setting
 from .delivery import STATUS_ATTRIBUTE, UNKNOWN
 from .exceptions import GmailConfigError, one_line, reply_of
 from .payload import PayloadError, envelope, from_payload, message_id_of, to_payload
@@ -105,8 +105,8 @@ def log_details(payload: Mapping[str, Any], recipients: Sequence[str]) -> dict[s
     """The delivery log's ``to`` and ``subject`` for a message, as ``LOG_RECIPIENTS`` / ``LOG_SUBJECTS`` allow."""
     subject = " ".join(str(payload.get("subject") or "").split())
     return {
-        "to": "\n".join(recipients) if app_setting("LOG_RECIPIENTS") else "",
-        "subject": (subject if len(subject) <= 255 else subject[:254] + "…") if app_setting("LOG_SUBJECTS") else "",
+        "to": "\n".join(recipients) if flag_setting("LOG_RECIPIENTS") else "",
+        "subject": (subject if len(subject) <= 255 else subject[:254] + "…") if flag_setting("LOG_SUBJECTS") else "",
     }
 
 
@@ -115,11 +115,11 @@ def _is_secret(name: str) -> bool:
 
 
 def _seconds(key: str, minimum: float = 0.0) -> float:
-    return float(conf.number_setting(key, minimum=minimum))
+    return float(number_setting(key, minimum=minimum))
 
 
 def _attempts() -> int:
-    return int(conf.number_setting("QUEUE_RETRY_ATTEMPTS", integer=True, minimum=1))
+    return int(number_setting("QUEUE_RETRY_ATTEMPTS", integer=True, minimum=1))
 
 
 def _lease() -> timedelta:
@@ -625,9 +625,9 @@ class _Attempt:
         ahead = DeliveryLog.objects.filter(account=key, status=Status.HELD, created_at__lt=entry.created_at).count()
         current = quota.now()
         when = quota.next_free(key, limit, ahead=ahead)
-        hold_max = app_setting("QUOTA_HOLD_MAX")
+        hold_max = number_setting("QUOTA_HOLD_MAX", minimum=1.0, allow_none=True)
         if hold_max is not None:
-            when = min(when, current + timedelta(seconds=_seconds("QUOTA_HOLD_MAX", 1.0)))
+            when = min(when, current + timedelta(seconds=hold_max))
         when = max(when, current + _MARGIN)
         logger.info("Queued message %s held for %s's daily limit until %s.", entry.message_id, key, when.isoformat())
         self.reschedule(

@@ -48,8 +48,8 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext as _
 
+from .app_settings import app_setting, flag_setting, number_setting
 from .causes import CATALOGUE
-from .conf import app_setting
 from .exceptions import GmailConfigError, GmailSMTPError, PickleByState, one_line
 from .hosts import has_daily_limit
 from .signals import quota_reached, quota_warning  # re-exported: quota.quota_warning keeps working
@@ -153,7 +153,7 @@ def now() -> datetime:
 
 
 def window() -> timedelta:
-    return timedelta(seconds=float(app_setting("QUOTA_WINDOW")))
+    return timedelta(seconds=number_setting("QUOTA_WINDOW"))
 
 
 def account_key(config: SmtpConfig) -> str:
@@ -260,9 +260,9 @@ def reserve(key: str, count: int = 1, *, limit: int | None) -> Reservation:
 
 
 def _announce(key: str, before: int, after: int, limit: int, current: datetime, account: Any, db: str) -> None:
-    warn_at = app_setting("QUOTA_WARN_AT")
+    warn_at = number_setting("QUOTA_WARN_AT", allow_none=True)
     if warn_at is not None:
-        mark = max(1, math.ceil(limit * float(warn_at)))
+        mark = max(1, math.ceil(limit * warn_at))
         if before < mark <= after:
             logger.warning(
                 "Gmail daily quota: %s has sent %d of %d messages in the last %g hours.",
@@ -387,7 +387,7 @@ def reserve_sync(config: SmtpConfig, count: int) -> Reservation | None:
 
     None (and no query) unless ``GMAIL_SMTP["QUOTA_SYNC"]`` is on and the account has a limit.
     """
-    if count <= 0 or _bypass.get() or not app_setting("QUOTA_SYNC"):
+    if count <= 0 or _bypass.get() or not flag_setting("QUOTA_SYNC"):
         return None
     limit = limit_for(config)
     if limit is None:

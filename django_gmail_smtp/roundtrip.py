@@ -37,6 +37,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from . import conf, rules
+from .app_settings import app_setting
 from .causes import CATALOGUE, Cause
 from .conf import SmtpConfig
 from .deadline import Deadline
@@ -497,7 +498,7 @@ class _Round:
         step.cause = CATALOGUE["round_trip_from_rewritten"]
         from django.conf import settings
 
-        aliases = conf.app_setting("FROM_ALIASES")
+        aliases = app_setting("FROM_ALIASES")
         for problem in rules.check_default_from_email(self.config, str(settings.DEFAULT_FROM_EMAIL), aliases):
             if address_of(str(settings.DEFAULT_FROM_EMAIL)) == sent:
                 step.details.append(f"{problem.id}: {problem.message}")

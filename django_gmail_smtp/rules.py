@@ -31,8 +31,8 @@ from django.core.validators import validate_email
 from django.utils.functional import Promise, lazy
 from django.utils.translation import gettext_lazy as _
 
+from .app_settings import APP_SETTINGS, NOT_A_DICT, NOT_A_DICT_HINT, validate_keys
 from .conf import (
-    APP_SETTINGS,
     GMAIL_DEFAULT_LABEL,
     LEGACY_SETTINGS,
     MAILBOX_OPTIONS,
@@ -1048,8 +1048,8 @@ def check_app_settings(gmail_smtp: Any) -> list[Problem]:
             Problem(
                 "gmail_smtp.E012",
                 ERROR,
-                _text(_("GMAIL_SMTP is a %(type)s, not a dict."), type=type(gmail_smtp).__name__),
-                _("Write it as a dict, for example GMAIL_SMTP = {'TRANSCRIPT': False}."),
+                _text(NOT_A_DICT, type=type(gmail_smtp).__name__),
+                NOT_A_DICT_HINT,
             )
         ]
     problems = []
@@ -1081,8 +1081,6 @@ def _check_encryption_keys(keys: Any) -> list[Problem]:
     """E019: every entry of ``GMAIL_SMTP['ENCRYPTION_KEYS']`` is a Fernet key (its shape only: nothing is decrypted)."""
     if keys is None:
         return []
-    from .crypto import validate_keys
-
     try:
         validate_keys(keys)
     except GmailConfigError as exc:

@@ -38,8 +38,9 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.debug import sensitive_variables
 
+from .app_settings import flag_setting
 from .causes import CATALOGUE, cause
-from .conf import SmtpConfig, app_setting, is_loopback
+from .conf import SmtpConfig, is_loopback
 from .deadline import Deadline, connect, handshake, set_timeout
 from .exceptions import (
     DeadlineExceeded,
@@ -73,7 +74,7 @@ class Transcript:
 
     def __init__(self, maxlen: int = 500) -> None:
         self.lines: deque[tuple[str, str]] = deque(maxlen=maxlen)
-        self.log = bool(app_setting("TRANSCRIPT"))
+        self.log = flag_setting("TRANSCRIPT")
 
     def add(self, direction: str, text: str) -> None:
         self.lines.append((direction, text))

@@ -20,6 +20,7 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 
 from ... import conf, diagnose, roundtrip
+from ...app_settings import mailers_enabled
 from ...conf import SmtpConfig, Value
 from ...exceptions import GmailConfigError
 from ..reporting import ReportedError, ReportingCommand
@@ -294,7 +295,7 @@ class Command(ReportingCommand):
     def _alias(self, alias: str | None) -> str | None:
         if alias is None:
             # With MAILERS (Django 6.1), send_mail() uses MAILERS["default"].
-            if conf.mailers_enabled() and "default" in (getattr(settings, "MAILERS", None) or {}):
+            if mailers_enabled() and "default" in (getattr(settings, "MAILERS", None) or {}):
                 return "default"
             return None
         if django.VERSION < (6, 1):
