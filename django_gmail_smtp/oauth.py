@@ -51,6 +51,7 @@ from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
+from . import rules
 from .app_settings import app_setting
 from .causes import CATALOGUE, Cause, explain_reply
 from .conf import SmtpConfig
@@ -102,22 +103,14 @@ _locks_guard = threading.Lock()
 # -- the library and the endpoints -----------------------------------------------------------
 
 
-def available() -> bool:
-    """True when google-auth and requests (the ``oauth`` extra) can be imported."""
-    try:
-        import google.oauth2.credentials  # noqa: F401
-        import requests  # noqa: F401
-    except ImportError:
-        return False
-    return True
+available = rules.oauth_library_available
+"""True when google-auth and requests (the ``oauth`` extra) can be imported (the rule E014's test)."""
 
 
 def require_library(config: SmtpConfig | None = None) -> None:
     """Raise :class:`GmailConfigError` (E014, the rule's words) when the ``oauth`` extra is missing."""
-    if available():
+    if rules.oauth_library_available():
         return
-    from . import rules
-
     if config is not None:
         rules.raise_first_error(rules.check_oauth_library(config), config.alias)
     raise rules.to_error(rules.oauth_library_problem())
@@ -135,8 +128,6 @@ def check_endpoint(uri: str, setting: str) -> None:
     """Raise :class:`GmailConfigError` (E018, the rule's words) for an endpoint that would carry
     secrets in clear text."""
     if not endpoint_is_safe(uri):
-        from . import rules
-
         raise rules.to_error(rules.oauth_endpoint_problem(setting, uri))
 
 
@@ -210,8 +201,6 @@ def invalidate(config: SmtpConfig) -> None:
 
 def _check_credentials(config: SmtpConfig) -> None:
     """Raise the OAuth2 rules' E015/E016 (their words) for a missing client or refresh token."""
-    from . import rules
-
     rules.raise_first_error(rules.check_oauth_credentials(config), config.alias)
 
 

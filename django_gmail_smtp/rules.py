@@ -63,6 +63,7 @@ __all__ = [
     "check_transcript",
     "from_form",
     "oauth_endpoint_problem",
+    "oauth_library_available",
     "oauth_library_problem",
     "problem_from_error",
     "raise_first_error",
@@ -497,10 +498,14 @@ def check_app_password(config: SmtpConfig) -> list[Problem]:
     ]
 
 
-def _oauth_library_available() -> bool:
-    from . import oauth  # lazy: only configurations that use OAuth2 need it
-
-    return oauth.available()
+def oauth_library_available() -> bool:
+    """True when google-auth and requests (the ``oauth`` extra) can be imported: E014's test."""
+    try:
+        import google.oauth2.credentials  # noqa: F401
+        import requests  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 OAUTH_INSTALL_COMMAND = 'pip install "django-gmail-smtp[oauth]"'
@@ -539,7 +544,7 @@ def oauth_library_problem(origin: str | Promise | None = None) -> Problem:
 
 def check_oauth_library(config: SmtpConfig) -> list[Problem]:
     """E014: OAuth2 needs google-auth (the ``oauth`` extra); the backend refuses to start without it."""
-    if not config.uses_oauth2 or _oauth_library_available():
+    if not config.uses_oauth2 or oauth_library_available():
         return []
     return [oauth_library_problem(_oauth_origin(config))]
 
