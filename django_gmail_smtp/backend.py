@@ -87,6 +87,8 @@ class EmailBackend(BaseEmailBackend):
     ) -> None:
         # fail_silently is ours: passing it on would trigger Django 6.1's deprecation warning.
         super().__init__(**kwargs)
+        from .accounts import account_options  # the models: imported once the apps are ready
+
         self.alias: str | None = kwargs.get("alias")
         self.fail_silently = fail_silently
         self.config = conf.resolve(
@@ -113,6 +115,7 @@ class EmailBackend(BaseEmailBackend):
                 "pop_port": pop_port,
             },
             alias=self.alias,
+            accounts=account_options,
         )
         rules.raise_for_blocking(self.config)
         self.transcript = Transcript()

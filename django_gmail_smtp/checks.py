@@ -74,7 +74,9 @@ class Mailer:
 
     def resolve(self) -> conf.SmtpConfig:
         """The resolved configuration; raises :class:`GmailConfigError` like the backend would."""
-        return conf.resolve(self.options, alias=self.alias)
+        from .accounts import account_options  # the models: only for a mailer with a stored account
+
+        return conf.resolve(self.options, alias=self.alias, accounts=account_options)
 
 
 def _is_ours(backend: Any) -> bool:

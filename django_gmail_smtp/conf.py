@@ -7,7 +7,8 @@ first (documented in the README):
 1. keyword arguments (``get_connection(host=...)``) or, on Django 6.1, the
    mailer's ``MAILERS[alias]["OPTIONS"]``;
 2. a stored account (``GmailAccount``), when the configuration names one
-   (``account=`` or ``GMAIL_SMTP["ACCOUNT"]``);
+   (``account=`` or ``GMAIL_SMTP["ACCOUNT"]``), from the account source the caller passes
+   (:data:`AccountSource`; this module imports no model and makes no query itself);
 3. Django settings set explicitly (``EMAIL_*`` when ``MAILERS`` is not used;
    ``GMAIL_SMTP`` for this app's own knobs);
 4. the environment (``EMAIL_URL`` in django-environ syntax, ``GMAIL_SMTP_*``);
@@ -20,7 +21,7 @@ works.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -60,6 +61,7 @@ __all__ = [
     "AUTH_APP_PASSWORD",
     "AUTH_OAUTH2",
     "GMAIL_HOSTS",
+    "AccountSource",
     "SmtpConfig",
     "Value",
     "app_setting",
@@ -320,10 +322,19 @@ def _given(option: str, value: Any) -> bool:
     return bool(value) if option in FALSY_MEANS_UNSET else True
 
 
+AccountSource = Callable[[str], Mapping[str, Any] | None]
+"""Where :func:`resolve` finds a stored account: its name -> its options (host, port, username,
+password or OAuth2 parts...), or None when there are no stored accounts yet (before
+``migrate``: the settings are used). It raises :class:`GmailConfigError` for an account it
+cannot give (unknown, disabled, undecryptable...). The backend, ``gmail_check``, the checks and
+the admin pass :func:`django_gmail_smtp.accounts.account_options`, which caches the accounts."""
+
+
 def resolve(
     options: Mapping[str, Any] | None = None,
     *,
     alias: str | None = None,
+    accounts: AccountSource | None = None,
 ) -> SmtpConfig:
     """Resolve the SMTP configuration for a backend instance.
 
@@ -334,16 +345,19 @@ def resolve(
     on Django 6.1 (keyword arguments are then its OPTIONS); without an alias the legacy
     ``EMAIL_*`` settings are consulted. Errors are :class:`GmailConfigError`; with an
     alias their text starts with ``MAILERS['alias']: `` as Django's ``InvalidMailer`` does.
+
+    ``accounts`` is the :data:`AccountSource` a named stored account comes from; a configuration
+    that names one cannot be resolved without it (``TypeError``: a mistake of the caller).
     """
     try:
-        return _resolve(dict(options or {}), alias)
+        return _resolve(dict(options or {}), alias, accounts)
     except GmailConfigError as exc:
         if alias is None or exc.alias is not None:
             raise
         raise exc.for_alias(alias) from None
 
 
-def _resolve(options: dict[str, Any], alias: str | None) -> SmtpConfig:
+def _resolve(options: dict[str, Any], alias: str | None, accounts: AccountSource | None) -> SmtpConfig:
     values: dict[str, Any] = {}
     provenance: dict[str, Value] = {}
 
@@ -364,9 +378,12 @@ def _resolve(options: dict[str, Any], alias: str | None) -> SmtpConfig:
     account = options.get("account") or app_setting("ACCOUNT")
     stored: str | None = None
     if account:
-        from .accounts import account_options  # lazy: the ORM is only needed for stored accounts
-
-        found = account_options(str(account))
+        if accounts is None:
+            raise TypeError(
+                f"The configuration names the stored account {str(account)!r}, but resolve() was given no "
+                "account source: pass accounts=django_gmail_smtp.accounts.account_options."
+            )
+        found = accounts(str(account))
         if found is not None:
             stored = str(account)
         origin = format_lazy(gettext_lazy("stored account {name!r}"), name=str(account))

@@ -1288,10 +1288,15 @@ def check(
     on_step_start: StepCallback | None = None,
     on_step_end: StepCallback | None = None,
     round_trip: RoundTrip | None = None,
+    accounts: conf.AccountSource | None = None,
 ) -> Diagnosis:
-    """Resolve the configuration the backend would use (see :func:`conf.resolve`) and test it."""
+    """Resolve the configuration the backend would use (see :func:`conf.resolve`) and test it.
+
+    ``accounts`` is where a stored account the configuration names comes from
+    (:func:`django_gmail_smtp.accounts.account_options`, as the backend has it).
+    """
     try:
-        config = conf.resolve(options or {}, alias=alias)
+        config = conf.resolve(options or {}, alias=alias, accounts=accounts)
     except GmailConfigError as exc:
         return config_error(exc, config_name=f"MAILERS[{alias!r}]" if alias else "")
     return run_check(

@@ -49,9 +49,11 @@ def configured_limits() -> dict[str, int | None]:
                 candidates.append((options, alias))
     else:
         candidates.append(({}, None))
+    from .accounts import account_options  # the models: imported once the apps are ready
+
     for options, alias in candidates:
         try:
-            configs.append(resolve(options, alias=alias))
+            configs.append(resolve(options, alias=alias, accounts=account_options))
         except GmailConfigError:
             continue  # gmail_check / manage.py check report those
     limits: dict[str, int | None] = {}

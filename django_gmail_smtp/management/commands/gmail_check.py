@@ -20,6 +20,7 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 
 from ... import conf, diagnose, roundtrip
+from ...accounts import account_options
 from ...app_settings import mailers_enabled
 from ...conf import SmtpConfig, Value
 from ...exceptions import GmailConfigError
@@ -334,9 +335,9 @@ class Command(ReportingCommand):
         if alias is not None:
             base = dict((getattr(settings, "MAILERS", {})[alias] or {}).get("OPTIONS", {}))
             base.update(overrides)
-            config = conf.resolve(base, alias=alias)
+            config = conf.resolve(base, alias=alias, accounts=account_options)
         else:
-            config = conf.resolve(overrides, alias=None)
+            config = conf.resolve(overrides, alias=None, accounts=account_options)
         if origins:
             provenance = dict(config.provenance)
             for option, origin in origins.items():
