@@ -51,6 +51,7 @@ from . import conf, rules
 from .causes import CATALOGUE, Cause
 from .conf import SmtpConfig, is_loopback
 from .deadline import Deadline, connect, handshake, set_timeout
+from .envelope import build_envelope
 from .exceptions import GmailConfigError, describe_error, explain_exception, is_silent, reply_text
 from .redaction import Redactor
 from .roundtrip import ROUND_TRIP_STEPS
@@ -1184,8 +1185,6 @@ def _build_message(
     """
     from django.conf import settings
     from django.core.mail import EmailMessage
-
-    from .backend import build_envelope
 
     sender = from_email or (config.username if "@" in config.username else settings.DEFAULT_FROM_EMAIL)
     if from_admin:

@@ -41,6 +41,7 @@ from .app_settings import app_setting
 from .causes import CATALOGUE, Cause
 from .conf import SmtpConfig
 from .deadline import Deadline
+from .envelope import build_envelope
 from .exceptions import GmailConfigError, MailboxError, describe_error, explain_exception
 from .session import Transcript
 
@@ -258,8 +259,6 @@ class RoundTrip:
         from django.conf import settings
         from django.core.mail import EmailMessage
         from django.core.mail.utils import DNS_NAME
-
-        from .backend import build_envelope
 
         self.sender = self.from_email or str(settings.DEFAULT_FROM_EMAIL)
         self.recipient = config.username

@@ -57,6 +57,7 @@ LAYERS: dict[str, Layer] = {
             "bounded_io",
             "redaction",
             "hosts",
+            "envelope",
             "mutf7",
             "signals",
             "payload",
