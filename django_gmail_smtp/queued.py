@@ -5,7 +5,7 @@ into a :class:`~django_gmail_smtp.models.DeliveryLog` entry and enqueues the tas
 ``django_gmail_smtp.queued.deliver_queued_message`` with the entry's id (never the message) on a
 Tasks backend (``TASKS`` alias
 ``GMAIL_SMTP["QUEUE_TASK_BACKEND"]`` or the ``task_backend`` option; queue ``QUEUE_NAME`` or
-``queue_name``). A worker runs the task, which sends with :class:`~.backend.EmailBackend`
+``queue_name``). A worker runs the task, which sends with :class:`~.smtp_backend.EmailBackend`
 (connection reuse, pipelining and quick retries included) under the daily-limit guard
 (:mod:`.quota`).
 
@@ -64,9 +64,9 @@ from .delivery import STATUS_ATTRIBUTE, UNKNOWN
 from .exceptions import GmailConfigError, one_line, reply_of
 from .payload import PayloadError, envelope, from_payload, message_id_of, to_payload
 from .retry import backoff_delay
+from .smtp_backend import EmailBackend
 
 if TYPE_CHECKING:
-    from .backend import EmailBackend
     from .models import DeliveryLog
 
 __all__ = [
@@ -262,8 +262,6 @@ class QueuedEmailBackend(BaseEmailBackend):
         task_backend: str | None = None,
         **kwargs: Any,
     ) -> None:
-        from .backend import EmailBackend
-
         alias = kwargs.get("alias")
         super().__init__(**{k: v for k, v in kwargs.items() if k in ("alias", "_ignore_unknown_kwargs")})
         self.alias: str | None = alias
@@ -392,8 +390,6 @@ _deliver.__name__ = _deliver.__qualname__ = TASK_NAME
 
 
 def _smtp_backend(payload: Mapping[str, Any]) -> EmailBackend:
-    from .backend import EmailBackend
-
     mailer = payload.get("mailer") or {}
     alias = mailer.get("alias")
     options = dict(mailer.get("options") or {})
