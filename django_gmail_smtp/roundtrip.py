@@ -46,7 +46,7 @@ from .exceptions import GmailConfigError, MailboxError, describe_error, explain_
 from .session import Transcript
 
 if TYPE_CHECKING:
-    from .diagnose import Step, _Run
+    from .diagnosis import Run, Step
     from .imap import ImapClient, ImapFolder
     from .mailbox_session import MailboxSession
     from .pop import PopClient
@@ -292,7 +292,7 @@ class RoundTrip:
         self.sent_at = self.clock()
 
     # -- the mailbox steps --
-    def receive(self, run: _Run, config: SmtpConfig, timeout: float) -> None:
+    def receive(self, run: Run, config: SmtpConfig, timeout: float) -> None:
         """Sign in to the mailbox and add the round-trip steps to ``run``."""
         config = config if config.imap_host else conf.with_mailbox(config)
         host, port = (config.imap_host, config.imap_port) if self.via == IMAP else (config.pop_host, config.pop_port)
@@ -344,7 +344,7 @@ class _Round:
     def __init__(
         self,
         trip: RoundTrip,
-        run: _Run,
+        run: Run,
         config: SmtpConfig,
         timeout: float,
         deadline: Deadline,
@@ -387,7 +387,7 @@ class _Round:
 
     # -- the connection --
     def connect_step(self, name: str, client: ImapClient | PopClient, host: str, port: int, unreachable: str) -> bool:
-        from .diagnose import _tls_facts
+        from .diagnosis import tls_facts
         from .session import make_ssl_context
 
         step = self.run.begin(
@@ -409,7 +409,7 @@ class _Round:
             return False
         sock = client.tls_socket
         if sock is not None:
-            _tls_facts(step, sock, self.config, make_ssl_context(self.config), host=host)
+            tls_facts(step, sock, self.config, make_ssl_context(self.config), host=host)
         step.details.insert(0, greeting)
         step.data.update(host=host, port=port, greeting=greeting)
         self.run.end(step)
