@@ -654,7 +654,7 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 f"{CATALOGUE['oauth_wrong_scope'].summary} {CATALOGUE['oauth_wrong_scope'].fix}",
                 log=True,
             )
-        oauth.invalidate(diagnose_config(obj))  # the access token cached for the old refresh token
+        oauth.forget_token(diagnose_config(obj))  # the access token cached for the old refresh token
         obj.set_oauth(refresh_token=refresh_token)
         obj.save()
         self.log_change(request, obj, gettext("Authorized with Google (refresh token stored)."))

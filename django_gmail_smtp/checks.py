@@ -45,8 +45,8 @@ __all__ = [
     "BACKEND",
     "TAG",
     "Mailer",
-    "check_app_settings",
     "check_deploy",
+    "check_gmail_smtp_setting",
     "check_mailers",
     "check_stored_accounts",
     "config_problems",
@@ -186,7 +186,9 @@ def _mailer_messages(mailers: Iterable[Mailer]) -> list[checks.CheckMessage]:
     return messages
 
 
-def check_app_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+def check_gmail_smtp_setting(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
     """E011-E013, E018, E019: the ``GMAIL_SMTP`` setting itself (no database, nothing decrypted)."""
     if not _wanted(app_configs):
         return []
@@ -256,7 +258,7 @@ def check_deploy(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) 
 
 def register_checks() -> None:
     """Register the checks (called once, from ``AppConfig.ready()``)."""
-    checks.register(check_app_settings, TAG, MAIL_TAG)
+    checks.register(check_gmail_smtp_setting, TAG, MAIL_TAG)
     checks.register(check_mailers, TAG, MAIL_TAG)
     # Tagged "database" only: a plain check, and check --tag gmail_smtp (which on Django 6.1
     # would pass every database alias to a check carrying that tag), run no query.

@@ -52,7 +52,7 @@ __all__ = [
     "DeliveryStatus",
     "Job",
     "RecipientStatus",
-    "deliver",
+    "send_batch",
     "send_budget",
 ]
 
@@ -247,7 +247,7 @@ def _is_quota(reply: Reply | None) -> bool:
     return reply is not None and reply.code == 550 and explain_reply(reply.code, reply.text) is CATALOGUE["daily_quota"]
 
 
-def _cause_of(exc: BaseException | None) -> Cause | None:
+def _carried_cause(exc: BaseException | None) -> Cause | None:
     return getattr(exc, "cause", None)
 
 
@@ -255,11 +255,11 @@ def _is_drop(exc: BaseException | None, reply: Reply | None) -> bool:
     """A connection that went away (hang-up, idle timeout): no reason to wait before reconnecting."""
     if reply is not None:
         return explain_reply(reply.code, reply.text) is CATALOGUE["idle_timeout"]
-    found = _cause_of(exc)
+    found = _carried_cause(exc)
     return found is None or found.id in ("disconnected", "idle_timeout")
 
 
-class _Run:
+class _Batch:
     def __init__(
         self,
         jobs: Sequence[Job],
@@ -349,7 +349,7 @@ class _Run:
             try:
                 return self.connections.acquire(self.limit)
             except OSError as exc:
-                found = _cause_of(exc)
+                found = _carried_cause(exc)
                 failures += 1
                 if found is None or not found.temporary or failures >= self.policy.attempts:
                     self.stop_error = exc
@@ -536,7 +536,7 @@ class _Run:
             job.error = error
 
 
-def deliver(
+def send_batch(
     jobs: Sequence[Job],
     connections: Connections,
     options: DeliveryOptions,
@@ -551,13 +551,13 @@ def deliver(
     Returns the error that stopped the batch early (daily quota, a connection
     that could not be made, the retry budget or the time budget used up), or None.
     """
-    run = _Run(jobs, connections, options, sleep, rng, timeout)
+    run = _Batch(jobs, connections, options, sleep, rng, timeout)
     run.run()
     for job in jobs:
         status = job.status
         if not status.sent or status.status == PARTIAL:
             status.error = job.error or run.stop_error
-            status.cause = _cause_of(status.error)
+            status.cause = _carried_cause(status.error)
     return run.stop_error
 
 

@@ -74,7 +74,7 @@ __all__ = [
     "cache_key",
     "check_endpoint",
     "exchange_code",
-    "invalidate",
+    "forget_token",
     "parse_challenge",
     "parse_redirect",
     "require_library",
@@ -193,7 +193,7 @@ def _store(key: str, token: AccessToken) -> None:
         )
 
 
-def invalidate(config: SmtpConfig) -> None:
+def forget_token(config: SmtpConfig) -> None:
     """Forget the cached access token of ``config`` (in every process sharing the cache)."""
     with contextlib.suppress(Exception):
         caches[CACHE_ALIAS].delete(cache_key(config.oauth_client_id, config.oauth_refresh_token))
@@ -525,7 +525,7 @@ def sign_in(client: smtplib.SMTP, config: SmtpConfig) -> tuple[int, bytes]:
         return code, text
     if code == 535 and token.cached:
         _note(client, _("Gmail rejected the cached access token: refreshing it and signing in again."))
-        invalidate(config)
+        forget_token(config)
         token = access_token(config, force=True)
         _hide(client, token)
         code, text, challenge = _exchange(client, config.username, token.token)

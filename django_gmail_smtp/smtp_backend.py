@@ -43,7 +43,7 @@ from django.core.mail.message import EmailMessage
 
 from . import conf, pool, quota, rules
 from .deadline import Deadline
-from .delivery import STATUS_ATTRIBUTE, DeliveryOptions, DeliveryStatus, Job, deliver, failure_to_raise, report
+from .delivery import STATUS_ATTRIBUTE, DeliveryOptions, DeliveryStatus, Job, failure_to_raise, report, send_batch
 from .envelope import build_envelope, needs_smtputf8, prep_address
 from .session import SMTPSession, Transcript, make_ssl_context
 
@@ -223,9 +223,11 @@ class EmailBackend(BaseEmailBackend):
         try:
             if self.connection is not None:
                 with self._lock:  # one connection: callers take turns, as with Django's backend
-                    stop_error = deliver(jobs, _OpenedConnection(self, options), options, timeout=self.config.timeout)
+                    stop_error = send_batch(
+                        jobs, _OpenedConnection(self, options), options, timeout=self.config.timeout
+                    )
             else:
-                stop_error = deliver(jobs, _PooledConnections(self, options), options, timeout=self.config.timeout)
+                stop_error = send_batch(jobs, _PooledConnections(self, options), options, timeout=self.config.timeout)
         finally:
             # Also when delivery raised: slots of messages that may have gone out stay taken, the
             # others are given back (never leaked).
