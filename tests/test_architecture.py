@@ -130,13 +130,13 @@ MAX_LINES = 600
 
 OVERSIZED: dict[str, int] = {
     "admin": 708,
-    "causes": 814,
-    "delivery": 646,
-    "diagnose": 1357,
-    "oauth": 771,
-    "queued": 713,
-    "roundtrip": 813,
-    "rules": 1266,
+    "causes": 728,
+    "delivery": 635,
+    "diagnose": 996,
+    "oauth": 745,
+    "queued": 695,
+    "roundtrip": 811,
+    "rules": 1244,
     "session": 1245,
 }
 """Modules still over :data:`MAX_LINES`, each with its line count as a ceiling: it may shrink,
