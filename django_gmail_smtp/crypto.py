@@ -26,7 +26,7 @@ from django.conf import settings
 from django.utils.translation import gettext
 from django.views.decorators.debug import sensitive_variables
 
-from .app_settings import configured_keys, generate_hint, validate_keys  # the last two: also importable from here
+from .app_settings import configured_keys, generate_hint, validate_keys  # the keys: also importable from here
 from .exceptions import GmailConfigError
 
 __all__ = [
