@@ -37,6 +37,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_POST
 
 from . import admin_pending, conf, diagnose, oauth, roundtrip
+from .accounts import account_options
 from .admin_display import badge, when
 from .admin_forms import (
     CLIENT_SECRET_FIELD,
@@ -653,7 +654,7 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 f"{CATALOGUE['oauth_wrong_scope'].summary} {CATALOGUE['oauth_wrong_scope'].fix}",
                 log=True,
             )
-        oauth.invalidate(diagnose_config(obj))  # the access token cached for the old refresh token
+        oauth.forget_token(diagnose_config(obj))  # the access token cached for the old refresh token
         obj.set_oauth(refresh_token=refresh_token)
         obj.save()
         self.log_change(request, obj, gettext("Authorized with Google (refresh token stored)."))
@@ -687,7 +688,7 @@ class GmailAccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def test_selected(self, request: HttpRequest, queryset: QuerySet[GmailAccount]) -> None:
         """Test each stored account exactly as the backend would resolve it (test + change permissions)."""
         for account in queryset:
-            diagnosis = diagnose.check({"account": account.name})
+            diagnosis = diagnose.check({"account": account.name}, accounts=account_options)
             summary = outcome_summary(diagnosis)
             account.record_check(diagnosis.ok, summary)
             server = server_summary(

@@ -27,8 +27,8 @@ from django.utils.translation import gettext_lazy as _
 
 from . import queue_report, queued
 from .admin_display import address, badge, readme, reply_summary, shorten, when
+from .app_settings import number_setting
 from .causes import CATALOGUE, Cause, explain_reply
-from .conf import app_setting
 from .models import DeliveryLog, GmailAccount
 
 __all__ = ["DeliveryLogAdmin", "cause_of"]
@@ -131,7 +131,7 @@ def limit_bars(report: dict[str, Any]) -> list[dict[str, Any]]:
     names: dict[str, list[str]] = {}
     for name, username in GmailAccount.objects.values_list("name", "username"):
         names.setdefault(username.strip().lower(), []).append(name)
-    warn_at = app_setting("QUOTA_WARN_AT")
+    warn_at = number_setting("QUOTA_WARN_AT", allow_none=True)
     rows = []
     for account in report["accounts"]:
         standing = account["quota"]

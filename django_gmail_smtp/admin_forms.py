@@ -9,7 +9,6 @@ same here as in ``manage.py check``; the same configuration feeds "Test connecti
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from dataclasses import replace
 from typing import Any
@@ -22,6 +21,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
 from . import binding, conf, crypto, rules
+from .app_settings import app_setting, environment_variable
 from .conf import SOURCE_FORM, SmtpConfig, Value
 from .exceptions import GmailConfigError, SecretDecryptionError, SecretDestinationError
 from .models import GmailAccount, bound_secret, describe_changes
@@ -310,11 +310,11 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
         if any(data.get(name) in (None, "") for name in ("host", "port", "security", "timeout", "username")):
             return None
         provenance = {option: Value(SOURCE_FORM, self._origin(field)) for option, field in OPTION_FIELDS.items()}
-        cafile = conf.app_setting("SSL_CAFILE")
+        cafile = app_setting("SSL_CAFILE")
         if cafile:
             provenance["ssl_cafile"] = Value(conf.SOURCE_SETTINGS, "GMAIL_SMTP['SSL_CAFILE']")
         else:
-            cafile = os.environ.get("GMAIL_SMTP_SSL_CAFILE") or None
+            cafile = environment_variable("GMAIL_SMTP_SSL_CAFILE")
             if cafile:
                 provenance["ssl_cafile"] = Value(conf.SOURCE_ENVIRONMENT, "GMAIL_SMTP_SSL_CAFILE")
         security = data["security"]

@@ -18,7 +18,8 @@ Version 1 (before this binding existed) was the bare ``secret`` object; :func:`u
 as unbound (``destination`` None), and such a secret is never used. Migration ``0003`` seals
 every readable version-1 secret to its row's values once, at upgrade time.
 
-Pure functions, no database and no key: :mod:`.models` encrypts and decrypts.
+Pure functions, no database and no key (the token endpoint is read from the settings):
+:mod:`.models` encrypts and decrypts.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from django.views.decorators.debug import sensitive_variables
+
+from .app_settings import app_setting
+from .hosts import normalize_host  # also importable from here
 
 __all__ = [
     "BOUND_FIELDS",
@@ -49,14 +53,6 @@ FORMAT = 2
 BOUND_FIELDS = ("host", "port", "security", "username", "token_uri")
 # Parts of a secret that go to the token endpoint (the client id travels with them).
 OAUTH_PARTS = ("client_id", "client_secret", "refresh_token")
-
-
-def normalize_host(host: str) -> str:
-    """``host`` as compared for the binding: no surrounding space or brackets, lower case, no trailing dot."""
-    text = str(host).strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    return text.rstrip(".").lower()
 
 
 def normalize_uri(uri: str) -> str:
@@ -126,9 +122,7 @@ def uses_token_endpoint(secret: Mapping[str, Any]) -> bool:
 
 def current_token_uri() -> str:
     """The token endpoint OAuth2 secrets are sent to now (``GMAIL_SMTP["OAUTH_TOKEN_URI"]``)."""
-    from .oauth import token_uri  # lazy: oauth imports the cache and causes
-
-    return token_uri()
+    return str(app_setting("OAUTH_TOKEN_URI"))
 
 
 def destination_for(

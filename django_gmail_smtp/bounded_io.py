@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import time
-from collections.abc import Callable
+
+from .deadline import Deadline  # also importable from here
 
 __all__ = ["BoundedReader", "Deadline", "ReplyTooLarge"]
 
@@ -22,32 +22,6 @@ _CHUNK = 65536
 
 class ReplyTooLarge(OSError):
     """The server sent more than a cap allows (a line, a literal, or a whole reply)."""
-
-
-class Deadline:
-    """A moment after which nothing more may be waited for. ``clock`` is injectable (tests)."""
-
-    def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self.seconds = seconds
-        self.ends = clock() + seconds
-
-    def remaining(self) -> float:
-        """Seconds left (negative once passed)."""
-        return self.ends - self.clock()
-
-    def wait(self, timeout: float) -> float:
-        """How long the next wait may last: ``timeout``, shortened to the time left.
-
-        Raises :class:`TimeoutError` once the deadline has passed.
-        """
-        left = self.remaining()
-        if left <= 0:
-            raise self.expired()
-        return min(timeout, left)
-
-    def expired(self) -> TimeoutError:
-        return TimeoutError(f"no answer within the overall limit of {self.seconds:g} s")
 
 
 class BoundedReader:
@@ -89,7 +63,7 @@ class BoundedReader:
             chunk = self.sock.recv(_CHUNK)
         except TimeoutError:
             if wait < self.timeout:  # cut short by the deadline: say so, not "timed out"
-                raise self.deadline.expired() from None
+                raise self.deadline.error() from None
             raise
         if not chunk:
             return False

@@ -2,24 +2,21 @@
 
 Written once and used by the backend (exception messages), ``gmail_check`` and
 the admin. Diagnosis goes by reply code, enhanced status code and the ``?p=``
-slug of Google's help link, never by the session id at the end of the reply.
+slug of Google's help link, never by the session id at the end of the reply
+(:func:`explain_reply`; what an exception means is
+:func:`~django_gmail_smtp.exceptions.explain_exception`, next to the exception classes).
+A leaf: it imports nothing of this package.
 """
 
 from __future__ import annotations
 
 import re
-import smtplib
-import socket
-import ssl
 from dataclasses import dataclass
 
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from .conf import is_loopback
-from .exceptions import DeadlineExceeded, ReplyTooLongError
-
-__all__ = ["CATALOGUE", "Cause", "cause", "explain_exception", "explain_reply"]
+__all__ = ["CATALOGUE", "Cause", "cause", "explain_reply"]
 
 APP_PASSWORDS_URL = "https://myaccount.google.com/apppasswords"
 OAUTH_CONSENT_URL = "https://console.cloud.google.com/apis/credentials/consent"
@@ -690,9 +687,6 @@ def cause(cause_id: str) -> Cause:
     return CATALOGUE[cause_id]
 
 
-# OpenSSL's words for "the peer sent plain text where a TLS record was expected".
-_PLAINTEXT_TLS_ERRORS = ("packet length too long", "record layer failure", "unknown protocol")
-
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
@@ -731,84 +725,4 @@ def explain_reply(code: int, text: str | bytes) -> Cause | None:
         return CATALOGUE["throttled"]
     if 400 <= code < 500:
         return CATALOGUE["temporary"]
-    return None
-
-
-def explain_exception(
-    exc: BaseException, *, stage: str = "", port: int | None = None, use_ssl: bool = False, host: str = ""
-) -> Cause | None:
-    """Map an exception raised while talking to the server to a known cause.
-
-    ``stage`` is where it happened (``connect``, ``greeting``, ``starttls``,
-    ``ehlo``, ``auth``, ``mail``...); ``port``/``use_ssl`` tell a silent
-    implicit-TLS port from a blocked one; ``host`` tells a local server (the
-    sandbox, whose certificate only its own CA file trusts) from a remote one.
-    """
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        for code, text in exc.recipients.values():
-            found = explain_reply(code, text)
-            if found:
-                return found
-        return None
-    if isinstance(exc, smtplib.SMTPResponseException):
-        found = explain_reply(exc.smtp_code, exc.smtp_error)
-        if found is None and stage == "starttls":
-            return CATALOGUE["starttls_not_offered"]
-        return found
-    if isinstance(exc, smtplib.SMTPNotSupportedError):
-        missing = str(exc).lower()
-        if "starttls" in missing:
-            return CATALOGUE["starttls_not_offered"]
-        if "auth" in missing:
-            return CATALOGUE["auth_not_offered"]
-        if "smtputf8" in missing:
-            return CATALOGUE["smtputf8_required"]
-        return None
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        reason = f"{exc.verify_message} {exc}".lower()
-        if "hostname" in reason or "ip address mismatch" in reason:
-            return CATALOGUE["cert_hostname_mismatch"]
-        if "expired" in reason or "not yet valid" in reason:
-            return CATALOGUE["cert_expired"]
-        # Gmail's certificates are public; an untrusted one on loopback is a local server's.
-        return CATALOGUE["sandbox_cert_untrusted" if is_loopback(host) else "cert_untrusted"]
-    if isinstance(exc, ssl.SSLError):
-        reason = str(exc).lower()
-        if "wrong_version_number" in reason or "wrong version number" in reason:
-            return CATALOGUE["tls_on_starttls_port"]
-        # Newer OpenSSL versions word "plain text where a TLS record was expected" differently.
-        if use_ssl and stage in ("tls", "connect") and any(w in reason for w in _PLAINTEXT_TLS_ERRORS):
-            return CATALOGUE["tls_on_starttls_port"]
-        return CATALOGUE["tls_failed"]
-    silent = isinstance(exc, TimeoutError) or (
-        isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" in str(exc)
-    )
-    if silent:
-        if isinstance(exc, DeadlineExceeded) and (exc.received or exc.kind == "batch"):
-            return CATALOGUE["deadline_exceeded"]  # not silent: it spoke, too slowly
-        if stage == "connect":
-            return CATALOGUE["port_blocked"]
-        if stage in ("greeting", "ehlo", "starttls") and port == 465 and not use_ssl:
-            return CATALOGUE["plain_on_tls_port"]
-        if stage == "greeting":
-            return CATALOGUE["no_greeting"]
-        if stage == "tls":
-            return CATALOGUE["tls_no_answer"]
-        return CATALOGUE["timeout"]
-    if isinstance(exc, ReplyTooLongError):
-        return CATALOGUE["reply_too_long"]
-    if isinstance(exc, smtplib.SMTPServerDisconnected):
-        return CATALOGUE["disconnected"]
-    if isinstance(exc, socket.gaierror):
-        return CATALOGUE["dns_failure"]
-    if isinstance(exc, ConnectionRefusedError):
-        return CATALOGUE["connection_refused"]
-    if isinstance(exc, OSError) and exc.errno in (101, 113):  # ENETUNREACH, EHOSTUNREACH
-        return CATALOGUE["network_unreachable"]
-    if isinstance(exc, ConnectionResetError | BrokenPipeError):
-        return CATALOGUE["disconnected"]
-    if isinstance(exc, UnicodeError) and stage in ("dns", "connect"):
-        return CATALOGUE["dns_failure"]  # a host name the IDNA codec rejects (empty or long label)
-    if isinstance(exc, smtplib.SMTPException) and "no suitable authentication" in str(exc).lower():
-        return CATALOGUE["no_auth_mechanism"]
     return None

@@ -29,6 +29,15 @@ from django.core import checks
 from django.utils.module_loading import import_string
 
 from . import conf, rules
+from .app_settings import (
+    APP_SETTINGS,
+    app_setting,
+    configured_gmail_smtp,
+    email_url_sources,
+    gmail_smtp,
+    legacy_setting,
+    mailers_enabled,
+)
 from .exceptions import GmailConfigError
 from .rules import Problem
 
@@ -36,8 +45,8 @@ __all__ = [
     "BACKEND",
     "TAG",
     "Mailer",
-    "check_app_settings",
     "check_deploy",
+    "check_gmail_smtp_setting",
     "check_mailers",
     "check_stored_accounts",
     "config_problems",
@@ -65,7 +74,9 @@ class Mailer:
 
     def resolve(self) -> conf.SmtpConfig:
         """The resolved configuration; raises :class:`GmailConfigError` like the backend would."""
-        return conf.resolve(self.options, alias=self.alias)
+        from .accounts import account_options  # the models: only for a mailer with a stored account
+
+        return conf.resolve(self.options, alias=self.alias, accounts=account_options)
 
 
 def _is_ours(backend: Any) -> bool:
@@ -88,14 +99,14 @@ def gmail_mailers() -> list[Mailer]:
     Reads ``EMAIL_BACKEND`` without Django 6.1's deprecation warning, and never
     reads it at all when ``MAILERS`` is defined.
     """
-    if conf.mailers_enabled():
+    if mailers_enabled():
         mailers = getattr(settings, "MAILERS", None) or {}
         return [
             Mailer(f"MAILERS[{alias!r}]", alias, dict(config.get("OPTIONS") or {}))
             for alias, config in mailers.items()
             if isinstance(config, Mapping) and _is_ours(config.get("BACKEND"))
         ]
-    is_set, backend = conf.legacy_setting("EMAIL_BACKEND")
+    is_set, backend = legacy_setting("EMAIL_BACKEND")
     return [Mailer("EMAIL_BACKEND")] if is_set and _is_ours(backend) else []
 
 
@@ -105,7 +116,7 @@ def config_problems(config: conf.SmtpConfig) -> list[Problem]:
         config,
         default_from_email=settings.DEFAULT_FROM_EMAIL,
         server_email=settings.SERVER_EMAIL,
-        from_aliases=_app_setting("FROM_ALIASES", ()),
+        from_aliases=_app_setting("FROM_ALIASES"),
         admin_mail=bool(settings.ADMINS or settings.MANAGERS),
     )
 
@@ -123,12 +134,12 @@ def to_check_messages(problems: Iterable[Problem], obj: Any = None) -> list[chec
     ]
 
 
-def _app_setting(name: str, default: Any) -> Any:
-    """A GMAIL_SMTP knob that tolerates a malformed GMAIL_SMTP (E012 reports it)."""
-    configured = getattr(settings, "GMAIL_SMTP", None)
-    if not isinstance(configured, Mapping):
-        return default
-    return configured.get(name, default)
+def _app_setting(name: str) -> Any:
+    """A GMAIL_SMTP knob, or its default while GMAIL_SMTP is not a dict (E012 reports that)."""
+    try:
+        return app_setting(name)
+    except GmailConfigError:
+        return APP_SETTINGS[name]
 
 
 def _wanted(app_configs: Sequence[AppConfig] | None) -> bool:
@@ -137,7 +148,7 @@ def _wanted(app_configs: Sequence[AppConfig] | None) -> bool:
 
 
 def _uses_stored_account(mailer: Mailer) -> bool:
-    return bool(mailer.options.get("account") or _app_setting("ACCOUNT", None))
+    return bool(mailer.options.get("account") or _app_setting("ACCOUNT"))
 
 
 def _checkable_mailers(*, stored: bool) -> list[Mailer]:
@@ -145,8 +156,9 @@ def _checkable_mailers(*, stored: bool) -> list[Mailer]:
     (``stored=False``), or those that name a stored account (``stored=True``), which need the
     database to resolve. Nothing is resolved while ``GMAIL_SMTP`` is not a dict (E012 says so).
     """
-    gmail_smtp = getattr(settings, "GMAIL_SMTP", None)
-    if gmail_smtp and not isinstance(gmail_smtp, Mapping):
+    try:
+        gmail_smtp()
+    except GmailConfigError:
         return []
     return [mailer for mailer in gmail_mailers() if _uses_stored_account(mailer) == stored]
 
@@ -174,11 +186,13 @@ def _mailer_messages(mailers: Iterable[Mailer]) -> list[checks.CheckMessage]:
     return messages
 
 
-def check_app_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+def check_gmail_smtp_setting(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
     """E011-E013, E018, E019: the ``GMAIL_SMTP`` setting itself (no database, nothing decrypted)."""
     if not _wanted(app_configs):
         return []
-    return to_check_messages(rules.check_app_settings(getattr(settings, "GMAIL_SMTP", None)))
+    return to_check_messages(rules.check_app_settings(configured_gmail_smtp()))
 
 
 def check_mailers(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -227,11 +241,11 @@ def check_deploy(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) 
         return []
     from .reporting import PATH
 
-    messages = to_check_messages(rules.check_transcript(_app_setting("TRANSCRIPT", False)))
+    messages = to_check_messages(rules.check_transcript(_app_setting("TRANSCRIPT")))
     reporter_filter, hides = _reporter_filter()
     messages += to_check_messages(
         rules.check_email_url_reporting(
-            conf.email_url_sources(), reporter_filter, hides_url_passwords=hides, recommended=PATH
+            email_url_sources(), reporter_filter, hides_url_passwords=hides, recommended=PATH
         )
     )
     for mailer in _settings_mailers():
@@ -244,7 +258,7 @@ def check_deploy(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) 
 
 def register_checks() -> None:
     """Register the checks (called once, from ``AppConfig.ready()``)."""
-    checks.register(check_app_settings, TAG, MAIL_TAG)
+    checks.register(check_gmail_smtp_setting, TAG, MAIL_TAG)
     checks.register(check_mailers, TAG, MAIL_TAG)
     # Tagged "database" only: a plain check, and check --tag gmail_smtp (which on Django 6.1
     # would pass every database alias to a check carrying that tag), run no query.

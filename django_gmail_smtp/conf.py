@@ -7,7 +7,8 @@ first (documented in the README):
 1. keyword arguments (``get_connection(host=...)``) or, on Django 6.1, the
    mailer's ``MAILERS[alias]["OPTIONS"]``;
 2. a stored account (``GmailAccount``), when the configuration names one
-   (``account=`` or ``GMAIL_SMTP["ACCOUNT"]``);
+   (``account=`` or ``GMAIL_SMTP["ACCOUNT"]``), from the account source the caller passes
+   (:data:`AccountSource`; this module imports no model and makes no query itself);
 3. Django settings set explicitly (``EMAIL_*`` when ``MAILERS`` is not used;
    ``GMAIL_SMTP`` for this app's own knobs);
 4. the environment (``EMAIL_URL`` in django-environ syntax, ``GMAIL_SMTP_*``);
@@ -19,28 +20,48 @@ works.
 
 from __future__ import annotations
 
-import ipaddress
-import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import django
 from django.conf import settings
 from django.utils.functional import Promise
 from django.utils.text import format_lazy
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from .app_settings import (  # APP_SETTINGS and the readers: also importable from here
+    APP_SETTINGS,
+    ENV_OPTIONS,
+    app_setting,
+    configured_gmail_smtp,
+    email_url_sources,
+    environment_variable,
+    legacy_setting,
+    mailers_enabled,
+    number_setting,
+)
 from .exceptions import GmailConfigError
+from .hosts import (  # GMAIL_HOSTS, is_gmail_host, is_loopback(_address): also importable from here
+    DEFAULT_HOST,
+    GMAIL_HOSTS,
+    GMAIL_IMAP_HOST,
+    GMAIL_POP_HOST,
+    IMAP_PORT,
+    POP_PORT,
+    is_gmail_host,
+    is_loopback,
+    is_loopback_address,
+)
 
 __all__ = [
     "APP_SETTINGS",
     "AUTH_APP_PASSWORD",
     "AUTH_OAUTH2",
     "GMAIL_HOSTS",
+    "AccountSource",
     "SmtpConfig",
     "Value",
     "app_setting",
@@ -58,12 +79,7 @@ __all__ = [
     "with_mailbox",
 ]
 
-GMAIL_HOSTS = frozenset({"smtp.gmail.com", "smtp.googlemail.com", "smtp-relay.gmail.com"})
-DEFAULT_HOST = "smtp.gmail.com"
 DEFAULT_TIMEOUT = 10.0
-# Gmail's receiving side, reached with the same credentials (gmail_check --round-trip).
-GMAIL_IMAP_HOST, IMAP_PORT = "imap.gmail.com", 993
-GMAIL_POP_HOST, POP_PORT = "pop.gmail.com", 995
 
 # Option name -> legacy Django setting (used only when MAILERS is not in use).
 LEGACY_SETTINGS = {
@@ -88,61 +104,6 @@ SECRET_OPTIONS = frozenset({"password", "oauth_client_secret", "oauth_refresh_to
 MAILBOX_OPTIONS = ("imap_host", "imap_port", "pop_host", "pop_port")
 OPTIONS = (*LEGACY_SETTINGS, "ssl_cafile", *OAUTH_OPTIONS, *MAILBOX_OPTIONS)
 
-# GMAIL_SMTP keys and their defaults. Never remove a key without a deprecation.
-APP_SETTINGS: dict[str, Any] = {
-    # Name of a stored GmailAccount to send with (keyword/OPTIONS "account" wins).
-    "ACCOUNT": None,
-    # Fernet keys for stored account secrets, current first; None: derived from SECRET_KEY.
-    "ENCRYPTION_KEYS": None,
-    # Verified Gmail "Send mail as" aliases that DEFAULT_FROM_EMAIL/SERVER_EMAIL may use.
-    "FROM_ALIASES": (),
-    "SSL_CAFILE": None,
-    "TRANSCRIPT": False,
-    # OAuth2 (README.md#oauth2-xoauth2). AUTH_METHOD None: OAuth2 when a client id or refresh token is set.
-    "AUTH_METHOD": None,
-    "OAUTH_CLIENT_ID": None,
-    "OAUTH_CLIENT_SECRET": None,
-    "OAUTH_REFRESH_TOKEN": None,
-    "OAUTH_TOKEN_URI": "https://oauth2.googleapis.com/token",
-    "OAUTH_AUTH_URI": "https://accounts.google.com/o/oauth2/v2/auth",
-    # The receiving mailbox for gmail_check --round-trip (None: Gmail's for a Gmail host, else the SMTP host).
-    "IMAP_HOST": None,
-    "IMAP_PORT": None,
-    "POP_HOST": None,
-    "POP_PORT": None,
-    # Delivery (README.md#fast-fault-tolerant-delivery): connection reuse, pipelining, retries, Gmail's limits.
-    "REUSE_CONNECTIONS": True,
-    "POOL_IDLE_TIMEOUT": 60.0,
-    "POOL_NOOP_AFTER": 10.0,
-    "MESSAGES_PER_CONNECTION": 50,
-    "PIPELINING": True,
-    "PIPELINE_WINDOW": 10,
-    "MAX_RECIPIENTS": 100,
-    "RETRY_ATTEMPTS": 3,
-    "RETRY_BACKOFF": 1.0,
-    "RETRY_BACKOFF_MAX": 15.0,
-    "RETRY_TIMEOUT": 30.0,
-    # Background sending (README.md#background-sending): the queued backend and its tasks.
-    "QUEUE_TASK_BACKEND": "default",
-    "QUEUE_NAME": "default",
-    "QUEUE_RETRY_ATTEMPTS": 5,
-    "QUEUE_RETRY_BACKOFF": 60.0,
-    "QUEUE_RETRY_BACKOFF_MAX": 3600.0,
-    "QUEUE_LEASE": 300.0,
-    # Daily limit guard (README.md#background-sending, django_gmail_smtp/quota.py).
-    "QUOTA_LIMIT": 500,
-    "QUOTA_LIMITS": {},
-    "QUOTA_WINDOW": 86400.0,
-    "QUOTA_WARN_AT": 0.8,
-    "QUOTA_HOLD_MAX": 3600.0,
-    "QUOTA_SYNC": False,
-    # Dotted path of a function returning an aware datetime: the guard's and the queue's clock (tests).
-    "CLOCK": None,
-    # The delivery log (README.md#the-delivery-log-the-admin-and-the-commands): record each message's
-    # recipients and subject (never its body). False: those columns stay empty, for privacy.
-    "LOG_RECIPIENTS": True,
-    "LOG_SUBJECTS": True,
-}
 # GMAIL_SMTP key -> option it provides a value for.
 APP_SETTING_OPTIONS = {
     "SSL_CAFILE": "ssl_cafile",
@@ -155,20 +116,6 @@ APP_SETTING_OPTIONS = {
     "POP_HOST": "pop_host",
     "POP_PORT": "pop_port",
 }
-# Environment variable -> option.
-ENV_OPTIONS = {
-    "GMAIL_SMTP_SSL_CAFILE": "ssl_cafile",
-    "GMAIL_SMTP_TIMEOUT": "timeout",
-    "GMAIL_SMTP_AUTH_METHOD": "auth_method",
-    "GMAIL_SMTP_OAUTH_CLIENT_ID": "oauth_client_id",
-    "GMAIL_SMTP_OAUTH_CLIENT_SECRET": "oauth_client_secret",
-    "GMAIL_SMTP_OAUTH_REFRESH_TOKEN": "oauth_refresh_token",
-    "GMAIL_SMTP_IMAP_HOST": "imap_host",
-    "GMAIL_SMTP_IMAP_PORT": "imap_port",
-    "GMAIL_SMTP_POP_HOST": "pop_host",
-    "GMAIL_SMTP_POP_PORT": "pop_port",
-}
-
 SOURCE_ARGUMENT = "argument"
 SOURCE_OPTIONS = "options"
 SOURCE_DATABASE = "database"
@@ -266,31 +213,6 @@ class SmtpConfig:
         return rows
 
 
-def is_gmail_host(host: str | None) -> bool:
-    return bool(host) and str(host).lower().rstrip(".") in GMAIL_HOSTS
-
-
-def is_loopback(host: str | None) -> bool:
-    """True for ``localhost``, names under ``.localhost`` and loopback IP addresses (no DNS lookup)."""
-    if not host:
-        return False
-    name = str(host).strip("[]").lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    return is_loopback_address(name)
-
-
-def is_loopback_address(host: str) -> bool:
-    """True for a literal loopback IP address (``127.0.0.0/8``, ``::1``, ``::ffff:127.0.0.1``)."""
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
-
-
 _APP_PASSWORD = re.compile(r"[A-Za-z]{4}(?:[\s\u00a0]*[A-Za-z]{4}){3}")
 
 
@@ -305,77 +227,6 @@ def normalize_app_password(password: str) -> str:
     return password
 
 
-def app_setting(name: str) -> Any:
-    """A ``GMAIL_SMTP`` knob, read now (not at import) so ``override_settings`` works."""
-    configured = getattr(settings, "GMAIL_SMTP", None) or {}
-    return configured.get(name, APP_SETTINGS[name])
-
-
-def number_setting(
-    key: str,
-    *,
-    integer: bool = False,
-    minimum: float = 0,
-    allow_none: bool = False,
-    configured: Mapping[str, Any] | None = None,
-) -> Any:
-    """A numeric ``GMAIL_SMTP`` knob, checked once for every caller.
-
-    A wrong value raises :class:`GmailConfigError` naming the key (never a bare
-    ``ValueError``, and never hidden by ``fail_silently``). ``configured`` lets a
-    caller that reads many knobs pass the dict it already has.
-    """
-    if configured is None:
-        configured = getattr(settings, "GMAIL_SMTP", None) or {}
-    value = configured.get(key, APP_SETTINGS[key])
-    if value is None and allow_none:
-        return None
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = int(value) if integer else float(value)
-        if (integer and isinstance(value, float) and value != number) or number < minimum:
-            raise ValueError
-    except (TypeError, ValueError):
-        values = {"key": key, "value": value, "minimum": f"{minimum:g}"}
-        if integer and allow_none:
-            message = _("GMAIL_SMTP[%(key)r] is %(value)r; it must be a whole number of at least %(minimum)s, or None.")
-        elif integer:
-            message = _("GMAIL_SMTP[%(key)r] is %(value)r; it must be a whole number of at least %(minimum)s.")
-        elif allow_none:
-            message = _("GMAIL_SMTP[%(key)r] is %(value)r; it must be a number of at least %(minimum)s, or None.")
-        else:
-            message = _("GMAIL_SMTP[%(key)r] is %(value)r; it must be a number of at least %(minimum)s.")
-        raise GmailConfigError(
-            message % values,
-            hint=_(
-                "See the GMAIL_SMTP settings in the README (README.md#gmail_smtp-settings) for every key and its default."
-            ),
-            check_id=None,  # found where the knob is used; no system check reads these knobs
-        ) from None
-    return number
-
-
-def mailers_enabled() -> bool:
-    """True on Django 6.1+ when the project defines ``MAILERS``."""
-    return django.VERSION >= (6, 1) and hasattr(settings, "MAILERS")
-
-
-def legacy_setting(name: str) -> tuple[bool, Any]:
-    """(explicitly set?, value) for a deprecated ``EMAIL_*`` setting.
-
-    On Django 6.1 reading ``settings.EMAIL_*`` from outside Django emits a
-    deprecation warning; the project already got one for setting it, so the
-    value is read from the settings holder directly.
-    """
-    holder: Any = settings  # django-stubs types LazySettings as Settings
-    if not holder.is_overridden(name):
-        return False, None
-    if django.VERSION >= (6, 1):
-        return True, getattr(holder._wrapped, name)
-    return True, getattr(holder, name)
-
-
 def url_password(url: Any) -> str:
     """The password in ``scheme://user:password@host`` (percent-decoded); ``""`` if none or not a URL."""
     if not isinstance(url, str) or "://" not in url:
@@ -387,15 +238,6 @@ def url_password(url: Any) -> str:
     return unquote(password) if password else ""
 
 
-def email_url_sources() -> dict[str, str]:
-    """Where an ``EMAIL_URL`` is configured: ``{"os.environ['EMAIL_URL']": url, "settings.EMAIL_URL": url}``."""
-    found = {
-        "os.environ['EMAIL_URL']": os.environ.get("EMAIL_URL"),
-        "settings.EMAIL_URL": getattr(settings, "EMAIL_URL", None),
-    }
-    return {place: url for place, url in found.items() if isinstance(url, str) and url}
-
-
 def configured_secrets() -> list[str]:
     """Every secret the settings and the environment hold for this app.
 
@@ -404,7 +246,7 @@ def configured_secrets() -> list[str]:
     ``GMAIL_SMTP["ENCRYPTION_KEYS"]``. Stored accounts are not read: no database query.
     """
     values: list[Any] = [legacy_setting("EMAIL_HOST_PASSWORD")[1]]
-    configured = getattr(settings, "GMAIL_SMTP", None)
+    configured = configured_gmail_smtp()  # as written: the error reporter must not fail on a bad one
     if isinstance(configured, Mapping):
         values += [configured.get(key) for key, option in APP_SETTING_OPTIONS.items() if option in SECRET_OPTIONS]
         keys = configured.get("ENCRYPTION_KEYS")
@@ -414,7 +256,7 @@ def configured_secrets() -> list[str]:
         options = mailer.get("OPTIONS") if isinstance(mailer, Mapping) else None
         if isinstance(options, Mapping):
             values += [options.get(name) for name in SECRET_OPTIONS]
-    values += [os.environ.get(name) for name, option in ENV_OPTIONS.items() if option in SECRET_OPTIONS]
+    values += [environment_variable(name) for name, option in ENV_OPTIONS.items() if option in SECRET_OPTIONS]
     values += [url_password(url) for url in email_url_sources().values()]
     secrets = [value.decode("utf-8", "replace") if isinstance(value, bytes) else value for value in values]
     return [secret for secret in secrets if isinstance(secret, str) and secret]
@@ -423,7 +265,7 @@ def configured_secrets() -> list[str]:
 def _environment() -> dict[str, tuple[Any, str]]:
     """Option values from ``EMAIL_URL`` (django-environ syntax) and ``GMAIL_SMTP_*``."""
     found: dict[str, tuple[Any, str]] = {}
-    url = os.environ.get("EMAIL_URL")
+    url = environment_variable("EMAIL_URL")
     if url:
         import environ  # django-environ; imported lazily, only when EMAIL_URL is set
 
@@ -447,7 +289,7 @@ def _environment() -> dict[str, tuple[Any, str]]:
                 found.setdefault("use_tls", (False, "EMAIL_URL"))
                 found.setdefault("use_ssl", (False, "EMAIL_URL"))
     for variable, option in ENV_OPTIONS.items():
-        raw = os.environ.get(variable)
+        raw = environment_variable(variable)
         if raw:
             found[option] = (raw, variable)
     return found
@@ -480,10 +322,19 @@ def _given(option: str, value: Any) -> bool:
     return bool(value) if option in FALSY_MEANS_UNSET else True
 
 
+AccountSource = Callable[[str], Mapping[str, Any] | None]
+"""Where :func:`resolve` finds a stored account: its name -> its options (host, port, username,
+password or OAuth2 parts...), or None when there are no stored accounts yet (before
+``migrate``: the settings are used). It raises :class:`GmailConfigError` for an account it
+cannot give (unknown, disabled, undecryptable...). The backend, ``gmail_check``, the checks and
+the admin pass :func:`django_gmail_smtp.accounts.account_options`, which caches the accounts."""
+
+
 def resolve(
     options: Mapping[str, Any] | None = None,
     *,
     alias: str | None = None,
+    accounts: AccountSource | None = None,
 ) -> SmtpConfig:
     """Resolve the SMTP configuration for a backend instance.
 
@@ -494,16 +345,19 @@ def resolve(
     on Django 6.1 (keyword arguments are then its OPTIONS); without an alias the legacy
     ``EMAIL_*`` settings are consulted. Errors are :class:`GmailConfigError`; with an
     alias their text starts with ``MAILERS['alias']: `` as Django's ``InvalidMailer`` does.
+
+    ``accounts`` is the :data:`AccountSource` a named stored account comes from; a configuration
+    that names one cannot be resolved without it (``TypeError``: a mistake of the caller).
     """
     try:
-        return _resolve(dict(options or {}), alias)
+        return _resolve(dict(options or {}), alias, accounts)
     except GmailConfigError as exc:
         if alias is None or exc.alias is not None:
             raise
         raise exc.for_alias(alias) from None
 
 
-def _resolve(options: dict[str, Any], alias: str | None) -> SmtpConfig:
+def _resolve(options: dict[str, Any], alias: str | None, accounts: AccountSource | None) -> SmtpConfig:
     values: dict[str, Any] = {}
     provenance: dict[str, Value] = {}
 
@@ -524,9 +378,12 @@ def _resolve(options: dict[str, Any], alias: str | None) -> SmtpConfig:
     account = options.get("account") or app_setting("ACCOUNT")
     stored: str | None = None
     if account:
-        from .accounts import account_options  # lazy: the ORM is only needed for stored accounts
-
-        found = account_options(str(account))
+        if accounts is None:
+            raise TypeError(
+                f"The configuration names the stored account {str(account)!r}, but resolve() was given no "
+                "account source: pass accounts=django_gmail_smtp.accounts.account_options."
+            )
+        found = accounts(str(account))
         if found is not None:
             stored = str(account)
         origin = format_lazy(gettext_lazy("stored account {name!r}"), name=str(account))
@@ -696,8 +553,8 @@ def with_mailbox(config: SmtpConfig) -> SmtpConfig:
             values[option] = app_setting(key)
             provenance[option] = Value(SOURCE_SETTINGS, f"GMAIL_SMTP[{key!r}]")
     for variable, option in ENV_OPTIONS.items():
-        if option in MAILBOX_OPTIONS and option not in values and os.environ.get(variable):
-            values[option] = os.environ[variable]
+        if option in MAILBOX_OPTIONS and option not in values and (raw := environment_variable(variable)):
+            values[option] = raw
             provenance[option] = Value(SOURCE_ENVIRONMENT, variable)
     mailbox = _mailbox(values, provenance, config.host)
     return replace(config, provenance=provenance, **mailbox)

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import base64
 import functools
-from collections.abc import Sequence
-from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
@@ -28,7 +26,7 @@ from django.conf import settings
 from django.utils.translation import gettext
 from django.views.decorators.debug import sensitive_variables
 
-from .conf import app_setting
+from .app_settings import configured_keys, generate_hint, validate_keys  # the keys: also importable from here
 from .exceptions import GmailConfigError
 
 __all__ = [
@@ -47,8 +45,6 @@ __all__ = [
 
 HKDF_SALT = b"django-gmail-smtp"
 HKDF_INFO = b"django_gmail_smtp.GmailAccount secret, Fernet key, v1"
-GENERATE_COMMAND = 'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
-KEYS_CHECK_ID = "gmail_smtp.E019"
 
 
 def generate_key() -> str:
@@ -63,69 +59,6 @@ def derive_key(secret: str | bytes) -> bytes:
     material = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
     kdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=HKDF_SALT, info=HKDF_INFO)
     return base64.urlsafe_b64encode(kdf.derive(material))
-
-
-def _generate_hint() -> str:
-    return gettext("Generate a key with: %(command)s") % {"command": GENERATE_COMMAND}
-
-
-@sensitive_variables()
-def validate_keys(raw: Any) -> list[bytes]:
-    """The keys of a ``GMAIL_SMTP["ENCRYPTION_KEYS"]`` value, checked to be Fernet keys.
-
-    Only their shape is checked (URL-safe base64 of 32 bytes): nothing is decrypted. Raises
-    :class:`GmailConfigError` (``gmail_smtp.E019``) naming the position of a bad key, never
-    the key itself.
-    """
-    if isinstance(raw, str | bytes) or not isinstance(raw, Sequence):
-        raise GmailConfigError(
-            gettext(
-                "GMAIL_SMTP['ENCRYPTION_KEYS'] must be a list of Fernet keys, the current one first, not a %(type)s."
-            )
-            % {"type": type(raw).__name__},
-            hint=gettext(
-                "Write GMAIL_SMTP['ENCRYPTION_KEYS'] = [os.environ['GMAIL_SMTP_KEY']], or remove it to "
-                "derive the key from SECRET_KEY."
-            )
-            + " "
-            + _generate_hint(),
-            check_id=KEYS_CHECK_ID,
-        )
-    if not raw:
-        raise GmailConfigError(
-            gettext("GMAIL_SMTP['ENCRYPTION_KEYS'] is an empty list."),
-            hint=gettext("Put at least one Fernet key in it, or remove it to derive the key from SECRET_KEY.")
-            + " "
-            + _generate_hint(),
-            check_id=KEYS_CHECK_ID,
-        )
-    keys = []
-    for position, key in enumerate(raw):
-        candidate = key.encode("ascii", "replace") if isinstance(key, str) else key
-        try:
-            Fernet(candidate)
-        except (TypeError, ValueError):
-            raise GmailConfigError(
-                gettext(
-                    "GMAIL_SMTP['ENCRYPTION_KEYS'][%(position)d] is not a valid Fernet key (32 bytes in "
-                    "URL-safe base64: 44 characters ending with '=')."
-                )
-                % {"position": position},
-                hint=gettext("Replace it with a key made for this purpose.") + " " + _generate_hint(),
-                check_id=KEYS_CHECK_ID,
-            ) from None
-        keys.append(candidate)
-    return keys
-
-
-@sensitive_variables()
-def configured_keys() -> list[bytes]:
-    """The keys of ``GMAIL_SMTP["ENCRYPTION_KEYS"]`` (empty when it is not set), validated.
-
-    Error messages name the position of a bad key, never the key itself.
-    """
-    raw = app_setting("ENCRYPTION_KEYS")
-    return [] if raw is None else validate_keys(raw)
 
 
 @sensitive_variables()
@@ -146,7 +79,7 @@ def encryption_keys() -> list[bytes]:
                 "There is no key to encrypt stored Gmail account secrets with: SECRET_KEY is empty "
                 "and GMAIL_SMTP['ENCRYPTION_KEYS'] is not set."
             ),
-            hint=gettext("Set SECRET_KEY, or GMAIL_SMTP['ENCRYPTION_KEYS'].") + " " + _generate_hint(),
+            hint=gettext("Set SECRET_KEY, or GMAIL_SMTP['ENCRYPTION_KEYS'].") + " " + generate_hint(),
             check_id="gmail_smtp.E025",
         )
     return keys

@@ -6,6 +6,10 @@ end (the connection set-up, one command and its replies, a ``send_messages()`` c
 token request); before each blocking call the socket gets what is left of it, and when nothing
 is left the operation fails with :class:`~django_gmail_smtp.exceptions.DeadlineExceeded`,
 whose message names the deadline. README.md#hostile-or-broken-servers has the numbers.
+
+The one deadline class of the package: the SMTP session, the OAuth2 token request and the
+round trip's mailbox clients (:mod:`.bounded_io`) all count down with it. The clock is a
+parameter, so a test passes a fake one.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import math
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.utils.functional import Promise
@@ -36,6 +41,7 @@ _MESSAGES: dict[str, Promise] = {
     "write": gettext_lazy("The server did not take the data within %(seconds)s s (the timeout)."),
     "batch": gettext_lazy("send_messages() did not finish within its time budget of %(seconds)s s (%(subject)s)."),
     "token": gettext_lazy("no complete answer within %(seconds)s s, the timeout for the whole request"),
+    "overall": gettext_lazy("no answer within the overall limit of %(seconds)s s"),
 }
 
 
@@ -45,35 +51,54 @@ def set_timeout(sock: Any, seconds: float) -> None:
 
 
 class Deadline:
-    """The moment (``time.monotonic()``) by which an operation must end, and what it was for.
+    """The moment (on ``clock``, ``time.monotonic`` by default) by which an operation must end,
+    and what it was for.
 
-    ``kind`` picks the message (``setup``, ``step``, ``reply``, ``write``, ``batch``, ``token``);
-    ``subject`` fills it in (a server, a step's name). ``seconds=None`` means no deadline.
+    ``kind`` picks the message (``setup``, ``step``, ``reply``, ``write``, ``batch``, ``token``,
+    ``overall``: the round trip's mailbox conversation); ``subject`` fills it in (a server, a
+    step's name). ``seconds=None`` means no deadline.
     """
 
-    __slots__ = ("at", "kind", "seconds", "subject")
+    __slots__ = ("at", "clock", "kind", "seconds", "subject")
 
-    def __init__(self, seconds: float | None, kind: str, subject: str | Promise = "") -> None:
+    def __init__(
+        self,
+        seconds: float | None,
+        kind: str = "overall",
+        subject: str | Promise = "",
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.seconds = seconds
         self.kind = kind
         self.subject = subject
-        self.at = math.inf if seconds is None else time.monotonic() + seconds
+        self.clock = clock
+        self.at = math.inf if seconds is None else clock() + seconds
 
     def restart(self) -> None:
         """Start counting again from now (a new exchange)."""
         if self.seconds is not None:
-            self.at = time.monotonic() + self.seconds
+            self.at = self.clock() + self.seconds
 
     @property
     def expired(self) -> bool:
-        return time.monotonic() >= self.at
+        return self.clock() >= self.at
+
+    def remaining(self) -> float:
+        """Seconds left: negative once passed, ``math.inf`` without a deadline."""
+        return self.at - self.clock()
 
     def left(self) -> float:
         """Seconds left (``math.inf`` without a deadline); raises :meth:`error` when none are."""
-        left = self.at - time.monotonic()
+        left = self.remaining()
         if left <= 0:
             raise self.error()
         return left
+
+    def wait(self, timeout: float) -> float:
+        """How long the next wait may last: ``timeout``, shortened to what is left; raises
+        :meth:`error` when nothing is."""
+        return min(timeout, self.left())
 
     def earlier(self, other: Deadline | None) -> Deadline:
         """Whichever of the two ends first."""

@@ -31,12 +31,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from django.conf import settings
-
-from .causes import CATALOGUE, Cause, explain_exception, explain_reply
-from .conf import APP_SETTINGS, number_setting
+from .app_settings import flag_setting, gmail_smtp, number_setting
+from .causes import CATALOGUE, Cause, explain_reply
 from .deadline import Deadline
-from .exceptions import with_cause
+from .exceptions import explain_exception, one_line, reply_line, with_cause
 from .retry import RetryPolicy
 from .session import Reply, SMTPSession, Transaction
 
@@ -54,7 +52,7 @@ __all__ = [
     "DeliveryStatus",
     "Job",
     "RecipientStatus",
-    "deliver",
+    "send_batch",
     "send_budget",
 ]
 
@@ -144,12 +142,12 @@ class DeliveryOptions:
     @classmethod
     def from_settings(cls) -> DeliveryOptions:
         # One read of GMAIL_SMTP (not one per knob): this runs for every send_mail() call.
-        configured = getattr(settings, "GMAIL_SMTP", None) or {}
+        configured = gmail_smtp()
         return cls(
-            reuse=bool(configured.get("REUSE_CONNECTIONS", APP_SETTINGS["REUSE_CONNECTIONS"])),
+            reuse=flag_setting("REUSE_CONNECTIONS", configured=configured),
             idle_timeout=number_setting("POOL_IDLE_TIMEOUT", configured=configured),
             noop_after=number_setting("POOL_NOOP_AFTER", allow_none=True, configured=configured),
-            pipelining=bool(configured.get("PIPELINING", APP_SETTINGS["PIPELINING"])),
+            pipelining=flag_setting("PIPELINING", configured=configured),
             window=number_setting("PIPELINE_WINDOW", integer=True, minimum=1, configured=configured),
             max_recipients=number_setting("MAX_RECIPIENTS", integer=True, minimum=1, configured=configured),
             messages_per_connection=number_setting("MESSAGES_PER_CONNECTION", integer=True, configured=configured),
@@ -249,7 +247,7 @@ def _is_quota(reply: Reply | None) -> bool:
     return reply is not None and reply.code == 550 and explain_reply(reply.code, reply.text) is CATALOGUE["daily_quota"]
 
 
-def _cause_of(exc: BaseException | None) -> Cause | None:
+def _carried_cause(exc: BaseException | None) -> Cause | None:
     return getattr(exc, "cause", None)
 
 
@@ -257,11 +255,11 @@ def _is_drop(exc: BaseException | None, reply: Reply | None) -> bool:
     """A connection that went away (hang-up, idle timeout): no reason to wait before reconnecting."""
     if reply is not None:
         return explain_reply(reply.code, reply.text) is CATALOGUE["idle_timeout"]
-    found = _cause_of(exc)
+    found = _carried_cause(exc)
     return found is None or found.id in ("disconnected", "idle_timeout")
 
 
-class _Run:
+class _Batch:
     def __init__(
         self,
         jobs: Sequence[Job],
@@ -351,7 +349,7 @@ class _Run:
             try:
                 return self.connections.acquire(self.limit)
             except OSError as exc:
-                found = _cause_of(exc)
+                found = _carried_cause(exc)
                 failures += 1
                 if found is None or not found.temporary or failures >= self.policy.attempts:
                     self.stop_error = exc
@@ -366,7 +364,7 @@ class _Run:
         if self.waited + delay > self.policy.timeout or (limit is not None and time.monotonic() + delay >= limit.at):
             self.stop_error = trouble
             return False
-        logger.info("Temporary failure (%s); retrying in %.2f s.", _one_line(trouble), delay)
+        logger.info("Temporary failure (%s); retrying in %.2f s.", one_line(trouble), delay)
         self.sleep(delay)
         self.waited += delay
         return True
@@ -538,14 +536,7 @@ class _Run:
             job.error = error
 
 
-def _one_line(exc: BaseException | None) -> str:
-    if isinstance(exc, smtplib.SMTPResponseException):
-        text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
-        return f"{exc.smtp_code} {text.splitlines()[0] if text else ''}".strip()
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
-
-
-def deliver(
+def send_batch(
     jobs: Sequence[Job],
     connections: Connections,
     options: DeliveryOptions,
@@ -560,13 +551,13 @@ def deliver(
     Returns the error that stopped the batch early (daily quota, a connection
     that could not be made, the retry budget or the time budget used up), or None.
     """
-    run = _Run(jobs, connections, options, sleep, rng, timeout)
+    run = _Batch(jobs, connections, options, sleep, rng, timeout)
     run.run()
     for job in jobs:
         status = job.status
         if not status.sent or status.status == PARTIAL:
             status.error = job.error or run.stop_error
-            status.cause = _cause_of(status.error)
+            status.cause = _carried_cause(status.error)
     return run.stop_error
 
 
@@ -593,7 +584,7 @@ def report(jobs: Sequence[Job], sender: type, stop_error: BaseException | None) 
                 )
             signal = message_sent
         else:
-            why = _one_line(status.error) if status.error is not None else "not sent"
+            why = one_line(status.error) if status.error is not None else "not sent"
             cause_id = f" [{status.cause.id}]" if status.cause is not None else ""
             logger.warning("Message %s %s: %s%s", mid, _OUTCOME_WORDS[status.status], why, cause_id)
             signal = message_failed
@@ -615,9 +606,7 @@ _OUTCOME_WORDS = {
 
 
 def _reply_line(reply: Reply | None) -> str:
-    if reply is None:
-        return "-"
-    return f"{reply.code} {reply.text.splitlines()[0] if reply.text else ''}".strip()
+    return "-" if reply is None else reply_line(reply.code, reply.text)
 
 
 def failure_to_raise(jobs: Sequence[Job], stop_error: BaseException | None) -> BaseException | None:

@@ -36,23 +36,40 @@ import ssl
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from importlib import resources
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from django.core.mail.utils import DNS_NAME
-from django.utils.translation import get_language, gettext_lazy, ngettext
+from django.utils.translation import get_language, gettext_lazy
 from django.utils.translation import gettext as _
 
 from . import conf, rules
-from .causes import CATALOGUE, Cause, explain_exception
+from .causes import CATALOGUE, Cause
 from .conf import SmtpConfig, is_loopback
 from .deadline import Deadline, connect, handshake, set_timeout
-from .exceptions import DeadlineExceeded, GmailConfigError, GmailSMTPError, OAuthError
-from .redaction import Redactor
+from .diagnosis import (
+    EXIT_CODES,
+    EXIT_OK,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
+    FAILED,
+    OK,
+    ROUND_TRIP_EXIT_CODES,
+    SCHEMA_VERSION,
+    SKIPPED,
+    WARNING,
+    Diagnosis,
+    Run,
+    Step,
+    StepCallback,
+    tls_facts,
+)
+from .envelope import build_envelope
+from .exceptions import GmailConfigError, describe_error, explain_exception, is_silent, reply_text
 from .roundtrip import ROUND_TRIP_STEPS
 from .roundtrip import STEP_TITLES as ROUND_TRIP_TITLES
 from .rules import Problem
@@ -70,6 +87,7 @@ __all__ = [
     "FAILED",
     "JSON_SCHEMA",
     "OK",
+    "ROUND_TRIP_EXIT_CODES",
     "SCHEMA_VERSION",
     "SKIPPED",
     "STEP_IDS",
@@ -84,8 +102,6 @@ __all__ = [
 
 # -- statuses, steps and exit codes --------------------------------------------------------
 
-OK, WARNING, FAILED, SKIPPED = "ok", "warning", "failed", "skipped"
-STATUSES = (OK, WARNING, FAILED, SKIPPED)
 
 #: Every step name, in the order they can appear. ``ehlo`` appears twice with
 #: STARTTLS (before and after TLS; ``data["tls"]`` tells which). With implicit TLS
@@ -95,50 +111,6 @@ STEP_NAMES = (*_SMTP_STEPS, *ROUND_TRIP_STEPS)  # the round trip's: django_gmail
 #: Step ids, unique within a run: the name, except that an EHLO over TLS is ``ehlo_tls``.
 STEP_IDS = (*_SMTP_STEPS[:6], "ehlo_tls", *_SMTP_STEPS[6:], *ROUND_TRIP_STEPS)
 
-EXIT_OK = 0
-#: A bug or an error nobody expected (Django's default CommandError status).
-EXIT_UNEXPECTED = 1
-#: Wrong command-line usage (argparse's status).
-EXIT_USAGE = 2
-#: The exit status for a failure at each step.
-EXIT_CODES: Mapping[str, int] = {
-    "config": 3,
-    "dns": 4,
-    "connect": 5,
-    "greeting": 6,
-    "tls": 7,
-    "ehlo": 8,
-    "auth": 9,
-    "send": 10,
-    "quit": 11,
-    # Added later, so numbered after the others (exit codes never change meaning).
-    "token": 12,
-}
-#: Exit statuses of the round trip (``--round-trip``), by what went wrong with the mailbox.
-ROUND_TRIP_EXIT_CODES: Mapping[str, int] = {
-    "mailbox_connect": 13,  # the IMAP/POP3 server could not be reached (DNS, TCP, TLS, greeting)
-    "mailbox_disabled": 14,  # IMAP (or POP) access is turned off for the account
-    "mailbox_sign_in": 15,  # the mailbox sign-in was refused
-    "mailbox_folder": 16,  # a folder could not be listed or opened
-    "not_arrived": 17,  # the test message did not arrive in time
-    "spam": 18,  # the test message arrived in Spam
-    "mailbox_protocol": 19,  # the mailbox server broke off or broke the protocol
-}
-# What a failed round-trip step or its cause means, for the exit status: causes first, then steps.
-_ROUND_TRIP_FAILURES = {
-    "imap_disabled": "mailbox_disabled",
-    "pop_disabled": "mailbox_disabled",
-    "imap_no_folder": "mailbox_folder",
-    "round_trip_timeout": "not_arrived",
-    "round_trip_spam": "spam",
-    "imap_protocol": "mailbox_protocol",
-    "pop_protocol": "mailbox_protocol",
-    "imap_connect": "mailbox_connect",
-    "pop_connect": "mailbox_connect",
-    "imap_auth": "mailbox_sign_in",
-    "pop_auth": "mailbox_sign_in",
-    "imap_folders": "mailbox_folder",
-}
 
 #: Ports where a server speaks TLS from the first byte (SMTPS, IMAPS, POP3S, HTTPS):
 #: a STARTTLS or plain client waits only briefly for a greeting there.
@@ -180,270 +152,11 @@ _FAMILIES: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 # -- results -------------------------------------------------------------------------------
 
 
-@dataclass
-class Step:
-    """One step of the test: what was done, how long it took, and what came of it.
-
-    ``details`` are human sentences (in the active language); ``data`` holds the
-    same facts for machines (addresses, TLS version, capabilities, replies).
-    """
-
-    name: str
-    title: str
-    status: str = OK
-    duration: float | None = None
-    details: list[str] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
-    error: str = ""
-    cause: Cause | None = None
-    id: str = ""
-    """Unique within a run (:data:`STEP_IDS`); the name unless set."""
-
-    def __post_init__(self) -> None:
-        self.id = self.id or self.name
-
-    @property
-    def ok(self) -> bool:
-        return self.status in (OK, WARNING, SKIPPED)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "title": self.title,
-            "status": self.status,
-            "duration": None if self.duration is None else round(self.duration, 4),
-            "details": list(self.details),
-            "data": self.data,
-            "error": self.error or None,
-            "cause_id": self.cause.id if self.cause else None,
-        }
-
-
-@dataclass
-class Diagnosis:
-    """The outcome of one run: the configuration, the rule findings, the steps and the cause."""
-
-    config: SmtpConfig | None
-    problems: list[Problem] = field(default_factory=list)
-    steps: list[Step] = field(default_factory=list)
-    cause: Cause | None = None
-    failed_step: str | None = None
-    """The name of the step that failed (:data:`STEP_NAMES`; the exit status depends on it)."""
-    failed_step_id: str | None = None
-    """Its id (:data:`STEP_IDS`), unique within the run."""
-    error: str = ""
-    transcript: Transcript = field(default_factory=Transcript)
-    language: str = ""
-    duration: float = 0.0
-    mailbox_transcript: Transcript = field(default_factory=Transcript)
-    """The IMAP or POP3 conversation of the round trip (sign-in redacted)."""
-    round_trip: dict[str, Any] | None = None
-    """What the round trip found (``--round-trip``): folder, seconds, From, verdicts, TLS."""
-    unexpected: str = ""
-    """The traceback (secrets redacted) of an error no step expects: a bug; exit status 1."""
-    redactor: Redactor = field(init=False, repr=False, compare=False)
-    """Hides the configuration's secrets, and the access tokens fetched during the run."""
-
-    def __post_init__(self) -> None:
-        self.redactor = Redactor.for_config(self.config)
-
-    @property
-    def ok(self) -> bool:
-        return self.failed_step is None
-
-    @property
-    def outcome(self) -> str:
-        """``"ok"``, ``"config_error"`` (nothing was sent over the network) or ``"failed"``."""
-        if self.failed_step is None:
-            return "ok"
-        return "config_error" if self.failed_step == "config" else "failed"
-
-    @property
-    def exit_code(self) -> int:
-        if self.failed_step is None:
-            return EXIT_OK
-        if self.unexpected:
-            return EXIT_UNEXPECTED
-        if self.failed_step == "round_trip_send":
-            return EXIT_CODES["send"]
-        if self.failed_step in EXIT_CODES:
-            return EXIT_CODES[self.failed_step]
-        kind = _ROUND_TRIP_FAILURES.get(self.cause.id if self.cause else "") or _ROUND_TRIP_FAILURES.get(
-            self.failed_step
-        )
-        return ROUND_TRIP_EXIT_CODES[kind] if kind else EXIT_UNEXPECTED
-
-    def redact(self, text: str) -> str:
-        """``text`` without any secret of the configuration, in any encoding."""
-        return self.redactor(text)
-
-    def transcript_lines(self) -> list[tuple[str, str]]:
-        """The SMTP conversation as ``(direction, text)``; credentials already hidden."""
-        return [(direction, self.redactor(text)) for direction, text in self.transcript.lines]
-
-    def mailbox_transcript_lines(self) -> list[tuple[str, str]]:
-        """The IMAP or POP3 conversation of the round trip as ``(direction, text)``; sign-in hidden."""
-        return [(direction, self.redactor(text)) for direction, text in self.mailbox_transcript.lines]
-
-    def step(self, name: str) -> Step | None:
-        """The last step called ``name``, if it ran."""
-        for step in reversed(self.steps):
-            if step.name == name:
-                return step
-        return None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready document, valid against :data:`JSON_SCHEMA`."""
-        config: dict[str, Any] | None = None
-        if self.config is not None:
-            config = {
-                "alias": self.config.alias,
-                "security": self.config.security,
-                "values": [
-                    _config_value(self.config, *row)
-                    for row in self.config.describe(mailbox=(self.round_trip or {}).get("via", ""))
-                ],
-            }
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "ok": self.ok,
-            "outcome": self.outcome,
-            "failed_step": self.failed_step_id,
-            "exit_code": self.exit_code,
-            "language": self.language,
-            "duration": round(self.duration, 4),
-            "config": config,
-            "problems": [
-                {"id": p.id, "level": p.level, "message": str(p.message), "hint": str(p.hint)} for p in self.problems
-            ],
-            "steps": [step.to_dict() for step in self.steps],
-            "cause": None
-            if self.cause is None
-            else {
-                "id": self.cause.id,
-                "summary": str(self.cause.summary),
-                "fix": str(self.cause.fix),
-                "url": self.cause.url or None,
-                "temporary": self.cause.temporary,
-            },
-            "error": self.error or None,
-            "transcript": [{"direction": d, "text": t} for d, t in self.transcript_lines()],
-            "round_trip": self.round_trip,
-            "mailbox_transcript": [{"direction": d, "text": t} for d, t in self.mailbox_transcript_lines()],
-        }
-
-
-def _config_value(config: SmtpConfig, name: str, shown: str, value: conf.Value) -> dict[str, Any]:
-    """One configuration row for JSON: the value with its own type, null when not set or secret."""
-    raw = getattr(config, name)
-    secret = name in conf.SECRET_OPTIONS
-    given = raw not in (None, "")
-    return {
-        "name": name,
-        "value": raw if given and not secret else None,
-        "set": given,
-        "secret": secret,
-        "display": shown,
-        "source": value.source,
-        "origin": str(value.origin),
-    }
-
-
 # -- the run -------------------------------------------------------------------------------
-
-StepCallback = Callable[[Step], None]
-
-
-class _Run:
-    """Bookkeeping of one run: opens and closes steps and tells the caller as it goes."""
-
-    def __init__(
-        self,
-        diagnosis: Diagnosis,
-        on_step_start: StepCallback | None,
-        on_step_end: StepCallback | None,
-    ) -> None:
-        self.diagnosis = diagnosis
-        self.redact = diagnosis.redactor
-        self.on_step_start = on_step_start
-        self.on_step_end = on_step_end
-        self.current: Step | None = None
-        self._started: dict[int, float] = {}
-        self.impostor: Cause | None = None
-        """Set when a Gmail host greeted unlike Gmail: the cause of any failure after that."""
-
-    def begin(self, name: str, title: str, *, started: float | None = None, step_id: str = "") -> Step:
-        step = Step(name=name, title=title, id=step_id)
-        self._started[id(step)] = time.perf_counter() if started is None else started
-        self.current = step
-        if self.on_step_start is not None:
-            self.on_step_start(step)
-        return step
-
-    def end(self, step: Step, status: str | None = None, *, ended: float | None = None) -> Step:
-        if status is not None:
-            step.status = status
-        finish = time.perf_counter() if ended is None else ended
-        step.duration = max(0.0, finish - self._started.pop(id(step), finish))
-        step.details = [self.redact(str(d)) for d in step.details]
-        step.error = self.redact(step.error)
-        self.diagnosis.steps.append(step)
-        if self.current is step:
-            self.current = None
-        if self.on_step_end is not None:
-            self.on_step_end(step)
-        return step
-
-    def skip(self, name: str, title: str, detail: str) -> Step:
-        step = self.begin(name, title)
-        step.details.append(detail)
-        return self.end(step, SKIPPED)
-
-    def fail(self, step: Step, cause: Cause | None, error: str = "", *, ended: float | None = None) -> None:
-        cause = self.impostor or cause or CATALOGUE["unexpected_error"]
-        step.cause = cause
-        step.error = error
-        self.diagnosis.cause = cause
-        self.diagnosis.failed_step = step.name
-        self.diagnosis.failed_step_id = step.id
-        self.diagnosis.error = self.redact(error)
-        self.end(step, FAILED, ended=ended)
 
 
 def _title(name: str) -> str:
     return str(STEP_TITLES[name])
-
-
-def _error_name(exc: BaseException) -> str:
-    """The exception's own type name, without the ``Gmail`` subclass that carries the cause."""
-    for klass in type(exc).__mro__:
-        if not issubclass(klass, GmailSMTPError):
-            return klass.__name__
-    return type(exc).__name__
-
-
-def describe_error(exc: BaseException) -> str:
-    """A one-paragraph text of what went wrong: the server's reply, or the error's message."""
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        return "\n".join(f"{addr}: {_reply_text(code, text)}" for addr, (code, text) in exc.recipients.items())
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return _reply_text(exc.smtp_code, exc.smtp_error)
-    if isinstance(exc, OAuthError):
-        return f"OAuth2: {exc.args[0] if exc.args else ''}".rstrip()
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"{_error_name(exc)}: {exc.verify_message or exc.reason} ({exc.reason})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{_error_name(exc)}: {exc.strerror}"
-    message = exc.args[0] if exc.args else ""
-    return f"{_error_name(exc)}: {message}" if message else _error_name(exc)
-
-
-def _reply_text(code: int, text: bytes | str) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    lines = text.split("\n") or [""]
-    return "\n".join(f"{code}{' ' if i == len(lines) - 1 else '-'}{line}".rstrip() for i, line in enumerate(lines))
 
 
 def _cause_of(exc: BaseException, stage: str, config: SmtpConfig) -> Cause:
@@ -453,15 +166,6 @@ def _cause_of(exc: BaseException, stage: str, config: SmtpConfig) -> Cause:
     if found is None:
         found = CATALOGUE["unexpected_reply" if isinstance(exc, smtplib.SMTPResponseException) else "unexpected_error"]
     return found
-
-
-def _is_silent(exc: BaseException) -> bool:
-    """No answer at all within the time (a server that answered too slowly is not silent)."""
-    if isinstance(exc, DeadlineExceeded):
-        return not exc.received
-    return isinstance(exc, TimeoutError) or (
-        isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" in str(exc)
-    )
 
 
 # -- step 0: the configuration -------------------------------------------------------------
@@ -490,7 +194,7 @@ def _credentials_cause(config: SmtpConfig, errors: Sequence[Problem]) -> Cause |
     return None
 
 
-def _check_config(run: _Run, config: SmtpConfig, round_trip: RoundTrip | None = None) -> bool:
+def _check_config(run: Run, config: SmtpConfig, round_trip: RoundTrip | None = None) -> bool:
     step = run.begin("config", _title("config"))
     problems = rules.unsilenced(rules.check_config(config))
     run.diagnosis.problems = problems
@@ -558,7 +262,7 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _dns(run: _Run, config: SmtpConfig, timeout: float) -> list[AddrInfo] | None:
+def _dns(run: Run, config: SmtpConfig, timeout: float) -> list[AddrInfo] | None:
     step = run.begin("dns", _("DNS lookup of %(host)s") % {"host": config.host})
     try:
         addresses = _resolve(config.host, config.port, timeout)
@@ -609,7 +313,7 @@ def _error_rank(exc: BaseException) -> int:
     return 2
 
 
-def _connect(run: _Run, config: SmtpConfig, addresses: list[AddrInfo], timeout: float) -> bool:
+def _connect(run: Run, config: SmtpConfig, addresses: list[AddrInfo], timeout: float) -> bool:
     """Try every address at once (a broken IPv6 route must not hide a working IPv4 one)."""
     step = run.begin("connect", _("TCP connection to port %(port)s") % {"port": config.port})
     results: dict[int, tuple[float, BaseException | None]] = {}
@@ -758,71 +462,6 @@ def _is_gmail_greeting(reply: str) -> bool:
 # -- steps 3-7: the SMTP conversation ------------------------------------------------------
 
 
-def _name_text(name: Any) -> str:
-    """``((('commonName', 'x'),), ...)`` from getpeercert() as ``CN=x, O=...``."""
-    short = {
-        "commonName": "CN",
-        "organizationName": "O",
-        "countryName": "C",
-        "organizationalUnitName": "OU",
-        "localityName": "L",
-        "stateOrProvinceName": "ST",
-    }
-    parts = []
-    for rdn in name or ():
-        for key, value in rdn:
-            parts.append(f"{short.get(key, key)}={value}")
-    return ", ".join(parts)
-
-
-def _tls_facts(
-    step: Step, sock: ssl.SSLSocket, config: SmtpConfig, context: ssl.SSLContext, *, host: str | None = None
-) -> None:
-    """The TLS facts of ``sock`` (a connection to ``host``, by default the SMTP host) on ``step``."""
-    host = host or config.host
-    cipher = sock.cipher()
-    cert = sock.getpeercert() or {}
-    data: dict[str, Any] = {
-        "protocol": sock.version(),
-        "cipher": cipher[0] if cipher else None,
-        "bits": cipher[2] if cipher else None,
-        "subject": _name_text(cert.get("subject")),
-        "issuer": _name_text(cert.get("issuer")),
-        "names": [str(entry[1]) for entry in cast(Sequence[Sequence[str]], cert.get("subjectAltName", ()))],
-        "not_after": cert.get("notAfter"),
-        "days_left": None,
-        "hostname": host,
-        "hostname_verified": bool(context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED),
-        "ca_file": config.ssl_cafile or None,
-    }
-    step.details.append(
-        _("%(protocol)s, cipher %(cipher)s (%(bits)s bits)")
-        % {"protocol": data["protocol"], "cipher": data["cipher"], "bits": data["bits"]}
-    )
-    step.details.append(_("certificate subject: %(subject)s") % {"subject": data["subject"] or "-"})
-    step.details.append(_("issued by: %(issuer)s") % {"issuer": data["issuer"] or "-"})
-    if data["not_after"]:
-        expires = ssl.cert_time_to_seconds(str(data["not_after"]))
-        days = int((expires - time.time()) // 86400)
-        data["days_left"] = days
-        day_text = time.strftime("%Y-%m-%d", time.gmtime(expires))
-        step.details.append(
-            ngettext("expires %(date)s (in %(days)d day)", "expires %(date)s (in %(days)d days)", days)
-            % {"date": day_text, "days": days}
-        )
-        if days < 14:
-            step.status = WARNING
-            step.details.append(_("The certificate expires soon."))
-    if data["hostname_verified"]:
-        step.details.append(_("host name %(host)s verified against the certificate") % {"host": host})
-    step.details.append(
-        _("trusted through the CA file %(file)s") % {"file": config.ssl_cafile}
-        if config.ssl_cafile
-        else _("trusted through the system's CA certificates")
-    )
-    step.data = data
-
-
 def _server_lines_since(transcript: Transcript, mark: int) -> list[str]:
     lines = list(transcript.lines)[mark:]
     return [text for direction, text in lines if direction == SERVER]
@@ -840,7 +479,7 @@ _SIGN_IN_ERRORS: tuple[type[Exception], ...] = (*_NETWORK_ERRORS, GmailConfigErr
 class _Conversation:
     """Steps 3-7 over one :class:`SMTPSession`."""
 
-    def __init__(self, run: _Run, config: SmtpConfig, timeout: float, *, from_admin: bool = False) -> None:
+    def __init__(self, run: Run, config: SmtpConfig, timeout: float, *, from_admin: bool = False) -> None:
         self.run = run
         self.config = config
         self.timeout = timeout
@@ -901,13 +540,13 @@ class _Conversation:
         if config.use_ssl and self.tls_step is not None:
             sock = session.client.sock if session.client is not None else None
             if isinstance(sock, ssl.SSLSocket):
-                _tls_facts(self.tls_step, sock, config, session.ssl_context)
+                tls_facts(self.tls_step, sock, config, session.ssl_context)
             self.run.end(self.tls_step, ended=self.marks.get("greeting", greeted))
             self.greeting_step = self.run.begin(
                 "greeting", _title("greeting"), started=self.marks.get("greeting", greeted)
             )
         step = self.greeting_step or self.run.begin("greeting", _title("greeting"))
-        text = _reply_text(code, message)
+        text = reply_text(code, message)
         step.details.append(text)
         step.data = {"code": code, "reply": text}
         if config.is_gmail:
@@ -935,7 +574,7 @@ class _Conversation:
         ended = time.perf_counter()
         cause = _cause_of(exc, stage, config)
         error = describe_error(exc)
-        if name == "greeting" and _is_silent(exc):
+        if name == "greeting" and is_silent(exc):
             step.details.append(_("No greeting within %(seconds)s s.") % {"seconds": f"{patience:g}"})
             if not config.use_ssl:
                 spoken = _probe_tls(config, min(self.timeout, PROBE_WAIT))
@@ -1079,7 +718,7 @@ class _Conversation:
         step.details.extend(_server_lines_since(self.run.diagnosis.transcript, mark)[:1])
         sock = self.session.client.sock if self.session.client is not None else None
         if isinstance(sock, ssl.SSLSocket):
-            _tls_facts(step, sock, self.config, self.session.ssl_context)
+            tls_facts(step, sock, self.config, self.session.ssl_context)
         self.run.end(step)
         return True
 
@@ -1144,7 +783,7 @@ class _Conversation:
         commands = [t for d, t in lines if d == CLIENT and t.upper().startswith("AUTH")]
         mechanism = commands[-1].split(" ")[1] if commands and " " in commands[-1] else ""
         if result is not None:
-            step.details.append(_reply_text(*result))
+            step.details.append(reply_text(*result))
         if mechanism:
             step.details.append(_("method: %(mechanism)s") % {"mechanism": mechanism})
         step.data = {"username": config.username, "mechanism": mechanism, "code": result[0] if result else None}
@@ -1194,7 +833,7 @@ class _Conversation:
         if final:
             step.details.append(_("server's final reply: %(reply)s") % {"reply": final})
         step.data["reply"] = final
-        step.data["refused"] = {addr: _reply_text(code, text) for addr, (code, text) in refused.items()}
+        step.data["refused"] = {addr: reply_text(code, text) for addr, (code, text) in refused.items()}
         if refused:
             step.status = WARNING
             for addr, text in step.data["refused"].items():
@@ -1224,8 +863,6 @@ def _build_message(
     """
     from django.conf import settings
     from django.core.mail import EmailMessage
-
-    from .backend import build_envelope
 
     sender = from_email or (config.username if "@" in config.username else settings.DEFAULT_FROM_EMAIL)
     if from_admin:
@@ -1281,7 +918,7 @@ def run_check(
     """
     started = time.perf_counter()
     diagnosis = Diagnosis(config=config, language=get_language() or "")
-    run = _Run(diagnosis, on_step_start, on_step_end)
+    run = Run(diagnosis, on_step_start, on_step_end)
     timeout = config.timeout if config.timeout and config.timeout > 0 else conf.DEFAULT_TIMEOUT
     try:
         if round_trip is not None:
@@ -1307,7 +944,7 @@ def config_error(exc: GmailConfigError, *, config_name: str = "") -> Diagnosis:
     """The :class:`Diagnosis` of a configuration that ``conf.resolve()`` refused."""
     problem = rules.problem_from_error(exc, config_name)
     diagnosis = Diagnosis(config=None, problems=[problem], language=get_language() or "")
-    run = _Run(diagnosis, None, None)
+    run = Run(diagnosis, None, None)
     step = run.begin("config", _title("config"))
     step.details.append(_("%(id)s (error): %(message)s") % {"id": problem.id, "message": problem.message})
     if problem.hint:
@@ -1328,10 +965,15 @@ def check(
     on_step_start: StepCallback | None = None,
     on_step_end: StepCallback | None = None,
     round_trip: RoundTrip | None = None,
+    accounts: conf.AccountSource | None = None,
 ) -> Diagnosis:
-    """Resolve the configuration the backend would use (see :func:`conf.resolve`) and test it."""
+    """Resolve the configuration the backend would use (see :func:`conf.resolve`) and test it.
+
+    ``accounts`` is where a stored account the configuration names comes from
+    (:func:`django_gmail_smtp.accounts.account_options`, as the backend has it).
+    """
     try:
-        config = conf.resolve(options or {}, alias=alias)
+        config = conf.resolve(options or {}, alias=alias, accounts=accounts)
     except GmailConfigError as exc:
         return config_error(exc, config_name=f"MAILERS[{alias!r}]" if alias else "")
     return run_check(
@@ -1346,9 +988,6 @@ def check(
 
 # -- the JSON document ---------------------------------------------------------------------
 
-#: The ``schema_version`` of :meth:`Diagnosis.to_dict` (and ``gmail_check --json``); it changes
-#: whenever a field changes meaning or type. 2: typed configuration values, step ids, nulls.
-SCHEMA_VERSION = 2
 
 #: JSON Schema (draft 2020-12) of :meth:`Diagnosis.to_dict` and ``gmail_check --json``, from the
 #: file shipped in the package (``django_gmail_smtp/schemas/gmail_check.schema.json``).

@@ -18,17 +18,17 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+
+from .causes import CATALOGUE, Cause, explain_reply
+from .hosts import is_loopback
 
 try:  # Django 6.1+: the error of a MAILERS entry
     from django.core.mail import InvalidMailer as _MailerError
 except ImportError:  # Django 5.2 / 6.0
     _MailerError = ImproperlyConfigured  # type: ignore[assignment,misc]
-
-if TYPE_CHECKING:
-    from .causes import Cause
 
 __all__ = [
     "CAUSE_CLASSES",
@@ -42,6 +42,15 @@ __all__ = [
     "SecretDecryptionError",
     "SecretDestinationError",
     "TLSRequiredError",
+    "describe_error",
+    "error_name",
+    "explain_exception",
+    "is_silent",
+    "one_line",
+    "reply_line",
+    "reply_of",
+    "reply_text",
+    "timed_out",
     "with_cause",
 ]
 
@@ -392,3 +401,169 @@ class MailboxError(PickleByState, GmailSMTPError, OSError):
         self.cause = cause
         self.stage = stage
         self.reply = reply
+
+
+# -- what an exception means ------------------------------------------------------------------
+
+
+def timed_out(exc: BaseException) -> bool:
+    """A timeout: ``TimeoutError`` (``socket.timeout``, :class:`DeadlineExceeded`), or smtplib's
+    "timed out" disconnection."""
+    return isinstance(exc, TimeoutError) or (
+        isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" in str(exc)
+    )
+
+
+def is_silent(exc: BaseException) -> bool:
+    """No answer at all within the time: a timeout, unless the server had started to answer (a
+    deadline passed with bytes received) or a whole batch ran out of time."""
+    if isinstance(exc, DeadlineExceeded) and (exc.received or exc.kind == "batch"):
+        return False
+    return timed_out(exc)
+
+
+# OpenSSL's words for "the peer sent plain text where a TLS record was expected".
+_PLAINTEXT_TLS_ERRORS = ("packet length too long", "record layer failure", "unknown protocol")
+
+
+def explain_exception(
+    exc: BaseException, *, stage: str = "", port: int | None = None, use_ssl: bool = False, host: str = ""
+) -> Cause | None:
+    """Map an exception raised while talking to the server to a known cause.
+
+    ``stage`` is where it happened (``connect``, ``greeting``, ``starttls``,
+    ``ehlo``, ``auth``, ``mail``...); ``port``/``use_ssl`` tell a silent
+    implicit-TLS port from a blocked one; ``host`` tells a local server (the
+    sandbox, whose certificate only its own CA file trusts) from a remote one.
+    """
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        for code, text in exc.recipients.values():
+            found = explain_reply(code, text)
+            if found:
+                return found
+        return None
+    if isinstance(exc, smtplib.SMTPResponseException):
+        found = explain_reply(exc.smtp_code, exc.smtp_error)
+        if found is None and stage == "starttls":
+            return CATALOGUE["starttls_not_offered"]
+        return found
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        missing = str(exc).lower()
+        if "starttls" in missing:
+            return CATALOGUE["starttls_not_offered"]
+        if "auth" in missing:
+            return CATALOGUE["auth_not_offered"]
+        if "smtputf8" in missing:
+            return CATALOGUE["smtputf8_required"]
+        return None
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = f"{exc.verify_message} {exc}".lower()
+        if "hostname" in reason or "ip address mismatch" in reason:
+            return CATALOGUE["cert_hostname_mismatch"]
+        if "expired" in reason or "not yet valid" in reason:
+            return CATALOGUE["cert_expired"]
+        # Gmail's certificates are public; an untrusted one on loopback is a local server's.
+        return CATALOGUE["sandbox_cert_untrusted" if is_loopback(host) else "cert_untrusted"]
+    if isinstance(exc, ssl.SSLError):
+        reason = str(exc).lower()
+        if "wrong_version_number" in reason or "wrong version number" in reason:
+            return CATALOGUE["tls_on_starttls_port"]
+        # Newer OpenSSL versions word "plain text where a TLS record was expected" differently.
+        if use_ssl and stage in ("tls", "connect") and any(w in reason for w in _PLAINTEXT_TLS_ERRORS):
+            return CATALOGUE["tls_on_starttls_port"]
+        return CATALOGUE["tls_failed"]
+    if timed_out(exc):
+        if not is_silent(exc):
+            return CATALOGUE["deadline_exceeded"]  # not silent: it spoke, too slowly
+        if stage == "connect":
+            return CATALOGUE["port_blocked"]
+        if stage in ("greeting", "ehlo", "starttls") and port == 465 and not use_ssl:
+            return CATALOGUE["plain_on_tls_port"]
+        if stage == "greeting":
+            return CATALOGUE["no_greeting"]
+        if stage == "tls":
+            return CATALOGUE["tls_no_answer"]
+        return CATALOGUE["timeout"]
+    if isinstance(exc, ReplyTooLongError):
+        return CATALOGUE["reply_too_long"]
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return CATALOGUE["disconnected"]
+    if isinstance(exc, socket.gaierror):
+        return CATALOGUE["dns_failure"]
+    if isinstance(exc, ConnectionRefusedError):
+        return CATALOGUE["connection_refused"]
+    if isinstance(exc, OSError) and exc.errno in (101, 113):  # ENETUNREACH, EHOSTUNREACH
+        return CATALOGUE["network_unreachable"]
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return CATALOGUE["disconnected"]
+    if isinstance(exc, UnicodeError) and stage in ("dns", "connect"):
+        return CATALOGUE["dns_failure"]  # a host name the IDNA codec rejects (empty or long label)
+    if isinstance(exc, smtplib.SMTPException) and "no suitable authentication" in str(exc).lower():
+        return CATALOGUE["no_auth_mechanism"]
+    return None
+
+
+# -- an exception in words ------------------------------------------------------------------
+# Logs, the delivery log, the daily-limit guard and the diagnosis all word a failure the same
+# way: the server's reply when there is one, else the exception's own type and message.
+
+
+def error_name(exc: BaseException) -> str:
+    """The exception's own type name: not the subclass that carries the cause, nor a mixin
+    (``TimeoutError`` for :class:`GmailTimeoutError` and :class:`DeadlineExceeded`)."""
+    for klass in type(exc).__mro__:
+        if not issubclass(klass, GmailSMTPError) and klass is not PickleByState:
+            return klass.__name__
+    return type(exc).__name__
+
+
+def _text(text: bytes | str) -> str:
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+
+
+def reply_of(exc: BaseException) -> tuple[int | None, str]:
+    """The server's reply an exception carries: its own, or the first refused recipient's;
+    ``(None, "")`` when it carries none."""
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code, _text(exc.smtp_error)
+    if isinstance(exc, smtplib.SMTPRecipientsRefused) and exc.recipients:
+        code, text = next(iter(exc.recipients.values()))
+        return int(code), _text(text)
+    return None, ""
+
+
+def reply_text(code: int, text: bytes | str) -> str:
+    """A reply as the server wrote it, every line with its code (``250-first``, ``250 last``)."""
+    lines = _text(text).split("\n") or [""]
+    return "\n".join(f"{code}{' ' if i == len(lines) - 1 else '-'}{line}".rstrip() for i, line in enumerate(lines))
+
+
+def reply_line(code: int, text: bytes | str) -> str:
+    """A reply in one line: the code and the first line of its text."""
+    lines = _text(text).splitlines()
+    return f"{code} {lines[0] if lines else ''}".strip()
+
+
+def one_line(exc: BaseException) -> str:
+    """A failure in one line: the server's reply (code and first line), else ``Type: first line``."""
+    code, text = reply_of(exc)
+    if code is not None:
+        return reply_line(code, text)
+    lines = str(exc).splitlines()
+    return f"{error_name(exc)}: {lines[0] if lines else ''}".strip().rstrip(":")
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-paragraph text of what went wrong: the server's reply, or the error's message."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return "\n".join(f"{addr}: {reply_text(code, text)}" for addr, (code, text) in exc.recipients.items())
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return reply_text(exc.smtp_code, exc.smtp_error)
+    if isinstance(exc, OAuthError):
+        return f"OAuth2: {exc.args[0] if exc.args else ''}".rstrip()
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"{error_name(exc)}: {exc.verify_message or exc.reason} ({exc.reason})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{error_name(exc)}: {exc.strerror}"
+    message = exc.args[0] if exc.args else ""
+    return f"{error_name(exc)}: {message}" if message else error_name(exc)

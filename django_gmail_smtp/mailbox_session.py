@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 from django.utils.translation import gettext as _
 
-from .bounded_io import BoundedReader, Deadline, ReplyTooLarge, shut
+from .bounded_io import BoundedReader, ReplyTooLarge, shut
 from .causes import CATALOGUE
 from .conf import SmtpConfig
+from .deadline import Deadline
 from .exceptions import MailboxError, with_cause
 from .redaction import Redactor
 from .session import INFO, Transcript, make_ssl_context

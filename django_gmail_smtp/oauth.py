@@ -51,10 +51,13 @@ from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
+from . import rules
+from .app_settings import app_setting
 from .causes import CATALOGUE, Cause, explain_reply
-from .conf import SmtpConfig, app_setting, is_loopback_address
+from .conf import SmtpConfig
 from .deadline import Deadline
 from .exceptions import DeadlineExceeded, OAuthError, ReplyTooLongError, with_cause
+from .hosts import endpoint_is_safe  # also importable from here
 from .redaction import Redactor, detach
 
 if TYPE_CHECKING:
@@ -71,7 +74,7 @@ __all__ = [
     "cache_key",
     "check_endpoint",
     "exchange_code",
-    "invalidate",
+    "forget_token",
     "parse_challenge",
     "parse_redirect",
     "require_library",
@@ -100,22 +103,14 @@ _locks_guard = threading.Lock()
 # -- the library and the endpoints -----------------------------------------------------------
 
 
-def available() -> bool:
-    """True when google-auth and requests (the ``oauth`` extra) can be imported."""
-    try:
-        import google.oauth2.credentials  # noqa: F401
-        import requests  # noqa: F401
-    except ImportError:
-        return False
-    return True
+available = rules.oauth_library_available
+"""True when google-auth and requests (the ``oauth`` extra) can be imported (the rule E014's test)."""
 
 
 def require_library(config: SmtpConfig | None = None) -> None:
     """Raise :class:`GmailConfigError` (E014, the rule's words) when the ``oauth`` extra is missing."""
-    if available():
+    if rules.oauth_library_available():
         return
-    from . import rules
-
     if config is not None:
         rules.raise_first_error(rules.check_oauth_library(config), config.alias)
     raise rules.to_error(rules.oauth_library_problem())
@@ -129,29 +124,10 @@ def auth_uri() -> str:
     return str(app_setting("OAUTH_AUTH_URI"))
 
 
-def endpoint_is_safe(uri: str) -> bool:
-    """HTTPS, or plain HTTP to ``localhost`` or a literal loopback IP address (the sandbox's server).
-
-    The only rule for OAuth2 endpoints: the runtime (:func:`check_endpoint`) and check E018 both
-    use it. Other names under ``.localhost`` are refused for ``http://``: nothing guarantees that
-    the resolver in use keeps them on this machine.
-    """
-    try:
-        parts = urlsplit(uri)
-        host = parts.hostname
-    except ValueError:  # a malformed IPv6 literal
-        return False
-    if parts.scheme == "https" and host:
-        return True
-    return parts.scheme == "http" and host is not None and (host == "localhost" or is_loopback_address(host))
-
-
 def check_endpoint(uri: str, setting: str) -> None:
     """Raise :class:`GmailConfigError` (E018, the rule's words) for an endpoint that would carry
     secrets in clear text."""
     if not endpoint_is_safe(uri):
-        from . import rules
-
         raise rules.to_error(rules.oauth_endpoint_problem(setting, uri))
 
 
@@ -217,7 +193,7 @@ def _store(key: str, token: AccessToken) -> None:
         )
 
 
-def invalidate(config: SmtpConfig) -> None:
+def forget_token(config: SmtpConfig) -> None:
     """Forget the cached access token of ``config`` (in every process sharing the cache)."""
     with contextlib.suppress(Exception):
         caches[CACHE_ALIAS].delete(cache_key(config.oauth_client_id, config.oauth_refresh_token))
@@ -225,8 +201,6 @@ def invalidate(config: SmtpConfig) -> None:
 
 def _check_credentials(config: SmtpConfig) -> None:
     """Raise the OAuth2 rules' E015/E016 (their words) for a missing client or refresh token."""
-    from . import rules
-
     rules.raise_first_error(rules.check_oauth_credentials(config), config.alias)
 
 
@@ -551,7 +525,7 @@ def sign_in(client: smtplib.SMTP, config: SmtpConfig) -> tuple[int, bytes]:
         return code, text
     if code == 535 and token.cached:
         _note(client, _("Gmail rejected the cached access token: refreshing it and signing in again."))
-        invalidate(config)
+        forget_token(config)
         token = access_token(config, force=True)
         _hide(client, token)
         code, text, challenge = _exchange(client, config.username, token.token)

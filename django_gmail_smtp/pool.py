@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from .conf import SmtpConfig
 from .deadline import Deadline
+from .hosts import normalize_host
 from .session import SMTPSession
 
 __all__ = ["checkin", "checkout", "close_all", "config_key", "idle_count"]
@@ -46,7 +47,7 @@ _pid = os.getpid()
 def config_key(config: SmtpConfig) -> Hashable:
     """What makes two configurations interchangeable: server, TLS, identity (password digested)."""
     return (
-        config.host.lower().rstrip("."),
+        normalize_host(config.host),
         config.port,
         config.use_tls,
         config.use_ssl,

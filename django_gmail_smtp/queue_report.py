@@ -19,7 +19,8 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from . import queued, quota
-from .conf import SmtpConfig, app_setting, mailers_enabled, resolve
+from .app_settings import app_setting, mailers_enabled
+from .conf import SmtpConfig, resolve
 from .exceptions import GmailConfigError
 
 __all__ = ["COLUMNS", "Activity", "HourCounts", "activity", "configured_limits", "queue_status"]
@@ -48,9 +49,11 @@ def configured_limits() -> dict[str, int | None]:
                 candidates.append((options, alias))
     else:
         candidates.append(({}, None))
+    from .accounts import account_options  # the models: imported once the apps are ready
+
     for options, alias in candidates:
         try:
-            configs.append(resolve(options, alias=alias))
+            configs.append(resolve(options, alias=alias, accounts=account_options))
         except GmailConfigError:
             continue  # gmail_check / manage.py check report those
     limits: dict[str, int | None] = {}

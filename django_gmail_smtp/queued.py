@@ -5,7 +5,7 @@ into a :class:`~django_gmail_smtp.models.DeliveryLog` entry and enqueues the tas
 ``django_gmail_smtp.queued.deliver_queued_message`` with the entry's id (never the message) on a
 Tasks backend (``TASKS`` alias
 ``GMAIL_SMTP["QUEUE_TASK_BACKEND"]`` or the ``task_backend`` option; queue ``QUEUE_NAME`` or
-``queue_name``). A worker runs the task, which sends with :class:`~.backend.EmailBackend`
+``queue_name``). A worker runs the task, which sends with :class:`~.smtp_backend.EmailBackend`
 (connection reuse, pipelining and quick retries included) under the daily-limit guard
 (:mod:`.quota`).
 
@@ -58,15 +58,15 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import conf, quota
+from .app_settings import app_setting, flag_setting, number_setting
 from .causes import explain_reply
-from .conf import app_setting
 from .delivery import STATUS_ATTRIBUTE, UNKNOWN
-from .exceptions import GmailConfigError
+from .exceptions import GmailConfigError, one_line, reply_of
 from .payload import PayloadError, envelope, from_payload, message_id_of, to_payload
 from .retry import backoff_delay
+from .smtp_backend import EmailBackend
 
 if TYPE_CHECKING:
-    from .backend import EmailBackend
     from .models import DeliveryLog
 
 __all__ = [
@@ -105,8 +105,8 @@ def log_details(payload: Mapping[str, Any], recipients: Sequence[str]) -> dict[s
     """The delivery log's ``to`` and ``subject`` for a message, as ``LOG_RECIPIENTS`` / ``LOG_SUBJECTS`` allow."""
     subject = " ".join(str(payload.get("subject") or "").split())
     return {
-        "to": "\n".join(recipients) if app_setting("LOG_RECIPIENTS") else "",
-        "subject": (subject if len(subject) <= 255 else subject[:254] + "…") if app_setting("LOG_SUBJECTS") else "",
+        "to": "\n".join(recipients) if flag_setting("LOG_RECIPIENTS") else "",
+        "subject": (subject if len(subject) <= 255 else subject[:254] + "…") if flag_setting("LOG_SUBJECTS") else "",
     }
 
 
@@ -115,11 +115,11 @@ def _is_secret(name: str) -> bool:
 
 
 def _seconds(key: str, minimum: float = 0.0) -> float:
-    return float(conf.number_setting(key, minimum=minimum))
+    return float(number_setting(key, minimum=minimum))
 
 
 def _attempts() -> int:
-    return int(conf.number_setting("QUEUE_RETRY_ATTEMPTS", integer=True, minimum=1))
+    return int(number_setting("QUEUE_RETRY_ATTEMPTS", integer=True, minimum=1))
 
 
 def _lease() -> timedelta:
@@ -262,8 +262,6 @@ class QueuedEmailBackend(BaseEmailBackend):
         task_backend: str | None = None,
         **kwargs: Any,
     ) -> None:
-        from .backend import EmailBackend
-
         alias = kwargs.get("alias")
         super().__init__(**{k: v for k, v in kwargs.items() if k in ("alias", "_ignore_unknown_kwargs")})
         self.alias: str | None = alias
@@ -392,8 +390,6 @@ _deliver.__name__ = _deliver.__qualname__ = TASK_NAME
 
 
 def _smtp_backend(payload: Mapping[str, Any]) -> EmailBackend:
-    from .backend import EmailBackend
-
     mailer = payload.get("mailer") or {}
     alias = mailer.get("alias")
     options = dict(mailer.get("options") or {})
@@ -410,27 +406,13 @@ def _smtp_backend(payload: Mapping[str, Any]) -> EmailBackend:
     return EmailBackend(alias=alias, **(configured | options))
 
 
-def _reply_of(exc: BaseException) -> tuple[int | None, str]:
-    if isinstance(exc, smtplib.SMTPResponseException):
-        text = exc.smtp_error
-        return exc.smtp_code, text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-    if isinstance(exc, smtplib.SMTPRecipientsRefused) and exc.recipients:
-        code, text = next(iter(exc.recipients.values()))
-        return int(code), text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-    return None, ""
-
-
 def classify(exc: BaseException) -> tuple[str, str, str]:
     """(``"quota"``, ``"temporary"`` or ``"permanent"``; the reply or error, one line per line; cause id)."""
-    code, text = _reply_of(exc)
+    code, text = reply_of(exc)
     cause = getattr(exc, "cause", None)
     if cause is None and code is not None:
         cause = explain_reply(code, text)
-    if code is not None:
-        reply = f"{code} {text}".strip()
-    else:
-        lines = str(exc).splitlines()
-        reply = f"{type(exc).__name__}: {lines[0] if lines else ''}".strip().rstrip(":")
+    reply = f"{code} {text}".strip() if code is not None else one_line(exc)
     cause_id = cause.id if cause is not None else ""
     if cause_id == "daily_quota":
         return "quota", reply, cause_id
@@ -639,9 +621,9 @@ class _Attempt:
         ahead = DeliveryLog.objects.filter(account=key, status=Status.HELD, created_at__lt=entry.created_at).count()
         current = quota.now()
         when = quota.next_free(key, limit, ahead=ahead)
-        hold_max = app_setting("QUOTA_HOLD_MAX")
+        hold_max = number_setting("QUOTA_HOLD_MAX", minimum=1.0, allow_none=True)
         if hold_max is not None:
-            when = min(when, current + timedelta(seconds=_seconds("QUOTA_HOLD_MAX", 1.0)))
+            when = min(when, current + timedelta(seconds=hold_max))
         when = max(when, current + _MARGIN)
         logger.info("Queued message %s held for %s's daily limit until %s.", entry.message_id, key, when.isoformat())
         self.reschedule(

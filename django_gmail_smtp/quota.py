@@ -48,9 +48,10 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext as _
 
+from .app_settings import app_setting, flag_setting, number_setting
 from .causes import CATALOGUE
-from .conf import app_setting
-from .exceptions import GmailConfigError, GmailSMTPError, PickleByState
+from .exceptions import GmailConfigError, GmailSMTPError, PickleByState, one_line
+from .hosts import has_daily_limit
 from .signals import quota_reached, quota_warning  # re-exported: quota.quota_warning keeps working
 
 if TYPE_CHECKING:
@@ -79,8 +80,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("django_gmail_smtp.quota")
-
-DEFAULT_LIMIT_HOSTS = frozenset({"smtp.gmail.com", "smtp.googlemail.com"})
 
 
 _bypass: contextvars.ContextVar[bool] = contextvars.ContextVar("gmail_smtp_quota_bypass", default=False)
@@ -154,7 +153,7 @@ def now() -> datetime:
 
 
 def window() -> timedelta:
-    return timedelta(seconds=float(app_setting("QUOTA_WINDOW")))
+    return timedelta(seconds=number_setting("QUOTA_WINDOW"))
 
 
 def account_key(config: SmtpConfig) -> str:
@@ -169,7 +168,7 @@ def limit_for(config: SmtpConfig) -> int | None:
     for name in (account_key(config), config.alias):
         if name is not None and name.lower() in by_name:
             return _limit_value(by_name[name.lower()], f"GMAIL_SMTP['QUOTA_LIMITS'][{name!r}]")
-    if config.host.lower().rstrip(".") in DEFAULT_LIMIT_HOSTS:
+    if has_daily_limit(config.host):
         return _limit_value(app_setting("QUOTA_LIMIT"), "GMAIL_SMTP['QUOTA_LIMIT']")
     return None
 
@@ -261,9 +260,9 @@ def reserve(key: str, count: int = 1, *, limit: int | None) -> Reservation:
 
 
 def _announce(key: str, before: int, after: int, limit: int, current: datetime, account: Any, db: str) -> None:
-    warn_at = app_setting("QUOTA_WARN_AT")
+    warn_at = number_setting("QUOTA_WARN_AT", allow_none=True)
     if warn_at is not None:
-        mark = max(1, math.ceil(limit * float(warn_at)))
+        mark = max(1, math.ceil(limit * warn_at))
         if before < mark <= after:
             logger.warning(
                 "Gmail daily quota: %s has sent %d of %d messages in the last %g hours.",
@@ -388,7 +387,7 @@ def reserve_sync(config: SmtpConfig, count: int) -> Reservation | None:
 
     None (and no query) unless ``GMAIL_SMTP["QUOTA_SYNC"]`` is on and the account has a limit.
     """
-    if count <= 0 or _bypass.get() or not app_setting("QUOTA_SYNC"):
+    if count <= 0 or _bypass.get() or not flag_setting("QUOTA_SYNC"):
         return None
     limit = limit_for(config)
     if limit is None:
@@ -412,13 +411,4 @@ def settle(reservation: Reservation | None, sent: int, error: BaseException | No
         and found.id == "daily_quota"
         and not isinstance(error, QuotaExceededError)
     ):
-        block(reservation.account, reason=_one_line(error))
-
-
-def _one_line(error: BaseException) -> str:
-    code = getattr(error, "smtp_code", None)
-    text = getattr(error, "smtp_error", b"")
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    first = str(text).splitlines()[0] if text else ""
-    return f"{code} {first}".strip() if code else str(error).splitlines()[0]
+        block(reservation.account, reason=one_line(error))

@@ -22,11 +22,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 from urllib.parse import quote, quote_plus
-
-if TYPE_CHECKING:
-    from .conf import SmtpConfig
 
 __all__ = ["REDACTED", "Redactor", "detach"]
 
@@ -43,6 +40,19 @@ def _base64_words(shortest: int) -> re.Pattern[str]:
 
 
 E = TypeVar("E", bound=BaseException)
+
+
+class HasSecrets(Protocol):
+    """What :meth:`Redactor.for_config` reads: a configuration's secrets (an ``SmtpConfig``)."""
+
+    @property
+    def password(self) -> str: ...
+
+    @property
+    def oauth_client_secret(self) -> str: ...
+
+    @property
+    def oauth_refresh_token(self) -> str: ...
 
 
 def _b64(text: str) -> str:
@@ -82,7 +92,7 @@ class Redactor:
             self.add(secret)
 
     @classmethod
-    def for_config(cls, config: SmtpConfig | None) -> Redactor:
+    def for_config(cls, config: HasSecrets | None) -> Redactor:
         """The password, OAuth2 client secret and refresh token of ``config`` (none for None)."""
         if config is None:
             return cls()

@@ -37,14 +37,16 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from . import conf, rules
-from .bounded_io import Deadline
-from .causes import CATALOGUE, Cause, explain_exception
+from .app_settings import app_setting
+from .causes import CATALOGUE, Cause
 from .conf import SmtpConfig
-from .exceptions import GmailConfigError, MailboxError
+from .deadline import Deadline
+from .envelope import build_envelope
+from .exceptions import GmailConfigError, MailboxError, describe_error, explain_exception
 from .session import Transcript
 
 if TYPE_CHECKING:
-    from .diagnose import Step, _Run
+    from .diagnosis import Run, Step
     from .imap import ImapClient, ImapFolder
     from .mailbox_session import MailboxSession
     from .pop import PopClient
@@ -258,8 +260,6 @@ class RoundTrip:
         from django.core.mail import EmailMessage
         from django.core.mail.utils import DNS_NAME
 
-        from .backend import build_envelope
-
         self.sender = self.from_email or str(settings.DEFAULT_FROM_EMAIL)
         self.recipient = config.username
         self.message_id = make_msgid(idstring=f"gmail-check-{self.token}", domain=str(DNS_NAME))
@@ -292,7 +292,7 @@ class RoundTrip:
         self.sent_at = self.clock()
 
     # -- the mailbox steps --
-    def receive(self, run: _Run, config: SmtpConfig, timeout: float) -> None:
+    def receive(self, run: Run, config: SmtpConfig, timeout: float) -> None:
         """Sign in to the mailbox and add the round-trip steps to ``run``."""
         config = config if config.imap_host else conf.with_mailbox(config)
         host, port = (config.imap_host, config.imap_port) if self.via == IMAP else (config.pop_host, config.pop_port)
@@ -300,7 +300,7 @@ class RoundTrip:
         if self.sent_at is None:
             self.sent_at = self.clock()
         # The whole mailbox conversation: the wait plus a few step timeouts for sign-in and cleanup.
-        deadline = Deadline(self.timeout + 4 * timeout, clock=self.clock)
+        deadline = Deadline(self.timeout + 4 * timeout, "overall", clock=self.clock)
         transcript = run.diagnosis.mailbox_transcript
         if self.via == IMAP:
             _ImapRound(self, run, config, timeout, deadline, transcript).walk()
@@ -318,8 +318,6 @@ def _title(name: str) -> str:
 
 def describe_mailbox_error(exc: BaseException) -> str:
     """The server's words (or the error's), for the step's error field."""
-    from .diagnose import describe_error
-
     if isinstance(exc, MailboxError):
         return exc.reply or (str(exc.args[0]) if exc.args else type(exc).__name__)
     return describe_error(exc)
@@ -346,7 +344,7 @@ class _Round:
     def __init__(
         self,
         trip: RoundTrip,
-        run: _Run,
+        run: Run,
         config: SmtpConfig,
         timeout: float,
         deadline: Deadline,
@@ -389,7 +387,7 @@ class _Round:
 
     # -- the connection --
     def connect_step(self, name: str, client: ImapClient | PopClient, host: str, port: int, unreachable: str) -> bool:
-        from .diagnose import _tls_facts
+        from .diagnosis import tls_facts
         from .session import make_ssl_context
 
         step = self.run.begin(
@@ -411,7 +409,7 @@ class _Round:
             return False
         sock = client.tls_socket
         if sock is not None:
-            _tls_facts(step, sock, self.config, make_ssl_context(self.config), host=host)
+            tls_facts(step, sock, self.config, make_ssl_context(self.config), host=host)
         step.details.insert(0, greeting)
         step.data.update(host=host, port=port, greeting=greeting)
         self.run.end(step)
@@ -499,7 +497,7 @@ class _Round:
         step.cause = CATALOGUE["round_trip_from_rewritten"]
         from django.conf import settings
 
-        aliases = conf.app_setting("FROM_ALIASES")
+        aliases = app_setting("FROM_ALIASES")
         for problem in rules.check_default_from_email(self.config, str(settings.DEFAULT_FROM_EMAIL), aliases):
             if address_of(str(settings.DEFAULT_FROM_EMAIL)) == sent:
                 step.details.append(f"{problem.id}: {problem.message}")

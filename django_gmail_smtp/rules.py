@@ -21,8 +21,6 @@ What callers use:
 from __future__ import annotations
 
 import difflib
-import ipaddress
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -33,8 +31,8 @@ from django.core.validators import validate_email
 from django.utils.functional import Promise, lazy
 from django.utils.translation import gettext_lazy as _
 
+from .app_settings import APP_SETTINGS, NOT_A_DICT, NOT_A_DICT_HINT, validate_keys
 from .conf import (
-    APP_SETTINGS,
     GMAIL_DEFAULT_LABEL,
     LEGACY_SETTINGS,
     MAILBOX_OPTIONS,
@@ -43,10 +41,10 @@ from .conf import (
     SOURCE_DEFAULT,
     SOURCE_FORM,
     SmtpConfig,
-    is_loopback,
     url_password,
 )
 from .exceptions import GmailConfigError
+from .hosts import endpoint_is_safe, is_gmail_relay, is_loopback, valid_host
 
 __all__ = [
     "BLOCKING_RULES",
@@ -65,6 +63,7 @@ __all__ = [
     "check_transcript",
     "from_form",
     "oauth_endpoint_problem",
+    "oauth_library_available",
     "oauth_library_problem",
     "problem_from_error",
     "raise_first_error",
@@ -121,7 +120,6 @@ CHECK_IDS: Mapping[str, str] = {
 }
 
 APP_PASSWORDS_PAGE = "https://myaccount.google.com/apppasswords"
-RELAY_HOST = "smtp-relay.gmail.com"
 MAX_TIMEOUT = 60.0  # longer: W004
 # What can be used at all, for the checks, gmail_check and the admin form alike.
 PORT_RANGE = (1, 65535)
@@ -372,7 +370,7 @@ def _needs_credentials(config: SmtpConfig) -> bool:
     """Gmail hosts need a sign-in; the Workspace relay may allow the server's IP instead."""
     if not config.is_gmail:
         return False
-    relay = config.host.lower().rstrip(".") == RELAY_HOST
+    relay = is_gmail_relay(config.host)
     return not (relay and not config.username and not config.password)
 
 
@@ -500,10 +498,14 @@ def check_app_password(config: SmtpConfig) -> list[Problem]:
     ]
 
 
-def _oauth_library_available() -> bool:
-    from . import oauth  # lazy: only configurations that use OAuth2 need it
-
-    return oauth.available()
+def oauth_library_available() -> bool:
+    """True when google-auth and requests (the ``oauth`` extra) can be imported: E014's test."""
+    try:
+        import google.oauth2.credentials  # noqa: F401
+        import requests  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 OAUTH_INSTALL_COMMAND = 'pip install "django-gmail-smtp[oauth]"'
@@ -542,7 +544,7 @@ def oauth_library_problem(origin: str | Promise | None = None) -> Problem:
 
 def check_oauth_library(config: SmtpConfig) -> list[Problem]:
     """E014: OAuth2 needs google-auth (the ``oauth`` extra); the backend refuses to start without it."""
-    if not config.uses_oauth2 or _oauth_library_available():
+    if not config.uses_oauth2 or oauth_library_available():
         return []
     return [oauth_library_problem(_oauth_origin(config))]
 
@@ -719,26 +721,6 @@ def check_host(config: SmtpConfig) -> list[Problem]:
     ]
 
 
-# Letters, digits and hyphens, 1-63 of them, not starting or ending with a hyphen (RFC 1123).
-_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", re.IGNORECASE)
-
-
-def valid_host(host: str) -> bool:
-    """True for a host name (IDN included) or an IP address; no DNS lookup."""
-    name = str(host).strip()
-    literal = name[1:-1] if name.startswith("[") and name.endswith("]") else name
-    try:
-        ipaddress.ip_address(literal)
-        return True
-    except ValueError:
-        pass
-    try:
-        ascii_name = name.rstrip(".").encode("idna").decode("ascii")
-    except UnicodeError:
-        return False
-    return 0 < len(ascii_name) <= 253 and all(_LABEL.fullmatch(label) for label in ascii_name.split("."))
-
-
 def check_host_syntax(config: SmtpConfig) -> list[Problem]:
     """W020: a host that no DNS lookup can find (a typo, a URL, a space): said before connecting."""
     if valid_host(config.host):
@@ -797,7 +779,7 @@ def check_port(config: SmtpConfig) -> list[Problem]:
     port = config.provenance.get("port")
     if not config.is_gmail or port is None or port.source == SOURCE_DEFAULT or check_port_range(config):
         return []
-    relay = config.host.lower().rstrip(".") == RELAY_HOST
+    relay = is_gmail_relay(config.host)
     if config.port in ((25, 465, 587) if relay else (465, 587)):
         return []
     return [
@@ -1071,8 +1053,8 @@ def check_app_settings(gmail_smtp: Any) -> list[Problem]:
             Problem(
                 "gmail_smtp.E012",
                 ERROR,
-                _text(_("GMAIL_SMTP is a %(type)s, not a dict."), type=type(gmail_smtp).__name__),
-                _("Write it as a dict, for example GMAIL_SMTP = {'TRANSCRIPT': False}."),
+                _text(NOT_A_DICT, type=type(gmail_smtp).__name__),
+                NOT_A_DICT_HINT,
             )
         ]
     problems = []
@@ -1104,8 +1086,6 @@ def _check_encryption_keys(keys: Any) -> list[Problem]:
     """E019: every entry of ``GMAIL_SMTP['ENCRYPTION_KEYS']`` is a Fernet key (its shape only: nothing is decrypted)."""
     if keys is None:
         return []
-    from .crypto import validate_keys
-
     try:
         validate_keys(keys)
     except GmailConfigError as exc:
@@ -1139,9 +1119,7 @@ def oauth_endpoint_problem(key: str, uri: Any) -> Problem:
 
 def _check_oauth_endpoints(gmail_smtp: Mapping[str, Any]) -> list[Problem]:
     """E018: OAuth2 endpoints carry the client secret and the tokens: HTTPS only (localhost and
-    loopback IP addresses excepted; the rule is :func:`~django_gmail_smtp.oauth.endpoint_is_safe`)."""
-    from .oauth import endpoint_is_safe
-
+    loopback IP addresses excepted; the rule is :func:`~django_gmail_smtp.hosts.endpoint_is_safe`)."""
     return [
         oauth_endpoint_problem(key, uri)
         for key in ("OAUTH_TOKEN_URI", "OAUTH_AUTH_URI")

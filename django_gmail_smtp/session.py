@@ -38,10 +38,18 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.debug import sensitive_variables
 
-from .causes import CATALOGUE, cause, explain_exception
-from .conf import SmtpConfig, app_setting, is_loopback
+from .app_settings import flag_setting
+from .causes import CATALOGUE, cause
+from .conf import SmtpConfig, is_loopback
 from .deadline import Deadline, connect, handshake, set_timeout
-from .exceptions import DeadlineExceeded, GmailConfigError, ReplyTooLongError, TLSRequiredError, with_cause
+from .exceptions import (
+    DeadlineExceeded,
+    GmailConfigError,
+    ReplyTooLongError,
+    TLSRequiredError,
+    explain_exception,
+    with_cause,
+)
 from .redaction import REDACTED, Redactor, detach
 
 __all__ = [
@@ -66,7 +74,7 @@ class Transcript:
 
     def __init__(self, maxlen: int = 500) -> None:
         self.lines: deque[tuple[str, str]] = deque(maxlen=maxlen)
-        self.log = bool(app_setting("TRANSCRIPT"))
+        self.log = flag_setting("TRANSCRIPT")
 
     def add(self, direction: str, text: str) -> None:
         self.lines.append((direction, text))

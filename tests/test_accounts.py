@@ -232,7 +232,7 @@ def test_stored_account_ranks_below_arguments_and_above_settings(
     make_account()
     settings.GMAIL_SMTP = {"ACCOUNT": "shop"}
     monkeypatch.setenv("GMAIL_SMTP_TIMEOUT", "3")
-    config = conf.resolve({"username": "override@gmail.com"})
+    config = conf.resolve({"username": "override@gmail.com"}, accounts=accounts.account_options)
     assert config.username == "override@gmail.com"
     assert config.provenance["username"].source == conf.SOURCE_ARGUMENT
     assert (config.host, config.port, config.use_tls, config.password) == ("smtp.gmail.com", 587, True, APP_PASSWORD)
@@ -434,7 +434,7 @@ def test_before_migrations_the_resolver_falls_back_to_settings(settings: Any) ->
         editor.delete_model(GmailAccount)
     try:
         assert accounts.account_options("shop") is None
-        config = conf.resolve({})
+        config = conf.resolve({}, accounts=accounts.account_options)
         assert config.host == "smtp.gmail.com"
         assert config.provenance["host"].source == conf.SOURCE_DEFAULT
         assert "password" not in config.provenance
@@ -570,5 +570,5 @@ def test_unknown_sign_in_method_is_the_resolvers_e017() -> None:
     GmailAccount.objects.filter(pk=account.pk).update(auth_method="passkey")
     accounts.invalidate()
     with pytest.raises(GmailConfigError, match="'passkey' \\(from stored account 'shop'\\)") as info:
-        conf.resolve({"account": "shop"})
+        conf.resolve({"account": "shop"}, accounts=accounts.account_options)
     assert info.value.check_id == "gmail_smtp.E017"

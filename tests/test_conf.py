@@ -185,3 +185,41 @@ def test_number_setting_names_the_key_and_the_rule(settings, value, kwargs, word
         conf.number_setting("PIPELINE_WINDOW", **kwargs)
     assert "GMAIL_SMTP['PIPELINE_WINDOW']" in str(info.value)
     assert "README.md#gmail_smtp-settings" in str(info.value)
+
+
+def test_stored_accounts_come_from_the_source_the_caller_passes(settings, monkeypatch):
+    """resolve() takes its stored accounts as an argument: any callable name -> options, no ORM."""
+    asked: list[str] = []
+
+    def source(name: str) -> dict[str, object] | None:
+        asked.append(name)
+        return {"host": "smtp.googlemail.com", "username": "shop@gmail.com", "password": "abcd efgh ijkl mnop"}
+
+    settings.GMAIL_SMTP = {"ACCOUNT": "shop"}
+    monkeypatch.setenv("GMAIL_SMTP_TIMEOUT", "3")
+    config = conf.resolve({"port": 465}, accounts=source)
+    assert asked == ["shop"]
+    assert (config.host, config.port, config.username, config.account) == (
+        "smtp.googlemail.com",
+        465,
+        "shop@gmail.com",
+        "shop",
+    )
+    assert config.password == "abcdefghijklmnop"  # normalised as any app password
+    assert config.provenance["host"] == conf.Value(conf.SOURCE_DATABASE, "stored account 'shop'")
+    assert config.provenance["port"].source == conf.SOURCE_ARGUMENT
+    assert config.timeout == 3.0  # the source gave none: the environment's
+
+
+@LEGACY
+def test_a_source_without_accounts_leaves_the_settings(settings):
+    """None from the source (no table yet, before migrate): the settings decide."""
+    settings.EMAIL_HOST_USER = "settings@gmail.com"
+    config = conf.resolve({"account": "shop"}, accounts=lambda name: None)
+    assert (config.username, config.account) == ("settings@gmail.com", None)
+
+
+def test_naming_a_stored_account_without_a_source_is_the_callers_mistake(settings):
+    settings.GMAIL_SMTP = {"ACCOUNT": "shop"}
+    with pytest.raises(TypeError, match=r"accounts=django_gmail_smtp\.accounts\.account_options"):
+        conf.resolve({})

@@ -209,8 +209,10 @@ def test_without_retries_a_temporary_failure_fails_only_that_message(
 
     knobs(settings, RETRY_ATTEMPTS=1)
     slept: list[float] = []
-    real_deliver = delivery.deliver
-    monkeypatch.setattr("django_gmail_smtp.backend.deliver", lambda *a, **k: real_deliver(*a, sleep=slept.append, **k))
+    real_send_batch = delivery.send_batch
+    monkeypatch.setattr(
+        "django_gmail_smtp.smtp_backend.send_batch", lambda *a, **k: real_send_batch(*a, sleep=slept.append, **k)
+    )
     gmail_sandbox.inject("temporary")
     batch = make_messages(3)
     assert make_backend(fail_silently=True).send_messages(batch) == 2
@@ -590,12 +592,12 @@ def test_retries_wait_as_the_policy_says(make_backend, gmail_sandbox, settings, 
 
     knobs(settings, RETRY_ATTEMPTS=4, RETRY_BACKOFF=0.02, RETRY_BACKOFF_MAX=1.0)
     slept: list[float] = []
-    real_deliver = delivery.deliver
+    real_send_batch = delivery.send_batch
 
     def recording(*args: Any, **kwargs: Any) -> Any:
-        return real_deliver(*args, sleep=slept.append, rng=lambda: 1.0, **kwargs)
+        return real_send_batch(*args, sleep=slept.append, rng=lambda: 1.0, **kwargs)
 
-    monkeypatch.setattr("django_gmail_smtp.backend.deliver", recording)
+    monkeypatch.setattr("django_gmail_smtp.smtp_backend.send_batch", recording)
     gmail_sandbox.inject("temporary", times=3)
     [msg] = make_messages(1)
     assert make_backend().send_messages([msg]) == 1

@@ -544,7 +544,7 @@ def test_broken_ipv6_route_does_not_hide_a_working_ipv4_address(silent_server: i
         ]
         config = conf.resolve({"host": "127.0.0.1", "port": port})
         result = diagnose.Diagnosis(config=config)
-        assert diagnose._connect(diagnose._Run(result, None, None), config, addresses, 1.0)
+        assert diagnose._connect(diagnose.Run(result, None, None), config, addresses, 1.0)
     [step] = result.steps
     assert step.status == diagnose.WARNING
     assert step.data["working"] == ["127.0.0.1"]

@@ -33,6 +33,7 @@ from django.test import Client
 from django.urls import reverse
 
 from django_gmail_smtp import conf, diagnose, oauth, rules
+from django_gmail_smtp.accounts import account_options
 from django_gmail_smtp.backend import EmailBackend
 from django_gmail_smtp.causes import CATALOGUE
 from django_gmail_smtp.exceptions import GmailConfigError, GmailSMTPError, OAuthError
@@ -141,7 +142,7 @@ def test_oauth_rules_name_what_is_missing(settings: Any, monkeypatch: pytest.Mon
     assert "GMAIL_SMTP['OAUTH_CLIENT_SECRET']" in str(found["gmail_smtp.E016"].message)
     assert "(oauth_client_id= argument)" in str(found["gmail_smtp.E015"].message)
     # E014: the extra is missing -> the backend refuses to start, naming the pip command.
-    monkeypatch.setattr(oauth, "available", lambda: False)
+    monkeypatch.setattr(rules, "oauth_library_available", lambda: False)
     complete: dict[str, Any] = {
         "username": "me@gmail.com",
         "oauth_client_id": "id",
@@ -492,7 +493,7 @@ def test_stored_oauth2_account_signs_in(
     assert "gmail_authorize --account shop" in str(info.value)
     # The rules' words and id; the refresh token of the environment never completes the account.
     monkeypatch.setenv("GMAIL_SMTP_OAUTH_REFRESH_TOKEN", "1//from-the-environment-ignored")
-    config = conf.resolve({"account": "shop"})
+    config = conf.resolve({"account": "shop"}, accounts=account_options)
     assert config.oauth_refresh_token == ""
     [problem] = [p for p in rules.check_config(config) if p.is_error]
     same_words(info.value, problem)

@@ -168,8 +168,10 @@ class Command(BaseCommand):
                 raise CommandError(str(exc), returncode=diagnose.EXIT_CODES["config"]) from None
             client_id, client_secret = parts["client_id"], parts["client_secret"]
         else:
+            from ...accounts import account_options
+
             try:
-                config = conf.resolve({})
+                config = conf.resolve({}, accounts=account_options)
             except GmailConfigError:
                 config = None
             if config is not None:

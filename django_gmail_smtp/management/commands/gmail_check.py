@@ -20,6 +20,8 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 
 from ... import conf, diagnose, roundtrip
+from ...accounts import account_options
+from ...app_settings import mailers_enabled
 from ...conf import SmtpConfig, Value
 from ...exceptions import GmailConfigError
 from ..reporting import ReportedError, ReportingCommand
@@ -294,7 +296,7 @@ class Command(ReportingCommand):
     def _alias(self, alias: str | None) -> str | None:
         if alias is None:
             # With MAILERS (Django 6.1), send_mail() uses MAILERS["default"].
-            if conf.mailers_enabled() and "default" in (getattr(settings, "MAILERS", None) or {}):
+            if mailers_enabled() and "default" in (getattr(settings, "MAILERS", None) or {}):
                 return "default"
             return None
         if django.VERSION < (6, 1):
@@ -333,9 +335,9 @@ class Command(ReportingCommand):
         if alias is not None:
             base = dict((getattr(settings, "MAILERS", {})[alias] or {}).get("OPTIONS", {}))
             base.update(overrides)
-            config = conf.resolve(base, alias=alias)
+            config = conf.resolve(base, alias=alias, accounts=account_options)
         else:
-            config = conf.resolve(overrides, alias=None)
+            config = conf.resolve(overrides, alias=None, accounts=account_options)
         if origins:
             provenance = dict(config.provenance)
             for option, origin in origins.items():
