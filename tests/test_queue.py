@@ -16,6 +16,7 @@ import pytest
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.core.management import call_command
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from django_gmail_smtp import payload as payloads
 from django_gmail_smtp import queued, quota
@@ -209,6 +210,9 @@ def test_each_message_is_queued_as_a_sender_and_a_backup_without_secrets(sandbox
     assert [(r.kwargs["backup"], r.kwargs["generation"]) for r in results] == [(False, 1), (True, 1)] * 2
     sender, backup = results[0], results[1]
     assert sender.task.name == queued.TASK_NAME
+    # The path workers import it by, which tasks enqueued by earlier versions name too.
+    assert sender.task.module_path == "django_gmail_smtp.queued.deliver_queued_message"
+    assert import_string(sender.task.module_path).func is sender.task.func
     assert sender.task.run_after is None
     assert sender.task.queue_name == "default"
     assert backup.task.run_after - timezone.now() == pytest.approx(timedelta(seconds=301), abs=timedelta(seconds=5))
@@ -242,7 +246,9 @@ def test_a_task_enqueued_with_the_message_by_an_earlier_version_is_still_deliver
     queued_backend().send_messages([message])
     entry = DeliveryLog.objects.get()
     # What earlier versions enqueued: the sender task carried the message too.
-    queued._make_task("default", "default").enqueue(payload=entry.payload, log_id=entry.pk, generation=1, backup=False)
+    queued.SCHEDULER.task("default", "default").enqueue(
+        payload=entry.payload, log_id=entry.pk, generation=1, backup=False
+    )
     old_style = enqueued()[-1]
     assert "payload" in old_style.kwargs
     assert run_enqueued([old_style]) == ["sent"]
