@@ -1,6 +1,7 @@
 """Settings of bench_queue.py's processes (the "web" process and the workers), from the environment.
 
 BENCH_DATABASE (a JSON ``DATABASES`` entry), BENCH_TASKS (``db`` or ``rq``), BENCH_REDIS (URL),
+BENCH_RQ_POOL (non-empty: one shared Redis connection pool instead of django-rq's one per call),
 BENCH_SMTP_PORT and BENCH_SMTP_CA (the sandbox behind the latency proxy). Everything else is
 the queued backend's defaults, as a site would run it (the daily-limit guard on, a limit of
 100,000 so that it counts without ever holding a message).
@@ -28,6 +29,22 @@ QUEUES = ["default", "mail"]
 if os.environ.get("BENCH_TASKS") == "rq":
     INSTALLED_APPS.append("django_rq")
     RQ_QUEUES = {name: {"URL": os.environ.get("BENCH_REDIS", "")} for name in QUEUES}
+    if os.environ.get("BENCH_RQ_POOL"):
+        # One connection pool for every queue: django-rq hands it to each Redis client it makes
+        # (with "URL" it makes a new pool, so a new TCP connection, for each task enqueued).
+        import redis
+
+        _pool = redis.ConnectionPool.from_url(os.environ.get("BENCH_REDIS", ""))
+        _where = _pool.connection_kwargs
+        RQ_QUEUES = {
+            name: {
+                "HOST": _where["host"],
+                "PORT": _where["port"],
+                "DB": _where.get("db", 0),
+                "REDIS_CLIENT_KWARGS": {"connection_pool": _pool},
+            }
+            for name in QUEUES
+        }
     TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": QUEUES}}
 else:
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": QUEUES}}

@@ -46,7 +46,21 @@ QUEUES = ["default", "mail"]
 TASKS_KIND = os.environ.get("GMAIL_QUEUE_TASKS", "db")
 if TASKS_KIND == "rq":
     INSTALLED_APPS.append("django_rq")
-    RQ_QUEUES = {name: {"URL": os.environ.get("GMAIL_QUEUE_REDIS", "redis://127.0.0.1:6379/0")} for name in QUEUES}
+    # The README's layout: one Redis connection pool shared by the queues (django-rq would open a
+    # new connection for each task enqueued); HOST/PORT/DB for django-rq's views and commands.
+    import redis
+
+    _pool = redis.ConnectionPool.from_url(os.environ.get("GMAIL_QUEUE_REDIS", "redis://127.0.0.1:6379/0"))
+    _where = _pool.connection_kwargs
+    RQ_QUEUES = {
+        name: {
+            "HOST": _where["host"],
+            "PORT": _where["port"],
+            "DB": _where.get("db", 0),
+            "REDIS_CLIENT_KWARGS": {"connection_pool": _pool},
+        }
+        for name in QUEUES
+    }
     TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": QUEUES}}
 else:
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": QUEUES}}
