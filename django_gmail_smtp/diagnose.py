@@ -52,13 +52,8 @@ from .causes import CATALOGUE, Cause
 from .conf import SmtpConfig, is_loopback
 from .deadline import Deadline, connect, handshake, set_timeout
 from .diagnosis import (
-    EXIT_CODES,
-    EXIT_OK,
-    EXIT_UNEXPECTED,
-    EXIT_USAGE,
     FAILED,
     OK,
-    ROUND_TRIP_EXIT_CODES,
     SCHEMA_VERSION,
     SKIPPED,
     WARNING,
@@ -70,6 +65,7 @@ from .diagnosis import (
 )
 from .envelope import build_envelope
 from .exceptions import GmailConfigError, describe_error, explain_exception, is_silent, reply_text
+from .exit_status import EXIT_CODES, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, ROUND_TRIP_EXIT_CODES
 from .roundtrip import ROUND_TRIP_STEPS
 from .roundtrip import STEP_TITLES as ROUND_TRIP_TITLES
 from .rules import Problem

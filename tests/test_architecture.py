@@ -96,7 +96,7 @@ LAYERS: dict[str, Layer] = {
     "smtp backend": Layer("`EmailBackend`: Django's API over the delivery", ("smtp_backend",), ("delivery",)),
     "diagnosis": Layer(
         "the staged connection test and the round trip (`gmail_check`, the admin's buttons)",
-        ("diagnosis", "roundtrip", "diagnose"),
+        ("exit_status", "diagnosis", "roundtrip", "diagnose"),
         ("protocols",),
     ),
     "queue": Layer(

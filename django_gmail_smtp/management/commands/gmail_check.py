@@ -24,6 +24,7 @@ from ...accounts import account_options
 from ...app_settings import mailers_enabled
 from ...conf import SmtpConfig, Value
 from ...exceptions import GmailConfigError
+from ...exit_status import EXIT_STATUSES
 from ..reporting import ReportedError, ReportingCommand
 
 SOURCE_COMMAND_LINE = "command_line"
@@ -57,39 +58,8 @@ class _HelpFormatter(DjangoHelpFormatter):
 
 
 def exit_codes_text() -> str:
-    rows = [
-        (diagnose.EXIT_OK, _("every step passed")),
-        (diagnose.EXIT_UNEXPECTED, _("unexpected error (a bug: please report it)")),
-        (diagnose.EXIT_USAGE, _("wrong command-line usage")),
-        (diagnose.EXIT_CODES["config"], _("configuration error (nothing was sent over the network)")),
-        (diagnose.EXIT_CODES["dns"], _("DNS lookup failed")),
-        (diagnose.EXIT_CODES["connect"], _("TCP connection failed (refused, blocked, unreachable)")),
-        (diagnose.EXIT_CODES["greeting"], _("no SMTP greeting (wrong TLS mode for the port, or blocked)")),
-        (diagnose.EXIT_CODES["tls"], _("TLS or STARTTLS failed (certificate, wrong mode)")),
-        (diagnose.EXIT_CODES["ehlo"], _("EHLO rejected")),
-        (diagnose.EXIT_CODES["auth"], _("sign-in failed (password, app password, Google's checks)")),
-        (diagnose.EXIT_CODES["send"], _("the test message was refused (--send-to)")),
-        (diagnose.EXIT_CODES["quit"], _("QUIT failed")),
-        (diagnose.EXIT_CODES["token"], _("no OAuth2 access token (refresh token expired or revoked, wrong client)")),
-        (
-            diagnose.ROUND_TRIP_EXIT_CODES["mailbox_connect"],
-            _("--round-trip: the IMAP/POP3 server could not be reached (DNS, TCP, TLS)"),
-        ),
-        (
-            diagnose.ROUND_TRIP_EXIT_CODES["mailbox_disabled"],
-            _("--round-trip: IMAP (or POP) is turned off for the account"),
-        ),
-        (diagnose.ROUND_TRIP_EXIT_CODES["mailbox_sign_in"], _("--round-trip: the mailbox sign-in was refused")),
-        (diagnose.ROUND_TRIP_EXIT_CODES["mailbox_folder"], _("--round-trip: a mailbox folder could not be opened")),
-        (diagnose.ROUND_TRIP_EXIT_CODES["not_arrived"], _("--round-trip: the test message did not arrive in time")),
-        (diagnose.ROUND_TRIP_EXIT_CODES["spam"], _("--round-trip: the test message arrived in Spam")),
-        (
-            diagnose.ROUND_TRIP_EXIT_CODES["mailbox_protocol"],
-            _("--round-trip: the mailbox server broke off or broke the protocol"),
-        ),
-    ]
     lines = [_("exit status:")]
-    lines += [f"  {code:>2}  {text}" for code, text in rows]
+    lines += [f"  {status.code:>2}  {status.meaning}" for status in EXIT_STATUSES]
     return "\n".join(lines)
 
 
