@@ -66,7 +66,7 @@ from .diagnosis import (
 from .envelope import build_envelope
 from .exceptions import GmailConfigError, describe_error, explain_exception, is_silent, reply_text
 from .exit_status import EXIT_CODES, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, ROUND_TRIP_EXIT_CODES
-from .roundtrip import ROUND_TRIP_STEPS
+from .roundtrip import ROUND_TRIP_STEPS, receive
 from .roundtrip import STEP_TITLES as ROUND_TRIP_TITLES
 from .rules import Problem
 from .sandbox.constants import SANDBOX_CA_ORGANIZATION
@@ -926,7 +926,7 @@ def run_check(
             return diagnosis
         _Conversation(run, config, timeout, from_admin=from_admin).run_all(send_to, from_email, round_trip)
         if round_trip is not None and diagnosis.ok:
-            round_trip.receive(run, config, timeout)
+            receive(round_trip, run, config, timeout)
     except Exception as exc:  # a bug: exit status 1 and a request to report it, never a bare traceback
         diagnosis.unexpected = run.redact(traceback.format_exc()) or "-"
         step = run.current or run.begin("config", _title("config"))
