@@ -96,7 +96,7 @@ LAYERS: dict[str, Layer] = {
     "smtp backend": Layer("`EmailBackend`: Django's API over the delivery", ("smtp_backend",), ("delivery",)),
     "diagnosis": Layer(
         "the staged connection test and the round trip (`gmail_check`, the admin's buttons)",
-        ("exit_status", "diagnosis", "roundtrip", "roundtrip.*", "diagnose"),
+        ("exit_status", "diagnosis", "roundtrip", "roundtrip.*", "diagnose", "diagnose.*"),
         ("protocols",),
     ),
     "queue": Layer(
@@ -132,7 +132,6 @@ OVERSIZED: dict[str, int] = {
     "admin": 708,
     "causes": 728,
     "delivery": 635,
-    "diagnose": 996,
     "oauth": 745,
     "queued": 695,
     "rules": 1244,
