@@ -19,6 +19,7 @@ from ..roundtrip.receive import receive
 from ..roundtrip.trip import RoundTrip
 from .configuration import check_config, config_error
 from .conversation import Conversation
+from .overrides import mailer_name
 from .reach import connect_all, lookup
 from .steps import DEFAULT_WAITS, Waits, title
 
@@ -93,7 +94,7 @@ def check(
     try:
         config = conf.resolve(options or {}, alias=alias, accounts=accounts)
     except GmailConfigError as exc:
-        return config_error(exc, config_name=f"MAILERS[{alias!r}]" if alias else "")
+        return config_error(exc, config_name=mailer_name(alias))
     return run_check(
         config,
         send_to=send_to,
