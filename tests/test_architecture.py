@@ -95,7 +95,8 @@ LAYERS: dict[str, Layer] = {
     ),
     "smtp backend": Layer("`EmailBackend`: Django's API over the delivery", ("smtp_backend",), ("delivery",)),
     "diagnosis": Layer(
-        "the staged connection test and the round trip (`gmail_check`, the admin's buttons)",
+        "the staged connection test (`diagnose`) and the round trip (`roundtrip`) behind `gmail_check` and the "
+        "admin's buttons, their result (`diagnosis`) and exit statuses (`exit_status`)",
         ("exit_status", "diagnosis", "roundtrip", "roundtrip.*", "diagnose", "diagnose.*"),
         ("protocols",),
     ),
