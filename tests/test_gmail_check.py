@@ -32,6 +32,7 @@ from django_gmail_smtp import conf, diagnose
 from django_gmail_smtp.causes import CATALOGUE
 from django_gmail_smtp.diagnose.reach import AddrInfo, connect_all
 from django_gmail_smtp.diagnose.steps import Waits
+from django_gmail_smtp.exit_status import EXIT_STATUSES, exit_code
 from django_gmail_smtp.management.commands.gmail_check import Command
 from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER, GmailSandbox
 
@@ -717,6 +718,40 @@ def test_the_command_line_prints_the_cause_once(closed_port: int) -> None:
     assert quiet.stderr.rstrip().endswith(
         "Fix: Check the host and port (Gmail: smtp.gmail.com, 587 or 465). [connection_refused]"
     )
+
+
+@pytest.mark.parametrize(
+    ("failed_step", "cause_id", "expected"),
+    [
+        (None, "", 0),
+        ("config", "round_trip_no_address", 3),
+        ("auth", "imap_protocol", 9),  # an SMTP step: the step decides, whatever the cause
+        ("round_trip_send", "envelope_syntax", 10),
+        ("token", "oauth_wrong_scope", 12),
+        ("imap_connect", "cert_untrusted", 13),
+        ("imap_auth", "imap_disabled", 14),  # a round-trip step: the cause first...
+        ("pop_auth", "imap_bad_credentials", 15),  # ...then the step
+        ("imap_folders", "imap_no_folder", 16),
+        ("round_trip_arrival", "round_trip_timeout", 17),
+        ("round_trip_folder", "round_trip_spam", 18),
+        ("imap_folders", "imap_protocol", 19),
+        ("round_trip_arrival", "pop_protocol", 19),
+        ("round_trip_cleanup", "round_trip_cleanup_failed", 1),  # never a failure: a bug if it were
+    ],
+)
+def test_exit_status_of_each_failure(failed_step: str | None, cause_id: str, expected: int) -> None:
+    assert exit_code(failed_step, cause_id) == expected
+    assert exit_code(failed_step, cause_id, unexpected=True) == (0 if failed_step is None else 1)
+
+
+def test_the_exit_status_table_is_the_one_the_help_prints() -> None:
+    codes = [status.code for status in EXIT_STATUSES]
+    assert codes == sorted(set(codes))
+    help_text = Command().create_parser("manage.py", "gmail_check").format_help()
+    for status in EXIT_STATUSES:
+        assert f"  {status.code:>2}  {status.meaning}" in help_text
+        for step in status.steps:
+            assert status.round_trip or exit_code(step) == status.code
 
 
 def test_exit_codes_are_distinct_and_documented() -> None:
