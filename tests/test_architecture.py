@@ -95,8 +95,9 @@ LAYERS: dict[str, Layer] = {
     ),
     "smtp backend": Layer("`EmailBackend`: Django's API over the delivery", ("smtp_backend",), ("delivery",)),
     "diagnosis": Layer(
-        "the staged connection test and the round trip (`gmail_check`, the admin's buttons)",
-        ("diagnosis", "roundtrip", "diagnose"),
+        "the staged connection test (`diagnose`) and the round trip (`roundtrip`) behind `gmail_check` and the "
+        "admin's buttons, their result (`diagnosis`) and exit statuses (`exit_status`)",
+        ("exit_status", "diagnosis", "roundtrip", "roundtrip.*", "diagnose", "diagnose.*"),
         ("protocols",),
     ),
     "queue": Layer(
@@ -132,10 +133,8 @@ OVERSIZED: dict[str, int] = {
     "admin": 708,
     "causes": 728,
     "delivery": 635,
-    "diagnose": 996,
     "oauth": 745,
     "queued": 695,
-    "roundtrip": 811,
     "rules": 1244,
     "session": 1245,
 }
