@@ -73,7 +73,7 @@ LAYERS: dict[str, Layer] = {
     ),
     "configuration": Layer(
         "`SmtpConfig` and `resolve()` (stored accounts come in as an argument), validation rules",
-        ("conf", "rules"),
+        ("conf", "rules", "rules.*"),
         ("settings",),
     ),
     "stored accounts": Layer(
@@ -136,7 +136,6 @@ OVERSIZED: dict[str, int] = {
     "oauth": 745,
     "queued": 695,
     "roundtrip": 811,
-    "rules": 1244,
     "session": 1245,
 }
 """Modules still over :data:`MAX_LINES`, each with its line count as a ceiling: it may shrink,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from django.utils.functional import Promise
 from django_gmail_smtp import conf, rules
 from django_gmail_smtp.conf import LEGACY_SETTINGS, SmtpConfig, Value
 from django_gmail_smtp.exceptions import GmailConfigError
+from django_gmail_smtp.rules import connection
+from django_gmail_smtp.rules import ids as ids_module
 
 APP_PASSWORD = "abcdefghijklmnop"
 DOCS = Path(__file__).resolve().parent.parent / "README.md"  # the table of every check id
@@ -453,3 +456,72 @@ def test_silenced_ids_are_left_out_for_gmail_check_and_the_admin(settings: Any) 
     assert "gmail_smtp.W002" in ids(problems)
     settings.SILENCED_SYSTEM_CHECKS = ["gmail_smtp.W002"]
     assert "gmail_smtp.W002" not in ids(rules.unsilenced(problems))
+
+
+# -- the rules package: every check declared once, next to its words (#17) --------------------
+
+
+def _rule_modules() -> list[Any]:
+    package = Path(rules.__file__).parent
+    return [importlib.import_module(f"{rules.__name__}.{path.stem}") for path in sorted(package.glob("[!_]*.py"))]
+
+
+def test_every_check_is_declared_once_and_catalogued() -> None:
+    declaring = []
+    for module in _rule_modules():
+        declared = {value.id for value in vars(module).values() if isinstance(value, rules.Check)}
+        listed = [check.id for check in getattr(module, "CHECKS", ())]
+        assert sorted(declared) == sorted(listed), f"{module.__name__}: list every Check it declares in CHECKS"
+        if listed:
+            declaring.append(module)
+    assert sorted(declaring, key=lambda m: m.__name__) == sorted(ids_module.MODULES, key=lambda m: m.__name__)
+    every = [check.id for module in ids_module.MODULES for check in module.CHECKS]
+    assert len(every) == len(set(every)), "an id is declared twice"
+    assert list(rules.CHECK_IDS) == sorted(every)
+    for check in ids_module.ALL_CHECKS:
+        assert check.level == (rules.ERROR if check.id.startswith("gmail_smtp.E") else rules.WARNING), check.id
+
+
+@pytest.mark.parametrize(
+    ("values", "check_id", "variant"),
+    [
+        ({"port": 465}, "gmail_smtp.E003", "settings"),
+        ({"port": 465, "origins": {"use_tls": FROM_URL}}, "gmail_smtp.E003", "url"),
+        (
+            {"port": 465, "origins": {"use_tls": Value(conf.SOURCE_FORM, "the “Security” field")}},
+            "gmail_smtp.E003",
+            "form",
+        ),
+        ({"use_tls": False, "use_ssl": True}, "gmail_smtp.E004", "settings"),
+        ({"use_tls": False, "use_ssl": True, "origins": {"use_ssl": FROM_URL}}, "gmail_smtp.E004", "url"),
+        (
+            {
+                "use_tls": False,
+                "use_ssl": True,
+                "origins": {"use_ssl": Value(conf.SOURCE_FORM, "the “Security” field")},
+            },
+            "gmail_smtp.E004",
+            "form",
+        ),
+    ],
+)
+def test_e003_e004_word_where_the_mistake_was_made(values: dict[str, Any], check_id: str, variant: str) -> None:
+    """One logic for both ids; each keeps its own sentences (whole, for the translators)."""
+    problem = only(rules.check_config(make(**values)), check_id)
+    check = {"gmail_smtp.E003": connection.E003, "gmail_smtp.E004": connection.E004}[check_id]
+    message = check.url_message if variant == "url" else check.message
+    hint = {"url": check.url_hint, "form": check.form_hint, "settings": check.hint}[variant]
+    assert str(problem.message).startswith(str(message).split("%(", 1)[0])
+    assert str(problem.hint).startswith(str(hint).split("%(", 1)[0])
+    assert "%(" not in f"{problem.message} {problem.hint}"
+    if variant == "form":
+        assert "the “Security” field" in str(problem.hint)
+
+
+def test_e014_when_the_oauth_extra_is_missing() -> None:
+    config = make(password="", **OAUTH2)
+    assert rules.check_oauth_library(config) == []  # installed here (the dev extra)
+    problem = only(rules.check_oauth_library(config, available=lambda: False), "gmail_smtp.E014")
+    assert "(GMAIL_SMTP['AUTH_METHOD'])" in str(problem.message)
+    assert 'pip install "django-gmail-smtp[oauth]"' in str(problem.hint)
+    assert "configured" not in str(rules.oauth_library_problem().message)  # no configuration involved
