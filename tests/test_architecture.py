@@ -52,6 +52,7 @@ LAYERS: dict[str, Layer] = {
         (
             TOP,
             "causes",
+            "causes.*",
             "exceptions",
             "deadline",
             "bounded_io",
@@ -130,7 +131,6 @@ MAX_LINES = 600
 
 OVERSIZED: dict[str, int] = {
     "admin": 708,
-    "causes": 728,
     "delivery": 635,
     "diagnose": 996,
     "oauth": 745,
