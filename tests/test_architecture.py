@@ -52,6 +52,7 @@ LAYERS: dict[str, Layer] = {
         (
             TOP,
             "causes",
+            "causes.*",
             "exceptions",
             "deadline",
             "bounded_io",
@@ -73,7 +74,7 @@ LAYERS: dict[str, Layer] = {
     ),
     "configuration": Layer(
         "`SmtpConfig` and `resolve()` (stored accounts come in as an argument), validation rules",
-        ("conf", "rules"),
+        ("conf", "rules", "rules.*"),
         ("settings",),
     ),
     "stored accounts": Layer(
@@ -131,11 +132,9 @@ MAX_LINES = 600
 
 OVERSIZED: dict[str, int] = {
     "admin": 708,
-    "causes": 728,
     "delivery": 635,
     "oauth": 745,
     "queued": 695,
-    "rules": 1244,
     "session": 1245,
 }
 """Modules still over :data:`MAX_LINES`, each with its line count as a ceiling: it may shrink,
