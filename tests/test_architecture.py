@@ -114,6 +114,9 @@ LAYERS: dict[str, Layer] = {
             "checks",
             "reporting",
             "admin",
+            "admin_base",
+            "admin_try",
+            "admin_oauth",
             "admin_delivery",
             "admin_display",
             "admin_forms",
@@ -129,7 +132,6 @@ MAX_LINES = 600
 """No module outside ``sandbox/`` may be longer."""
 
 OVERSIZED: dict[str, int] = {
-    "admin": 708,
     "causes": 728,
     "delivery": 635,
     "diagnose": 996,
