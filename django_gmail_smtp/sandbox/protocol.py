@@ -411,7 +411,7 @@ class GmailSMTP(SMTP):
         if not hostname:
             await self.push(replies.empty_helo(self.sid))
         elif not (hostname.isascii() and hostname.isprintable()):
-            await self.push(replies.invalid_helo(hostname, self.sid))
+            await self.push(replies.invalid_helo(self.sid, argument=hostname))
         else:
             return False
         self._hang_up()
@@ -437,7 +437,7 @@ class GmailSMTP(SMTP):
         self._set_rset_state()
         self.sess.extended_smtp = False
         self.sess.host_name = hostname
-        await self.push(replies.helo(self.sandbox.server_name))
+        await self.push(replies.helo(server_name=self.sandbox.server_name))
 
     async def smtp_STARTTLS(self, arg: str | None) -> None:
         if not self._can_starttls:
@@ -470,16 +470,16 @@ class GmailSMTP(SMTP):
     async def smtp_AUTH(self, arg: str | None) -> None:
         self.sandbox.count_auth()
         if not self.sess.host_name:
-            await self.push(replies.bad_sequence("EHLO/HELO first.", self.sid))
+            await self.push(replies.bad_sequence(self.sid, text="EHLO/HELO first."))
             return
         if not self._auth_allowed:
             await self.push(replies.must_starttls(self.sid))
             return
         if self.signed_in_user is not None:
-            await self.push(replies.bad_sequence("Already authenticated.", self.sid))
+            await self.push(replies.bad_sequence(self.sid, text="Already authenticated."))
             return
         if self.env.mail_from is not None:
-            await self.push(replies.bad_sequence("Bad sequence of commands.", self.sid))
+            await self.push(replies.bad_sequence(self.sid, text="Bad sequence of commands."))
             return
         args = (arg or "").split()
         if not args or len(args) > 2 or args[0].upper() not in ("LOGIN", "PLAIN", "XOAUTH2"):
@@ -565,21 +565,21 @@ class GmailSMTP(SMTP):
     def _refusal(self, *, need_mail: bool = False, need_rcpt: bool = False) -> str | None:
         """Gmail's reply when a transaction command comes too early; None if it may go on."""
         if not self.sess.host_name:
-            return replies.bad_sequence("EHLO/HELO first.", self.sid)
+            return replies.bad_sequence(self.sid, text="EHLO/HELO first.")
         if self.sandbox.offer_starttls and not self.is_tls:
             return replies.must_starttls(self.sid)
         if self.signed_in_user is None:
             return replies.auth_required(self.sid)
         if need_mail and self.env.mail_from is None:
-            return replies.bad_sequence("MAIL first.", self.sid)
+            return replies.bad_sequence(self.sid, text="MAIL first.")
         if need_rcpt and not self.env.rcpt_tos:
-            return replies.bad_sequence("RCPT first.", self.sid)
+            return replies.bad_sequence(self.sid, text="RCPT first.")
         return None
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         refusal = self._refusal()
         if refusal is None and self.env.mail_from is not None:
-            refusal = replies.bad_sequence("Nested MAIL command.", self.sid)
+            refusal = replies.bad_sequence(self.sid, text="Nested MAIL command.")
         if refusal is not None:
             await self.push(refusal)
             return
@@ -599,11 +599,11 @@ class GmailSMTP(SMTP):
                 or (key == "SMTPUTF8" and value is None)
             )
             if not valid:
-                await self.push(replies.unsupported_option(key, self.sid))
+                await self.push(replies.unsupported_option(self.sid, option=key))
                 return
         smtputf8 = "SMTPUTF8" in options
         if address and not valid_address(address, smtputf8):
-            await self.push(replies.bad_sender(address, self.sid))
+            await self.push(replies.bad_sender(self.sid, address=address))
             return
         injection = self.sandbox.injections.take(MAIL_KINDS)
         if injection is not None:
@@ -634,13 +634,13 @@ class GmailSMTP(SMTP):
             return
         address, params = parsed
         if params:
-            await self.push(replies.unsupported_option(params[0].partition("=")[0], self.sid))
+            await self.push(replies.unsupported_option(self.sid, option=params[0].partition("=")[0]))
             return
         if not valid_address(address, self.env.smtp_utf8) or self.sandbox.injections.take(
             "bad_recipient",
             when=lambda i: i.params.get("address") is None or str(i.params["address"]).lower() == address.lower(),
         ):
-            await self.push(replies.bad_recipient(address, self.sid))
+            await self.push(replies.bad_recipient(self.sid, address=address))
             return
         if len(self.env.rcpt_tos) >= self.sandbox.max_recipients or (
             self.sandbox.injections.take("too_many_recipients")
@@ -653,7 +653,7 @@ class GmailSMTP(SMTP):
     async def smtp_DATA(self, arg: str | None) -> None:
         refusal = self._refusal(need_mail=True, need_rcpt=True)
         if refusal is None and self._bdat_chunks is not None:
-            refusal = replies.bad_sequence("DATA cannot follow BDAT; send RSET.", self.sid)
+            refusal = replies.bad_sequence(self.sid, text="DATA cannot follow BDAT; send RSET.")
         if refusal is None and arg:
             refusal = replies.syntax_error(self.sid)
         if refusal is not None:
@@ -713,7 +713,7 @@ class GmailSMTP(SMTP):
         if last:
             await self._end_of_data(b"".join(self._bdat_chunks), self._bdat_size, via_bdat=True)
         else:
-            await self.push(replies.chunk_ok(size))
+            await self.push(replies.chunk_ok(size=size))
 
     async def _read_chunk(self, size: int, *, keep: bool) -> bytes | None:
         """Read exactly ``size`` bytes (discarded unless ``keep``); None on EOF."""
@@ -758,4 +758,4 @@ class GmailSMTP(SMTP):
         self._hangup = self.sandbox.injections.peek(
             "disconnect_after", when=lambda i: self.accepted >= i.params["messages"]
         )
-        await self.push(replies.message_ok(self.sid, int(time.time())))
+        await self.push(replies.message_ok(self.sid, epoch=int(time.time())))
