@@ -39,7 +39,7 @@ from django_gmail_smtp.causes import CATALOGUE
 from django_gmail_smtp.exceptions import GmailConfigError, GmailSMTPError, OAuthError
 from django_gmail_smtp.models import GmailAccount
 from django_gmail_smtp.sandbox import SANDBOX_USER, GmailSandbox, OAuthServer
-from django_gmail_smtp.sandbox.protocol import XOAUTH2_CHALLENGE
+from django_gmail_smtp.sandbox.state import XOAUTH2_CHALLENGE
 
 from .conftest import gmail_check
 

@@ -27,7 +27,7 @@ from typing import Any
 from ..mutf7 import decode_mutf7, encode_mutf7
 from .line_session import Closed, LineSession, MailboxLimits
 from .mailstore import Folder, MailStore, StoredMessage
-from .protocol import XOAUTH2_CHALLENGE, SandboxState
+from .state import XOAUTH2_CHALLENGE, SandboxState
 
 log = logging.getLogger("django_gmail_smtp.sandbox")
 
