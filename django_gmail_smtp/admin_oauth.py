@@ -23,7 +23,7 @@ from django.utils.translation import gettext
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_POST
 
-from . import conf, oauth
+from . import conf, oauth, oauth_flow
 from .admin_base import TEMPLATE_DIR, AccountAdminBase, sensitive_secret
 from .admin_forms import CLIENT_SECRET_FIELD, DESTINATION_FIELDS, GmailAccountForm
 from .causes import CATALOGUE
@@ -155,7 +155,7 @@ class AuthorizeViews(AccountAdminBase):
             return back
         redirect_uri = request.build_absolute_uri(self._callback_path())
         try:
-            pending = oauth.authorization_url(parts["client_id"], redirect_uri, login_hint=obj.username)
+            pending = oauth_flow.authorization_url(parts["client_id"], redirect_uri, login_hint=obj.username)
         except GmailConfigError as exc:
             messages.error(request, f"{exc.message} {exc.hint}")
             return back
@@ -203,9 +203,9 @@ class AuthorizeViews(AccountAdminBase):
         if not self._may_authorize(request, obj):
             raise PermissionDenied
         try:
-            code = oauth.parse_redirect(request.META.get("QUERY_STRING", ""), state)
+            code = oauth_flow.parse_redirect(request.META.get("QUERY_STRING", ""), state)
             parts = obj.get_oauth()
-            answer = oauth.exchange_code(
+            answer = oauth_flow.exchange_code(
                 parts["client_id"],
                 parts["client_secret"],
                 code,
@@ -213,7 +213,7 @@ class AuthorizeViews(AccountAdminBase):
                 code_verifier=entry["verifier"],
                 timeout=obj.timeout or 10.0,
             )
-        except oauth.AuthorizationError as exc:
+        except oauth_flow.AuthorizationError as exc:
             return self._oauth_failure(request, obj, str(exc), log=True)
         except (OAuthError, GmailConfigError) as exc:
             explained = getattr(exc, "cause", None)
@@ -229,7 +229,7 @@ class AuthorizeViews(AccountAdminBase):
                 gettext("Google returned no refresh token: remove the app's access in the Google account, then retry."),
                 log=True,
             )
-        if not oauth.granted_mail_scope(answer):
+        if not oauth_flow.granted_mail_scope(answer):
             return self._oauth_failure(
                 request,
                 obj,

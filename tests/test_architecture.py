@@ -84,7 +84,7 @@ LAYERS: dict[str, Layer] = {
     ),
     "protocols": Layer(
         "one SMTP conversation (transcript, session, pipelining), OAuth2 sign-in, the mailbox clients",
-        ("oauth", "session", "mailbox_session", "imap", "pop"),
+        ("oauth", "oauth_http", "session", "mailbox_session", "imap", "pop"),
         ("configuration",),
     ),
     "pool": Layer("signed-in connections kept between calls", ("pool",), ("protocols",)),
@@ -97,6 +97,12 @@ LAYERS: dict[str, Layer] = {
     "diagnosis": Layer(
         "the staged connection test and the round trip (`gmail_check`, the admin's buttons)",
         ("diagnosis", "roundtrip", "diagnose"),
+        ("protocols",),
+    ),
+    "authorization": Layer(
+        "getting a refresh token: the OAuth2 authorization-code flow (`gmail_authorize`, the admin) and "
+        "the loopback receiver of `gmail_authorize`",
+        ("oauth_flow", "oauth_receiver"),
         ("protocols",),
     ),
     "queue": Layer(
@@ -124,7 +130,7 @@ LAYERS: dict[str, Layer] = {
             "management",
             "management.*",
         ),
-        ("queue", "diagnosis", "sandbox"),
+        ("queue", "diagnosis", "authorization", "sandbox"),
     ),
 }
 
@@ -135,7 +141,6 @@ OVERSIZED: dict[str, int] = {
     "causes": 728,
     "delivery": 635,
     "diagnose": 996,
-    "oauth": 745,
     "queued": 695,
     "roundtrip": 811,
     "rules": 1244,
