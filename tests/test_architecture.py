@@ -85,7 +85,7 @@ LAYERS: dict[str, Layer] = {
     ),
     "protocols": Layer(
         "one SMTP conversation (transcript, session, pipelining), OAuth2 sign-in, the mailbox clients",
-        ("oauth", "session", "mailbox_session", "imap", "pop"),
+        ("oauth", "oauth_http", "session", "mailbox_session", "imap", "pop"),
         ("configuration",),
     ),
     "pool": Layer("signed-in connections kept between calls", ("pool",), ("protocols",)),
@@ -99,6 +99,12 @@ LAYERS: dict[str, Layer] = {
         "the staged connection test (`diagnose`) and the round trip (`roundtrip`) behind `gmail_check` and the "
         "admin's buttons, their result (`diagnosis`) and exit statuses (`exit_status`)",
         ("exit_status", "diagnosis", "roundtrip", "roundtrip.*", "diagnose", "diagnose.*"),
+        ("protocols",),
+    ),
+    "authorization": Layer(
+        "getting a refresh token: the OAuth2 authorization-code flow (`gmail_authorize`, the admin) and "
+        "the loopback receiver of `gmail_authorize`",
+        ("oauth_flow", "oauth_receiver"),
         ("protocols",),
     ),
     "queue": Layer(
@@ -116,6 +122,9 @@ LAYERS: dict[str, Layer] = {
             "checks",
             "reporting",
             "admin",
+            "admin_base",
+            "admin_try",
+            "admin_oauth",
             "admin_delivery",
             "admin_display",
             "admin_forms",
@@ -123,7 +132,7 @@ LAYERS: dict[str, Layer] = {
             "management",
             "management.*",
         ),
-        ("queue", "diagnosis", "sandbox"),
+        ("queue", "diagnosis", "authorization", "sandbox"),
     ),
 }
 
@@ -131,9 +140,7 @@ MAX_LINES = 600
 """No module outside ``sandbox/`` may be longer."""
 
 OVERSIZED: dict[str, int] = {
-    "admin": 708,
     "delivery": 635,
-    "oauth": 745,
     "queued": 695,
     "session": 1245,
 }
