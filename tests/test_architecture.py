@@ -52,6 +52,7 @@ LAYERS: dict[str, Layer] = {
         (
             TOP,
             "causes",
+            "causes.*",
             "exceptions",
             "deadline",
             "bounded_io",
@@ -73,7 +74,7 @@ LAYERS: dict[str, Layer] = {
     ),
     "configuration": Layer(
         "`SmtpConfig` and `resolve()` (stored accounts come in as an argument), validation rules",
-        ("conf", "rules"),
+        ("conf", "rules", "rules.*"),
         ("settings",),
     ),
     "stored accounts": Layer(
@@ -84,7 +85,7 @@ LAYERS: dict[str, Layer] = {
     ),
     "protocols": Layer(
         "one SMTP conversation (transcript, session, pipelining), OAuth2 sign-in, the mailbox clients",
-        ("oauth", "session", "mailbox_session", "imap", "pop"),
+        ("oauth", "oauth_http", "session", "mailbox_session", "imap", "pop"),
         ("configuration",),
     ),
     "pool": Layer("signed-in connections kept between calls", ("pool",), ("protocols",)),
@@ -95,8 +96,15 @@ LAYERS: dict[str, Layer] = {
     ),
     "smtp backend": Layer("`EmailBackend`: Django's API over the delivery", ("smtp_backend",), ("delivery",)),
     "diagnosis": Layer(
-        "the staged connection test and the round trip (`gmail_check`, the admin's buttons)",
-        ("diagnosis", "roundtrip", "diagnose"),
+        "the staged connection test (`diagnose`) and the round trip (`roundtrip`) behind `gmail_check` and the "
+        "admin's buttons, their result (`diagnosis`) and exit statuses (`exit_status`)",
+        ("exit_status", "diagnosis", "roundtrip", "roundtrip.*", "diagnose", "diagnose.*"),
+        ("protocols",),
+    ),
+    "authorization": Layer(
+        "getting a refresh token: the OAuth2 authorization-code flow (`gmail_authorize`, the admin) and "
+        "the loopback receiver of `gmail_authorize`",
+        ("oauth_flow", "oauth_receiver"),
         ("protocols",),
     ),
     "queue": Layer(
@@ -125,6 +133,9 @@ LAYERS: dict[str, Layer] = {
             "checks",
             "reporting",
             "admin",
+            "admin_base",
+            "admin_try",
+            "admin_oauth",
             "admin_delivery",
             "admin_display",
             "admin_forms",
@@ -132,7 +143,7 @@ LAYERS: dict[str, Layer] = {
             "management",
             "management.*",
         ),
-        ("queue", "diagnosis", "sandbox"),
+        ("queue", "diagnosis", "authorization", "sandbox"),
     ),
 }
 
@@ -140,13 +151,7 @@ MAX_LINES = 600
 """No module outside ``sandbox/`` may be longer."""
 
 OVERSIZED: dict[str, int] = {
-    "admin": 708,
-    "causes": 728,
     "delivery": 635,
-    "diagnose": 996,
-    "oauth": 745,
-    "roundtrip": 811,
-    "rules": 1244,
     "session": 1245,
 }
 """Modules still over :data:`MAX_LINES`, each with its line count as a ceiling: it may shrink,
