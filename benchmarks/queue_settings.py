@@ -29,22 +29,10 @@ QUEUES = ["default", "mail"]
 if os.environ.get("BENCH_TASKS") == "rq":
     INSTALLED_APPS.append("django_rq")
     RQ_QUEUES = {name: {"URL": os.environ.get("BENCH_REDIS", "")} for name in QUEUES}
-    if os.environ.get("BENCH_RQ_POOL"):
-        # One connection pool for every queue: django-rq hands it to each Redis client it makes
-        # (with "URL" it makes a new pool, so a new TCP connection, for each task enqueued).
-        import redis
+    if os.environ.get("BENCH_RQ_POOL"):  # one shared pool, not a connection per task enqueued
+        from tests.engines import rq_queues
 
-        _pool = redis.ConnectionPool.from_url(os.environ.get("BENCH_REDIS", ""))
-        _where = _pool.connection_kwargs
-        RQ_QUEUES = {
-            name: {
-                "HOST": _where["host"],
-                "PORT": _where["port"],
-                "DB": _where.get("db", 0),
-                "REDIS_CLIENT_KWARGS": {"connection_pool": _pool},
-            }
-            for name in QUEUES
-        }
+        RQ_QUEUES = rq_queues(os.environ.get("BENCH_REDIS", ""), QUEUES)
     TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": QUEUES}}
 else:
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": QUEUES}}

@@ -20,6 +20,7 @@ from django.core.mail.utils import DNS_NAME
 from django.utils import timezone
 
 from django_gmail_smtp.sandbox.constants import SANDBOX_PASSWORD, SANDBOX_USER
+from tests.engines import rq_queues
 from tests.settings import *  # noqa: F403
 from tests.settings import INSTALLED_APPS
 
@@ -46,21 +47,8 @@ QUEUES = ["default", "mail"]
 TASKS_KIND = os.environ.get("GMAIL_QUEUE_TASKS", "db")
 if TASKS_KIND == "rq":
     INSTALLED_APPS.append("django_rq")
-    # The README's layout: one Redis connection pool shared by the queues (django-rq would open a
-    # new connection for each task enqueued); HOST/PORT/DB for django-rq's views and commands.
-    import redis
-
-    _pool = redis.ConnectionPool.from_url(os.environ.get("GMAIL_QUEUE_REDIS", "redis://127.0.0.1:6379/0"))
-    _where = _pool.connection_kwargs
-    RQ_QUEUES = {
-        name: {
-            "HOST": _where["host"],
-            "PORT": _where["port"],
-            "DB": _where.get("db", 0),
-            "REDIS_CLIENT_KWARGS": {"connection_pool": _pool},
-        }
-        for name in QUEUES
-    }
+    # The README's layout: one Redis connection pool shared by the queues.
+    RQ_QUEUES = rq_queues(os.environ.get("GMAIL_QUEUE_REDIS", "redis://127.0.0.1:6379/0"), QUEUES)
     TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": QUEUES}}
 else:
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": QUEUES}}
