@@ -63,6 +63,7 @@ LAYERS: dict[str, Layer] = {
             "payload",
             "retry",
             "tasks_compat",
+            "xoauth2",
             "sandbox.constants",
         ),
     ),
@@ -82,12 +83,21 @@ LAYERS: dict[str, Layer] = {
         ("binding", "crypto", "models", "accounts"),
         ("configuration",),
     ),
-    "protocols": Layer(
-        "one SMTP conversation (transcript, session, pipelining), OAuth2 sign-in, the mailbox clients",
-        ("oauth", "session", "mailbox_session", "imap", "pop"),
+    "oauth": Layer(
+        "OAuth2: access tokens (cached, refreshed at the token endpoint) and the authorization flow",
+        ("oauth",),
         ("configuration",),
     ),
-    "pool": Layer("signed-in connections kept between calls", ("pool",), ("protocols",)),
+    "smtp": Layer(
+        "one SMTP conversation: the transcript, the bounded client, the session, the pipelining "
+        "engine, the sign-in mechanisms plugged into the session (password, XOAUTH2)",
+        ("transcript", "smtp_client", "pipeline", "smtp_auth", "session"),
+        ("oauth",),
+    ),
+    "protocols": Layer(
+        "the mailbox clients of the round trip (IMAP, POP3)", ("mailbox_session", "imap", "pop"), ("smtp",)
+    ),
+    "pool": Layer("signed-in connections kept between calls", ("pool",), ("smtp",)),
     "delivery": Layer(
         "a batch on its way (retries, reconnects, statuses) and the daily-limit guard",
         ("delivery", "quota"),
@@ -137,7 +147,6 @@ OVERSIZED: dict[str, int] = {
     "queued": 695,
     "roundtrip": 811,
     "rules": 1244,
-    "session": 1245,
 }
 """Modules still over :data:`MAX_LINES`, each with its line count as a ceiling: it may shrink,
 never grow. Splitting them is the next step (issue #17, phase B); an entry whose module is back
