@@ -137,7 +137,7 @@ def setup_django() -> None:
 
     settings.configure(
         EMAIL_BACKEND=OURS,
-        INSTALLED_APPS=[],
+        INSTALLED_APPS=["django_gmail_smtp"],  # the backend resolves stored accounts through its models
         DEFAULT_CHARSET="utf-8",
         LOGGING_CONFIG=None,
     )
