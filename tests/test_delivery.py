@@ -21,7 +21,7 @@ from django.core.mail import EmailMessage
 from django_gmail_smtp import signals
 from django_gmail_smtp.backend import EmailBackend
 from django_gmail_smtp.delivery import FAILED, NOT_SENT, PARTIAL, SENT, UNKNOWN, DeliveryOptions
-from django_gmail_smtp.retry import backoff_delay
+from django_gmail_smtp.retry import Timing, backoff_delay
 from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER, GmailSandbox
 from django_gmail_smtp.session import SMTPSession
 
@@ -202,20 +202,14 @@ def test_throttling_that_never_ends_stops_the_batch(make_backend, gmail_sandbox,
     assert states[FAILED] + states[NOT_SENT] == 20
 
 
-def test_without_retries_a_temporary_failure_fails_only_that_message(
-    make_backend, gmail_sandbox, settings, monkeypatch
-):
-    from django_gmail_smtp import delivery
-
+def test_without_retries_a_temporary_failure_fails_only_that_message(make_backend, gmail_sandbox, settings):
     knobs(settings, RETRY_ATTEMPTS=1)
     slept: list[float] = []
-    real_send_batch = delivery.send_batch
-    monkeypatch.setattr(
-        "django_gmail_smtp.smtp_backend.send_batch", lambda *a, **k: real_send_batch(*a, sleep=slept.append, **k)
-    )
     gmail_sandbox.inject("temporary")
     batch = make_messages(3)
-    assert make_backend(fail_silently=True).send_messages(batch) == 2
+    backend = make_backend(fail_silently=True)
+    backend.timing = Timing(sleep=slept.append)
+    assert backend.send_messages(batch) == 2
     assert [m.gmail_smtp_status.status for m in batch] == [FAILED, SENT, SENT]
     assert slept == []  # nothing left to retry: no waiting
 
@@ -586,20 +580,14 @@ def test_backoff_jitter_spreads_clients_apart():
     assert all(4.0 <= d <= 8.0 for d in delays)
 
 
-def test_retries_wait_as_the_policy_says(make_backend, gmail_sandbox, settings, monkeypatch):
+def test_retries_wait_as_the_policy_says(make_backend, gmail_sandbox, settings):
     """The backend's waits are the schedule's delays: no extra sleeping, no busy loop."""
-    from django_gmail_smtp import delivery
-
     knobs(settings, RETRY_ATTEMPTS=4, RETRY_BACKOFF=0.02, RETRY_BACKOFF_MAX=1.0)
     slept: list[float] = []
-    real_send_batch = delivery.send_batch
-
-    def recording(*args: Any, **kwargs: Any) -> Any:
-        return real_send_batch(*args, sleep=slept.append, rng=lambda: 1.0, **kwargs)
-
-    monkeypatch.setattr("django_gmail_smtp.smtp_backend.send_batch", recording)
     gmail_sandbox.inject("temporary", times=3)
     [msg] = make_messages(1)
-    assert make_backend().send_messages([msg]) == 1
+    backend = make_backend()
+    backend.timing = Timing(sleep=slept.append, random=lambda: 1.0)
+    assert backend.send_messages([msg]) == 1
     assert slept == pytest.approx([0.02, 0.04, 0.08])
     assert msg.gmail_smtp_status.attempts == 4
