@@ -17,7 +17,6 @@ import smtplib
 import socket
 import ssl
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 from django.utils.translation import gettext as _
@@ -137,7 +136,7 @@ class SocketReader:
             start = len(buf)
             if clock is not None:
                 deadline = clock.for_reading()
-                left = deadline.at - time.monotonic()
+                left = deadline.remaining()  # on the deadline's own clock
                 if left <= 0:
                     raise deadline.error(received + len(buf))
                 set_timeout(self.sock, left)
