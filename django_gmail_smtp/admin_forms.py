@@ -1,7 +1,8 @@
 """The admin form of :class:`~django_gmail_smtp.models.GmailAccount`.
 
-The app password is write-only: it is never rendered back (not even encrypted), an empty field
-keeps the stored one. Validation runs :func:`django_gmail_smtp.rules.check_config` on a
+The app password, the OAuth2 client secret and the refresh token are write-only
+(:class:`WriteOnlySecretField`): never rendered back (not even encrypted), an empty field keeps
+the stored one. Validation runs :func:`django_gmail_smtp.rules.check_config` on a
 configuration built from the form's values only (never the settings), so a mistake reads the
 same here as in ``manage.py check``; the same configuration feeds "Test connection".
 """
@@ -27,15 +28,23 @@ from .exceptions import GmailConfigError, SecretDecryptionError, SecretDestinati
 from .models import GmailAccount, bound_secret, describe_changes
 from .rules import Problem
 
-__all__ = ["OAUTH_FIELDS", "SOURCE_FORM", "WRITE_ONLY_FIELDS", "AddressListField", "GmailAccountForm", "problem_text"]
+__all__ = [
+    "OAUTH_FIELDS",
+    "SOURCE_FORM",
+    "WRITE_ONLY_FIELDS",
+    "AddressListField",
+    "GmailAccountForm",
+    "WriteOnlySecretField",
+    "problem_text",
+]
 
 SECRET_FIELD = "app_password"  # noqa: S105 - the form field's name
-# OAuth2 fields; the client secret and the refresh token are write-only like the app password.
+# OAuth2 fields; the client secret and the refresh token are write-only like the app password
+# (WriteOnlySecretField; WRITE_ONLY_FIELDS, after the form, lists them).
 CLIENT_ID_FIELD = "oauth_client_id"
 CLIENT_SECRET_FIELD = "oauth_client_secret"  # noqa: S105 - the form field's name
 REFRESH_TOKEN_FIELD = "oauth_refresh_token"  # noqa: S105 - the form field's name
 OAUTH_FIELDS = (CLIENT_ID_FIELD, CLIENT_SECRET_FIELD, REFRESH_TOKEN_FIELD)
-WRITE_ONLY_FIELDS = (SECRET_FIELD, CLIENT_SECRET_FIELD, REFRESH_TOKEN_FIELD)
 # The fields a stored secret is bound to (README.md#stored-secrets-go-only-where-they-were-entered-for):
 # changing one of them needs the secret typed again. Name, timeout, aliases, enabled and default do not.
 DESTINATION_FIELDS = ("host", "port", "security", "username")
@@ -113,6 +122,24 @@ class AddressListField(forms.CharField):
                 ) from None
 
 
+class WriteOnlySecretField(forms.CharField):
+    """A secret typed into the form and never shown again; left empty, the stored one stays.
+
+    Not rendered back, not even encrypted (a password input that forgets its value), never
+    required, stripped. The admin keeps every field of this class out of error reports
+    (:data:`WRITE_ONLY_FIELDS`); :meth:`GmailAccountForm.typed` reads what was typed.
+    """
+
+    def __init__(self, *, label: Any, help_text: Any, autocomplete: str = "off") -> None:
+        super().__init__(
+            label=label,
+            help_text=help_text,
+            required=False,
+            strip=True,
+            widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": autocomplete}),
+        )
+
+
 def problem_text(problem: Problem) -> str:
     """A rule's finding as one line for the admin: message, hint and id.
 
@@ -125,11 +152,9 @@ def problem_text(problem: Problem) -> str:
 class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
     """Add/change form: write-only secret, rules from :mod:`.rules`, a buildable configuration."""
 
-    app_password = forms.CharField(
+    app_password = WriteOnlySecretField(
         label=_("App password"),
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        autocomplete="new-password",
         help_text=_(
             "Write-only: it is never shown again. Leave empty to keep the stored one, which is only "
             "used with the host, port, security and address it was entered for. "
@@ -147,21 +172,15 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
             "Credentials), e.g. 1234-abc.apps.googleusercontent.com."
         ),
     )
-    oauth_client_secret = forms.CharField(
+    oauth_client_secret = WriteOnlySecretField(
         label=_("OAuth2 client secret"),
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text=_(
             "For OAuth2 only. Write-only: it is never shown again. Leave empty to keep the stored one, "
             "which is only used with the host, port, security and address it was entered for."
         ),
     )
-    oauth_refresh_token = forms.CharField(
+    oauth_refresh_token = WriteOnlySecretField(
         label=_("OAuth2 refresh token"),
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text=_(
             "For OAuth2 only. Usually left empty: save the account, then click “Authorize with "
             "Google”. Or paste one printed by 'manage.py gmail_authorize'. Write-only; leave empty "
@@ -215,6 +234,11 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
     def config_warnings(self) -> list[Problem]:
         return [problem for problem in self.problems if not problem.is_error]
 
+    @sensitive_variables()
+    def typed(self, field: str) -> str:
+        """What was typed into ``field`` ("" for nothing, or before the form is cleaned)."""
+        return str(getattr(self, "cleaned_data", {}).get(field) or "").strip()
+
     @property
     def uses_oauth2(self) -> bool:
         method = self.cleaned_data.get("auth_method") if hasattr(self, "cleaned_data") else None
@@ -257,9 +281,9 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
         and no client secret was typed.
         """
         typed = {
-            "client_id": (self.cleaned_data.get(CLIENT_ID_FIELD) or "").strip(),
-            "client_secret": (self.cleaned_data.get(CLIENT_SECRET_FIELD) or "").strip(),
-            "refresh_token": (self.cleaned_data.get(REFRESH_TOKEN_FIELD) or "").strip(),
+            "client_id": self.typed(CLIENT_ID_FIELD),
+            "client_secret": self.typed(CLIENT_SECRET_FIELD),
+            "refresh_token": self.typed(REFRESH_TOKEN_FIELD),
         }
         stored = dict.fromkeys(GmailAccount.OAUTH_PARTS, "")
         if self.instance.pk is not None and self.instance.has_secret:
@@ -294,7 +318,7 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
         Raises :class:`SecretDecryptionError` when the stored one cannot be decrypted, and
         :class:`SecretDestinationError` when it was entered for another destination.
         """
-        typed = (self.cleaned_data.get(SECRET_FIELD) or "").strip()
+        typed = self.typed(SECRET_FIELD)
         if typed:
             return conf.normalize_app_password(typed)
         return str(self.stored_for_form(("password",)).get("password") or "")
@@ -426,9 +450,15 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
             # All three parts given: nothing stored is read again, the new values bind them.
             instance.set_oauth(**self.oauth_parts)
         else:
-            typed = (self.cleaned_data.get(SECRET_FIELD) or "").strip()
+            typed = self.typed(SECRET_FIELD)
             if typed:
                 instance.set_password(typed)
         if commit:
             instance.save()  # the model has no many-to-many fields to save after it
         return instance
+
+
+WRITE_ONLY_FIELDS = tuple(
+    name for name, field in GmailAccountForm.base_fields.items() if isinstance(field, WriteOnlySecretField)
+)
+"""The form's write-only secrets: the app password, the OAuth2 client secret and refresh token."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -21,18 +21,14 @@ from django.utils.translation import ngettext
 from . import conf
 from .causes import CATALOGUE, Cause
 from .conf import SmtpConfig
+from .exit_status import exit_code
 from .redaction import Redactor
 from .rules import Problem
 from .session import Transcript
 
 __all__ = [
-    "EXIT_CODES",
-    "EXIT_OK",
-    "EXIT_UNEXPECTED",
-    "EXIT_USAGE",
     "FAILED",
     "OK",
-    "ROUND_TRIP_EXIT_CODES",
     "SCHEMA_VERSION",
     "SKIPPED",
     "STATUSES",
@@ -46,51 +42,6 @@ __all__ = [
 
 OK, WARNING, FAILED, SKIPPED = "ok", "warning", "failed", "skipped"
 STATUSES = (OK, WARNING, FAILED, SKIPPED)
-
-EXIT_OK = 0
-#: A bug or an error nobody expected (Django's default CommandError status).
-EXIT_UNEXPECTED = 1
-#: Wrong command-line usage (argparse's status).
-EXIT_USAGE = 2
-#: The exit status for a failure at each step.
-EXIT_CODES: Mapping[str, int] = {
-    "config": 3,
-    "dns": 4,
-    "connect": 5,
-    "greeting": 6,
-    "tls": 7,
-    "ehlo": 8,
-    "auth": 9,
-    "send": 10,
-    "quit": 11,
-    # Added later, so numbered after the others (exit codes never change meaning).
-    "token": 12,
-}
-#: Exit statuses of the round trip (``--round-trip``), by what went wrong with the mailbox.
-ROUND_TRIP_EXIT_CODES: Mapping[str, int] = {
-    "mailbox_connect": 13,  # the IMAP/POP3 server could not be reached (DNS, TCP, TLS, greeting)
-    "mailbox_disabled": 14,  # IMAP (or POP) access is turned off for the account
-    "mailbox_sign_in": 15,  # the mailbox sign-in was refused
-    "mailbox_folder": 16,  # a folder could not be listed or opened
-    "not_arrived": 17,  # the test message did not arrive in time
-    "spam": 18,  # the test message arrived in Spam
-    "mailbox_protocol": 19,  # the mailbox server broke off or broke the protocol
-}
-# What a failed round-trip step or its cause means, for the exit status: causes first, then steps.
-_ROUND_TRIP_FAILURES = {
-    "imap_disabled": "mailbox_disabled",
-    "pop_disabled": "mailbox_disabled",
-    "imap_no_folder": "mailbox_folder",
-    "round_trip_timeout": "not_arrived",
-    "round_trip_spam": "spam",
-    "imap_protocol": "mailbox_protocol",
-    "pop_protocol": "mailbox_protocol",
-    "imap_connect": "mailbox_connect",
-    "pop_connect": "mailbox_connect",
-    "imap_auth": "mailbox_sign_in",
-    "pop_auth": "mailbox_sign_in",
-    "imap_folders": "mailbox_folder",
-}
 
 #: The ``schema_version`` of :meth:`Diagnosis.to_dict` (and ``gmail_check --json``); it changes
 #: whenever a field changes meaning or type. 2: typed configuration values, step ids, nulls.
@@ -181,18 +132,8 @@ class Diagnosis:
 
     @property
     def exit_code(self) -> int:
-        if self.failed_step is None:
-            return EXIT_OK
-        if self.unexpected:
-            return EXIT_UNEXPECTED
-        if self.failed_step == "round_trip_send":
-            return EXIT_CODES["send"]
-        if self.failed_step in EXIT_CODES:
-            return EXIT_CODES[self.failed_step]
-        kind = _ROUND_TRIP_FAILURES.get(self.cause.id if self.cause else "") or _ROUND_TRIP_FAILURES.get(
-            self.failed_step
-        )
-        return ROUND_TRIP_EXIT_CODES[kind] if kind else EXIT_UNEXPECTED
+        """The exit status of ``gmail_check`` for this outcome (:mod:`.exit_status`)."""
+        return exit_code(self.failed_step, self.cause.id if self.cause else "", unexpected=bool(self.unexpected))
 
     def redact(self, text: str) -> str:
         """``text`` without any secret of the configuration, in any encoding."""

@@ -26,10 +26,10 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
-from .bounded_io import BoundedReader, ReplyTooLarge, shut
+from .bounded_io import BoundedReader, ReplyTooLarge
 from .causes import CATALOGUE, Cause
 from .exceptions import MailboxError
-from .mailbox_session import MailboxSession
+from .mailbox_session import MailboxSession, Refusals, explain_refusal, library_text
 from .mutf7 import decode_mutf7, encode_mutf7
 from .session import CLIENT, INFO, SERVER
 
@@ -121,18 +121,18 @@ def parse_list_line(item: bytes | tuple[bytes, bytes]) -> ImapFolder | None:
 # -- what a refusal means ---------------------------------------------------------------------
 
 
+IMAP_REFUSALS: Refusals = (
+    (("not enabled for imap", "imap access is disabled", "imap is disabled"), "imap_disabled"),
+    (("application-specific password required",), "imap_app_password_required"),
+    (("web browser", "weblogin"), "imap_web_login_required"),
+    (("too many simultaneous connections", "[unavailable]", "[limit]"), "imap_unavailable"),
+)
+"""What Gmail's words in a ``NO`` to LOGIN or AUTHENTICATE mean."""
+
+
 def explain_imap_reply(text: str) -> Cause:
     """The cause of a refused IMAP sign-in, from the server's ``NO`` text (Gmail's words)."""
-    low = text.lower()
-    if "not enabled for imap" in low or "imap access is disabled" in low or "imap is disabled" in low:
-        return CATALOGUE["imap_disabled"]
-    if "application-specific password required" in low:
-        return CATALOGUE["imap_app_password_required"]
-    if "web browser" in low or "weblogin" in low:
-        return CATALOGUE["imap_web_login_required"]
-    if "too many simultaneous connections" in low or "[unavailable]" in low or "[limit]" in low:
-        return CATALOGUE["imap_unavailable"]
-    return CATALOGUE["imap_bad_credentials"]
+    return explain_refusal(text, IMAP_REFUSALS)
 
 
 # -- the client -------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ class FetchedMessage:
     """The server's arrival time (epoch seconds), when it said."""
 
 
-class ImapClient(MailboxSession):
+class ImapClient(MailboxSession[_IMAP]):
     """One IMAP conversation over implicit TLS, bounded by ``deadline``.
 
     Failures raise :class:`~.exceptions.MailboxError` carrying a cause and the ``stage``
@@ -198,8 +198,8 @@ class ImapClient(MailboxSession):
     protocol = "IMAP"
     protocol_cause = "imap_protocol"
     library_errors = (imaplib.IMAP4.error,)
+    refusals = IMAP_REFUSALS
 
-    imap: _IMAP | None = None
     capabilities: frozenset[str] = frozenset()
     challenge: dict[str, Any] | None = None
     """The JSON of a refused XOAUTH2 token's error challenge."""
@@ -228,56 +228,40 @@ class ImapClient(MailboxSession):
         self.record(SERVER, text)
 
     # -- steps --
-    def _client(self) -> _IMAP:
-        if self.imap is None:
-            raise self.not_open()
-        return self.imap
-
-    def reply_text(self, exc: BaseException) -> str:
-        return _reply_of(exc)
-
     def connect(self) -> str:
         """TCP, TLS (verified with ``ssl_cafile``, as for SMTP) and the greeting; returns it."""
         try:
             client = _IMAP(self, self.config.imap_host, self.config.imap_port)
         except BaseException as exc:  # an imaplib error here: a greeting that is not IMAP's
             raise self.fail(exc) from None
-        self.imap = client
+        self.connection = client
         self.greeting = client.welcome.decode("utf-8", "replace")
         self.capabilities = frozenset(str(c).upper() for c in client.capabilities)
         return self.greeting
 
     def _refresh_capabilities(self) -> None:
-        client = self._client()
+        client = self.open_connection()
         typ, data = client.capability()
         if typ == "OK" and data and data[-1]:
             self.capabilities = frozenset(data[-1].decode("ascii", "replace").upper().split())
 
     def login(self) -> str:
         """Sign in with the configuration's credentials: LOGIN, or AUTHENTICATE XOAUTH2 for OAuth2."""
-        self.stage = "auth"
-        client = self._client()
-        try:
-            if self.config.uses_oauth2:
-                text = self._xoauth2(client)
-            else:
-                self.mechanism = "LOGIN"
-                typ, data = client.login(self.config.username, self.config.password)
-                text = _join(data[-1:]) or typ
-        except imaplib.IMAP4.abort as exc:
-            raise self.fail(exc) from None
-        except imaplib.IMAP4.error as exc:
-            reply = _reply_of(exc)
-            cause = explain_imap_reply(reply)
-            if self.config.uses_oauth2 and cause.id == "imap_bad_credentials":
-                cause = CATALOGUE["imap_token_rejected"]
-            raise MailboxError(reply, cause=cause, stage="auth", reply=reply) from None
-        except BaseException as exc:
-            raise self.fail(exc) from None
+        text = super().login()
         self._refresh_capabilities()  # servers announce more once signed in (MOVE, UIDPLUS, IDLE)
         return text
 
-    def _xoauth2(self, client: _IMAP) -> str:
+    def refusal(self, exc: BaseException) -> str | None:
+        if isinstance(exc, imaplib.IMAP4.error) and not isinstance(exc, imaplib.IMAP4.abort):
+            return library_text(exc)
+        return None
+
+    def password(self, client: _IMAP) -> str:
+        self.mechanism = "LOGIN"
+        typ, data = client.login(self.config.username, self.config.password)
+        return _join(data[-1:]) or typ
+
+    def xoauth2(self, client: _IMAP) -> str:
         from .oauth import parse_challenge, xoauth2_response
 
         self.mechanism = "XOAUTH2"
@@ -299,7 +283,7 @@ class ImapClient(MailboxSession):
                 raise
             except imaplib.IMAP4.error as exc:
                 # A cached token may have been revoked since: refresh it once.
-                if force or not cached or explain_imap_reply(_reply_of(exc)).id != "imap_bad_credentials":
+                if force or not cached or explain_imap_reply(library_text(exc)).id != "imap_bad_credentials":
                     raise
                 self.transcript.add(INFO, _("The access token was refused: refreshing it and signing in again."))
                 force = True
@@ -309,7 +293,7 @@ class ImapClient(MailboxSession):
     def folders(self) -> list[ImapFolder]:
         """Every folder (LIST "" "*"), flags included."""
         self.stage = "list"
-        client = self._client()
+        client = self.open_connection()
         try:
             typ, data = client.list('""', '"*"')
         except BaseException as exc:
@@ -328,7 +312,7 @@ class ImapClient(MailboxSession):
     def select(self, folder: ImapFolder, *, readonly: bool = True) -> int:
         """EXAMINE (or SELECT when writing) ``folder``; returns its message count."""
         self.stage = "select"
-        client = self._client()
+        client = self.open_connection()
         try:
             typ, data = client.select(quote(folder.wire), readonly=readonly)
         except BaseException as exc:
@@ -348,7 +332,7 @@ class ImapClient(MailboxSession):
             return 0
 
     def _uid(self, command: str, *args: str) -> list[Any]:
-        client = self._client()
+        client = self.open_connection()
         try:
             typ, data = client.uid(command, *args)
         except BaseException as exc:
@@ -441,7 +425,7 @@ class ImapClient(MailboxSession):
         others = set(_numbers(self._uid("SEARCH", "DELETED"))) - {int(uid) for uid in uid_list}
         if others:  # a plain EXPUNGE would also remove messages the user marked deleted
             return False
-        client = self._client()
+        client = self.open_connection()
         try:
             typ, _data = client.expunge()
         except BaseException as exc:
@@ -456,7 +440,7 @@ class ImapClient(MailboxSession):
         """Wait up to ``seconds`` in IDLE (RFC 2177) on the selected folder; True when the server
         announced a new message (``EXISTS``). Ends IDLE with ``DONE`` before returning."""
         self.stage = "idle"
-        client = self._client()
+        client = self.open_connection()
         self._idle_number += 1
         tag = f"IDLE{self._idle_number}"
         try:
@@ -503,40 +487,16 @@ class ImapClient(MailboxSession):
             raise self.fail(exc) from None
 
     def noop(self) -> None:
-        client = self._client()
+        client = self.open_connection()
         try:
             client.noop()
         except BaseException as exc:
             raise self.fail(exc) from None
 
-    def logout(self) -> str:
+    def say_goodbye(self, client: _IMAP) -> str:
         """LOGOUT; returns the server's BYE text."""
-        self.stage = "logout"
-        client = self.imap
-        if client is None:
-            return ""
-        self.imap = None
-        try:
-            _typ, data = client.logout()
-        except BaseException as exc:
-            shut(client.sock)
-            raise self.fail(exc) from None
+        _typ, data = client.logout()
         return _join(data)
-
-    def abort(self) -> None:
-        """Drop the connection without a goodbye (after a failure)."""
-        client, self.imap = self.imap, None
-        if client is not None:
-            shut(client.sock)
-
-
-def _reply_of(exc: BaseException) -> str:
-    """The server's text from an ``imaplib`` error (it carries the bytes after ``NO``)."""
-    value = exc.args[0] if exc.args else ""
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    if text.startswith(("b'", 'b"')) and text.endswith(text[1]):  # imaplib formatted the bytes
-        text = text[2:-1]
-    return text
 
 
 def _join(data: Sequence[Any] | None) -> str:

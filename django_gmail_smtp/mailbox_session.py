@@ -1,42 +1,84 @@
 """What the round trip's IMAP and POP3 clients share: the bounded TLS connection, the
-transcript and how a failure is named.
+transcript, the sign-in and the goodbye, and how a failure or a refusal is named.
 
 :class:`MailboxSession` is the base of :class:`~.imap.ImapClient` and :class:`~.pop.PopClient`.
 It opens the implicit-TLS connection step by step (``stage``: ``connect``, ``tls``, ``greeting``),
 verified like SMTP's (the same ``ssl_cafile``), within the overall deadline, and hands back a
-:class:`~.bounded_io.BoundedReader` for the protocol library to read through.
+:class:`~.bounded_io.BoundedReader` for the protocol library to read through. The subclass
+holds the protocol library's connection and says how to sign in with a password, with XOAUTH2,
+and how to say goodbye; a refused sign-in is explained from the server's words by a table.
 """
 
 from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Generic, Protocol, TypeVar
 
 from django.utils.translation import gettext as _
 
 from .bounded_io import BoundedReader, ReplyTooLarge, shut
-from .causes import CATALOGUE
+from .causes import CATALOGUE, Cause
 from .conf import SmtpConfig
 from .deadline import Deadline
 from .exceptions import MailboxError, with_cause
 from .redaction import Redactor
 from .session import INFO, Transcript, make_ssl_context
 
-__all__ = ["AccessTokenSource", "MailboxSession"]
+__all__ = ["AccessTokenSource", "MailboxSession", "Refusals", "explain_refusal", "library_text"]
 
 AccessTokenSource = Callable[[bool], tuple[str, bool]]
 """``source(force_refresh) -> (access token, came from the cache)``, for XOAUTH2."""
 
+Refusals = Sequence[tuple[tuple[str, ...], str]]
+"""Rows of ``(words, cause id)``: a refusal whose text holds one of the words has that cause."""
 
-class MailboxSession:
-    """One conversation with a mailbox server over implicit TLS, bounded by ``deadline``."""
+
+def explain_refusal(text: str, refusals: Refusals) -> Cause:
+    """The cause of a refused sign-in: the first row of ``refusals`` whose words the server's
+    ``text`` holds (any case); else wrong credentials."""
+    low = text.lower()
+    for words, cause in refusals:
+        if any(word in low for word in words):
+            return CATALOGUE[cause]
+    return CATALOGUE["imap_bad_credentials"]
+
+
+def library_text(value: object) -> str:
+    """The server's words in a protocol library's reply or error: bytes decoded, and the
+    ``b'...'`` that ``imaplib`` sometimes renders them as taken off."""
+    if isinstance(value, BaseException):
+        value = value.args[0] if value.args else ""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    if text.startswith(("b'", 'b"')) and text.endswith(text[1]):
+        text = text[2:-1]
+    return text
+
+
+class _Connection(Protocol):
+    @property
+    def sock(self) -> socket.socket: ...
+
+
+Library = TypeVar("Library", bound=_Connection)
+
+
+class MailboxSession(Generic[Library]):
+    """One conversation with a mailbox server over implicit TLS, bounded by ``deadline``.
+
+    ``connection`` is the protocol library's object (``imaplib``, ``poplib``) while it is open.
+    """
 
     #: Set by the subclass: the protocol's name and the cause of a broken conversation.
     protocol = ""
     protocol_cause = ""
     #: The protocol library's own error types (a refusal or a broken conversation).
     library_errors: tuple[type[BaseException], ...] = ()
+    #: What the server's words in a refused sign-in mean (:func:`explain_refusal`).
+    refusals: Refusals = ()
+
+    connection: Library | None = None
 
     def __init__(
         self,
@@ -100,11 +142,6 @@ class MailboxSession:
         self.redactor.add(token)
         return token, cached
 
-    def reply_text(self, exc: BaseException) -> str:
-        """The server's words carried by a library error."""
-        value = exc.args[0] if exc.args else ""
-        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
     def broken(self, text: str) -> MailboxError:
         """A broken conversation at the current stage."""
         return MailboxError(text, cause=CATALOGUE[self.protocol_cause], stage=self.stage, reply=text)
@@ -119,7 +156,7 @@ class MailboxSession:
         if isinstance(exc, ReplyTooLarge):
             return self.broken(str(exc))
         if self.library_errors and isinstance(exc, self.library_errors):
-            return self.broken(self.reply_text(exc))
+            return self.broken(library_text(exc))
         if isinstance(exc, OSError) and not getattr(exc, "stage", ""):
             return with_cause(exc, None, self.stage)
         return exc
@@ -130,3 +167,67 @@ class MailboxSession:
             cause=CATALOGUE["imap_token_rejected"],
             stage="auth",
         )
+
+    # -- the conversation's course, the same for both protocols --
+    def connect(self) -> str:
+        """TCP, TLS (verified with ``ssl_cafile``, as for SMTP) and the greeting; returns it."""
+        raise NotImplementedError
+
+    def open_connection(self) -> Library:
+        """The open connection, or the error a command on a closed one is."""
+        if self.connection is None:
+            raise self.not_open()
+        return self.connection
+
+    def login(self) -> str:
+        """Sign in with the configuration's credentials (XOAUTH2 for OAuth2); returns the
+        server's answer. A refusal raises :class:`MailboxError` with the cause its words name."""
+        self.stage = "auth"
+        connection = self.open_connection()
+        try:
+            text = self.sign_in(connection)
+        except BaseException as exc:
+            reply = self.refusal(exc)
+            if reply is None:
+                raise self.fail(exc) from None
+            cause = explain_refusal(reply, self.refusals)
+            if self.config.uses_oauth2 and cause.id == "imap_bad_credentials":
+                cause = CATALOGUE["imap_token_rejected"]
+            raise MailboxError(reply, cause=cause, stage="auth", reply=reply) from None
+        return text
+
+    def sign_in(self, connection: Library) -> str:
+        return self.xoauth2(connection) if self.config.uses_oauth2 else self.password(connection)
+
+    def password(self, connection: Library) -> str:
+        """Sign in with the username and password; set :attr:`mechanism`."""
+        raise NotImplementedError
+
+    def xoauth2(self, connection: Library) -> str:
+        """Sign in with XOAUTH2 and an access token from :meth:`token`; set :attr:`mechanism`."""
+        raise NotImplementedError
+
+    def refusal(self, exc: BaseException) -> str | None:
+        """The server's words when ``exc`` is a refused sign-in (None: it is something else)."""
+        return None
+
+    def goodbye(self) -> str:
+        """End the conversation politely (LOGOUT, QUIT); returns the server's answer."""
+        self.stage = "logout"
+        connection, self.connection = self.connection, None
+        if connection is None:
+            return ""
+        try:
+            return self.say_goodbye(connection)
+        except BaseException as exc:
+            shut(connection.sock)
+            raise self.fail(exc) from None
+
+    def say_goodbye(self, connection: Library) -> str:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop the connection without a goodbye (after a failure; POP3 then removes nothing)."""
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            shut(connection.sock)

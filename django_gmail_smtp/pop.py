@@ -18,10 +18,9 @@ from __future__ import annotations
 import poplib
 import ssl
 
-from .bounded_io import BoundedReader, shut
-from .causes import CATALOGUE, Cause
-from .exceptions import MailboxError
-from .mailbox_session import MailboxSession
+from .bounded_io import BoundedReader
+from .causes import Cause
+from .mailbox_session import MailboxSession, Refusals, explain_refusal, library_text
 from .session import CLIENT, SERVER
 
 __all__ = ["PopClient", "explain_pop_reply"]
@@ -33,18 +32,18 @@ MAX_LINES = 100000
 """Lines of one reply: UIDL of a large maildrop, or a message's header."""
 
 
+POP_REFUSALS: Refusals = (
+    (("not enabled for pop", "pop access is disabled"), "pop_disabled"),
+    (("application-specific password required",), "imap_app_password_required"),
+    (("web login required", "web browser"), "imap_web_login_required"),
+    (("[in-use]", "[sys/temp]"), "imap_unavailable"),
+)
+"""What Gmail's words in an ``-ERR`` to the sign-in mean."""
+
+
 def explain_pop_reply(text: str) -> Cause:
     """The cause of a refused POP3 sign-in, from the server's ``-ERR`` text (Gmail's words)."""
-    low = text.lower()
-    if "not enabled for pop" in low or "pop access is disabled" in low:
-        return CATALOGUE["pop_disabled"]
-    if "application-specific password required" in low:
-        return CATALOGUE["imap_app_password_required"]
-    if "web login required" in low or "web browser" in low:
-        return CATALOGUE["imap_web_login_required"]
-    if "[in-use]" in low or "[sys/temp]" in low:
-        return CATALOGUE["imap_unavailable"]
-    return CATALOGUE["imap_bad_credentials"]
+    return explain_refusal(text, POP_REFUSALS)
 
 
 class _POP3(poplib.POP3_SSL):
@@ -80,15 +79,15 @@ class _POP3(poplib.POP3_SSL):
         self.sock.sendall(line + b"\r\n")
 
 
-class PopClient(MailboxSession):
+class PopClient(MailboxSession[_POP3]):
     """One POP3 session over implicit TLS, bounded by ``deadline``. Failures raise
     :class:`~.exceptions.MailboxError` (with a cause) or ``OSError`` with the ``stage`` set."""
 
     protocol = "POP3"
     protocol_cause = "pop_protocol"
     library_errors = (poplib.error_proto,)
+    refusals = POP_REFUSALS
 
-    pop: _POP3 | None = None
     _secret_exchange = False
 
     def said(self, line: bytes) -> None:
@@ -110,46 +109,34 @@ class PopClient(MailboxSession):
             self._secret_exchange = False
         self.record(SERVER, text)
 
-    def _client(self) -> _POP3:
-        if self.pop is None:
-            raise self.not_open()
-        return self.pop
-
     def connect(self) -> str:
         """TCP, TLS (verified as for SMTP) and the ``+OK`` greeting; returns it."""
         try:
-            self.pop = _POP3(self, self.config.pop_host, self.config.pop_port)
+            self.connection = _POP3(self, self.config.pop_host, self.config.pop_port)
         except BaseException as exc:
             raise self.fail(exc) from None
-        self.greeting = _text(self.pop.welcome)
+        self.greeting = library_text(self.connection.welcome)
         return self.greeting
 
-    def login(self) -> str:
+    def sign_in(self, client: _POP3) -> str:
         """USER/PASS, or AUTH XOAUTH2 with the access token for OAuth2. Some servers (Gmail with POP
         off) accept the password and refuse the maildrop at STAT: that counts as refused here."""
-        self.stage = "auth"
-        client = self._client()
-        try:
-            if self.config.uses_oauth2:
-                text = self._xoauth2(client)
-            else:
-                self.mechanism = "USER/PASS"
-                client.user(self.config.username)
-                text = _text(client.pass_(self.config.password))
-            client.stat()
-        except poplib.error_proto as exc:
-            reply = _text(exc)
-            if not reply.startswith("-ERR") or reply == "-ERR EOF":
-                raise self.fail(exc) from None
-            cause = explain_pop_reply(reply)
-            if self.config.uses_oauth2 and cause.id == "imap_bad_credentials":
-                cause = CATALOGUE["imap_token_rejected"]
-            raise MailboxError(reply, cause=cause, stage="auth", reply=reply) from None
-        except BaseException as exc:
-            raise self.fail(exc) from None
+        text = super().sign_in(client)
+        client.stat()
         return text
 
-    def _xoauth2(self, client: _POP3) -> str:
+    def refusal(self, exc: BaseException) -> str | None:
+        if not isinstance(exc, poplib.error_proto):
+            return None
+        reply = library_text(exc)
+        return reply if reply.startswith("-ERR") and reply != "-ERR EOF" else None
+
+    def password(self, client: _POP3) -> str:
+        self.mechanism = "USER/PASS"
+        client.user(self.config.username)
+        return library_text(client.pass_(self.config.password))
+
+    def xoauth2(self, client: _POP3) -> str:
         from .oauth import xoauth2_response
 
         self.mechanism = "XOAUTH2"
@@ -162,12 +149,12 @@ class PopClient(MailboxSession):
             line, _octets = client._getline()
         if not line.startswith(b"+OK"):
             raise poplib.error_proto(line)
-        return _text(line)
+        return library_text(line)
 
     def message_ids(self) -> list[tuple[int, str]]:
         """(message number, unique id) of every message in the maildrop, newest first."""
         self.stage = "search"
-        client = self._client()
+        client = self.open_connection()
         try:
             _resp, lines, _octets = client.uidl()
         except BaseException as exc:
@@ -182,7 +169,7 @@ class PopClient(MailboxSession):
     def header(self, number: int) -> bytes:
         """The header of message ``number`` (``TOP n 0``), with CRLF line ends."""
         self.stage = "fetch"
-        client = self._client()
+        client = self.open_connection()
         try:
             _resp, lines, _octets = client.top(number, 0)
         except BaseException as exc:
@@ -192,34 +179,12 @@ class PopClient(MailboxSession):
     def delete(self, number: int) -> str:
         """Mark message ``number`` deleted; the server removes it at QUIT."""
         self.stage = "delete"
-        client = self._client()
+        client = self.open_connection()
         try:
-            return _text(client.dele(number))
+            return library_text(client.dele(number))
         except BaseException as exc:
             raise self.fail(exc) from None
 
-    def quit(self) -> str:
+    def say_goodbye(self, client: _POP3) -> str:
         """QUIT (which commits deletions); returns the server's answer."""
-        self.stage = "logout"
-        client, self.pop = self.pop, None
-        if client is None:
-            return ""
-        try:
-            return _text(client.quit())
-        except BaseException as exc:
-            shut(client.sock)
-            raise self.fail(exc) from None
-
-    def abort(self) -> None:
-        """Drop the connection without QUIT (nothing marked deleted is removed)."""
-        client, self.pop = self.pop, None
-        if client is not None:
-            shut(client.sock)
-
-
-def _text(value: object) -> str:
-    if isinstance(value, BaseException):
-        value = value.args[0] if value.args else ""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
+        return library_text(client.quit())

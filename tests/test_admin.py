@@ -144,6 +144,19 @@ def test_secret_is_not_rendered_back_after_a_validation_error(admin_client: Clie
     assert SANDBOX_PASSWORD not in html
 
 
+def test_no_write_only_secret_is_rendered_back(admin_client: Client) -> None:
+    """The app password, the OAuth2 client secret and the refresh token: each typed, none shown again."""
+    typed = {"oauth_client_secret": "GOCSPX-typed-client-secret", "oauth_refresh_token": "1//typed-refresh-token"}
+    data = form_data(username="not-an-address", auth_method="oauth2", oauth_client_id="id.example", **typed)
+    response = admin_client.post(reverse(ADD_URL), data)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "gmail_smtp.E006" in html
+    for name, value in {"app_password": SANDBOX_PASSWORD, **typed}.items():
+        assert value not in html, name
+        assert re.search(rf'<input type="password" name="{name}"[^>]*>', html), name
+
+
 def test_views_receiving_the_secret_hide_it_from_error_reports(admin_client: Client, sandbox: Any) -> None:
     secrets = ("app_password", "oauth_client_secret", "oauth_refresh_token")  # the OAuth2 ones too
     response = admin_client.post(reverse(ADD_URL), form_data(sandbox))

@@ -52,6 +52,7 @@ LAYERS: dict[str, Layer] = {
         (
             TOP,
             "causes",
+            "causes.*",
             "exceptions",
             "deadline",
             "bounded_io",
@@ -74,7 +75,7 @@ LAYERS: dict[str, Layer] = {
     ),
     "configuration": Layer(
         "`SmtpConfig` and `resolve()` (stored accounts come in as an argument), validation rules",
-        ("conf", "rules"),
+        ("conf", "rules", "rules.*"),
         ("settings",),
     ),
     "stored accounts": Layer(
@@ -84,8 +85,8 @@ LAYERS: dict[str, Layer] = {
         ("configuration",),
     ),
     "oauth": Layer(
-        "OAuth2: access tokens (cached, refreshed at the token endpoint) and the authorization flow",
-        ("oauth",),
+        "OAuth2 access tokens (cached, refreshed at the token endpoint through one bounded request)",
+        ("oauth", "oauth_http"),
         ("configuration",),
     ),
     "smtp": Layer(
@@ -110,8 +111,15 @@ LAYERS: dict[str, Layer] = {
     ),
     "smtp backend": Layer("`EmailBackend`: Django's API over the delivery", ("smtp_backend",), ("delivery",)),
     "diagnosis": Layer(
-        "the staged connection test and the round trip (`gmail_check`, the admin's buttons)",
-        ("diagnosis", "roundtrip", "diagnose"),
+        "the staged connection test (`diagnose`) and the round trip (`roundtrip`) behind `gmail_check` and the "
+        "admin's buttons, their result (`diagnosis`) and exit statuses (`exit_status`)",
+        ("exit_status", "diagnosis", "roundtrip", "roundtrip.*", "diagnose", "diagnose.*"),
+        ("protocols",),
+    ),
+    "authorization": Layer(
+        "getting a refresh token: the OAuth2 authorization-code flow (`gmail_authorize`, the admin) and "
+        "the loopback receiver of `gmail_authorize`",
+        ("oauth_flow", "oauth_receiver"),
         ("protocols",),
     ),
     "queue": Layer(
@@ -129,6 +137,9 @@ LAYERS: dict[str, Layer] = {
             "checks",
             "reporting",
             "admin",
+            "admin_base",
+            "admin_try",
+            "admin_oauth",
             "admin_delivery",
             "admin_display",
             "admin_forms",
@@ -136,7 +147,7 @@ LAYERS: dict[str, Layer] = {
             "management",
             "management.*",
         ),
-        ("queue", "diagnosis", "sandbox"),
+        ("queue", "diagnosis", "authorization", "sandbox"),
     ),
 }
 
@@ -144,13 +155,7 @@ MAX_LINES = 600
 """No module outside ``sandbox/`` may be longer."""
 
 OVERSIZED: dict[str, int] = {
-    "admin": 708,
-    "causes": 728,
-    "diagnose": 996,
-    "oauth": 745,
     "queued": 695,
-    "roundtrip": 811,
-    "rules": 1244,
 }
 """Modules still over :data:`MAX_LINES`, each with its line count as a ceiling: it may shrink,
 never grow. Splitting them is the next step (issue #17, phase B); an entry whose module is back

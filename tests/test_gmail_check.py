@@ -30,6 +30,9 @@ from django.core.management.base import CommandError
 
 from django_gmail_smtp import conf, diagnose
 from django_gmail_smtp.causes import CATALOGUE
+from django_gmail_smtp.diagnose.reach import AddrInfo, connect_all
+from django_gmail_smtp.diagnose.steps import Waits
+from django_gmail_smtp.exit_status import EXIT_STATUSES, exit_code
 from django_gmail_smtp.management.commands.gmail_check import Command
 from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER, GmailSandbox
 
@@ -393,19 +396,23 @@ def test_starttls_client_on_the_implicit_tls_port(settings: Any, gmail_sandbox: 
     assert "answered a TLS handshake: it expects implicit TLS" in outcome.out
 
 
-def test_starttls_client_on_port_465_is_detected_quickly(
-    settings: Any, gmail_sandbox: GmailSandbox, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_starttls_client_on_port_465_is_detected_quickly(settings: Any, gmail_sandbox: GmailSandbox) -> None:
     """On 465 (here: the sandbox's implicit-TLS port standing in for it) a STARTTLS client
     waits only briefly for the greeting, however long the configured timeout."""
-    monkeypatch.setattr(diagnose, "IMPLICIT_TLS_PORTS", frozenset({gmail_sandbox.ssl_port}))
-    monkeypatch.setattr(diagnose, "QUICK_WAIT", 0.5)
     use_sandbox(settings, gmail_sandbox, EMAIL_PORT=gmail_sandbox.ssl_port, EMAIL_TIMEOUT=30)
+    waits = Waits(implicit_tls_ports=frozenset({gmail_sandbox.ssl_port}), quick=0.5)
     started = time.monotonic()
-    outcome = gmail_check()
+    result = diagnose.run_check(conf.resolve({}), waits=waits)
     assert time.monotonic() - started < 5
-    assert_failed(outcome, "greeting", "plain_on_tls_port")
-    assert "No greeting within 0.5 s." in outcome.out
+    assert result.failed_step == "greeting"
+    assert result.exit_code == diagnose.EXIT_CODES["greeting"]
+    assert result.cause is not None
+    assert result.cause.id == "plain_on_tls_port"
+    failed = result.step("greeting")
+    assert failed is not None
+    assert failed.status == diagnose.FAILED
+    assert "No greeting within 0.5 s." in failed.details
+    assert_no_secret(json.dumps(result.to_dict()))
 
 
 def test_library_entry_point_reports_resolver_errors(settings: Any) -> None:
@@ -538,13 +545,13 @@ def test_broken_ipv6_route_does_not_hide_a_working_ipv4_address(silent_server: i
         listener.bind(("127.0.0.1", 0))
         listener.listen(4)
         port = listener.getsockname()[1]
-        addresses: list[diagnose.AddrInfo] = [
+        addresses: list[AddrInfo] = [
             (socket.AF_INET6, "::1", ("::1", port, 0, 0)),  # nothing listens on IPv6: refused
             (socket.AF_INET, "127.0.0.1", ("127.0.0.1", port)),
         ]
         config = conf.resolve({"host": "127.0.0.1", "port": port})
         result = diagnose.Diagnosis(config=config)
-        assert diagnose._connect(diagnose.Run(result, None, None), config, addresses, 1.0)
+        assert connect_all(diagnose.Run(result, None, None), config, addresses, 1.0)
     [step] = result.steps
     assert step.status == diagnose.WARNING
     assert step.data["working"] == ["127.0.0.1"]
@@ -711,6 +718,40 @@ def test_the_command_line_prints_the_cause_once(closed_port: int) -> None:
     assert quiet.stderr.rstrip().endswith(
         "Fix: Check the host and port (Gmail: smtp.gmail.com, 587 or 465). [connection_refused]"
     )
+
+
+@pytest.mark.parametrize(
+    ("failed_step", "cause_id", "expected"),
+    [
+        (None, "", 0),
+        ("config", "round_trip_no_address", 3),
+        ("auth", "imap_protocol", 9),  # an SMTP step: the step decides, whatever the cause
+        ("round_trip_send", "envelope_syntax", 10),
+        ("token", "oauth_wrong_scope", 12),
+        ("imap_connect", "cert_untrusted", 13),
+        ("imap_auth", "imap_disabled", 14),  # a round-trip step: the cause first...
+        ("pop_auth", "imap_bad_credentials", 15),  # ...then the step
+        ("imap_folders", "imap_no_folder", 16),
+        ("round_trip_arrival", "round_trip_timeout", 17),
+        ("round_trip_folder", "round_trip_spam", 18),
+        ("imap_folders", "imap_protocol", 19),
+        ("round_trip_arrival", "pop_protocol", 19),
+        ("round_trip_cleanup", "round_trip_cleanup_failed", 1),  # never a failure: a bug if it were
+    ],
+)
+def test_exit_status_of_each_failure(failed_step: str | None, cause_id: str, expected: int) -> None:
+    assert exit_code(failed_step, cause_id) == expected
+    assert exit_code(failed_step, cause_id, unexpected=True) == (0 if failed_step is None else 1)
+
+
+def test_the_exit_status_table_is_the_one_the_help_prints() -> None:
+    codes = [status.code for status in EXIT_STATUSES]
+    assert codes == sorted(set(codes))
+    help_text = Command().create_parser("manage.py", "gmail_check").format_help()
+    for status in EXIT_STATUSES:
+        assert f"  {status.code:>2}  {status.meaning}" in help_text
+        for step in status.steps:
+            assert status.round_trip or exit_code(step) == status.code
 
 
 def test_exit_codes_are_distinct_and_documented() -> None:

@@ -14,6 +14,7 @@ import logging
 import queue
 import smtplib
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +40,7 @@ from django_gmail_smtp.causes import CATALOGUE
 from django_gmail_smtp.exceptions import GmailConfigError, GmailSMTPError, OAuthError
 from django_gmail_smtp.models import GmailAccount
 from django_gmail_smtp.sandbox import SANDBOX_USER, GmailSandbox, OAuthServer
-from django_gmail_smtp.sandbox.protocol import XOAUTH2_CHALLENGE
+from django_gmail_smtp.sandbox.state import XOAUTH2_CHALLENGE
 
 from .conftest import gmail_check
 
@@ -142,7 +143,8 @@ def test_oauth_rules_name_what_is_missing(settings: Any, monkeypatch: pytest.Mon
     assert "GMAIL_SMTP['OAUTH_CLIENT_SECRET']" in str(found["gmail_smtp.E016"].message)
     assert "(oauth_client_id= argument)" in str(found["gmail_smtp.E015"].message)
     # E014: the extra is missing -> the backend refuses to start, naming the pip command.
-    monkeypatch.setattr(rules, "oauth_library_available", lambda: False)
+    monkeypatch.setitem(sys.modules, "google.oauth2.credentials", None)  # its import now fails, as uninstalled
+    assert not rules.oauth_library_available()
     complete: dict[str, Any] = {
         "username": "me@gmail.com",
         "oauth_client_id": "id",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from django.utils.functional import Promise
 from django_gmail_smtp import conf, rules
 from django_gmail_smtp.conf import LEGACY_SETTINGS, SmtpConfig, Value
 from django_gmail_smtp.exceptions import GmailConfigError
+from django_gmail_smtp.rules import connection
+from django_gmail_smtp.rules import ids as ids_module
 
 APP_PASSWORD = "abcdefghijklmnop"
 DOCS = Path(__file__).resolve().parent.parent / "README.md"  # the table of every check id
@@ -66,16 +69,6 @@ def test_messages_are_lazy_translatable_text() -> None:
     assert isinstance(problem.hint, Promise)
 
 
-def test_e002_no_tls_for_gmail() -> None:
-    problem = only(rules.check_config(make(use_tls=False)), "gmail_smtp.E002")
-    assert problem.is_error
-    assert "EMAIL_USE_TLS" in str(problem.message)
-    assert "EMAIL_USE_SSL" in str(problem.message)
-    assert "'smtp.gmail.com'" in str(problem.message)
-    assert "EMAIL_USE_TLS = True with port 587" in str(problem.hint)
-    assert "EMAIL_USE_SSL = True with port 465" in str(problem.hint)
-
-
 def test_e002_not_for_other_hosts() -> None:
     assert "gmail_smtp.E002" not in ids(rules.check_config(make(host="127.0.0.1", use_tls=False)))
 
@@ -87,59 +80,80 @@ def test_e002_blocks_sending_only_with_credentials() -> None:
     rules.raise_for_blocking(make(use_tls=False, username="", password=""))
 
 
-def test_e003_port_465_with_starttls() -> None:
-    problem = only(rules.check_config(make(port=465)), "gmail_smtp.E003")
-    assert "Port 465 (from EMAIL_PORT)" in str(problem.message)
-    assert "STARTTLS is on (EMAIL_USE_TLS)" in str(problem.message)
-    assert "EMAIL_USE_SSL = True" in str(problem.hint)
-    assert "EMAIL_PORT = 587" in str(problem.hint)
-    with pytest.raises(GmailConfigError):
+@pytest.mark.parametrize(
+    ("values", "check_id", "said", "fix"),
+    [
+        (
+            {"use_tls": False},
+            "gmail_smtp.E002",
+            ["EMAIL_USE_TLS", "EMAIL_USE_SSL", "'smtp.gmail.com'"],
+            ["EMAIL_USE_TLS = True with port 587", "EMAIL_USE_SSL = True with port 465"],
+        ),
+        (
+            {"port": 465},
+            "gmail_smtp.E003",
+            ["Port 465 (from EMAIL_PORT)", "STARTTLS is on (EMAIL_USE_TLS)"],
+            ["EMAIL_USE_SSL = True", "EMAIL_PORT = 587"],
+        ),
+        (  # django-environ's smtps:// trap
+            {"port": 465, "origins": {"port": FROM_URL, "use_tls": FROM_URL, "use_ssl": FROM_URL}},
+            "gmail_smtp.E003",
+            ["from EMAIL_URL", "smtps://"],
+            ["smtp+ssl://"],
+        ),
+        (
+            {"use_tls": False, "use_ssl": True},
+            "gmail_smtp.E004",
+            ["Port 587 (from EMAIL_PORT)", "implicit TLS is on (EMAIL_USE_SSL)"],
+            ["EMAIL_USE_TLS = True", "EMAIL_PORT = 465"],
+        ),
+        (
+            {"use_tls": False, "use_ssl": True, "origins": {"use_tls": FROM_URL, "use_ssl": FROM_URL}},
+            "gmail_smtp.E004",
+            ["smtp+ssl://"],
+            ["smtp+tls://"],
+        ),
+        (
+            {"username": ""},
+            "gmail_smtp.E005",
+            ["EMAIL_HOST_USER is not set", "530"],
+            ["Set EMAIL_HOST_USER to the full address"],
+        ),
+        (
+            {"username": "john"},
+            "gmail_smtp.E006",
+            ["'john' (from EMAIL_HOST_USER)", "not an e-mail address"],
+            ["'john@gmail.com'"],
+        ),
+        (
+            {"password": ""},
+            "gmail_smtp.E007",
+            ["EMAIL_HOST_PASSWORD is not set", "530"],
+            ["https://myaccount.google.com/apppasswords", "EMAIL_HOST_PASSWORD"],
+        ),
+        ({"password": "hunter2", "origins": {"password": FROM_URL}}, "gmail_smtp.W001", ["EMAIL_URL"], ["%20"]),
+        (
+            {"host": "mail.example.com"},
+            "gmail_smtp.W002",
+            ["'mail.example.com' (from EMAIL_HOST)"],
+            ["EMAIL_HOST = 'smtp.gmail.com'", "SILENCED_SYSTEM_CHECKS"],
+        ),
+        ({"port": 2525}, "gmail_smtp.W003", ["Port 2525 (from EMAIL_PORT)"], ["EMAIL_PORT = 587"]),
+    ],
+)
+def test_a_problem_names_the_setting_and_the_fix(
+    values: dict[str, Any], check_id: str, said: list[str], fix: list[str]
+) -> None:
+    problem = only(rules.check_config(make(**values)), check_id)
+    assert problem.is_error is check_id.startswith("gmail_smtp.E")
+    assert [words for words in said if words not in str(problem.message)] == [], str(problem.message)
+    assert [words for words in fix if words not in str(problem.hint)] == [], str(problem.hint)
+
+
+def test_e003_blocks_sending() -> None:
+    with pytest.raises(GmailConfigError) as caught:
         rules.raise_for_blocking(make(port=465))
-
-
-def test_e003_smtps_trap_names_email_url() -> None:
-    config = make(port=465, origins={"port": FROM_URL, "use_tls": FROM_URL, "use_ssl": FROM_URL})
-    problem = only(rules.check_config(config), "gmail_smtp.E003")
-    assert "from EMAIL_URL" in str(problem.message)
-    assert "smtps://" in str(problem.message)
-    assert "smtp+ssl://" in str(problem.hint)
-
-
-def test_e004_port_587_with_implicit_tls() -> None:
-    problem = only(rules.check_config(make(use_tls=False, use_ssl=True)), "gmail_smtp.E004")
-    assert "Port 587 (from EMAIL_PORT)" in str(problem.message)
-    assert "implicit TLS is on (EMAIL_USE_SSL)" in str(problem.message)
-    assert "EMAIL_USE_TLS = True" in str(problem.hint)
-    assert "EMAIL_PORT = 465" in str(problem.hint)
-
-
-def test_e004_from_email_url() -> None:
-    config = make(use_tls=False, use_ssl=True, origins={"use_tls": FROM_URL, "use_ssl": FROM_URL})
-    problem = only(rules.check_config(config), "gmail_smtp.E004")
-    assert "smtp+ssl://" in str(problem.message)
-    assert "smtp+tls://" in str(problem.hint)
-
-
-def test_e005_no_username() -> None:
-    problem = only(rules.check_config(make(username="")), "gmail_smtp.E005")
-    assert "EMAIL_HOST_USER is not set" in str(problem.message)
-    assert "530" in str(problem.message)
-    assert "Set EMAIL_HOST_USER to the full address" in str(problem.hint)
-
-
-def test_e006_username_not_an_address() -> None:
-    problem = only(rules.check_config(make(username="john")), "gmail_smtp.E006")
-    assert "'john' (from EMAIL_HOST_USER)" in str(problem.message)
-    assert "not an e-mail address" in str(problem.message)
-    assert "'john@gmail.com'" in str(problem.hint)
-
-
-def test_e007_no_password() -> None:
-    problem = only(rules.check_config(make(password="")), "gmail_smtp.E007")
-    assert "EMAIL_HOST_PASSWORD is not set" in str(problem.message)
-    assert "530" in str(problem.message)
-    assert "https://myaccount.google.com/apppasswords" in str(problem.hint)
-    assert "EMAIL_HOST_PASSWORD" in str(problem.hint)
+    assert caught.value.check_id == "gmail_smtp.E003"
 
 
 OAUTH2 = {
@@ -186,29 +200,9 @@ def test_w001_accepts_app_password_with_spaces() -> None:
         assert rules.check_config(make(password=password)) == []
 
 
-def test_w001_in_email_url_mentions_escaping() -> None:
-    config = make(password="hunter2", origins={"password": FROM_URL})
-    problem = only(rules.check_config(config), "gmail_smtp.W001")
-    assert "EMAIL_URL" in str(problem.message)
-    assert "%20" in str(problem.hint)
-
-
-def test_w002_not_a_gmail_host() -> None:
-    problem = only(rules.check_config(make(host="mail.example.com")), "gmail_smtp.W002")
-    assert "'mail.example.com' (from EMAIL_HOST)" in str(problem.message)
-    assert "EMAIL_HOST = 'smtp.gmail.com'" in str(problem.hint)
-    assert "SILENCED_SYSTEM_CHECKS" in str(problem.hint)
-
-
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]", "sandbox.localhost"])
 def test_w002_silent_for_loopback(host: str) -> None:
     assert rules.check_config(make(host=host, port=2525, use_tls=False)) == []
-
-
-def test_w003_unusual_port() -> None:
-    problem = only(rules.check_config(make(port=2525)), "gmail_smtp.W003")
-    assert "Port 2525 (from EMAIL_PORT)" in str(problem.message)
-    assert "EMAIL_PORT = 587" in str(problem.hint)
 
 
 def test_w003_not_for_a_default_port() -> None:
@@ -453,3 +447,72 @@ def test_silenced_ids_are_left_out_for_gmail_check_and_the_admin(settings: Any) 
     assert "gmail_smtp.W002" in ids(problems)
     settings.SILENCED_SYSTEM_CHECKS = ["gmail_smtp.W002"]
     assert "gmail_smtp.W002" not in ids(rules.unsilenced(problems))
+
+
+# -- the rules package: every check declared once, next to its words (#17) --------------------
+
+
+def _rule_modules() -> list[Any]:
+    package = Path(rules.__file__).parent
+    return [importlib.import_module(f"{rules.__name__}.{path.stem}") for path in sorted(package.glob("[!_]*.py"))]
+
+
+def test_every_check_is_declared_once_and_catalogued() -> None:
+    declaring = []
+    for module in _rule_modules():
+        declared = {value.id for value in vars(module).values() if isinstance(value, rules.Check)}
+        listed = [check.id for check in getattr(module, "CHECKS", ())]
+        assert sorted(declared) == sorted(listed), f"{module.__name__}: list every Check it declares in CHECKS"
+        if listed:
+            declaring.append(module)
+    assert sorted(declaring, key=lambda m: m.__name__) == sorted(ids_module.MODULES, key=lambda m: m.__name__)
+    every = [check.id for module in ids_module.MODULES for check in module.CHECKS]
+    assert len(every) == len(set(every)), "an id is declared twice"
+    assert list(rules.CHECK_IDS) == sorted(every)
+    for check in ids_module.ALL_CHECKS:
+        assert check.level == (rules.ERROR if check.id.startswith("gmail_smtp.E") else rules.WARNING), check.id
+
+
+@pytest.mark.parametrize(
+    ("values", "check_id", "variant"),
+    [
+        ({"port": 465}, "gmail_smtp.E003", "settings"),
+        ({"port": 465, "origins": {"use_tls": FROM_URL}}, "gmail_smtp.E003", "url"),
+        (
+            {"port": 465, "origins": {"use_tls": Value(conf.SOURCE_FORM, "the “Security” field")}},
+            "gmail_smtp.E003",
+            "form",
+        ),
+        ({"use_tls": False, "use_ssl": True}, "gmail_smtp.E004", "settings"),
+        ({"use_tls": False, "use_ssl": True, "origins": {"use_ssl": FROM_URL}}, "gmail_smtp.E004", "url"),
+        (
+            {
+                "use_tls": False,
+                "use_ssl": True,
+                "origins": {"use_ssl": Value(conf.SOURCE_FORM, "the “Security” field")},
+            },
+            "gmail_smtp.E004",
+            "form",
+        ),
+    ],
+)
+def test_e003_e004_word_where_the_mistake_was_made(values: dict[str, Any], check_id: str, variant: str) -> None:
+    """One logic for both ids; each keeps its own sentences (whole, for the translators)."""
+    problem = only(rules.check_config(make(**values)), check_id)
+    check = {"gmail_smtp.E003": connection.E003, "gmail_smtp.E004": connection.E004}[check_id]
+    message = check.url_message if variant == "url" else check.message
+    hint = {"url": check.url_hint, "form": check.form_hint, "settings": check.hint}[variant]
+    assert str(problem.message).startswith(str(message).split("%(", 1)[0])
+    assert str(problem.hint).startswith(str(hint).split("%(", 1)[0])
+    assert "%(" not in f"{problem.message} {problem.hint}"
+    if variant == "form":
+        assert "the “Security” field" in str(problem.hint)
+
+
+def test_e014_when_the_oauth_extra_is_missing() -> None:
+    config = make(password="", **OAUTH2)
+    assert rules.check_oauth_library(config) == []  # installed here (the dev extra)
+    problem = only(rules.check_oauth_library(config, available=lambda: False), "gmail_smtp.E014")
+    assert "(GMAIL_SMTP['AUTH_METHOD'])" in str(problem.message)
+    assert 'pip install "django-gmail-smtp[oauth]"' in str(problem.hint)
+    assert "configured" not in str(rules.oauth_library_problem().message)  # no configuration involved

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER, GmailSandbox, PortInUseError, ReceivedMessage
+from django_gmail_smtp.sandbox.replies import Reply
 
 SID = r"\S+ - gsmtp"
 MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: Hello\r\n\r\nHello from the sandbox.\r\n"
@@ -46,6 +47,16 @@ def reply_lines(error: bytes | str) -> list[str]:
     """smtplib's joined multi-line reply text, split, session id stripped."""
     text = error.decode() if isinstance(error, bytes) else error
     return [re.sub(r" \S+ - gsmtp$", "", line) for line in text.split("\n")]
+
+
+def test_a_reply_of_the_table_is_built_as_gmail_words_it() -> None:
+    """Continuation lines carry "-", only the last line the session id's tail; {fields} are filled in."""
+    reply = Reply(553, "5.1.3", ("The address <{address}> is wrong.", " https://example.com/help"))
+    assert reply("abc123", address="a@b") == (
+        "553-5.1.3 The address <a@b> is wrong.\r\n553 5.1.3  https://example.com/help abc123 - gsmtp"
+    )
+    assert reply(address="a@b").endswith(" https://example.com/help"), "no session id, no tail"
+    assert Reply(354, "", ("Go ahead",))("abc123") == "354 Go ahead abc123 - gsmtp", "no status, no gap"
 
 
 class RawClient:

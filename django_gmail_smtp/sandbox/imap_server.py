@@ -25,9 +25,19 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..mutf7 import decode_mutf7, encode_mutf7
+from .imap_syntax import (
+    LITERAL_AT_END,
+    BadCommand,
+    argument,
+    as_text,
+    internaldate,
+    parse_set,
+    quoted,
+    tokenize,
+)
 from .line_session import Closed, LineSession, MailboxLimits
 from .mailstore import Folder, MailStore, StoredMessage
-from .protocol import XOAUTH2_CHALLENGE, SandboxState
+from .state import XOAUTH2_CHALLENGE, SandboxState
 
 log = logging.getLogger("django_gmail_smtp.sandbox")
 
@@ -42,114 +52,7 @@ DISABLED_REPLY = (
 )
 BAD_CREDENTIALS_REPLY = "[AUTHENTICATIONFAILED] Invalid credentials (Failure)"
 
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Draft", "\\Deleted", "\\Seen")
-
-
-class BadCommand(Exception):
-    """The command does not parse: answered ``BAD``."""
-
-
-def internaldate(stamp: float) -> str:
-    moment = time.gmtime(stamp)
-    return f'"{moment.tm_mday:02d}-{_MONTHS[moment.tm_mon - 1]}-{moment.tm_year} {time.strftime("%H:%M:%S", moment)} +0000"'
-
-
-def quoted(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-# -- parsing ----------------------------------------------------------------------------------
-
-_LITERAL_AT_END = re.compile(rb"\{(\d{1,9})(\+?)\}$")
-_ATOM_END = set(' ()"\x00')
-
-
-class Literal(bytes):
-    """A literal argument (told apart from atoms and quoted strings)."""
-
-
-def tokenize(text: str, literals: list[bytes]) -> list[Any]:
-    """Arguments as atoms/strings (``str``), literals (:class:`Literal`) and nested lists.
-
-    Literals were cut out of ``text`` beforehand and stand there as ``\\x00<n>\\x00``.
-    """
-    stack: list[list[Any]] = [[]]
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char == " ":
-            i += 1
-        elif char == "(":
-            stack.append([])
-            i += 1
-        elif char == ")":
-            if len(stack) == 1:
-                raise BadCommand("unbalanced parentheses")
-            done = stack.pop()
-            stack[-1].append(done)
-            i += 1
-        elif char == '"':
-            out = []
-            i += 1
-            while i < len(text) and text[i] != '"':
-                if text[i] == "\\" and i + 1 < len(text):
-                    i += 1
-                out.append(text[i])
-                i += 1
-            if i >= len(text):
-                raise BadCommand("unterminated string")
-            stack[-1].append("".join(out))
-            i += 1
-        elif char == "\x00":
-            end = text.index("\x00", i + 1)
-            stack[-1].append(Literal(literals[int(text[i + 1 : end])]))
-            i = end + 1
-        else:
-            start = i
-            depth = 0
-            while i < len(text) and (depth or text[i] not in _ATOM_END):
-                if text[i] == "[":
-                    depth += 1
-                elif text[i] == "]":
-                    depth -= 1
-                i += 1
-            stack[-1].append(text[start:i])
-    if len(stack) != 1:
-        raise BadCommand("unbalanced parentheses")
-    return stack[0]
-
-
-def parse_set(text: str, largest: int) -> set[int]:
-    """A sequence set (``1:3,7,9:*``) against numbers up to ``largest`` (``*``)."""
-    found: set[int] = set()
-    for part in str(text).split(","):
-        low, _sep, high = part.partition(":")
-        try:
-            first = largest if low == "*" else int(low)
-            last = first if not _sep else (largest if high == "*" else int(high))
-        except ValueError:
-            raise BadCommand(f"bad sequence set {text!r}") from None
-        if first > last:
-            first, last = last, first
-        if last - first > 10_000_000:
-            raise BadCommand("sequence range too large")
-        found.update(range(max(first, 1), last + 1))
-    return found
-
-
-def _arg(args: list[Any], index: int) -> Any:
-    if index >= len(args):
-        raise BadCommand("missing argument")
-    return args[index]
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, list):
-        raise BadCommand("a list where a string was expected")
-    return str(value)
 
 
 # -- one connection ---------------------------------------------------------------------------
@@ -195,7 +98,7 @@ class ImapSession(LineSession):
         literals: list[bytes] = []
         while True:
             line = await self.readline()
-            found = _LITERAL_AT_END.search(line)
+            found = LITERAL_AT_END.search(line)
             if found is None:
                 parts.append(line)
                 break
@@ -331,7 +234,7 @@ class ImapSession(LineSession):
         if self.user is not None:
             await self.send(f"{tag} BAD Already authenticated {self.sid}")
             return True
-        login, password = _text(_arg(args, 0)), _text(_arg(args, 1))
+        login, password = as_text(argument(args, 0)), as_text(argument(args, 1))
         if await self._refused_by_injection(tag):
             return True
         user = self.state.check_login(login.encode(), password.encode())
@@ -345,12 +248,12 @@ class ImapSession(LineSession):
         if self.user is not None:
             await self.send(f"{tag} BAD Already authenticated {self.sid}")
             return True
-        mechanism = _text(_arg(args, 0)).upper()
+        mechanism = as_text(argument(args, 0)).upper()
         if mechanism not in ("XOAUTH2", "PLAIN"):
             await self.send(f"{tag} NO [CANNOT] Unsupported authentication mechanism (Failure)")
             return True
         if len(args) > 1:
-            answer = _text(args[1])
+            answer = as_text(args[1])
         else:
             await self.send("+ ")
             answer = (await self.readline()).decode("ascii", "replace")
@@ -382,7 +285,7 @@ class ImapSession(LineSession):
         if args and isinstance(args[0], list):
             special_only = "SPECIAL-USE" in [str(a).upper() for a in args[0]]
             args = args[1:]
-        reference, pattern = _text(_arg(args, 0)), _text(_arg(args, 1))
+        reference, pattern = as_text(argument(args, 0)), as_text(argument(args, 1))
         assert self.user is not None
         if pattern == "":
             await self.send('* LIST (\\Noselect) "/" ""', f"{tag} OK Success")
@@ -411,7 +314,7 @@ class ImapSession(LineSession):
         if not await self._need(tag):
             return True
         assert self.user is not None
-        name = decode_mutf7(_text(_arg(args, 0)))
+        name = decode_mutf7(as_text(argument(args, 0)))
         folder = self.store.folder(self.user, name)
         self.folder, self.view = None, []
         if folder is None or not folder.selectable:
@@ -480,8 +383,8 @@ class ImapSession(LineSession):
     async def cmd_fetch(self, tag: str, args: list[Any], *, uid: bool) -> bool:
         if not await self._need(tag, selected=True):
             return True
-        targets = self._targets(_text(_arg(args, 0)), uid=uid)
-        items = _arg(args, 1)
+        targets = self._targets(as_text(argument(args, 0)), uid=uid)
+        items = argument(args, 1)
         items = [str(i) for i in items] if isinstance(items, list) else [str(items)]
         macros = {"FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"], "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"]}
         wanted = [part for item in items for part in macros.get(item.upper(), [item])]
@@ -566,21 +469,21 @@ class ImapSession(LineSession):
                     return False
                 i += 1
             elif word == "HEADER":
-                name, value = _text(_arg(criteria, i + 1)), _text(_arg(criteria, i + 2)).lower()
+                name, value = as_text(argument(criteria, i + 1)), as_text(argument(criteria, i + 2)).lower()
                 if not any(value in v.lower() for v in message.header(name)):
                     return False
                 i += 3
             elif word in ("SUBJECT", "FROM", "TO"):
-                value = _text(_arg(criteria, i + 1)).lower()
+                value = as_text(argument(criteria, i + 1)).lower()
                 if not any(value in v.lower() for v in message.header(word.title())):
                     return False
                 i += 2
             elif word == "UID":
-                if uid not in parse_set(_text(_arg(criteria, i + 1)), self.view[-1] if self.view else 0):
+                if uid not in parse_set(as_text(argument(criteria, i + 1)), self.view[-1] if self.view else 0):
                     return False
                 i += 2
             elif word == "NOT":
-                if self._matches([_arg(criteria, i + 1)], number, uid):
+                if self._matches([argument(criteria, i + 1)], number, uid):
                     return False
                 i += 2
             elif re.fullmatch(r"[0-9:*,]+", word):
@@ -596,12 +499,12 @@ class ImapSession(LineSession):
             return True
         assert self.user is not None
         assert self.folder is not None
-        targets = self._targets(_text(_arg(args, 0)), uid=uid)
-        action = _text(_arg(args, 1)).upper()
+        targets = self._targets(as_text(argument(args, 0)), uid=uid)
+        action = as_text(argument(args, 1)).upper()
         match = re.fullmatch(r"([+-]?)FLAGS(\.SILENT)?", action)
         if match is None:
             raise BadCommand(f"bad STORE action {action}")
-        value = _arg(args, 2)
+        value = argument(args, 2)
         flags = {str(f) for f in (value if isinstance(value, list) else [value])}
         self.store.set_flags(self.user, self.folder.name, [u for _n, u in targets], flags, match[1] or "=")
         if not match[2]:
@@ -621,7 +524,7 @@ class ImapSession(LineSession):
             return True
         assert self.user is not None
         assert self.folder is not None
-        chosen = [u for _n, u in self._targets(_text(_arg(args, 0)), uid=True)] if uid else None
+        chosen = [u for _n, u in self._targets(as_text(argument(args, 0)), uid=True)] if uid else None
         self.store.expunge(self.user, self.folder.name, chosen)
         await self.sync()
         await self.send(f"{tag} OK Success")
@@ -632,8 +535,8 @@ class ImapSession(LineSession):
             return True
         assert self.user is not None
         assert self.folder is not None
-        targets = self._targets(_text(_arg(args, 0)), uid=uid)
-        name = decode_mutf7(_text(_arg(args, 1)))
+        targets = self._targets(as_text(argument(args, 0)), uid=uid)
+        name = decode_mutf7(as_text(argument(args, 1)))
         target = self.store.folder(self.user, name)
         if target is None or not target.selectable:
             await self.send(f"{tag} NO [TRYCREATE] Unknown Mailbox: {name} (Failure)")

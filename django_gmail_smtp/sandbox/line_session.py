@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .mailstore import MailStore
-from .protocol import SandboxState, new_session_id
+from .state import SandboxState, new_session_id
 
 __all__ = ["Closed", "LineSession", "MailboxLimits"]
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from .line_session import LineSession
 from .mailstore import StoredMessage
-from .protocol import XOAUTH2_CHALLENGE
+from .state import XOAUTH2_CHALLENGE
 
 __all__ = ["PopSession"]
 

@@ -12,24 +12,20 @@ import base64
 import binascii
 import collections
 import functools
-import hmac
-import json
 import logging
 import re
-import secrets
 import ssl
-import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
 from . import replies
 from .constants import DEFAULT_IDLE_SECONDS
-from .injections import AUTH_KINDS, MAIL_KINDS, Injection, InjectionBoard
+from .injections import AUTH_KINDS, MAIL_KINDS, Injection
 from .received import ReceivedMessage
+from .state import XOAUTH2_CHALLENGE, AuthRecord, SandboxState, new_session_id, parse_xoauth2
 
 log = logging.getLogger("django_gmail_smtp.sandbox")
 
@@ -59,24 +55,8 @@ _AIOSMTPD_REPLIES: dict[str, Callable[[str], str]] = {
     "501 5.5.2 Can't split auth value": replies.cannot_decode,
     "501 Syntax: STARTTLS": replies.syntax_error,
 }
-# The base64 JSON challenge Gmail sends after a rejected XOAUTH2 token, byte for byte.
-XOAUTH2_CHALLENGE = base64.b64encode(
-    json.dumps(
-        {"status": "400", "schemes": "Bearer", "scope": "https://mail.google.com/"}, separators=(",", ":")
-    ).encode()
-).decode("ascii")
-MAIL_SCOPE = "https://mail.google.com/"
-
 _PATH = re.compile(r"<(?P<angle>[^<>]*)>(?:\s+(?P<params>.*))?|(?P<bare>[^<>\s]+)(?:\s+(?P<rest>.*))?")
 _BDAT = re.compile(r"(\d{1,12})(?:\s+(LAST))?", re.IGNORECASE)
-
-
-def new_session_id() -> str:
-    """An id shaped like the ones in Gmail's ``<id> - gsmtp`` reply tails."""
-    return (
-        f"{secrets.token_hex(7)[:13]}-{secrets.token_hex(6)[:11]}"
-        f"sm{secrets.randbelow(10**7):07d}{secrets.choice('abcdefgh')}.{secrets.randbelow(100)}"
-    )
 
 
 def parse_path(arg: str | None, keyword: str) -> tuple[str, list[str]] | None:
@@ -101,119 +81,6 @@ def valid_address(address: str, smtputf8: bool) -> bool:
     if not smtputf8 and not address.isascii():
         return False
     return not (".." in domain or domain.startswith(".") or domain.endswith("."))
-
-
-def parse_xoauth2(blob: bytes) -> tuple[str, str]:
-    """(user, bearer token) of an XOAUTH2 initial response; empty strings where missing."""
-    fields = dict(part.split("=", 1) for part in blob.decode("utf-8", "replace").split("\x01") if "=" in part)
-    bearer = fields.get("auth", "")
-    return fields.get("user", ""), bearer[7:] if bearer[:7].lower() == "bearer " else ""
-
-
-@dataclass(frozen=True)
-class AuthRecord:
-    """One AUTH exchange, as the sandbox saw it (never the secret itself).
-
-    ``initial_response`` is True when the credentials came on the ``AUTH`` line itself,
-    False when they followed a ``334`` continuation; ``command_length`` is the length of the
-    ``AUTH`` line (CRLF excluded).
-    """
-
-    mechanism: str
-    initial_response: bool
-    command_length: int
-    user: str | None
-    ok: bool
-    reason: str = ""
-
-
-class SandboxState:
-    """What all connections of one sandbox share: settings, injections, counters, sink."""
-
-    def __init__(
-        self,
-        *,
-        users: Mapping[str, str],
-        server_name: str,
-        size_limit: int,
-        max_recipients: int,
-        offer_starttls: bool,
-        require_tls_for_auth: bool,
-        deliver: Callable[[ReceivedMessage], None],
-    ) -> None:
-        self._users = {user.lower(): (user, password) for user, password in users.items()}
-        self.server_name = server_name
-        self.size_limit = size_limit
-        self.max_recipients = max_recipients
-        self.offer_starttls = offer_starttls
-        self.require_tls_for_auth = require_tls_for_auth
-        self.deliver = deliver
-        self.injections = InjectionBoard()
-        self._lock = threading.Lock()
-        self._live: set[GmailSMTP] = set()
-        self.auth_attempts = 0
-        self.connections = 0
-        self.auth_log: list[AuthRecord] = []
-        # Set by GmailSandbox.attach_oauth(): (user, scope) for a live access token, else None.
-        self.token_checker: Callable[[str], tuple[str, str] | None] | None = None
-
-    def check_token(self, user: str, token: str) -> tuple[str | None, str]:
-        """(the account name, "") when ``token`` is a live token for ``user`` with the Gmail scope;
-        (None, why) otherwise."""
-        if self.token_checker is None:
-            return None, "no OAuth2 server attached"
-        found = self.token_checker(token)
-        if found is None:
-            return None, "unknown, expired or revoked token"
-        owner, scope = found
-        if owner.lower() != user.lower():
-            return None, "token of another user"
-        if MAIL_SCOPE not in scope.split():
-            return None, "token without the https://mail.google.com/ scope"
-        return owner, ""
-
-    def sasl_user(self, mechanism: str, blob: bytes) -> str | None:
-        """The account a PLAIN or XOAUTH2 initial response signs in as (IMAP, POP3), or None."""
-        if mechanism == "PLAIN":
-            parts = blob.split(b"\0")
-            return self.check_login(parts[1], parts[2]) if len(parts) == 3 else None
-        claimed, token = parse_xoauth2(blob)
-        return self.check_token(claimed, token)[0] if claimed and token else None
-
-    def record_auth(self, record: AuthRecord) -> None:
-        with self._lock:
-            self.auth_log.append(record)
-
-    def check_login(self, login: bytes, password: bytes) -> str | None:
-        """The account name if ``login``/``password`` match (address case-insensitive)."""
-        found = self._users.get(login.decode("utf-8", "replace").lower())
-        if found is None:
-            return None
-        user, expected = found
-        return user if hmac.compare_digest(expected.encode(), password) else None
-
-    def count_auth(self) -> None:
-        with self._lock:
-            self.auth_attempts += 1
-
-    def reset_counters(self) -> None:
-        with self._lock:
-            self.auth_attempts = 0
-            self.connections = 0
-            self.auth_log = []
-
-    def opened(self, connection: GmailSMTP) -> None:
-        with self._lock:
-            self.connections += 1
-            self._live.add(connection)
-
-    def closed(self, connection: GmailSMTP) -> None:
-        with self._lock:
-            self._live.discard(connection)
-
-    def live(self) -> list[GmailSMTP]:
-        with self._lock:
-            return list(self._live)
 
 
 class _Dispatch(dict[str, Any]):
@@ -411,7 +278,7 @@ class GmailSMTP(SMTP):
         if not hostname:
             await self.push(replies.empty_helo(self.sid))
         elif not (hostname.isascii() and hostname.isprintable()):
-            await self.push(replies.invalid_helo(hostname, self.sid))
+            await self.push(replies.invalid_helo(self.sid, argument=hostname))
         else:
             return False
         self._hang_up()
@@ -437,7 +304,7 @@ class GmailSMTP(SMTP):
         self._set_rset_state()
         self.sess.extended_smtp = False
         self.sess.host_name = hostname
-        await self.push(replies.helo(self.sandbox.server_name))
+        await self.push(replies.helo(server_name=self.sandbox.server_name))
 
     async def smtp_STARTTLS(self, arg: str | None) -> None:
         if not self._can_starttls:
@@ -470,16 +337,16 @@ class GmailSMTP(SMTP):
     async def smtp_AUTH(self, arg: str | None) -> None:
         self.sandbox.count_auth()
         if not self.sess.host_name:
-            await self.push(replies.bad_sequence("EHLO/HELO first.", self.sid))
+            await self.push(replies.bad_sequence(self.sid, text="EHLO/HELO first."))
             return
         if not self._auth_allowed:
             await self.push(replies.must_starttls(self.sid))
             return
         if self.signed_in_user is not None:
-            await self.push(replies.bad_sequence("Already authenticated.", self.sid))
+            await self.push(replies.bad_sequence(self.sid, text="Already authenticated."))
             return
         if self.env.mail_from is not None:
-            await self.push(replies.bad_sequence("Bad sequence of commands.", self.sid))
+            await self.push(replies.bad_sequence(self.sid, text="Bad sequence of commands."))
             return
         args = (arg or "").split()
         if not args or len(args) > 2 or args[0].upper() not in ("LOGIN", "PLAIN", "XOAUTH2"):
@@ -565,21 +432,21 @@ class GmailSMTP(SMTP):
     def _refusal(self, *, need_mail: bool = False, need_rcpt: bool = False) -> str | None:
         """Gmail's reply when a transaction command comes too early; None if it may go on."""
         if not self.sess.host_name:
-            return replies.bad_sequence("EHLO/HELO first.", self.sid)
+            return replies.bad_sequence(self.sid, text="EHLO/HELO first.")
         if self.sandbox.offer_starttls and not self.is_tls:
             return replies.must_starttls(self.sid)
         if self.signed_in_user is None:
             return replies.auth_required(self.sid)
         if need_mail and self.env.mail_from is None:
-            return replies.bad_sequence("MAIL first.", self.sid)
+            return replies.bad_sequence(self.sid, text="MAIL first.")
         if need_rcpt and not self.env.rcpt_tos:
-            return replies.bad_sequence("RCPT first.", self.sid)
+            return replies.bad_sequence(self.sid, text="RCPT first.")
         return None
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         refusal = self._refusal()
         if refusal is None and self.env.mail_from is not None:
-            refusal = replies.bad_sequence("Nested MAIL command.", self.sid)
+            refusal = replies.bad_sequence(self.sid, text="Nested MAIL command.")
         if refusal is not None:
             await self.push(refusal)
             return
@@ -599,11 +466,11 @@ class GmailSMTP(SMTP):
                 or (key == "SMTPUTF8" and value is None)
             )
             if not valid:
-                await self.push(replies.unsupported_option(key, self.sid))
+                await self.push(replies.unsupported_option(self.sid, option=key))
                 return
         smtputf8 = "SMTPUTF8" in options
         if address and not valid_address(address, smtputf8):
-            await self.push(replies.bad_sender(address, self.sid))
+            await self.push(replies.bad_sender(self.sid, address=address))
             return
         injection = self.sandbox.injections.take(MAIL_KINDS)
         if injection is not None:
@@ -634,13 +501,13 @@ class GmailSMTP(SMTP):
             return
         address, params = parsed
         if params:
-            await self.push(replies.unsupported_option(params[0].partition("=")[0], self.sid))
+            await self.push(replies.unsupported_option(self.sid, option=params[0].partition("=")[0]))
             return
         if not valid_address(address, self.env.smtp_utf8) or self.sandbox.injections.take(
             "bad_recipient",
             when=lambda i: i.params.get("address") is None or str(i.params["address"]).lower() == address.lower(),
         ):
-            await self.push(replies.bad_recipient(address, self.sid))
+            await self.push(replies.bad_recipient(self.sid, address=address))
             return
         if len(self.env.rcpt_tos) >= self.sandbox.max_recipients or (
             self.sandbox.injections.take("too_many_recipients")
@@ -653,7 +520,7 @@ class GmailSMTP(SMTP):
     async def smtp_DATA(self, arg: str | None) -> None:
         refusal = self._refusal(need_mail=True, need_rcpt=True)
         if refusal is None and self._bdat_chunks is not None:
-            refusal = replies.bad_sequence("DATA cannot follow BDAT; send RSET.", self.sid)
+            refusal = replies.bad_sequence(self.sid, text="DATA cannot follow BDAT; send RSET.")
         if refusal is None and arg:
             refusal = replies.syntax_error(self.sid)
         if refusal is not None:
@@ -713,7 +580,7 @@ class GmailSMTP(SMTP):
         if last:
             await self._end_of_data(b"".join(self._bdat_chunks), self._bdat_size, via_bdat=True)
         else:
-            await self.push(replies.chunk_ok(size))
+            await self.push(replies.chunk_ok(size=size))
 
     async def _read_chunk(self, size: int, *, keep: bool) -> bytes | None:
         """Read exactly ``size`` bytes (discarded unless ``keep``); None on EOF."""
@@ -758,4 +625,4 @@ class GmailSMTP(SMTP):
         self._hangup = self.sandbox.injections.peek(
             "disconnect_after", when=lambda i: self.accepted >= i.params["messages"]
         )
-        await self.push(replies.message_ok(self.sid, int(time.time())))
+        await self.push(replies.message_ok(self.sid, epoch=int(time.time())))

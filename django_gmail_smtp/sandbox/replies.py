@@ -1,283 +1,150 @@
-"""Gmail's SMTP replies, word for word, as the sandbox sends them.
+"""Gmail's SMTP replies, word for word, as the sandbox sends them: a table of code, status and lines.
 
-Each function takes the session id (Gmail's ``<id> - gsmtp`` tail changes with every
-connection) and returns the reply as one string; multi-line replies are joined with CRLF
-(``smtplib`` joins their texts with ``"\\n"``). Texts come from ``/work/shared/GMAIL.md``.
+Each reply is a :class:`Reply` (its code, its enhanced status code, its lines of text), called
+with the session id (Gmail's ``<id> - gsmtp`` tail changes with every connection) and the values
+of its ``{fields}``; it returns the reply as one string, multi-line replies joined with CRLF
+(``smtplib`` joins their texts with ``"\\n"``). Without a session id there is no tail (Gmail
+sends none after ``STARTTLS``, ``AUTH`` or a ``BDAT`` chunk). Texts come from
+``/work/shared/GMAIL.md``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 MORE_INFO = "For more information, go to"
 HELP_URL = "https://support.google.com/a/answer/3221692"
 
 
-def lines(code: int, status: str, texts: Sequence[str], sid: str | None) -> str:
-    """Build a (possibly multi-line) reply; the last line gets the ``<sid> - gsmtp`` tail."""
+def build(code: int, status: str, texts: Sequence[str], sid: str | None) -> str:
+    """A (possibly multi-line) reply; the last line gets the ``<sid> - gsmtp`` tail when there is a sid."""
     out = []
     for number, text in enumerate(texts, start=1):
         last = number == len(texts)
-        sep = " " if last else "-"
+        separator = " " if last else "-"
         tail = f" {sid} - gsmtp" if last and sid else ""
-        out.append(f"{code}{sep}{status} {text}{tail}")
+        out.append(f"{code}{separator}{status + ' ' if status else ''}{text}{tail}")
     return "\r\n".join(out)
 
 
-def one(code: int, status: str, text: str, sid: str | None) -> str:
-    """A single-line reply."""
-    return lines(code, status, [text], sid)
+@dataclass(frozen=True)
+class Reply:
+    """One of Gmail's replies: its code, enhanced status code ("" for none) and lines of text."""
 
+    code: int
+    status: str
+    lines: tuple[str, ...]
 
-def greeting(server_name: str, sid: str) -> str:
-    return f"220 {server_name} ESMTP {sid} - gsmtp"
+    def __call__(self, sid: str | None = None, /, **values: object) -> str:
+        """The reply with the session id's tail (if any) and ``values`` in its ``{fields}``."""
+        return build(self.code, self.status, [line.format(**values) for line in self.lines], sid)
 
 
 def ehlo(server_name: str, client_ip: str, extensions: Sequence[str]) -> str:
-    texts = [f"{server_name} at your service, [{client_ip}]", *extensions]
-    return "\r\n".join(f"250{' ' if n == len(texts) else '-'}{text}" for n, text in enumerate(texts, start=1))
-
-
-def helo(server_name: str) -> str:
-    return f"250 {server_name} at your service"
-
-
-def empty_helo(sid: str) -> str:
-    return lines(
-        501,
-        "5.5.4",
-        [
-            "Empty HELO/EHLO argument not allowed, closing connection.",
-            " https://support.google.com/mail/?p=helo",
-        ],
-        sid,
-    )
-
-
-def invalid_helo(argument: str, sid: str) -> str:
-    return lines(
-        501,
-        "5.5.4",
-        [
-            f'HELO/EHLO argument "{argument}" invalid, closing connection.',
-            " https://support.google.com/mail/?p=helo",
-        ],
-        sid,
-    )
-
-
-def ready_to_start_tls() -> str:
-    return "220 2.0.0 Ready to start TLS"
-
-
-def accepted() -> str:
-    return "235 2.7.0 Accepted"
-
-
-def mail_ok(sid: str) -> str:
-    return one(250, "2.1.0", "OK", sid)
-
-
-def rcpt_ok(sid: str) -> str:
-    return one(250, "2.1.5", "OK", sid)
-
-
-def go_ahead(sid: str) -> str:
-    return f"354 Go ahead {sid} - gsmtp"
-
-
-def message_ok(sid: str, epoch: int) -> str:
-    return one(250, "2.0.0", f"OK  {epoch}", sid)
-
-
-def chunk_ok(size: int) -> str:
-    return f"250 2.0.0 {size} bytes received"
-
-
-def flushed(sid: str) -> str:
-    return one(250, "2.1.5", "Flushed", sid)
-
-
-def noop(sid: str) -> str:
-    return one(250, "2.0.0", "OK", sid)
-
-
-def closing(sid: str) -> str:
-    return one(221, "2.0.0", "closing connection", sid)
-
-
-def help_text(sid: str) -> str:
-    return one(214, "2.0.0", "https://www.google.com/search?btnI&q=RFC+5321", sid)
-
-
-def vrfy(sid: str) -> str:
-    return one(252, "2.1.5", "Send some mail, I'll try my best", sid)
-
-
-def unrecognized(sid: str) -> str:
-    return one(502, "5.5.1", "Unrecognized command.", sid)
-
-
-def unimplemented(sid: str) -> str:
-    return one(502, "5.5.1", "Unimplemented command.", sid)
-
-
-def must_starttls(sid: str) -> str:
-    return one(530, "5.7.0", "Must issue a STARTTLS command first.", sid)
-
-
-def auth_required(sid: str) -> str:
-    return lines(
-        530,
-        "5.7.0",
-        ["Authentication Required. " + MORE_INFO, " https://support.google.com/mail/?p=WantAuthError"],
-        sid,
-    )
-
-
-def bad_credentials(sid: str) -> str:
-    return lines(
-        535,
-        "5.7.8",
-        [
-            "Username and Password not accepted. " + MORE_INFO,
-            " https://support.google.com/mail/?p=BadCredentials",
-        ],
-        sid,
-    )
-
-
-def app_password_required(sid: str) -> str:
-    return lines(
-        534,
-        "5.7.9",
-        [
-            "Application-specific password required. " + MORE_INFO,
-            " https://support.google.com/mail/?p=InvalidSecondFactor",
-        ],
-        sid,
-    )
-
-
-def web_login_required(sid: str) -> str:
-    return lines(
-        534,
-        "5.7.14",
-        [
-            "<https://accounts.google.com/signin/continue?sarp=1&scc=1&plt=GMAILSANDBOX>"
-            " Please log in via your web browser and",
-            "then try again.",
-            " Learn more at",
-            " https://support.google.com/mail/answer/78754",
-        ],
-        sid,
-    )
-
-
-def too_many_logins(sid: str) -> str:
-    return one(454, "4.7.0", "Too many login attempts, please try again later.", sid)
-
-
-def unrecognized_auth_type(sid: str) -> str:
-    return one(504, "5.7.4", "Unrecognized authentication type.", sid)
-
-
-def cannot_decode(sid: str) -> str:
-    return one(501, "5.5.2", "Cannot Decode response", sid)
-
-
-def throttled(sid: str) -> str:
-    return one(421, "4.7.0", "Try again later, closing connection.", sid)
-
-
-def temporary(sid: str) -> str:
-    return one(451, "4.7.0", "Temporary System Problem.  Try again later (WS).", sid)
-
-
-def daily_quota(sid: str) -> str:
-    return lines(
-        550,
-        "5.4.5",
-        [
-            "Daily user sending limit exceeded. For more information on Gmail",
-            " sending limits go to https://support.google.com/a/answer/166852",
-        ],
-        sid,
-    )
-
-
-def too_large(sid: str) -> str:
-    return lines(
-        552,
-        "5.2.3",
-        [
-            "Your message exceeded Google's message size limits. " + MORE_INFO,
-            " https://support.google.com/mail/?p=MaxSizeError",
-        ],
-        sid,
-    )
-
-
-def too_many_recipients(sid: str) -> str:
-    return lines(
-        452,
-        "4.5.3",
-        [
-            "Your message has too many recipients. For more information regarding",
-            "Google's sending limits, visit",
-            " https://support.google.com/mail/?p=TooManyRecipientsError",
-        ],
-        sid,
-    )
-
-
-def bad_recipient(address: str, sid: str) -> str:
-    return lines(
-        553,
-        "5.1.3",
-        [
-            f"The recipient address <{address}> is not a valid RFC-5321 address. " + MORE_INFO,
-            " " + HELP_URL,
-        ],
-        sid,
-    )
-
-
-def bad_sender(address: str, sid: str) -> str:
-    return lines(
-        553,
-        "5.1.7",
-        [
-            f"The sender address <{address}> is not a valid RFC-5321 address. " + MORE_INFO,
-            " " + HELP_URL,
-        ],
-        sid,
-    )
-
-
-def syntax_error(sid: str) -> str:
-    return lines(555, "5.5.2", ["Syntax error, cannot decode response. " + MORE_INFO, " " + HELP_URL], sid)
-
-
-def line_too_long(sid: str) -> str:
-    return lines(555, "5.5.2", ["Syntax error, command line too long. " + MORE_INFO, " " + HELP_URL], sid)
-
-
-def unsupported_option(option: str, sid: str) -> str:
-    return one(555, "5.5.4", f"Unsupported option: {option}", sid)
-
-
-def bad_sequence(text: str, sid: str) -> str:
-    return one(503, "5.5.1", text, sid)
-
-
-def bdat_syntax(sid: str) -> str:
-    return one(501, "5.5.4", "Syntax: BDAT <size> [LAST]", sid)
-
-
-def idle_timeout(sid: str) -> str:
-    return one(451, "4.4.2", "Timeout - closing connection.", sid)
-
-
-def local_error(sid: str) -> str:
-    return one(451, "4.3.0", "Mail server temporarily rejected message.", sid)
+    """The EHLO reply: the greeting line, then one line per extension (no session id)."""
+    return build(250, "", [f"{server_name} at your service, [{client_ip}]", *extensions], None)
+
+
+# -- the table ------------------------------------------------------------------------------------
+# The session and the message.
+helo = Reply(250, "", ("{server_name} at your service",))
+ready_to_start_tls = Reply(220, "2.0.0", ("Ready to start TLS",))
+accepted = Reply(235, "2.7.0", ("Accepted",))
+mail_ok = Reply(250, "2.1.0", ("OK",))
+rcpt_ok = Reply(250, "2.1.5", ("OK",))
+go_ahead = Reply(354, "", ("Go ahead",))
+message_ok = Reply(250, "2.0.0", ("OK  {epoch}",))
+chunk_ok = Reply(250, "2.0.0", ("{size} bytes received",))
+flushed = Reply(250, "2.1.5", ("Flushed",))
+noop = Reply(250, "2.0.0", ("OK",))
+closing = Reply(221, "2.0.0", ("closing connection",))
+help_text = Reply(214, "2.0.0", ("https://www.google.com/search?btnI&q=RFC+5321",))
+vrfy = Reply(252, "2.1.5", ("Send some mail, I'll try my best",))
+
+# Commands out of place or not understood.
+empty_helo = Reply(
+    501,
+    "5.5.4",
+    ("Empty HELO/EHLO argument not allowed, closing connection.", " https://support.google.com/mail/?p=helo"),
+)
+invalid_helo = Reply(
+    501,
+    "5.5.4",
+    ('HELO/EHLO argument "{argument}" invalid, closing connection.', " https://support.google.com/mail/?p=helo"),
+)
+unrecognized = Reply(502, "5.5.1", ("Unrecognized command.",))
+unimplemented = Reply(502, "5.5.1", ("Unimplemented command.",))
+bad_sequence = Reply(503, "5.5.1", ("{text}",))
+syntax_error = Reply(555, "5.5.2", ("Syntax error, cannot decode response. " + MORE_INFO, " " + HELP_URL))
+line_too_long = Reply(555, "5.5.2", ("Syntax error, command line too long. " + MORE_INFO, " " + HELP_URL))
+unsupported_option = Reply(555, "5.5.4", ("Unsupported option: {option}",))
+bdat_syntax = Reply(501, "5.5.4", ("Syntax: BDAT <size> [LAST]",))
+
+# Signing in.
+must_starttls = Reply(530, "5.7.0", ("Must issue a STARTTLS command first.",))
+auth_required = Reply(
+    530, "5.7.0", ("Authentication Required. " + MORE_INFO, " https://support.google.com/mail/?p=WantAuthError")
+)
+bad_credentials = Reply(
+    535,
+    "5.7.8",
+    ("Username and Password not accepted. " + MORE_INFO, " https://support.google.com/mail/?p=BadCredentials"),
+)
+app_password_required = Reply(
+    534,
+    "5.7.9",
+    ("Application-specific password required. " + MORE_INFO, " https://support.google.com/mail/?p=InvalidSecondFactor"),
+)
+web_login_required = Reply(
+    534,
+    "5.7.14",
+    (
+        "<https://accounts.google.com/signin/continue?sarp=1&scc=1&plt=GMAILSANDBOX> Please log in via your web browser and",
+        "then try again.",
+        " Learn more at",
+        " https://support.google.com/mail/answer/78754",
+    ),
+)
+too_many_logins = Reply(454, "4.7.0", ("Too many login attempts, please try again later.",))
+unrecognized_auth_type = Reply(504, "5.7.4", ("Unrecognized authentication type.",))
+cannot_decode = Reply(501, "5.5.2", ("Cannot Decode response",))
+
+# The sender, the recipients and the message refused.
+bad_sender = Reply(
+    553, "5.1.7", ("The sender address <{address}> is not a valid RFC-5321 address. " + MORE_INFO, " " + HELP_URL)
+)
+bad_recipient = Reply(
+    553, "5.1.3", ("The recipient address <{address}> is not a valid RFC-5321 address. " + MORE_INFO, " " + HELP_URL)
+)
+too_many_recipients = Reply(
+    452,
+    "4.5.3",
+    (
+        "Your message has too many recipients. For more information regarding",
+        "Google's sending limits, visit",
+        " https://support.google.com/mail/?p=TooManyRecipientsError",
+    ),
+)
+too_large = Reply(
+    552,
+    "5.2.3",
+    (
+        "Your message exceeded Google's message size limits. " + MORE_INFO,
+        " https://support.google.com/mail/?p=MaxSizeError",
+    ),
+)
+daily_quota = Reply(
+    550,
+    "5.4.5",
+    (
+        "Daily user sending limit exceeded. For more information on Gmail",
+        " sending limits go to https://support.google.com/a/answer/166852",
+    ),
+)
+
+# Gmail having a problem.
+throttled = Reply(421, "4.7.0", ("Try again later, closing connection.",))
+temporary = Reply(451, "4.7.0", ("Temporary System Problem.  Try again later (WS).",))
+idle_timeout = Reply(451, "4.4.2", ("Timeout - closing connection.",))
+local_error = Reply(451, "4.3.0", ("Mail server temporarily rejected message.",))

@@ -46,8 +46,9 @@ from .loopback import loopback_host
 from .mailstore import INBOX, SENT, SPAM, MailStore
 from .oauth_server import OAuthServer
 from .pop_server import PopSession
-from .protocol import AuthRecord, GmailSMTP, SandboxState
+from .protocol import GmailSMTP
 from .received import ReceivedMessage
+from .state import AuthRecord, SandboxState
 
 log = logging.getLogger("django_gmail_smtp.sandbox")
 

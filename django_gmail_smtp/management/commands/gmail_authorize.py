@@ -23,8 +23,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
-from ... import conf, diagnose, oauth
+from ... import conf, diagnose, oauth, oauth_flow
 from ...exceptions import GmailConfigError, OAuthError
+from ...oauth_receiver import LoopbackReceiver
 
 HEADLESS_PORT = 8765
 EXIT_DENIED = 1
@@ -110,14 +111,14 @@ class Command(BaseCommand):
                 code, request = self._headless(client_id, username, HEADLESS_PORT if port is None else port)
             else:
                 code, request = self._loopback(client_id, username, port or 0, options)
-            answer = oauth.exchange_code(
+            answer = oauth_flow.exchange_code(
                 client_id,
                 client_secret,
                 code,
                 redirect_uri=request.redirect_uri,
                 code_verifier=request.code_verifier,
             )
-        except oauth.AuthorizationError as exc:
+        except oauth_flow.AuthorizationError as exc:
             raise CommandError(str(exc), returncode=EXIT_DENIED) from None
         except GmailConfigError as exc:
             raise CommandError(f"{exc.message} {exc.hint}", returncode=diagnose.EXIT_CODES["config"]) from None
@@ -208,9 +209,9 @@ class Command(BaseCommand):
 
     def _loopback(
         self, client_id: str, username: str, port: int, options: dict[str, Any]
-    ) -> tuple[str, oauth.AuthorizationRequest]:
+    ) -> tuple[str, oauth_flow.AuthorizationRequest]:
         try:
-            receiver = oauth.LoopbackReceiver(port)
+            receiver = LoopbackReceiver(port)
         except OSError as exc:
             raise CommandError(
                 _("Cannot listen on 127.0.0.1:%(port)s (%(error)s); pick another --port or use --headless.")
@@ -218,7 +219,7 @@ class Command(BaseCommand):
                 returncode=diagnose.EXIT_USAGE,
             ) from None
         with receiver:
-            request = oauth.authorization_url(client_id, receiver.redirect_uri, login_hint=username)
+            request = oauth_flow.authorization_url(client_id, receiver.redirect_uri, login_hint=username)
             self._show_url(request.url, username)
             if not options.get("no_browser"):
                 with contextlib.suppress(Exception):  # no browser here: the printed address is enough
@@ -226,13 +227,13 @@ class Command(BaseCommand):
             self._say(_("Waiting for the browser to come back to %(uri)s ...") % {"uri": receiver.redirect_uri})
             query = receiver.wait(float(options.get("timeout") or 300.0))
         if query is None:
-            raise oauth.AuthorizationError(
+            raise oauth_flow.AuthorizationError(
                 _("No answer from the browser in time. Run the command again (or use --headless).")
             )
-        return oauth.parse_redirect(query, request.state), request
+        return oauth_flow.parse_redirect(query, request.state), request
 
-    def _headless(self, client_id: str, username: str, port: int) -> tuple[str, oauth.AuthorizationRequest]:
-        request = oauth.authorization_url(client_id, f"http://127.0.0.1:{port}/", login_hint=username)
+    def _headless(self, client_id: str, username: str, port: int) -> tuple[str, oauth_flow.AuthorizationRequest]:
+        request = oauth_flow.authorization_url(client_id, f"http://127.0.0.1:{port}/", login_hint=username)
         self._show_url(request.url, username)
         self._say(
             _(
@@ -245,8 +246,8 @@ class Command(BaseCommand):
         self.stdout.flush()
         line = self.stdin.readline()
         if not line.strip():
-            raise oauth.AuthorizationError(_("No address was pasted."))
-        return oauth.parse_redirect(line, request.state), request
+            raise oauth_flow.AuthorizationError(_("No address was pasted."))
+        return oauth_flow.parse_redirect(line, request.state), request
 
     # -- the result ----------------------------------------------------------------------
 
@@ -261,7 +262,7 @@ class Command(BaseCommand):
                 ),
                 returncode=diagnose.EXIT_CODES["token"],
             )
-        if not oauth.granted_mail_scope(answer):
+        if not oauth_flow.granted_mail_scope(answer):
             raise CommandError(
                 _(
                     "The Gmail permission was not granted (scope https://mail.google.com/). Run the "

@@ -1,6 +1,8 @@
 """``manage.py gmail_check``: test the mail configuration step by step and say what to fix.
 
-Only presentation lives here; the test itself is :mod:`django_gmail_smtp.diagnose`.
+Only the command line and the presentation live here: the test itself, and the configuration it
+tests with the command line's overrides, are :mod:`django_gmail_smtp.diagnose`; the exit
+statuses and their meanings are :mod:`django_gmail_smtp.exit_status`.
 """
 
 from __future__ import annotations
@@ -8,11 +10,9 @@ from __future__ import annotations
 import json
 import textwrap
 import unicodedata
-from dataclasses import replace
 from typing import Any
 
 import django
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser, DjangoHelpFormatter
 from django.core.validators import validate_email
@@ -21,12 +21,18 @@ from django.utils.translation import gettext as _
 
 from ... import conf, diagnose, roundtrip
 from ...accounts import account_options
-from ...app_settings import mailers_enabled
 from ...conf import SmtpConfig, Value
+from ...diagnose.overrides import (
+    SOURCE_COMMAND_LINE,
+    configured_mailers,
+    default_alias,
+    mailer_name,
+    resolve_with_overrides,
+)
 from ...exceptions import GmailConfigError
+from ...exit_status import EXIT_STATUSES
 from ..reporting import ReportedError, ReportingCommand
 
-SOURCE_COMMAND_LINE = "command_line"
 ISSUES_URL = "https://github.com/django-gmail-smtp/django-gmail-smtp/issues"
 
 # Command-line option -> configuration option it overrides.
@@ -57,39 +63,8 @@ class _HelpFormatter(DjangoHelpFormatter):
 
 
 def exit_codes_text() -> str:
-    rows = [
-        (diagnose.EXIT_OK, _("every step passed")),
-        (diagnose.EXIT_UNEXPECTED, _("unexpected error (a bug: please report it)")),
-        (diagnose.EXIT_USAGE, _("wrong command-line usage")),
-        (diagnose.EXIT_CODES["config"], _("configuration error (nothing was sent over the network)")),
-        (diagnose.EXIT_CODES["dns"], _("DNS lookup failed")),
-        (diagnose.EXIT_CODES["connect"], _("TCP connection failed (refused, blocked, unreachable)")),
-        (diagnose.EXIT_CODES["greeting"], _("no SMTP greeting (wrong TLS mode for the port, or blocked)")),
-        (diagnose.EXIT_CODES["tls"], _("TLS or STARTTLS failed (certificate, wrong mode)")),
-        (diagnose.EXIT_CODES["ehlo"], _("EHLO rejected")),
-        (diagnose.EXIT_CODES["auth"], _("sign-in failed (password, app password, Google's checks)")),
-        (diagnose.EXIT_CODES["send"], _("the test message was refused (--send-to)")),
-        (diagnose.EXIT_CODES["quit"], _("QUIT failed")),
-        (diagnose.EXIT_CODES["token"], _("no OAuth2 access token (refresh token expired or revoked, wrong client)")),
-        (
-            diagnose.ROUND_TRIP_EXIT_CODES["mailbox_connect"],
-            _("--round-trip: the IMAP/POP3 server could not be reached (DNS, TCP, TLS)"),
-        ),
-        (
-            diagnose.ROUND_TRIP_EXIT_CODES["mailbox_disabled"],
-            _("--round-trip: IMAP (or POP) is turned off for the account"),
-        ),
-        (diagnose.ROUND_TRIP_EXIT_CODES["mailbox_sign_in"], _("--round-trip: the mailbox sign-in was refused")),
-        (diagnose.ROUND_TRIP_EXIT_CODES["mailbox_folder"], _("--round-trip: a mailbox folder could not be opened")),
-        (diagnose.ROUND_TRIP_EXIT_CODES["not_arrived"], _("--round-trip: the test message did not arrive in time")),
-        (diagnose.ROUND_TRIP_EXIT_CODES["spam"], _("--round-trip: the test message arrived in Spam")),
-        (
-            diagnose.ROUND_TRIP_EXIT_CODES["mailbox_protocol"],
-            _("--round-trip: the mailbox server broke off or broke the protocol"),
-        ),
-    ]
     lines = [_("exit status:")]
-    lines += [f"  {code:>2}  {text}" for code, text in rows]
+    lines += [f"  {status.code:>2}  {status.meaning}" for status in EXIT_STATUSES]
     return "\n".join(lines)
 
 
@@ -242,7 +217,7 @@ class Command(ReportingCommand):
         try:
             config = self._resolve(options, alias)
         except GmailConfigError as exc:
-            result = diagnose.config_error(exc, config_name=f"MAILERS[{alias!r}]" if alias else "")
+            result = diagnose.config_error(exc, config_name=mailer_name(alias))
             self._finish(result)
             return
         if self.show:
@@ -295,10 +270,7 @@ class Command(ReportingCommand):
 
     def _alias(self, alias: str | None) -> str | None:
         if alias is None:
-            # With MAILERS (Django 6.1), send_mail() uses MAILERS["default"].
-            if mailers_enabled() and "default" in (getattr(settings, "MAILERS", None) or {}):
-                return "default"
-            return None
+            return default_alias()
         if django.VERSION < (6, 1):
             raise CommandError(
                 _(
@@ -308,7 +280,7 @@ class Command(ReportingCommand):
                 % {"version": django.get_version()},
                 returncode=diagnose.EXIT_CODES["config"],
             )
-        mailers = getattr(settings, "MAILERS", None) or {}
+        mailers = configured_mailers()
         if alias not in mailers:
             known = ", ".join(repr(name) for name in mailers) or _("none")
             raise CommandError(
@@ -332,18 +304,7 @@ class Command(ReportingCommand):
             overrides["use_tls"] = bool(options.get("tls"))
             overrides["use_ssl"] = bool(options.get("ssl"))
             origins["use_tls"] = origins["use_ssl"] = flag
-        if alias is not None:
-            base = dict((getattr(settings, "MAILERS", {})[alias] or {}).get("OPTIONS", {}))
-            base.update(overrides)
-            config = conf.resolve(base, alias=alias, accounts=account_options)
-        else:
-            config = conf.resolve(overrides, alias=None, accounts=account_options)
-        if origins:
-            provenance = dict(config.provenance)
-            for option, origin in origins.items():
-                provenance[option] = Value(SOURCE_COMMAND_LINE, origin)
-            config = replace(config, provenance=provenance)
-        return config
+        return resolve_with_overrides(overrides, origins, alias=alias, accounts=account_options)
 
     def _print_config(self, config: SmtpConfig, *, mailbox: str = "") -> None:
         if config.alias:
