@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OURS = "django_gmail_smtp.backend.EmailBackend"
 TARGETS = {"send_mail": 12.0, "batch": 25.0, "cpu_ms": 2.0}
 """Issue #17: (a) >= 12x stock, (b) >= 25x the smtplib loop at 20 ms; <= 2 ms CPU per small message."""
-WIDE_WINDOW = 20
-"""(b) is also measured with this many messages in flight (the default ``PIPELINE_WINDOW`` is 10)."""
+OTHER_WINDOW = 10
+"""(b) is also measured with this many messages in flight (the default ``PIPELINE_WINDOW`` is 20; 10 before issue #17)."""
 
 
 # -- the server side (child process): sandbox + latency proxy -------------------------------
@@ -343,8 +343,8 @@ def main() -> int:
             ours_b = row("django-gmail-smtp", n, seconds, cpu)
             seconds, cpu = client.batch(OURS, rtt, n, MESSAGES_PER_CONNECTION=0)
             row("  same, never recycling the connection", n, seconds, cpu)
-            seconds, cpu = client.batch(OURS, rtt, n, PIPELINE_WINDOW=WIDE_WINDOW)
-            wide_b = row(f"  same, PIPELINE_WINDOW = {WIDE_WINDOW}", n, seconds, cpu)
+            seconds, cpu = client.batch(OURS, rtt, n, PIPELINE_WINDOW=OTHER_WINDOW)
+            other_b = row(f"  same, PIPELINE_WINDOW = {OTHER_WINDOW}", n, seconds, cpu)
             seconds, _ = client.batch("stock", rtt, n)
             stock_b = row("Django stock SMTP (one connection)", n, seconds)
             seconds, _ = client.smtplib_loop(rtt, n)
@@ -354,7 +354,7 @@ def main() -> int:
             results[f"a_{rtt:g}"] = ours_a / stock_a
             results[f"b_{rtt:g}"] = ours_b / raw_b
             results[f"b_stock_{rtt:g}"] = ours_b / stock_b
-            print(f"  {f'ratio with PIPELINE_WINDOW = {WIDE_WINDOW} / smtplib':36}{wide_b / raw_b:>26.1f}x\n")
+            print(f"  {f'ratio with PIPELINE_WINDOW = {OTHER_WINDOW} / smtplib':36}{other_b / raw_b:>26.1f}x\n")
         # CPU per message: a batch at RTT 0, the thread's CPU time only (server and proxy run elsewhere).
         _, cpu = client.batch(OURS, 0, n)
         _, cpu_single = client.send_mail_loop(OURS, 0, n)
