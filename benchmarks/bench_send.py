@@ -39,7 +39,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = "django_gmail_smtp.backend.EmailBackend"
-TARGETS = {"send_mail": 10.0, "batch": 10.0, "cpu_ms": 2.0}
+TARGETS = {"send_mail": 12.0, "batch": 25.0, "cpu_ms": 2.0}
+"""Issue #17: (a) >= 12x stock, (b) >= 25x the smtplib loop at 20 ms; <= 2 ms CPU per small message."""
+OTHER_WINDOW = 10
+"""(b) is also measured with this many messages in flight (the default ``PIPELINE_WINDOW`` is 20; 10 before issue #17)."""
 
 
 # -- the server side (child process): sandbox + latency proxy -------------------------------
@@ -137,7 +140,7 @@ def setup_django() -> None:
 
     settings.configure(
         EMAIL_BACKEND=OURS,
-        INSTALLED_APPS=[],
+        INSTALLED_APPS=["django_gmail_smtp"],  # the backend resolves stored accounts through its models
         DEFAULT_CHARSET="utf-8",
         LOGGING_CONFIG=None,
     )
@@ -340,15 +343,18 @@ def main() -> int:
             ours_b = row("django-gmail-smtp", n, seconds, cpu)
             seconds, cpu = client.batch(OURS, rtt, n, MESSAGES_PER_CONNECTION=0)
             row("  same, never recycling the connection", n, seconds, cpu)
+            seconds, cpu = client.batch(OURS, rtt, n, PIPELINE_WINDOW=OTHER_WINDOW)
+            other_b = row(f"  same, PIPELINE_WINDOW = {OTHER_WINDOW}", n, seconds, cpu)
             seconds, _ = client.batch("stock", rtt, n)
             stock_b = row("Django stock SMTP (one connection)", n, seconds)
             seconds, _ = client.smtplib_loop(rtt, n)
             raw_b = row("raw smtplib loop (one connection)", n, seconds)
             print(f"  {'ratio ours / smtplib loop':36}{ours_b / raw_b:>26.1f}x")
-            print(f"  {'ratio ours / stock':36}{ours_b / stock_b:>26.1f}x\n")
+            print(f"  {'ratio ours / stock':36}{ours_b / stock_b:>26.1f}x")
             results[f"a_{rtt:g}"] = ours_a / stock_a
             results[f"b_{rtt:g}"] = ours_b / raw_b
             results[f"b_stock_{rtt:g}"] = ours_b / stock_b
+            print(f"  {f'ratio with PIPELINE_WINDOW = {OTHER_WINDOW} / smtplib':36}{other_b / raw_b:>26.1f}x\n")
         # CPU per message: a batch at RTT 0, the thread's CPU time only (server and proxy run elsewhere).
         _, cpu = client.batch(OURS, 0, n)
         _, cpu_single = client.send_mail_loop(OURS, 0, n)
@@ -361,10 +367,18 @@ def main() -> int:
         checks = []
         if 20.0 in rtts:
             checks.append(
-                ("(a) send_mail() >= 10x stock at 20 ms", results["a_20"] >= TARGETS["send_mail"], results["a_20"])
+                (
+                    f"(a) send_mail() >= {TARGETS['send_mail']:g}x stock at 20 ms",
+                    results["a_20"] >= TARGETS["send_mail"],
+                    results["a_20"],
+                )
             )
             checks.append(
-                ("(b) batch >= 10x smtplib loop at 20 ms", results["b_20"] >= TARGETS["batch"], results["b_20"])
+                (
+                    f"(b) batch >= {TARGETS['batch']:g}x smtplib loop at 20 ms",
+                    results["b_20"] >= TARGETS["batch"],
+                    results["b_20"],
+                )
             )
         if 0.0 in rtts:
             checks.append(("never slower than stock at 0 ms (a)", results["a_0"] >= 1.0, results["a_0"]))

@@ -8,14 +8,9 @@ Used by the session, ``gmail_check``, the mailbox clients and the admin:
   the token endpoint through google-auth (the ``oauth`` extra), over :mod:`.oauth_http`. The
   cache key is a digest of the client id and the refresh token, never either of them; the value
   holds the access token.
-* **XOAUTH2** -- :func:`sign_in` speaks Google's SASL mechanism on an ``smtplib`` client: the
-  initial response ``base64("user=<address>\\x01auth=Bearer <token>\\x01\\x01")`` goes on the
-  ``AUTH XOAUTH2`` line only when that line stays within 512 octets (Gmail rejects longer
-  command lines with ``555 5.5.2``); otherwise ``AUTH XOAUTH2`` goes alone and the token
-  follows the ``334`` continuation. A rejected token gets a ``334`` challenge holding base64
-  JSON (``{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}``), which is
-  read and answered with an empty line; the final ``535`` follows. A cached token Gmail
-  rejects is refreshed once and the sign-in retried on the same connection.
+* **XOAUTH2** -- the sign-in itself is the SMTP layer's (:mod:`.smtp_auth`, which takes its
+  tokens from here); the wire format (:func:`xoauth2_response`, :func:`parse_challenge`) is in
+  :mod:`.xoauth2` and still importable from here.
 
 Getting a refresh token in the first place is :mod:`.oauth_flow` (the authorization-code flow
 with PKCE) and :mod:`.oauth_receiver` (the loopback redirect of ``gmail_authorize``); their
@@ -28,17 +23,13 @@ appear in exceptions, logs or transcripts.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
-import json
 import logging
-import smtplib
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.utils.translation import gettext as _
@@ -46,9 +37,8 @@ from django.views.decorators.debug import sensitive_variables
 
 from . import rules
 from .app_settings import app_setting
-from .causes import CATALOGUE, Cause, explain_reply
 from .conf import SmtpConfig
-from .exceptions import OAuthError, ReplyTooLongError, with_cause
+from .exceptions import OAuthError, ReplyTooLongError
 from .hosts import endpoint_is_safe  # also importable from here
 from .oauth_http import (  # MAX_TOKEN_RESPONSE_BYTES also importable from here
     MAX_TOKEN_RESPONSE_BYTES,
@@ -59,8 +49,10 @@ from .oauth_http import (  # MAX_TOKEN_RESPONSE_BYTES also importable from here
     unreachable_error,
 )
 from .redaction import Redactor, detach
+from .xoauth2 import MAX_INLINE_AUTH, parse_challenge, xoauth2_response  # also importable from here
 
 __all__ = [
+    "MAX_INLINE_AUTH",
     "MAX_TOKEN_RESPONSE_BYTES",
     "SCOPE",
     "AccessToken",
@@ -72,7 +64,6 @@ __all__ = [
     "forget_token",
     "parse_challenge",
     "require_library",
-    "sign_in",
     "xoauth2_response",
 ]
 
@@ -83,9 +74,6 @@ SCOPE = "https://mail.google.com/"
 
 REFRESH_MARGIN = 60.0
 """Seconds before its expiry at which a cached access token is no longer used."""
-
-MAX_INLINE_AUTH = 512
-"""Longest ``AUTH XOAUTH2 <initial response>`` line (CRLF included) sent in one piece (RFC 5321's 512)."""
 
 CACHE_ALIAS = DEFAULT_CACHE_ALIAS
 KEY_PREFIX = "gmail_smtp:oauth:v1"
@@ -286,104 +274,3 @@ def _refresh(config: SmtpConfig) -> AccessToken:
     scope = " ".join(granted) if granted else ""
     logger.info("OAuth2: new access token from %s, valid for %d s.", uri, max(0, int(expires_at - time.time())))
     return AccessToken(token, expires_at, scope)
-
-
-# -- XOAUTH2 ---------------------------------------------------------------------------------
-
-
-@sensitive_variables()
-def xoauth2_response(username: str, token: str) -> str:
-    """The XOAUTH2 initial client response, base64 encoded."""
-    raw = f"user={username}\x01auth=Bearer {token}\x01\x01"
-    return base64.b64encode(raw.encode("utf-8")).decode("ascii")
-
-
-def parse_challenge(text: bytes | str) -> dict[str, Any] | None:
-    """The JSON of Gmail's XOAUTH2 error challenge (the text after ``334``); None if it is not one."""
-    if isinstance(text, bytes):
-        text = text.decode("ascii", "replace")
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        data = json.loads(base64.b64decode(text, validate=True))
-    except (ValueError, TypeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _note(client: smtplib.SMTP, text: str) -> None:
-    """A line in the session's transcript, when the client keeps one."""
-    transcript = getattr(client, "transcript", None)
-    if transcript is not None:
-        transcript.add("**", text)
-
-
-def _hide(client: smtplib.SMTP, token: AccessToken) -> None:
-    """Tell the session's redactor (when the client has one) to hide this access token in replies."""
-    redactor = getattr(client, "redactor", None)
-    if isinstance(redactor, Redactor):
-        redactor.add(token.token)
-
-
-@sensitive_variables()
-def _exchange(client: smtplib.SMTP, username: str, token: str) -> tuple[int, bytes, dict[str, Any] | None]:
-    """One XOAUTH2 exchange: (final code, final text, the error challenge's JSON if there was one)."""
-    initial = xoauth2_response(username, token)
-    if len(f"AUTH XOAUTH2 {initial}\r\n") <= MAX_INLINE_AUTH:
-        code, text = client.docmd("AUTH", f"XOAUTH2 {initial}")
-    else:
-        code, text = client.docmd("AUTH", "XOAUTH2")
-        if code == 334 and not text.strip():  # the empty continuation: the response goes now
-            code, text = client.docmd(initial)
-    challenge = None
-    if code == 334:
-        # Gmail's error challenge (base64 JSON). The client answers with an empty line and
-        # gets the final reply (535 5.7.8).
-        challenge = parse_challenge(text) or {}
-        code, text = client.docmd("")
-    return code, text, challenge
-
-
-def _rejection(code: int, text: bytes, token: AccessToken) -> Cause | None:
-    if code != 535:
-        return explain_reply(code, text)
-    if token.has_mail_scope is False:
-        return CATALOGUE["oauth_wrong_scope"]
-    return CATALOGUE["oauth_token_rejected"]
-
-
-@sensitive_variables()
-def sign_in(client: smtplib.SMTP, config: SmtpConfig) -> tuple[int, bytes]:
-    """Sign in with XOAUTH2 on a connected client (after EHLO, over TLS); returns the 235 reply.
-
-    A cached access token that Gmail rejects is refreshed once and the sign-in retried.
-    Raises ``SMTPAuthenticationError`` (with a cause: wrong scope, wrong account...),
-    :class:`OAuthError` (token endpoint), ``SMTPNotSupportedError`` (no XOAUTH2 offered) or
-    :class:`GmailConfigError`; ``smtplib``/``OSError`` failures of the connection pass through.
-    """
-    mechanisms = client.esmtp_features.get("auth", "").upper().split()
-    if "XOAUTH2" not in mechanisms:
-        not_offered = smtplib.SMTPNotSupportedError(
-            _("The server does not offer XOAUTH2 sign-in (AUTH %(mechanisms)s).")
-            % {"mechanisms": " ".join(mechanisms) or "-"}
-        )
-        raise with_cause(not_offered, CATALOGUE["xoauth2_not_offered"], "auth")
-    token = access_token(config)
-    _hide(client, token)
-    _note(client, _("Access token from the cache.") if token.cached else _("Access token refreshed."))
-    code, text, challenge = _exchange(client, config.username, token.token)
-    if code in (235, 503) and challenge is None:
-        return code, text
-    if code == 535 and token.cached:
-        _note(client, _("Gmail rejected the cached access token: refreshing it and signing in again."))
-        forget_token(config)
-        token = access_token(config, force=True)
-        _hide(client, token)
-        code, text, challenge = _exchange(client, config.username, token.token)
-        if code in (235, 503) and challenge is None:
-            return code, text
-    if challenge:
-        _note(client, _("XOAUTH2 error challenge: %(json)s") % {"json": json.dumps(challenge, sort_keys=True)})
-    refused = smtplib.SMTPAuthenticationError(code, text)
-    raise with_cause(refused, _rejection(code, text, token), "auth")

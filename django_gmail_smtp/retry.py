@@ -1,16 +1,18 @@
 """When to try again: jittered exponential backoff, bounded in attempts and total time.
 
 Pure functions and a small policy object; the randomness is injectable so the
-schedule can be tested exactly.
+schedule can be tested exactly, and :class:`Timing` carries the clock, sleep and randomness the
+delivery loop waits with.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["RetryPolicy", "backoff_delay"]
+__all__ = ["RetryPolicy", "Timing", "backoff_delay"]
 
 # 2**60 seconds is already far beyond any cap; larger exponents only risk overflow.
 _MAX_EXPONENT = 60
@@ -53,3 +55,18 @@ class RetryPolicy:
     def delay(self, retry: int, rng: Callable[[], float] = random.random) -> float:
         """Seconds to wait before retry number ``retry`` (1 = the first retry)."""
         return backoff_delay(retry, base=self.backoff, cap=self.backoff_max, rng=rng)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Time and chance for code that waits to retry: the clock, sleep, and the jitter's randomness.
+
+    The defaults are the real ones; a test passes fakes (a sleep that records, a fixed random)
+    instead of patching a module.
+    """
+
+    clock: Callable[[], float] = time.monotonic
+    """Seconds on a monotonic clock."""
+    sleep: Callable[[float], None] = time.sleep
+    random: Callable[[], float] = random.random
+    """A float in [0, 1): the jitter of :func:`backoff_delay`."""

@@ -41,10 +41,11 @@ from typing import Any
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import EmailMessage
 
-from . import conf, pool, quota, rules
-from .deadline import Deadline
+from . import conf, quota, rules
+from .connections import HeldConnection, PooledConnections, Sessions
 from .delivery import STATUS_ATTRIBUTE, DeliveryOptions, DeliveryStatus, Job, failure_to_raise, report, send_batch
 from .envelope import build_envelope, needs_smtputf8, prep_address
+from .retry import Timing
 from .session import SMTPSession, Transcript, make_ssl_context
 
 __all__ = ["EmailBackend"]
@@ -111,8 +112,12 @@ class EmailBackend(BaseEmailBackend):
         )
         rules.raise_for_blocking(self.config)
         self.transcript = Transcript()
+        self.timing = Timing()
+        """The clock, sleep and randomness the retries wait with; a test sets fakes here."""
         self.connection: smtplib.SMTP | None = None
-        self._session: SMTPSession | None = None
+        # The backend's one TLS context, built when TLS starts (a missing CA file fails there, as in Django).
+        self._sessions = Sessions(self.config, transcript=self.transcript, ssl_context=lambda: self.ssl_context)
+        self._held = HeldConnection(self._sessions)
         self._opened = False  # open() was called: this backend holds its connection until close()
         self._lock = threading.RLock()
 
@@ -142,6 +147,11 @@ class EmailBackend(BaseEmailBackend):
         value: str = getattr(self.config, option)
         return value
 
+    @property
+    def _session(self) -> SMTPSession | None:
+        """The session an opened backend holds."""
+        return self._held.session
+
     @functools.cached_property
     def ssl_context(self) -> ssl.SSLContext:
         """The TLS context of this backend's connections, built once (as Django's backend has it).
@@ -169,22 +179,24 @@ class EmailBackend(BaseEmailBackend):
         """
         if self.connection is not None:
             return False
-        options = DeliveryOptions.from_settings()
         try:
-            session = self._checkout(options) or self._connect()
+            self._held.open(DeliveryOptions.from_settings())
         except OSError:
             if not self.fail_silently:
                 raise
             return None
-        self._session, self.connection, self._opened = session, session.client, True
+        self.connection, self._opened = self._client(), True
         return True
 
     def close(self) -> None:
         """Give the connection back to the pool (or QUIT); tolerates a server that already hung up."""
-        session, self._session, self.connection = self._session, None, None
-        self._opened = False
-        if session is not None:
-            self._release(session, DeliveryOptions.from_settings(), reusable=True)
+        self.connection, self._opened = None, False
+        if self._held.session is not None:
+            self._held.close(DeliveryOptions.from_settings(), fail_silently=self.fail_silently)
+
+    def _client(self) -> smtplib.SMTP | None:
+        session = self._held.session
+        return None if session is None else session.client
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         """Send the messages; return how many the server accepted.
@@ -221,13 +233,17 @@ class EmailBackend(BaseEmailBackend):
             raise
         stop_error: BaseException | None = None
         try:
+            timeout, timing, quiet = self.config.timeout, self.timing, self.fail_silently
             if self.connection is not None:
                 with self._lock:  # one connection: callers take turns, as with Django's backend
-                    stop_error = send_batch(
-                        jobs, _OpenedConnection(self, options), options, timeout=self.config.timeout
-                    )
+                    try:
+                        held = self._held.connections(options, fail_silently=quiet)
+                        stop_error = send_batch(jobs, held, options, timing=timing, timeout=timeout)
+                    finally:
+                        self.connection = self._client()  # replaced, or gone with a broken connection
             else:
-                stop_error = send_batch(jobs, _PooledConnections(self, options), options, timeout=self.config.timeout)
+                pooled = PooledConnections(self._sessions, options, fail_silently=quiet)
+                stop_error = send_batch(jobs, pooled, options, timing=timing, timeout=timeout)
         finally:
             # Also when delivery raised: slots of messages that may have gone out stay taken, the
             # others are given back (never leaked).
@@ -238,41 +254,6 @@ class EmailBackend(BaseEmailBackend):
             if failure is not None:
                 raise failure
         return sum(1 for job in jobs if job.status.sent)
-
-    # -- connections -------------------------------------------------------------
-    def _connect(self, limit: Deadline | None = None) -> SMTPSession:
-        # The backend's one context, built when TLS starts (a missing CA file fails there, as in Django).
-        session = SMTPSession(self.config, transcript=self.transcript, ssl_context=lambda: self.ssl_context)
-        session.limit = limit
-        session.connect()
-        return session
-
-    def _checkout(self, options: DeliveryOptions, limit: Deadline | None = None) -> SMTPSession | None:
-        if not options.reuse:
-            return None
-        session = pool.checkout(
-            self.config, noop_after=options.noop_after, idle_timeout=options.idle_timeout, limit=limit
-        )
-        if session is not None:
-            session.attach(self.transcript)
-        return session
-
-    def _release(self, session: SMTPSession, options: DeliveryOptions, *, reusable: bool) -> None:
-        worn = options.messages_per_connection and session.messages >= options.messages_per_connection
-        if reusable and session.usable and options.reuse and not worn:
-            pool.checkin(self.config, session, idle_timeout=options.idle_timeout)
-            return
-        if not session.usable:
-            session.abort()
-            return
-        if worn:  # recycled mid-flow: no need to wait for the 221
-            session.quit(wait=False)
-            return
-        try:
-            session.quit()
-        except smtplib.SMTPException:
-            if not self.fail_silently:
-                raise
 
     # -- messages ----------------------------------------------------------------
     def _prepare(self, email_messages: Sequence[EmailMessage]) -> list[Job]:
@@ -291,44 +272,3 @@ class EmailBackend(BaseEmailBackend):
                 raise
             jobs.append(Job(message, from_email, recipients, data, smtputf8, status))
         return jobs
-
-
-class _PooledConnections:
-    """A backend that was not opened: connections come from, and go back to, the pool."""
-
-    def __init__(self, backend: EmailBackend, options: DeliveryOptions) -> None:
-        self.backend = backend
-        self.options = options
-
-    def acquire(self, limit: Deadline | None = None) -> SMTPSession:
-        return self.backend._checkout(self.options, limit) or self.backend._connect(limit)
-
-    def release(self, session: SMTPSession, *, reusable: bool) -> None:
-        self.backend._release(session, self.options, reusable=reusable)
-
-
-class _OpenedConnection:
-    """An opened backend: its own connection, replaced when it breaks or is worn out."""
-
-    def __init__(self, backend: EmailBackend, options: DeliveryOptions) -> None:
-        self.backend = backend
-        self.options = options
-
-    def acquire(self, limit: Deadline | None = None) -> SMTPSession:
-        backend = self.backend
-        session = backend._session
-        if session is not None:
-            session.limit = limit
-            if session.idle_check(self.options.noop_after):
-                return session
-        session = backend._connect(limit)
-        backend._session, backend.connection = session, session.client
-        return session
-
-    def release(self, session: SMTPSession, *, reusable: bool) -> None:
-        backend = self.backend
-        if reusable and session.usable:
-            return  # kept until close()
-        if backend._session is session:
-            backend._session = backend.connection = None
-        backend._release(session, self.options, reusable=False)

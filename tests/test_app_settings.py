@@ -19,7 +19,7 @@ def test_defaults_and_values(settings: Any) -> None:
     assert app_settings.flag_setting("QUOTA_SYNC") is False
     del settings.GMAIL_SMTP
     assert app_settings.gmail_smtp() == {}
-    assert app_settings.app_setting("PIPELINE_WINDOW") == 10
+    assert app_settings.app_setting("PIPELINE_WINDOW") == 20
 
 
 def test_a_gmail_smtp_that_is_not_a_dict_is_named_with_the_checks_words(settings: Any) -> None:

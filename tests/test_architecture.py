@@ -64,6 +64,7 @@ LAYERS: dict[str, Layer] = {
             "payload",
             "retry",
             "tasks_compat",
+            "xoauth2",
             "sandbox.constants",
         ),
     ),
@@ -83,15 +84,29 @@ LAYERS: dict[str, Layer] = {
         ("binding", "crypto", "models", "accounts"),
         ("configuration",),
     ),
-    "protocols": Layer(
-        "one SMTP conversation (transcript, session, pipelining), OAuth2 sign-in, the mailbox clients",
-        ("oauth", "oauth_http", "session", "mailbox_session", "imap", "pop"),
+    "oauth": Layer(
+        "OAuth2 access tokens (cached, refreshed at the token endpoint through one bounded request)",
+        ("oauth", "oauth_http"),
         ("configuration",),
     ),
-    "pool": Layer("signed-in connections kept between calls", ("pool",), ("protocols",)),
+    "smtp": Layer(
+        "one SMTP conversation: the transcript, the bounded client, the session, the pipelining "
+        "engine, the sign-in mechanisms plugged into the session (password, XOAUTH2)",
+        ("transcript", "smtp_client", "pipeline", "smtp_auth", "session"),
+        ("oauth",),
+    ),
+    "protocols": Layer(
+        "the mailbox clients of the round trip (IMAP, POP3)", ("mailbox_session", "imap", "pop"), ("smtp",)
+    ),
+    "pool": Layer(
+        "signed-in connections kept between calls, and the sources a batch takes its connections from",
+        ("pool", "connections"),
+        ("smtp",),
+    ),
     "delivery": Layer(
-        "a batch on its way (retries, reconnects, statuses) and the daily-limit guard",
-        ("delivery", "quota"),
+        "a batch on its way: each message's outcome, the state machine that settles a round's "
+        "replies, the loop (retries, reconnects), and the daily-limit guard",
+        ("outcome", "settlement", "delivery", "quota"),
         ("pool", "stored accounts"),
     ),
     "smtp backend": Layer("`EmailBackend`: Django's API over the delivery", ("smtp_backend",), ("delivery",)),
@@ -150,10 +165,7 @@ LAYERS: dict[str, Layer] = {
 MAX_LINES = 600
 """No module outside ``sandbox/`` may be longer."""
 
-OVERSIZED: dict[str, int] = {
-    "delivery": 635,
-    "session": 1245,
-}
+OVERSIZED: dict[str, int] = {}
 """Modules still over :data:`MAX_LINES`, each with its line count as a ceiling: it may shrink,
 never grow. Splitting them is the next step (issue #17, phase B); an entry whose module is back
 under the limit must be removed."""

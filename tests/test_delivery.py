@@ -20,10 +20,12 @@ from django.core.mail import EmailMessage
 
 from django_gmail_smtp import signals
 from django_gmail_smtp.backend import EmailBackend
-from django_gmail_smtp.delivery import FAILED, NOT_SENT, PARTIAL, SENT, UNKNOWN, DeliveryOptions
-from django_gmail_smtp.retry import backoff_delay
+from django_gmail_smtp.delivery import FAILED, NOT_SENT, PARTIAL, SENT, UNKNOWN, DeliveryOptions, Job
+from django_gmail_smtp.pipeline import Reply
+from django_gmail_smtp.retry import Timing, backoff_delay
 from django_gmail_smtp.sandbox import SANDBOX_PASSWORD, SANDBOX_USER, GmailSandbox
 from django_gmail_smtp.session import SMTPSession
+from django_gmail_smtp.settlement import Attempt, give_up, settle
 
 FAST_RETRIES = {"RETRY_BACKOFF": 0.01, "RETRY_BACKOFF_MAX": 0.05, "RETRY_TIMEOUT": 2.0}
 
@@ -63,7 +65,8 @@ def client_lines(backend: EmailBackend, start: str) -> list[str]:
 
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
 def test_disconnect_mid_batch_delivers_every_message_exactly_once(make_backend, gmail_sandbox, settings, pipelining):
-    knobs(settings, PIPELINING=pipelining)
+    # A window of 10: each hang-up catches the same number in flight, so attempts are 1 or 2.
+    knobs(settings, PIPELINING=pipelining, PIPELINE_WINDOW=10)
     gmail_sandbox.inject("disconnect_after", messages=10, times=2)  # hangs up after 10, twice
     batch = make_messages(30)
     assert make_backend().send_messages(batch) == 30
@@ -202,20 +205,14 @@ def test_throttling_that_never_ends_stops_the_batch(make_backend, gmail_sandbox,
     assert states[FAILED] + states[NOT_SENT] == 20
 
 
-def test_without_retries_a_temporary_failure_fails_only_that_message(
-    make_backend, gmail_sandbox, settings, monkeypatch
-):
-    from django_gmail_smtp import delivery
-
+def test_without_retries_a_temporary_failure_fails_only_that_message(make_backend, gmail_sandbox, settings):
     knobs(settings, RETRY_ATTEMPTS=1)
     slept: list[float] = []
-    real_send_batch = delivery.send_batch
-    monkeypatch.setattr(
-        "django_gmail_smtp.smtp_backend.send_batch", lambda *a, **k: real_send_batch(*a, sleep=slept.append, **k)
-    )
     gmail_sandbox.inject("temporary")
     batch = make_messages(3)
-    assert make_backend(fail_silently=True).send_messages(batch) == 2
+    backend = make_backend(fail_silently=True)
+    backend.timing = Timing(sleep=slept.append)
+    assert backend.send_messages(batch) == 2
     assert [m.gmail_smtp_status.status for m in batch] == [FAILED, SENT, SENT]
     assert slept == []  # nothing left to retry: no waiting
 
@@ -586,20 +583,231 @@ def test_backoff_jitter_spreads_clients_apart():
     assert all(4.0 <= d <= 8.0 for d in delays)
 
 
-def test_retries_wait_as_the_policy_says(make_backend, gmail_sandbox, settings, monkeypatch):
+def test_retries_wait_as_the_policy_says(make_backend, gmail_sandbox, settings):
     """The backend's waits are the schedule's delays: no extra sleeping, no busy loop."""
-    from django_gmail_smtp import delivery
-
     knobs(settings, RETRY_ATTEMPTS=4, RETRY_BACKOFF=0.02, RETRY_BACKOFF_MAX=1.0)
     slept: list[float] = []
-    real_send_batch = delivery.send_batch
-
-    def recording(*args: Any, **kwargs: Any) -> Any:
-        return real_send_batch(*args, sleep=slept.append, rng=lambda: 1.0, **kwargs)
-
-    monkeypatch.setattr("django_gmail_smtp.smtp_backend.send_batch", recording)
     gmail_sandbox.inject("temporary", times=3)
     [msg] = make_messages(1)
-    assert make_backend().send_messages([msg]) == 1
+    backend = make_backend()
+    backend.timing = Timing(sleep=slept.append, random=lambda: 1.0)
+    assert backend.send_messages([msg]) == 1
     assert slept == pytest.approx([0.02, 0.04, 0.08])
     assert msg.gmail_smtp_status.attempts == 4
+
+
+# -- the state machine, without a server: every reply class at every stage -------------------------
+
+OK = Reply(250, "2.1.0 OK")
+ACCEPTED_FINAL = Reply(250, "2.0.0 OK 1700000000 x1-20020a")
+TEMPORARY = Reply(451, "4.3.0 Mail server temporarily rejected message.")
+CLOSING = Reply(421, "4.7.0 Try again later, closing connection.")
+PERMANENT = Reply(550, "5.7.1 Our system has detected an unusual rate of unsolicited mail.")
+NO_SUCH_USER = Reply(550, "5.1.1 The email account that you tried to reach does not exist.")
+QUOTA = Reply(550, "5.4.5 Daily user sending limit exceeded.")
+IDLE = Reply(451, "4.4.2 Timeout - closing connection.")
+LOST = smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+
+
+def attempt(
+    mail: Reply | None,
+    rcpt: list[Reply | None],
+    final: Reply | None,
+    *,
+    data_sent: bool,
+    recipients: tuple[str, ...] = ("a@example.com",),
+    issued: bool = True,
+) -> Attempt:
+    job = Job(None, SANDBOX_USER, list(recipients), b"Message-ID: <m@example.com>\r\n\r\nBody\r\n")
+    return Attempt(
+        job.sender,
+        list(recipients),
+        job.data,
+        tag=job,
+        issued=issued,
+        data_sent=data_sent,
+        mail=mail,
+        rcpt=rcpt,
+        final=final,
+    )
+
+
+# (stage, mail, rcpt, final, data went out, connection lost) ->
+#   (with attempts left: status, sent again?; on the last attempt: status)
+# A "disconnect" has no reply at that stage and the connection's error (`lost`) set.
+STAGES = {
+    "all 2xx": (OK, [OK], ACCEPTED_FINAL, True, False, (SENT, False), SENT),
+    "MAIL 4xx": (TEMPORARY, [None], None, False, False, (NOT_SENT, True), FAILED),
+    "MAIL 421": (CLOSING, [None], None, False, False, (NOT_SENT, True), FAILED),
+    "MAIL 5xx": (PERMANENT, [None], None, False, False, (FAILED, False), FAILED),
+    "MAIL daily quota": (QUOTA, [None], None, False, False, (FAILED, False), FAILED),
+    "disconnect before MAIL's reply": (None, [None], None, False, True, (NOT_SENT, True), NOT_SENT),
+    "RCPT 4xx": (OK, [TEMPORARY], None, False, False, (NOT_SENT, True), FAILED),
+    "RCPT 5xx": (OK, [NO_SUCH_USER], None, False, False, (FAILED, False), FAILED),
+    "disconnect before RCPT's reply": (OK, [None], None, False, True, (NOT_SENT, True), NOT_SENT),
+    "DATA/BDAT 4xx": (OK, [OK], TEMPORARY, True, False, (NOT_SENT, True), FAILED),
+    "DATA/BDAT 421": (OK, [OK], CLOSING, True, False, (NOT_SENT, True), FAILED),
+    "DATA/BDAT 5xx": (OK, [OK], PERMANENT, True, False, (FAILED, False), FAILED),
+    "DATA/BDAT daily quota": (OK, [OK], QUOTA, True, False, (FAILED, False), FAILED),
+    "DATA refused before the message went out": (OK, [OK], PERMANENT, False, False, (FAILED, False), FAILED),
+    "disconnect before DATA's go-ahead": (OK, [OK], None, False, True, (NOT_SENT, True), NOT_SENT),
+    "disconnect after the message, before the final reply": (OK, [OK], None, True, True, (NOT_SENT, True), UNKNOWN),
+    "disconnect after the final reply": (OK, [OK], ACCEPTED_FINAL, True, True, (SENT, False), SENT),
+}
+
+
+@pytest.mark.parametrize("case", STAGES.values(), ids=STAGES.keys())
+def test_settle_with_attempts_left(case: tuple[Any, ...]) -> None:
+    mail, rcpt, final, data_sent, lost, (status, again), _ = case
+    txn = attempt(mail, rcpt, final, data_sent=data_sent)
+    job: Job = txn.tag
+    result = settle([txn], attempts=3, lost=LOST if lost else None)
+    assert job.status.status == status
+    assert job.status.attempts == 1
+    assert [t.recipients for t in result.retry] == ([["a@example.com"]] if again else [])
+    assert result.progress == (status == SENT)
+    if again:  # each retry is a fresh transaction that remembers the try before
+        [retry] = result.retry
+        assert (retry.attempts, retry.issued, retry.mail, retry.final) == (1, False, None, None)
+        assert retry.maybe_delivered == (data_sent and final is None)
+        assert result.trouble is not None
+    else:
+        assert result.trouble is None
+
+
+@pytest.mark.parametrize("case", STAGES.values(), ids=STAGES.keys())
+def test_settle_on_the_last_attempt(case: tuple[Any, ...]) -> None:
+    mail, rcpt, final, data_sent, lost, _, status = case
+    txn = attempt(mail, rcpt, final, data_sent=data_sent)
+    job: Job = txn.tag
+    result = settle([txn], attempts=1, lost=LOST if lost else None)
+    assert result.retry == []
+    assert job.status.status == status
+    recipient = job.status.recipients["a@example.com"]
+    # Refused only with the server's reply; unknown/not sent carry none.
+    assert (recipient.reply is not None) == (status in (SENT, FAILED))
+    if status != SENT:
+        assert job.error is not None
+        assert job.error is not LOST or lost
+    stops = QUOTA in (mail, final)
+    assert (result.stop is not None) == stops
+    if stops:
+        assert result.stop.cause.id == "daily_quota"
+
+
+def test_settle_mixed_recipients_sends_nothing_twice() -> None:
+    """Accepted recipients are done: only the temporarily refused one goes again."""
+    txn = attempt(
+        OK,
+        [OK, TEMPORARY, NO_SUCH_USER],
+        ACCEPTED_FINAL,
+        data_sent=True,
+        recipients=("a@example.com", "b@example.com", "c@example.com"),
+    )
+    job: Job = txn.tag
+    result = settle([txn], attempts=3, lost=None)
+    assert job.status.status == PARTIAL
+    assert job.status.accepted == ["a@example.com"]
+    assert list(job.status.refused) == ["c@example.com"]
+    assert [t.recipients for t in result.retry] == [["b@example.com"]]
+    assert result.progress
+    assert not result.dropped  # a server's 4xx: back off before trying again
+
+
+def test_settle_all_recipients_temporarily_refused_then_data_refused() -> None:
+    txn = attempt(OK, [TEMPORARY, TEMPORARY], None, data_sent=False, recipients=("a@example.com", "b@example.com"))
+    result = settle([txn], attempts=3, lost=None)
+    assert [t.recipients for t in result.retry] == [["a@example.com", "b@example.com"]]
+    assert txn.tag.status.status == NOT_SENT
+
+
+def test_settle_too_many_recipients_goes_again_at_once_without_using_an_attempt() -> None:
+    too_many = Reply(452, "4.5.3 Your message has too many recipients.")
+    txn = attempt(OK, [OK, too_many], ACCEPTED_FINAL, data_sent=True, recipients=("a@example.com", "b@example.com"))
+    result = settle([txn], attempts=1, lost=None)  # even on the last attempt
+    assert [t.recipients for t in result.retry] == [["b@example.com"]]
+    assert result.trouble is None
+    assert txn.tag.status.status == PARTIAL
+
+
+def test_settle_after_a_421_the_server_acted_on_nothing() -> None:
+    """A message written after the server's 421 and without a reply was not taken: not sent, not unknown."""
+    closed = attempt(CLOSING, [None], None, data_sent=False)
+    after = attempt(None, [None], None, data_sent=True)
+    settle([closed, after], attempts=1, lost=LOST)
+    assert closed.tag.status.status == FAILED
+    assert after.tag.status.status == NOT_SENT
+
+
+def test_settle_never_issued_transactions_wait_for_the_next_round() -> None:
+    sent = attempt(OK, [OK], ACCEPTED_FINAL, data_sent=True)
+    waiting = attempt(None, [], None, data_sent=False, issued=False)
+    result = settle([sent, waiting], attempts=1, lost=None)
+    assert result.retry == [waiting]
+    assert waiting.attempts == 0  # not tried: no attempt used
+    assert waiting.tag.status.status == NOT_SENT
+
+
+@pytest.mark.parametrize(
+    ("reply", "lost", "dropped"),
+    [(None, LOST, True), (IDLE, None, True), (TEMPORARY, None, False), (CLOSING, None, False)],
+    ids=["hang-up", "idle timeout (451 4.4.2)", "4xx", "421"],
+)
+def test_settle_a_mere_hang_up_reconnects_at_once(reply: Reply | None, lost: Any, dropped: bool) -> None:
+    txn = attempt(reply, [None], None, data_sent=False)
+    result = settle([txn], attempts=3, lost=lost)
+    assert result.dropped == dropped
+    assert result.trouble is not None
+
+
+def test_a_lost_message_retried_and_lost_again_stays_unknown() -> None:
+    """An earlier try may have delivered it: a later try that never wrote the bytes does not make it 'not sent'."""
+    first = attempt(OK, [OK], None, data_sent=True)
+    [second] = settle([first], attempts=2, lost=LOST).retry
+    second.issued, second.rcpt = True, [None]  # the new connection broke before MAIL's reply
+    settle([second], attempts=2, lost=LOST)
+    assert first.tag.status.status == UNKNOWN
+    assert first.tag.status.attempts == 2
+
+
+def test_give_up_reports_how_the_last_try_ended() -> None:
+    txn = attempt(OK, [OK], TEMPORARY, data_sent=True)
+    [retry] = settle([txn], attempts=3, lost=None).retry
+    stopped = smtplib.SMTPServerDisconnected("the batch stopped")
+    give_up(retry, stopped)
+    assert txn.tag.status.status == FAILED  # refused with the 451, not "stopped"
+    assert txn.tag.status.recipients["a@example.com"].reply == TEMPORARY
+    untried = attempt(None, [], None, data_sent=False, issued=False)
+    give_up(untried, stopped)
+    assert (untried.tag.status.status, untried.tag.error) == (NOT_SENT, stopped)
+
+
+# -- the loop, with fake time --------------------------------------------------------------------
+
+
+class FakeTime:
+    """The real clock plus the time slept, without sleeping (the sessions' own deadlines stay comparable)."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return time.monotonic() + sum(self.slept)
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+def test_the_retry_budget_counts_on_the_injected_clock(make_backend, gmail_sandbox, settings):
+    """Backoff is waited on the backend's Timing: no real sleeping, and the budget ends the retries."""
+    knobs(settings, RETRY_ATTEMPTS=10, RETRY_BACKOFF=1.0, RETRY_BACKOFF_MAX=4.0, RETRY_TIMEOUT=6.0)
+    fake = FakeTime()
+    gmail_sandbox.inject("temporary", times=None)
+    [msg] = make_messages(1)
+    backend = make_backend(fail_silently=True)
+    backend.timing = Timing(clock=fake.clock, sleep=fake.sleep, random=lambda: 0.0)
+    assert backend.send_messages([msg]) == 0
+    assert fake.slept == [0.5, 1.0, 2.0, 2.0]  # one more (2.0) would pass RETRY_TIMEOUT (6 s)
+    assert msg.gmail_smtp_status.attempts == 5
+    assert msg.gmail_smtp_status.status == FAILED
+    assert msg.gmail_smtp_status.reply.code == 451

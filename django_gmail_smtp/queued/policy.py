@@ -48,7 +48,11 @@ REPLY_LIMIT = 2000
 
 @dataclass(frozen=True)
 class Timing:
-    """The clock the queue goes by and the randomness of its retries (fakes for tests)."""
+    """The clock the queue goes by and the randomness of its retries (fakes for tests).
+
+    Not :class:`~django_gmail_smtp.retry.Timing` (the delivery's monotonic seconds and sleep): the
+    queue's times are dates stored in the delivery log, and a worker never sleeps.
+    """
 
     clock: Callable[[], datetime] = field(default=quota.now)
     """An aware ``datetime`` now: by default the guard's (``GMAIL_SMTP["CLOCK"]``, else ``timezone.now()``)."""
