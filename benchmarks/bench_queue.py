@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -132,21 +133,48 @@ def _cpu_seconds(pids: set[int]) -> float:
     return total
 
 
-def throughput(tasks: str, workers: int, count: int, logs: Path) -> dict[str, Any]:
+PROFILED = """
+import cProfile, runpy, sys, time
+profile = cProfile.Profile(time.process_time)
+sys.argv[0] = "django"
+try:
+    profile.runcall(runpy.run_module, "django", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+finally:
+    profile.dump_stats({path!r})
+"""
+
+
+def _stop(process: subprocess.Popen[bytes], profiled: bool) -> None:
+    """SIGKILL the worker's tree; a profiled worker first gets SIGTERM, so that it writes its profile."""
+    if profiled and process.poll() is None:
+        process.send_signal(signal.SIGTERM)  # db_worker and rqworker stop after the task they run
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(30)
+    from tests.engines import kill_tree
+
+    kill_tree(process)
+
+
+def throughput(tasks: str, workers: int, count: int, logs: Path, profile: bool = False) -> dict[str, Any]:
     from django.core import mail
     from django.core.mail import EmailMessage
 
     from django_gmail_smtp.models import DeliveryLog
     from django_gmail_smtp.sandbox.constants import SANDBOX_USER
-    from tests.engines import descendants, kill_tree
+    from tests.engines import descendants
 
     _reset(tasks)
     processes = []
     for number in range(workers):
         log = (logs / f"worker-{tasks}-{workers}-{number}.log").open("wb")
+        launcher = ["-m", "django"]
+        if profile:  # CPU time (not wall time: the worker mostly waits), written when it stops
+            launcher = ["-c", PROFILED.format(path=str(logs / f"worker-{tasks}-{workers}-{number}.prof"))]
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "django", *_worker_argv(tasks, number)],
+                [sys.executable, *launcher, *_worker_argv(tasks, number)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
@@ -177,7 +205,7 @@ def throughput(tasks: str, workers: int, count: int, logs: Path) -> dict[str, An
         return {"messages": count, "seconds": span, "rate": rate, "busy": busy / total, "worker_cpu_ms": worker_ms}
     finally:
         for process in processes:
-            kill_tree(process)
+            _stop(process, profile)
 
 
 def child(args: argparse.Namespace) -> int:
@@ -189,7 +217,9 @@ def child(args: argparse.Namespace) -> int:
     call_command("migrate", verbosity=0)
     result = {"enqueue": enqueue_cost(args.enqueue), "throughput": {}}
     for workers in [int(w) for w in args.workers.split(",")]:
-        result["throughput"][str(workers)] = throughput(args.child, workers, args.messages, Path(args.logs))
+        result["throughput"][str(workers)] = throughput(
+            args.child, workers, args.messages, Path(args.logs), profile=args.profile is not None
+        )
     print(json.dumps(result))
     return 0
 
@@ -214,6 +244,18 @@ def main() -> int:
     parser.add_argument(
         "--rq-worker", default=RQ_WORKER, help=f"RQ worker class (default {RQ_WORKER}; RQ's own: rq.worker.Worker)"
     )
+    parser.add_argument(
+        "--rq-pool",
+        action="store_true",
+        help="RQ_QUEUES share one Redis connection pool (REDIS_CLIENT_KWARGS) instead of a URL, with "
+        "which django-rq opens a new connection for each task enqueued",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="run the workers under cProfile, write their profiles (worker-TASKS-N-I.prof) to DIR and show "
+        "the functions that cost the most CPU per message",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--logs", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -231,7 +273,8 @@ def main() -> int:
     )
     postgres: PostgresServer | None = None
     redis: RedisServer | None = None
-    logs = Path(tempfile.mkdtemp(prefix="bench-queue-"))
+    logs = Path(args.profile) if args.profile else Path(tempfile.mkdtemp(prefix="bench-queue-"))
+    logs.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, dict[str, Any]]] = []
     try:
         assert server.stdout is not None
@@ -281,16 +324,21 @@ def main() -> int:
                     BENCH_SMTP_PORT=str(port),
                     BENCH_SMTP_CA=info["ca_file"],
                     BENCH_RQ_WORKER=args.rq_worker,
+                    BENCH_RQ_POOL="1" if args.rq_pool else "",
                 )
                 argv = [sys.executable, __file__, "--child", tasks, "--logs", str(logs), "--workers", args.workers]
                 argv += ["--messages", str(args.messages), "--enqueue", str(args.enqueue)]
+                argv += ["--profile", str(logs)] if args.profile else []
                 done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
                 if done.returncode != 0:
                     print(f"{engine}/{tasks} failed:\n{done.stderr[-3000:]}")
                     return 2
                 rows.append((engine, tasks, json.loads(done.stdout.strip().splitlines()[-1])))
         status = report(rows, args)
-        shutil.rmtree(logs, ignore_errors=True)  # kept only when a run failed, for its worker logs
+        if args.profile:
+            profile_report(logs, args.messages)
+        else:
+            shutil.rmtree(logs, ignore_errors=True)  # kept only when a run failed, for its worker logs
         return status
     finally:
         if server.stdin:
@@ -341,6 +389,36 @@ def report(rows: list[tuple[str, str, dict[str, Any]]], args: argparse.Namespace
         for sql in result["enqueue"]["in_transaction"]["sql"]:
             print(f"  {sql}")
     return 0 if all(ok for _, ok, _ in checks) else 1
+
+
+def profile_report(directory: Path, messages: int, top: int = 25) -> None:
+    """The functions that cost the profiled workers the most, in ms per delivered message.
+
+    The profile covers the whole worker process: its start (Python, Django, imports) shows up in
+    the cumulative column too, under ``<module>`` and ``setup``; what runs once per message is the
+    rest. cProfile slows small Python functions down more than C code: compare shares, not totals.
+    """
+    import pstats
+
+    for path in sorted(directory.glob("worker-*-1-0.prof")):
+        stats = pstats.Stats(str(path))
+        rows = stats.stats  # type: ignore[attr-defined]
+        print(f"\nprofile of {path.name} (one worker; ms per message; calls per message)")
+        for title, column in (("own time", 2), ("cumulative", 3)):
+            print(f"  by {title}:")
+            ranked = sorted(rows.items(), key=lambda item: item[1][column], reverse=True)
+            shown = 0
+            for (filename, line, function), (_calls, ncalls, tottime, cumtime, _callers) in ranked:
+                if column == 3 and (
+                    "importlib" in filename or function in ("<module>", "<built-in method builtins.exec>")
+                ):
+                    continue
+                where = filename.split("site-packages/")[-1].split("/work/")[-1]
+                spent = (tottime if column == 2 else cumtime) / messages * 1000
+                print(f"    {spent:7.3f} ms  {ncalls / messages:7.2f}  {function} ({where}:{line})")
+                shown += 1
+                if shown >= top:
+                    break
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Settings of bench_queue.py's processes (the "web" process and the workers), from the environment.
 
 BENCH_DATABASE (a JSON ``DATABASES`` entry), BENCH_TASKS (``db`` or ``rq``), BENCH_REDIS (URL),
+BENCH_RQ_POOL (non-empty: one shared Redis connection pool instead of django-rq's one per call),
 BENCH_SMTP_PORT and BENCH_SMTP_CA (the sandbox behind the latency proxy). Everything else is
 the queued backend's defaults, as a site would run it (the daily-limit guard on, a limit of
 100,000 so that it counts without ever holding a message).
@@ -28,6 +29,10 @@ QUEUES = ["default", "mail"]
 if os.environ.get("BENCH_TASKS") == "rq":
     INSTALLED_APPS.append("django_rq")
     RQ_QUEUES = {name: {"URL": os.environ.get("BENCH_REDIS", "")} for name in QUEUES}
+    if os.environ.get("BENCH_RQ_POOL"):  # one shared pool, not a connection per task enqueued
+        from tests.engines import rq_queues
+
+        RQ_QUEUES = rq_queues(os.environ.get("BENCH_REDIS", ""), QUEUES)
     TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": QUEUES}}
 else:
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": QUEUES}}

@@ -18,10 +18,11 @@ from django.db.models import Count, Min, Q
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from . import queued, quota
+from . import quota
 from .app_settings import app_setting, mailers_enabled
 from .conf import SmtpConfig, resolve
 from .exceptions import GmailConfigError
+from .queued.policy import QUEUE_OPTIONS, stuck_before
 
 __all__ = ["COLUMNS", "Activity", "HourCounts", "activity", "configured_limits", "queue_status"]
 
@@ -45,7 +46,7 @@ def configured_limits() -> dict[str, int | None]:
     if mailers_enabled():
         for alias, mailer in (getattr(settings, "MAILERS", None) or {}).items():
             if mailer.get("BACKEND") in OUR_BACKENDS:
-                options = {k: v for k, v in (mailer.get("OPTIONS") or {}).items() if k not in queued.QUEUE_OPTIONS}
+                options = {k: v for k, v in (mailer.get("OPTIONS") or {}).items() if k not in QUEUE_OPTIONS}
                 candidates.append((options, alias))
     else:
         candidates.append(({}, None))
@@ -74,7 +75,7 @@ def queue_status() -> dict[str, Any]:
 
     current = quota.now()
     Status = DeliveryLog.Status
-    lease_end = current - queued._lease() - queued._MARGIN * 60
+    lease_end = stuck_before(current)
     rows = (
         DeliveryLog.objects.values("account")
         .annotate(

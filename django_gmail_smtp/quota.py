@@ -26,7 +26,9 @@ Limits (``GMAIL_SMTP``): ``QUOTA_LIMIT`` (default 500) applies to ``smtp.gmail.c
 sets (or, with ``None``, lifts) the limit of one account, by its address or by the ``MAILERS``
 alias that sends with it, for any host. ``QUOTA_WINDOW`` (seconds, 86,400), ``QUOTA_WARN_AT``
 (fraction of the limit that logs a warning and sends :data:`quota_warning`, 0.8) and
-``CLOCK`` (dotted path of a function returning an aware ``datetime``; for tests) complete it.
+``CLOCK`` (dotted path of a function returning an aware ``datetime``; for tests that run
+workers in other processes) complete it. In one process, every function that reads the time
+takes it as ``clock=`` instead.
 """
 
 from __future__ import annotations
@@ -143,8 +145,16 @@ def _import_clock(path: str) -> Callable[[], datetime]:
     return clock  # type: ignore[no-any-return]
 
 
+Clock = Callable[[], datetime]
+"""What every function here takes as ``clock=``: an aware ``datetime`` now (default: :func:`now`)."""
+
+
 def now() -> datetime:
-    """The time the guard and the queue go by: ``GMAIL_SMTP["CLOCK"]``, else ``timezone.now()``."""
+    """The time the guard and the queue go by: ``GMAIL_SMTP["CLOCK"]``, else ``timezone.now()``.
+
+    The setting reaches worker processes, which a test cannot hand a function to; in the same
+    process, pass ``clock=`` to the functions of this module instead.
+    """
     clock = app_setting("CLOCK")
     if clock is None:
         return timezone.now()
@@ -229,7 +239,7 @@ def _refusal(key: str, used: int, limit: int | None, retry_at: datetime | None, 
     return QuotaExceededError(text, account=key, used=used, limit=limit, retry_at=retry_at)
 
 
-def reserve(key: str, count: int = 1, *, limit: int | None) -> Reservation:
+def reserve(key: str, count: int = 1, *, limit: int | None, clock: Clock | None = None) -> Reservation:
     """Take ``count`` slots of the account ``key``; :class:`QuotaExceededError` if they would go over.
 
     Safe when many processes reserve at once: the account's row is locked (by updating it)
@@ -244,7 +254,7 @@ def reserve(key: str, count: int = 1, *, limit: int | None) -> Reservation:
         # Updating first takes the lock: a row lock, or SQLite's write lock, before anything is read.
         QuotaAccount.objects.using(db).filter(pk=account.pk).update(lock_version=F("lock_version") + 1)
         account = QuotaAccount.objects.using(db).get(pk=account.pk)
-        current = now()
+        current = (clock or now)()
         since = current - span
         QuotaUse.objects.using(db).filter(account_id=account.pk, at__lte=since).delete()
         used = _used(account.pk, since, db)
@@ -297,12 +307,12 @@ def release(reservation: Reservation | None) -> None:
     confirm(reservation, 0)
 
 
-def block(key: str, *, until: datetime | None = None, reason: str = "") -> datetime:
+def block(key: str, *, until: datetime | None = None, reason: str = "", clock: Clock | None = None) -> datetime:
     """Gmail said ``550 5.4.5``: give no slot to ``key`` until ``until`` (default: one window from now)."""
     from .models import QuotaAccount
 
     account = _account(key)
-    until = until or now() + window()
+    until = until or (clock or now)() + window()
     QuotaAccount.objects.using(_db()).filter(pk=account.pk).update(blocked_until=until, blocked_reason=reason[:1000])
     logger.warning("Gmail daily quota: %s is blocked until %s (%s).", key, until.isoformat(), reason or "550 5.4.5")
     quota_reached.send(sender=Reservation, account=key, used=None, limit=None, until=until)
@@ -345,21 +355,21 @@ def _next_free(account: Any, limit: int, count: int, ahead: int, current: dateti
     return max(when, blocked) if blocked is not None else when
 
 
-def next_free(key: str, limit: int | None, *, ahead: int = 0, count: int = 1) -> datetime:
+def next_free(key: str, limit: int | None, *, ahead: int = 0, count: int = 1, clock: Clock | None = None) -> datetime:
     """When a message of ``key`` (with ``ahead`` others waiting before it) can have a slot."""
     account = _account(key)
+    current = (clock or now)()
     if limit is None:
-        current = now()
         return max(current, account.blocked_until) if account.blocked_until else current
-    return _next_free(account, limit, count, ahead, now(), _db())
+    return _next_free(account, limit, count, ahead, current, _db())
 
 
-def usage(key: str, limit: int | None) -> Usage:
-    """``key``'s standing now (read-only apart from creating its row)."""
+def usage(key: str, limit: int | None, *, clock: Clock | None = None) -> Usage:
+    """``key``'s standing now (read-only)."""
     from .models import QuotaAccount
 
     db = _db()
-    current = now()
+    current = (clock or now)()
     account = QuotaAccount.objects.using(db).filter(key=key).first()
     if account is None:
         return Usage(key, 0, limit, window(), None, current)
@@ -382,7 +392,7 @@ def bypass() -> Iterator[None]:
         _bypass.reset(token)
 
 
-def reserve_sync(config: SmtpConfig, count: int) -> Reservation | None:
+def reserve_sync(config: SmtpConfig, count: int, *, clock: Clock | None = None) -> Reservation | None:
     """For ``EmailBackend.send_messages()``: take ``count`` slots, or raise :class:`QuotaExceededError`.
 
     None (and no query) unless ``GMAIL_SMTP["QUOTA_SYNC"]`` is on and the account has a limit.
@@ -392,10 +402,12 @@ def reserve_sync(config: SmtpConfig, count: int) -> Reservation | None:
     limit = limit_for(config)
     if limit is None:
         return None
-    return reserve(account_key(config), count, limit=limit)
+    return reserve(account_key(config), count, limit=limit, clock=clock)
 
 
-def settle(reservation: Reservation | None, sent: int, error: BaseException | None = None) -> None:
+def settle(
+    reservation: Reservation | None, sent: int, error: BaseException | None = None, *, clock: Clock | None = None
+) -> None:
     """After sending: keep the slots of the ``sent`` messages, give back the rest.
 
     ``error`` is what stopped the batch, if anything: Gmail's own ``550 5.4.5`` blocks the
@@ -411,4 +423,4 @@ def settle(reservation: Reservation | None, sent: int, error: BaseException | No
         and found.id == "daily_quota"
         and not isinstance(error, QuotaExceededError)
     ):
-        block(reservation.account, reason=one_line(error))
+        block(reservation.account, reason=one_line(error), clock=clock)

@@ -189,6 +189,25 @@ def missing_redis() -> str | None:
     return None
 
 
+def rq_queues(url: str, names: list[str]) -> dict[str, dict[str, Any]]:
+    """``RQ_QUEUES`` for ``names`` on the Redis at ``url``, sharing one connection pool (the README's layout).
+
+    django-rq hands ``REDIS_CLIENT_KWARGS`` to each client it makes; with ``URL`` alone it would
+    open a new connection for each task enqueued. HOST/PORT/DB serve django-rq's commands and views.
+    """
+    import redis
+
+    pool = redis.ConnectionPool.from_url(url)
+    where = pool.connection_kwargs
+    config = {
+        "HOST": where["host"],
+        "PORT": where["port"],
+        "DB": where.get("db", 0),
+        "REDIS_CLIENT_KWARGS": {"connection_pool": pool},
+    }
+    return {name: dict(config) for name in names}
+
+
 class RedisServer:
     """A throw-away ``redis-server``: no persistence, loopback only."""
 

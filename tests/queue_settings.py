@@ -20,6 +20,7 @@ from django.core.mail.utils import DNS_NAME
 from django.utils import timezone
 
 from django_gmail_smtp.sandbox.constants import SANDBOX_PASSWORD, SANDBOX_USER
+from tests.engines import rq_queues
 from tests.settings import *  # noqa: F403
 from tests.settings import INSTALLED_APPS
 
@@ -46,7 +47,8 @@ QUEUES = ["default", "mail"]
 TASKS_KIND = os.environ.get("GMAIL_QUEUE_TASKS", "db")
 if TASKS_KIND == "rq":
     INSTALLED_APPS.append("django_rq")
-    RQ_QUEUES = {name: {"URL": os.environ.get("GMAIL_QUEUE_REDIS", "redis://127.0.0.1:6379/0")} for name in QUEUES}
+    # The README's layout: one Redis connection pool shared by the queues.
+    RQ_QUEUES = rq_queues(os.environ.get("GMAIL_QUEUE_REDIS", "redis://127.0.0.1:6379/0"), QUEUES)
     TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": QUEUES}}
 else:
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": QUEUES}}

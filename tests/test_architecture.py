@@ -123,8 +123,19 @@ LAYERS: dict[str, Layer] = {
         ("protocols",),
     ),
     "queue": Layer(
-        "`QueuedEmailBackend` on Django's Tasks framework, its report and RQ worker",
-        ("queued", "queue_report", "rq_worker"),
+        "`QueuedEmailBackend` on Django's Tasks framework (the request's side, the Tasks adapter, a "
+        "worker's attempt, the task, recovery, the rules of time), its report and RQ worker",
+        (
+            "queued",
+            "queued.backend",
+            "queued.tasks",
+            "queued.attempt",
+            "queued.task",
+            "queued.recovery",
+            "queued.policy",
+            "queue_report",
+            "rq_worker",
+        ),
         ("smtp backend",),
     ),
     "sandbox": Layer("the Gmail-like server for development and tests", ("sandbox", "sandbox.*"), ("leaves",)),
@@ -154,9 +165,7 @@ LAYERS: dict[str, Layer] = {
 MAX_LINES = 600
 """No module outside ``sandbox/`` may be longer."""
 
-OVERSIZED: dict[str, int] = {
-    "queued": 695,
-}
+OVERSIZED: dict[str, int] = {}
 """Modules still over :data:`MAX_LINES`, each with its line count as a ceiling: it may shrink,
 never grow. Splitting them is the next step (issue #17, phase B); an entry whose module is back
 under the limit must be removed."""

@@ -16,6 +16,7 @@ import pytest
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.core.management import call_command
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from django_gmail_smtp import payload as payloads
 from django_gmail_smtp import queued, quota
@@ -209,6 +210,9 @@ def test_each_message_is_queued_as_a_sender_and_a_backup_without_secrets(sandbox
     assert [(r.kwargs["backup"], r.kwargs["generation"]) for r in results] == [(False, 1), (True, 1)] * 2
     sender, backup = results[0], results[1]
     assert sender.task.name == queued.TASK_NAME
+    # The path workers import it by, which tasks enqueued by earlier versions name too.
+    assert sender.task.module_path == "django_gmail_smtp.queued.deliver_queued_message"
+    assert import_string(sender.task.module_path).func is sender.task.func
     assert sender.task.run_after is None
     assert sender.task.queue_name == "default"
     assert backup.task.run_after - timezone.now() == pytest.approx(timedelta(seconds=301), abs=timedelta(seconds=5))
@@ -242,7 +246,9 @@ def test_a_task_enqueued_with_the_message_by_an_earlier_version_is_still_deliver
     queued_backend().send_messages([message])
     entry = DeliveryLog.objects.get()
     # What earlier versions enqueued: the sender task carried the message too.
-    queued._make_task("default", "default").enqueue(payload=entry.payload, log_id=entry.pk, generation=1, backup=False)
+    queued.SCHEDULER.task("default", "default").enqueue(
+        payload=entry.payload, log_id=entry.pk, generation=1, backup=False
+    )
     old_style = enqueued()[-1]
     assert "payload" in old_style.kwargs
     assert run_enqueued([old_style]) == ["sent"]
@@ -325,6 +331,50 @@ def test_a_message_of_unknown_outcome_is_retried_and_its_slot_kept(sandbox_mail:
     DeliveryLog.objects.filter(pk=entry.pk).update(due_at=quota.now())  # its backoff has passed
     assert run_enqueued([retry_sender]) == ["sent"]
     assert [m.message["Subject"] for m in sandbox_mail.wait_for_messages(2)] == ["#1", "#2"]
+
+
+class FakeClock:
+    """The queue's time, moved by the test (passed in a ``queued.Timing``, nothing patched)."""
+
+    def __init__(self) -> None:
+        self.now = timezone.now().replace(microsecond=0)
+
+    def __call__(self) -> Any:
+        return self.now
+
+
+@needs_tasks
+@pytest.mark.django_db(transaction=True)
+def test_a_temporary_failure_is_retried_after_the_backoff_of_the_timing_passed_in(
+    sandbox_mail: Any, settings: Any
+) -> None:
+    from django_gmail_smtp.models import DeliveryLog
+
+    settings.GMAIL_SMTP |= {"QUEUE_RETRY_BACKOFF": 60, "QUEUE_RETRY_BACKOFF_MAX": 3600}
+    clock = FakeClock()
+    timing = queued.Timing(clock=clock, random=lambda: 0.5)  # equal jitter: 30 s + 0.5 * 30 s
+    message = EmailMessage(subject="throttled", body="x", from_email=SANDBOX_USER, to=["a@example.com"])
+    backend = queued_backend()
+    backend.scheduler = backend.scheduler.with_timing(timing)  # queued on the same clock
+    try:
+        backend.send_messages([message])
+    finally:
+        del backend.scheduler  # back to the class's (6.1's mailers may hand this instance out again)
+    log_id = message.gmail_smtp_queued.log_id
+    assert DeliveryLog.objects.get(pk=log_id).due_at == clock.now
+    sandbox_mail.inject("throttled")  # 421 to the next message
+    assert queued.deliver(None, log_id=log_id, generation=1, timing=timing) == "retrying"
+    entry = DeliveryLog.objects.get(pk=log_id)
+    assert (entry.status, entry.generation, entry.attempts) == ("queued", 2, 1)
+    assert entry.due_at == clock.now + timedelta(seconds=45)
+    assert entry.last_reply.startswith("421")
+    clock.now += timedelta(seconds=44)
+    assert queued.deliver(None, log_id=log_id, generation=2, timing=timing) == "not due"
+    clock.now += timedelta(seconds=1)
+    assert queued.deliver(None, log_id=log_id, generation=2, timing=timing) == "sent"
+    entry.refresh_from_db()
+    assert (entry.status, entry.attempts) == ("sent", 2)
+    assert [m.message["Subject"] for m in sandbox_mail.wait_for_messages(1)] == ["throttled"]
 
 
 @needs_tasks

@@ -25,7 +25,7 @@ DAY = timedelta(hours=24)
 
 
 class Clock:
-    """A clock the test moves by hand (GMAIL_SMTP["CLOCK"] accepts a callable as well as a path)."""
+    """A clock the test moves by hand, passed as ``clock=`` (worker processes get GMAIL_SMTP["CLOCK"])."""
 
     def __init__(self) -> None:
         self.now = timezone.now().replace(microsecond=0)
@@ -38,10 +38,8 @@ class Clock:
 
 
 @pytest.fixture
-def clock(settings: Any) -> Clock:
-    clock = Clock()
-    settings.GMAIL_SMTP = {"CLOCK": clock}
-    return clock
+def clock() -> Clock:
+    return Clock()
 
 
 def gmail_config(username: str = ACCOUNT, **options: Any) -> Any:
@@ -66,11 +64,11 @@ def test_the_in_process_tests_run_on_the_engine_asked_for() -> None:
 def test_the_limit_counts_a_rolling_window(clock: Clock) -> None:
     start = clock.now
     for _ in range(3):
-        quota.reserve(ACCOUNT, limit=5)
+        quota.reserve(ACCOUNT, limit=5, clock=clock)
         clock.advance(hours=1)
-    quota.reserve(ACCOUNT, 2, limit=5)  # 5 of 5, the last two at start + 3 h
+    quota.reserve(ACCOUNT, 2, limit=5, clock=clock)  # 5 of 5, the last two at start + 3 h
     with pytest.raises(quota.QuotaExceededError) as refused:
-        quota.reserve(ACCOUNT, limit=5)
+        quota.reserve(ACCOUNT, limit=5, clock=clock)
     error = refused.value
     assert (error.account, error.used, error.limit) == (ACCOUNT, 5, 5)
     assert error.retry_at == start + DAY  # when the oldest leaves the window
@@ -79,34 +77,34 @@ def test_the_limit_counts_a_rolling_window(clock: Clock) -> None:
     assert "[daily_quota]" in str(error)  # the cause and fix, as for Gmail's own 550 5.4.5
     clock.advance(hours=21, seconds=-1)  # 1 s before the first leaves
     with pytest.raises(quota.QuotaExceededError):
-        quota.reserve(ACCOUNT, limit=5)
+        quota.reserve(ACCOUNT, limit=5, clock=clock)
     clock.advance(seconds=1)
-    quota.reserve(ACCOUNT, limit=5)
-    assert quota.usage(ACCOUNT, 5).used == 5
-    assert quota.usage(ACCOUNT, 5).remaining == 0
+    quota.reserve(ACCOUNT, limit=5, clock=clock)
+    assert quota.usage(ACCOUNT, 5, clock=clock).used == 5
+    assert quota.usage(ACCOUNT, 5, clock=clock).remaining == 0
 
 
 def test_released_and_partly_sent_slots_are_given_back(clock: Clock) -> None:
-    whole = quota.reserve(ACCOUNT, 3, limit=4)
+    whole = quota.reserve(ACCOUNT, 3, limit=4, clock=clock)
     quota.release(whole)
-    assert quota.usage(ACCOUNT, 4).used == 0
-    part = quota.reserve(ACCOUNT, 4, limit=4)
+    assert quota.usage(ACCOUNT, 4, clock=clock).used == 0
+    part = quota.reserve(ACCOUNT, 4, limit=4, clock=clock)
     quota.confirm(part, sent=1)  # three were not accepted
-    assert quota.usage(ACCOUNT, 4).used == 1
+    assert quota.usage(ACCOUNT, 4, clock=clock).used == 1
     quota.settle(None, 0)  # the sync backend's call when the guard is off: nothing to do
 
 
 def test_next_free_slot_counts_the_messages_waiting_ahead(clock: Clock) -> None:
     start = clock.now
     for hour in range(4):
-        quota.reserve(ACCOUNT, limit=4)
+        quota.reserve(ACCOUNT, limit=4, clock=clock)
         if hour < 3:
             clock.advance(hours=1)
-    assert quota.next_free(ACCOUNT, 4) == start + DAY
-    assert quota.next_free(ACCOUNT, 4, ahead=2) == start + DAY + timedelta(hours=2)
-    assert quota.next_free(ACCOUNT, 4, ahead=10) == clock.now + DAY
-    assert quota.next_free(ACCOUNT, None) == clock.now
-    assert quota.next_free(ACCOUNT, 10) == clock.now
+    assert quota.next_free(ACCOUNT, 4, clock=clock) == start + DAY
+    assert quota.next_free(ACCOUNT, 4, ahead=2, clock=clock) == start + DAY + timedelta(hours=2)
+    assert quota.next_free(ACCOUNT, 4, ahead=10, clock=clock) == clock.now + DAY
+    assert quota.next_free(ACCOUNT, None, clock=clock) == clock.now
+    assert quota.next_free(ACCOUNT, 10, clock=clock) == clock.now
 
 
 def test_warning_and_reached_signals_fire_once_at_their_marks(clock: Clock, caplog: Any) -> None:
@@ -123,7 +121,7 @@ def test_warning_and_reached_signals_fire_once_at_their_marks(clock: Clock, capl
     quota.quota_reached.connect(on_reached)
     try:
         for _ in range(10):
-            quota.reserve(ACCOUNT, limit=10)
+            quota.reserve(ACCOUNT, limit=10, clock=clock)
     finally:
         quota.quota_warning.disconnect(on_warning)
         quota.quota_reached.disconnect(on_reached)
@@ -133,14 +131,14 @@ def test_warning_and_reached_signals_fire_once_at_their_marks(clock: Clock, capl
 
 
 def test_a_block_after_gmails_own_refusal_holds_everything_until_it_ends(clock: Clock) -> None:
-    until = quota.block(ACCOUNT, reason="550 5.4.5 Daily user sending limit exceeded.")
+    until = quota.block(ACCOUNT, reason="550 5.4.5 Daily user sending limit exceeded.", clock=clock)
     assert until == clock.now + DAY
     with pytest.raises(quota.QuotaExceededError, match=r"550 5\.4\.5") as refused:
-        quota.reserve(ACCOUNT, limit=None)
+        quota.reserve(ACCOUNT, limit=None, clock=clock)
     assert refused.value.retry_at == until
-    assert quota.usage(ACCOUNT, 500).blocked_until == until
+    assert quota.usage(ACCOUNT, 500, clock=clock).blocked_until == until
     assert quota.unblock(ACCOUNT)
-    quota.reserve(ACCOUNT, limit=None)
+    quota.reserve(ACCOUNT, limit=None, clock=clock)
 
 
 def test_limits_per_host_account_and_mailer(settings: Any) -> None:
@@ -163,14 +161,14 @@ def test_the_sync_guard_is_off_by_default_and_costs_no_query(django_assert_num_q
 
 
 def test_the_sync_guard_raises_a_clear_error_when_on(settings: Any, clock: Clock) -> None:
-    settings.GMAIL_SMTP = {"CLOCK": clock, "QUOTA_SYNC": True, "QUOTA_LIMITS": {ACCOUNT: 2}}
-    reservation = quota.reserve_sync(gmail_config(), 2)
+    settings.GMAIL_SMTP = {"QUOTA_SYNC": True, "QUOTA_LIMITS": {ACCOUNT: 2}}
+    reservation = quota.reserve_sync(gmail_config(), 2, clock=clock)
     assert reservation is not None
     quota.settle(reservation, 1)
     with quota.bypass():  # the queued task reserved already
-        assert quota.reserve_sync(gmail_config(), 5) is None
+        assert quota.reserve_sync(gmail_config(), 5, clock=clock) is None
     with pytest.raises(quota.QuotaExceededError, match="has sent 1 of its 2 messages"):
-        quota.reserve_sync(gmail_config(), 2)
+        quota.reserve_sync(gmail_config(), 2, clock=clock)
 
 
 def test_the_clock_setting_takes_a_dotted_path(settings: Any) -> None:
