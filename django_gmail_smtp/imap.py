@@ -32,6 +32,7 @@ from .exceptions import MailboxError
 from .mailbox_session import MailboxSession, Refusals, explain_refusal, library_text
 from .mutf7 import decode_mutf7, encode_mutf7
 from .session import CLIENT, INFO, SERVER
+from .xoauth2 import parse_challenge, xoauth2_response
 
 __all__ = [
     "ImapClient",
@@ -262,8 +263,6 @@ class ImapClient(MailboxSession[_IMAP]):
         return _join(data[-1:]) or typ
 
     def xoauth2(self, client: _IMAP) -> str:
-        from .oauth import parse_challenge, xoauth2_response
-
         self.mechanism = "XOAUTH2"
         force = False
         while True:

@@ -22,6 +22,7 @@ from .bounded_io import BoundedReader
 from .causes import Cause
 from .mailbox_session import MailboxSession, Refusals, explain_refusal, library_text
 from .session import CLIENT, SERVER
+from .xoauth2 import xoauth2_response
 
 __all__ = ["PopClient", "explain_pop_reply"]
 
@@ -137,8 +138,6 @@ class PopClient(MailboxSession[_POP3]):
         return library_text(client.pass_(self.config.password))
 
     def xoauth2(self, client: _POP3) -> str:
-        from .oauth import xoauth2_response
-
         self.mechanism = "XOAUTH2"
         token, _cached = self.token(False)
         # poplib has no AUTH: the command and its answer go through its line primitives.
