@@ -46,6 +46,19 @@ def descendants(pids: set[int]) -> set[int]:
         found |= more
 
 
+def processes_with(variable: str, value: str) -> set[int]:
+    """Processes (other than this one) started with ``variable=value`` in their environment: what a
+    test started, however deep, and even once its parent is gone (init adopts an orphan, not us)."""
+    wanted = f"{variable}={value}".encode()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if wanted in (entry / "environ").read_bytes().split(b"\0"):
+                    found.add(int(entry.name))
+    return found
+
+
 def kill_tree(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL ``process`` and every process below it, then reap it."""
     if process.poll() is None:
