@@ -13,6 +13,9 @@ Everything stays on 127.0.0.1.
 (a) 100 sequential send_mail() calls, each with a new backend as send_mail() makes it: ours
     reuses the pooled, signed-in connection; Django's stock backend connects, STARTTLS, signs
     in and QUITs every time.
+    Under it, (a)'s bound: a bare smtplib loop on one signed-in connection, one write and one
+    round trip a message, no backend; once with the bytes built beforehand, once building each
+    message as send_mail() must.
 (b) one send_messages() of 100 messages (ours, and Django's stock backend on one connection)
     and a plain smtplib loop on one connection (connect, STARTTLS, AUTH, sendmail() x 100).
 
@@ -255,6 +258,47 @@ class Client:
         client.quit()
         return time.perf_counter() - start, time.thread_time() - cpu
 
+    def floor_loop(self, rtt: float, count: int, build: bool) -> float | None:
+        """What any client pays for (a): one connection, then one write and one round trip a message.
+
+        smtplib signs in as usual; then each message goes out as MAIL, RCPT and ``BDAT n LAST``
+        with its bytes in one write, and the three replies are read. With ``build`` each message
+        is also built as ``send_mail()`` must (an EmailMessage, its addresses sanitised, its
+        bytes serialised); without, the bytes are made before the clock starts. No backend, no
+        pool, no error handling: the two rows (a) cannot beat on this link, server and machine.
+        None when the server offers no CHUNKING or PIPELINING.
+        """
+        from django.core.mail import EmailMessage
+        from django.core.mail.message import sanitize_address
+
+        msgs = messages(count, self.sender, self.to, "floor")
+        ready = [msg.message().as_bytes(linesep="\r\n") for msg in msgs] if not build else []
+        context = ssl.create_default_context(cafile=self.ca_file)
+        start = time.perf_counter()
+        client = smtplib.SMTP("127.0.0.1", self.port(rtt), local_hostname="bench.localhost", timeout=30)
+        client.starttls(context=context)
+        if self.user:
+            client.login(self.user, self.password)
+        if not (client.has_extn("chunking") and client.has_extn("pipelining")):
+            client.quit()
+            return None
+        for i, msg in enumerate(msgs):
+            if build:
+                email = EmailMessage(msg.subject, msg.body, msg.from_email, msg.to)
+                sender = sanitize_address(email.from_email, "utf-8")
+                recipient = sanitize_address(email.to[0], "utf-8")
+                data = email.message().as_bytes(linesep="\r\n")
+            else:
+                sender, recipient, data = msg.from_email, msg.to[0], ready[i]
+            head = f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nBDAT {len(data)} LAST\r\n"
+            client.send(head.encode() + data)
+            for _ in range(3):
+                code, reply = client.getreply()
+                assert code == 250, (code, reply)
+        elapsed = time.perf_counter() - start
+        client.quit()
+        return elapsed
+
     def profile(self, count: int) -> None:
         import cProfile
         import pstats
@@ -338,6 +382,14 @@ def main() -> int:
             seconds, _ = client.send_mail_loop("stock", rtt, stock_count)
             stock_a = row("Django stock SMTP (reconnects)", stock_count, seconds)
             print(f"  {'ratio ours / stock':36}{ours_a / stock_a:>26.1f}x")
+            floors = {build: client.floor_loop(rtt, n, build) for build in (False, True)}
+            if floors[True] is not None and floors[False] is not None:
+                print("  what (a) cannot beat: one connection, one write a message, no backend")
+                wire = row("  bytes built before the clock", n, floors[False])
+                floor = row("  built per message, as send_mail()", n, floors[True])
+                print(f"  {'    these / stock':36}{wire / stock_a:>20.1f}x{floor / stock_a:>5.1f}x")
+                print(f"  {'ours / built per message':36}{ours_a / floor:>26.0%}")
+                results[f"floor_{rtt:g}"] = floor / stock_a
             print(f" (b) one send_messages() of {n} messages")
             seconds, cpu = client.batch(OURS, rtt, n)
             ours_b = row("django-gmail-smtp", n, seconds, cpu)
@@ -392,6 +444,8 @@ def main() -> int:
         )
         for label, ok, value in checks:
             print(f"  {'PASS' if ok else 'FAIL'}  {label}  ({value:.2f})")
+        if "floor_20" in results:
+            print(f"  (a) is bounded by {results['floor_20']:.2f}x here: the loop built per message, above")
         if args.profile:
             client.profile(n)
         return 0 if all(ok for _, ok, _ in checks) else 1
