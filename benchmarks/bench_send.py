@@ -168,6 +168,29 @@ def stock_backend_class(ca_file: str | None) -> type:
     return StockWithCA
 
 
+def django_wire(charset: str = "utf-8") -> Callable[[Any], tuple[str, str, bytes]]:
+    """(sender, first recipient, bytes) of a message, made as the installed Django's SMTP backend makes them."""
+    import email.policy
+
+    from django.core.mail.backends.smtp import EmailBackend
+
+    stock = EmailBackend()  # opens nothing until used
+    if hasattr(stock, "prep_address"):  # Django 6.0+
+
+        def wire(message: Any) -> tuple[str, str, bytes]:
+            data = message.message(policy=email.policy.SMTP).as_bytes()
+            return stock.prep_address(message.from_email), stock.prep_address(message.to[0]), data
+
+        return wire
+    from django.core.mail.message import sanitize_address
+
+    def wire_52(message: Any) -> tuple[str, str, bytes]:
+        data = message.message().as_bytes(linesep="\r\n")
+        return sanitize_address(message.from_email, charset), sanitize_address(message.to[0], charset), data
+
+    return wire_52
+
+
 def messages(count: int, sender: str, to: str, tag: str) -> list[Any]:
     from django.core.mail import EmailMessage
 
@@ -269,10 +292,10 @@ class Client:
         None when the server offers no CHUNKING or PIPELINING.
         """
         from django.core.mail import EmailMessage
-        from django.core.mail.message import sanitize_address
 
         msgs = messages(count, self.sender, self.to, "floor")
-        ready = [msg.message().as_bytes(linesep="\r\n") for msg in msgs] if not build else []
+        wire = django_wire()
+        ready = [wire(msg)[2] for msg in msgs] if not build else []
         context = ssl.create_default_context(cafile=self.ca_file)
         start = time.perf_counter()
         client = smtplib.SMTP("127.0.0.1", self.port(rtt), local_hostname="bench.localhost", timeout=30)
@@ -284,10 +307,7 @@ class Client:
             return None
         for i, msg in enumerate(msgs):
             if build:
-                email = EmailMessage(msg.subject, msg.body, msg.from_email, msg.to)
-                sender = sanitize_address(email.from_email, "utf-8")
-                recipient = sanitize_address(email.to[0], "utf-8")
-                data = email.message().as_bytes(linesep="\r\n")
+                sender, recipient, data = wire(EmailMessage(msg.subject, msg.body, msg.from_email, msg.to))
             else:
                 sender, recipient, data = msg.from_email, msg.to[0], ready[i]
             head = f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nBDAT {len(data)} LAST\r\n"
