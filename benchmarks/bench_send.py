@@ -168,29 +168,6 @@ def stock_backend_class(ca_file: str | None) -> type:
     return StockWithCA
 
 
-def django_wire(charset: str = "utf-8") -> Callable[[Any], tuple[str, str, bytes]]:
-    """(sender, first recipient, bytes) of a message, made as the installed Django's SMTP backend makes them."""
-    import email.policy
-
-    from django.core.mail.backends.smtp import EmailBackend
-
-    stock = EmailBackend()  # opens nothing until used
-    if hasattr(stock, "prep_address"):  # Django 6.0+
-
-        def wire(message: Any) -> tuple[str, str, bytes]:
-            data = message.message(policy=email.policy.SMTP).as_bytes()
-            return stock.prep_address(message.from_email), stock.prep_address(message.to[0]), data
-
-        return wire
-    from django.core.mail.message import sanitize_address
-
-    def wire_52(message: Any) -> tuple[str, str, bytes]:
-        data = message.message().as_bytes(linesep="\r\n")
-        return sanitize_address(message.from_email, charset), sanitize_address(message.to[0], charset), data
-
-    return wire_52
-
-
 def messages(count: int, sender: str, to: str, tag: str) -> list[Any]:
     from django.core.mail import EmailMessage
 
@@ -267,15 +244,20 @@ class Client:
         pool.close_all()
         return elapsed, cpu
 
+    def signed_in(self, rtt: float, context: ssl.SSLContext) -> smtplib.SMTP:
+        """A plain smtplib connection through the proxy, after STARTTLS and AUTH."""
+        client = smtplib.SMTP("127.0.0.1", self.port(rtt), local_hostname="bench.localhost", timeout=30)
+        client.starttls(context=context)
+        if self.user:
+            client.login(self.user, self.password)
+        return client
+
     def smtplib_loop(self, rtt: float, count: int) -> tuple[float, float]:
         """The plain loop: one connection, sendmail() for each message, bytes built as Django does."""
         msgs = messages(count, self.sender, self.to, "smtplib")
         context = ssl.create_default_context(cafile=self.ca_file)
         cpu, start = time.thread_time(), time.perf_counter()
-        client = smtplib.SMTP("127.0.0.1", self.port(rtt), local_hostname="bench.localhost", timeout=30)
-        client.starttls(context=context)
-        if self.user:
-            client.login(self.user, self.password)
+        client = self.signed_in(rtt, context)
         for msg in msgs:
             client.sendmail(msg.from_email, msg.to, msg.message().as_bytes())
         client.quit()
@@ -293,24 +275,22 @@ class Client:
         """
         from django.core.mail import EmailMessage
 
+        from django_gmail_smtp.envelope import build_envelope  # the envelope and bytes Django's backend makes
+
         msgs = messages(count, self.sender, self.to, "floor")
-        wire = django_wire()
-        ready = [wire(msg)[2] for msg in msgs] if not build else []
+        ready = [build_envelope(msg) for msg in msgs] if not build else []
         context = ssl.create_default_context(cafile=self.ca_file)
         start = time.perf_counter()
-        client = smtplib.SMTP("127.0.0.1", self.port(rtt), local_hostname="bench.localhost", timeout=30)
-        client.starttls(context=context)
-        if self.user:
-            client.login(self.user, self.password)
+        client = self.signed_in(rtt, context)
         if not (client.has_extn("chunking") and client.has_extn("pipelining")):
             client.quit()
             return None
         for i, msg in enumerate(msgs):
             if build:
-                sender, recipient, data = wire(EmailMessage(msg.subject, msg.body, msg.from_email, msg.to))
+                sender, recipients, data = build_envelope(EmailMessage(msg.subject, msg.body, msg.from_email, msg.to))
             else:
-                sender, recipient, data = msg.from_email, msg.to[0], ready[i]
-            head = f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nBDAT {len(data)} LAST\r\n"
+                sender, recipients, data = ready[i]
+            head = f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipients[0]}>\r\nBDAT {len(data)} LAST\r\n"
             client.send(head.encode() + data)
             for _ in range(3):
                 code, reply = client.getreply()
