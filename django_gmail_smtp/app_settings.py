@@ -301,8 +301,7 @@ django-environ's syntax) and the ``GMAIL_SMTP_*`` variables of :data:`ENV_OPTION
 
 def environment_variable(name: str) -> str | None:
     """The value of one of this app's environment variables (:data:`ENVIRONMENT`); None when it is
-    unset or empty. The only read of ``os.environ`` in the app (the sandbox and the commands
-    aside, for their own ports)."""
+    unset or empty. The only read of ``os.environ`` in the app (tests/test_architecture.py)."""
     if name not in ENVIRONMENT:
         raise KeyError(f"{name} is not one of this app's environment variables (app_settings.ENVIRONMENT)")
     return os.environ.get(name) or None

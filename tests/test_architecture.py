@@ -165,14 +165,8 @@ LAYERS: dict[str, Layer] = {
 MAX_LINES = 600
 """No module outside ``sandbox/`` may be longer."""
 
-OVERSIZED: dict[str, int] = {}
-"""Modules allowed over :data:`MAX_LINES`, each with its line count as a ceiling: it may shrink,
-never grow; an entry whose module is back under the limit must be removed. Empty since issue #17:
-a module that grows past the limit is split, not listed here."""
-
-ENVIRONMENT_READERS = ("app_settings", "sandbox.*", "management.commands.*")
-"""Where ``os.environ`` may be read: the settings layer (``EMAIL_URL``, ``GMAIL_SMTP_*``), and the
-sandbox and the commands for their own ports."""
+ENVIRONMENT_READERS = ("app_settings",)
+"""Where ``os.environ`` may be read: the settings layer only (``EMAIL_URL``, ``GMAIL_SMTP_*``)."""
 
 GMAIL_SMTP_READERS = ("app_settings", "sandbox.*")
 """Where the ``GMAIL_SMTP`` setting may be read (the sandbox's pytest plugin adds its endpoints)."""
@@ -401,12 +395,8 @@ def line_count(path: Path) -> int:
 
 def test_modules_are_small(graph: Graph) -> None:
     sizes = {name: line_count(path) for name, path in graph.modules.items() if not _matches(name, "sandbox.*")}
-    too_long = {
-        name: size for name, size in sizes.items() if size > MAX_LINES and size > OVERSIZED.get(name, MAX_LINES)
-    }
-    assert too_long == {}, f"Over {MAX_LINES} lines (or over the ceiling in OVERSIZED): split them. {too_long}"
-    done = sorted(name for name in OVERSIZED if sizes.get(name, 0) <= MAX_LINES)
-    assert done == [], f"Back under {MAX_LINES} lines (or gone): remove from OVERSIZED: {done}"
+    too_long = {name: size for name, size in sizes.items() if size > MAX_LINES}
+    assert too_long == {}, f"Over {MAX_LINES} lines: split them. {too_long}"
 
 
 def _reads(tree: ast.AST, attribute: str, *, strings: Iterable[str] = ()) -> list[int]:
