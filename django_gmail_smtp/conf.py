@@ -39,6 +39,7 @@ from .app_settings import (  # APP_SETTINGS and the readers: also importable fro
     configured_gmail_smtp,
     email_url_sources,
     environment_variable,
+    gmail_smtp,
     legacy_setting,
     mailers_enabled,
     number_setting,
@@ -396,8 +397,9 @@ def _resolve(options: dict[str, Any], alias: str | None, accounts: AccountSource
             is_set, value = legacy_setting(setting)
             if is_set:
                 take(option, value, SOURCE_SETTINGS, setting)
+    configured = gmail_smtp()
     for key, option in APP_SETTING_OPTIONS.items():
-        take(option, app_setting(key), SOURCE_SETTINGS, f"GMAIL_SMTP[{key!r}]")
+        take(option, app_setting(key, configured=configured), SOURCE_SETTINGS, f"GMAIL_SMTP[{key!r}]")
     for option, (value, variable) in _environment().items():
         take(option, value, SOURCE_ENVIRONMENT, variable)
 
@@ -549,8 +551,8 @@ def with_mailbox(config: SmtpConfig) -> SmtpConfig:
         if getattr(config, option):
             values[option] = getattr(config, option)
     for key, option in APP_SETTING_OPTIONS.items():
-        if option in MAILBOX_OPTIONS and option not in values and app_setting(key) not in (None, ""):
-            values[option] = app_setting(key)
+        if option in MAILBOX_OPTIONS and option not in values and (value := app_setting(key)) not in (None, ""):
+            values[option] = value
             provenance[option] = Value(SOURCE_SETTINGS, f"GMAIL_SMTP[{key!r}]")
     for variable, option in ENV_OPTIONS.items():
         if option in MAILBOX_OPTIONS and option not in values and (raw := environment_variable(variable)):
