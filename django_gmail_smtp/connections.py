@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import pool
+from .app_settings import APP_SETTINGS
 from .conf import SmtpConfig
 from .deadline import Deadline
 from .session import SMTPSession
@@ -34,10 +35,10 @@ __all__ = ["ConnectionOptions", "HeldConnection", "PooledConnections", "Sessions
 class ConnectionOptions:
     """The ``GMAIL_SMTP`` knobs of connection reuse (README.md#connection-reuse)."""
 
-    reuse: bool = True
-    idle_timeout: float = 60.0
-    noop_after: float | None = 10.0
-    messages_per_connection: int = 100
+    reuse: bool = APP_SETTINGS["REUSE_CONNECTIONS"]
+    idle_timeout: float = APP_SETTINGS["POOL_IDLE_TIMEOUT"]
+    noop_after: float | None = APP_SETTINGS["POOL_NOOP_AFTER"]
+    messages_per_connection: int = APP_SETTINGS["MESSAGES_PER_CONNECTION"]
 
     def worn(self, session: SMTPSession) -> bool:
         """``session`` has carried as many messages as one connection may."""

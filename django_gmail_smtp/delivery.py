@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .app_settings import flag_setting, gmail_smtp, number_setting
+from .app_settings import APP_SETTINGS, flag_setting, gmail_smtp, number_setting
 from .connections import ConnectionOptions
 from .deadline import Deadline
 from .exceptions import one_line
@@ -85,9 +85,9 @@ logger = logging.getLogger("django_gmail_smtp.delivery")
 class DeliveryOptions(ConnectionOptions):
     """The delivery knobs of ``GMAIL_SMTP``, read once per ``send_messages()`` call."""
 
-    pipelining: bool = True
-    window: int = 10
-    max_recipients: int = 100
+    pipelining: bool = APP_SETTINGS["PIPELINING"]
+    window: int = APP_SETTINGS["PIPELINE_WINDOW"]
+    max_recipients: int = APP_SETTINGS["MAX_RECIPIENTS"]
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod

@@ -403,7 +403,7 @@ class SMTPSession:
         self,
         transactions: Sequence[Transaction],
         *,
-        window: int = 20,
+        window: int,
         pipelining: bool = True,
         stop: Callable[[Transaction], bool] | None = None,
     ) -> None:

@@ -55,3 +55,9 @@ def test_encryption_keys_are_checked_where_they_are_read(settings: Any) -> None:
         app_settings.configured_keys()
     assert info.value.check_id == "gmail_smtp.E019"
     assert [p.id for p in rules.check_app_settings(settings.GMAIL_SMTP)] == ["gmail_smtp.E019"]
+
+
+def test_the_option_classes_default_to_the_documented_values() -> None:
+    """``DeliveryOptions()`` (and the ``RetryPolicy`` of the leaves, which cannot read the settings
+    layer) start from APP_SETTINGS, as ``from_settings()`` does with an empty GMAIL_SMTP."""
+    assert DeliveryOptions() == DeliveryOptions.from_settings()
