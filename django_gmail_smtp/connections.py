@@ -25,7 +25,6 @@ from .app_settings import APP_SETTINGS
 from .conf import SmtpConfig
 from .deadline import Deadline
 from .session import SMTPSession
-from .smtp_auth import SignIn
 from .transcript import Transcript
 
 __all__ = ["ConnectionOptions", "HeldConnection", "PooledConnections", "Sessions"]
@@ -54,20 +53,15 @@ class Sessions:
         *,
         transcript: Transcript,
         ssl_context: Callable[[], ssl.SSLContext],
-        sign_in: SignIn | None = None,
     ) -> None:
         self.config = config
         self.transcript = transcript
         self.ssl_context = ssl_context
         """Called when TLS starts (a backend's one context, built then)."""
-        self.sign_in = sign_in
-        """How sessions sign in; None: as the configuration says (:func:`~.smtp_auth.sign_in_for`)."""
 
     def new(self, limit: Deadline | None = None) -> SMTPSession:
         """A new signed-in session; raises the failure (an ``OSError`` with a cause)."""
-        session = SMTPSession(
-            self.config, transcript=self.transcript, ssl_context=self.ssl_context, sign_in=self.sign_in
-        )
+        session = SMTPSession(self.config, transcript=self.transcript, ssl_context=self.ssl_context)
         session.limit = limit
         session.connect()
         return session

@@ -136,7 +136,7 @@ def message_id(data: bytes) -> str | None:
     return found.group(1).strip().decode("ascii", "replace") if found else None
 
 
-def report(jobs: Sequence[Job], sender: type, stop_error: BaseException | None) -> None:
+def report(jobs: Sequence[Job], sender: type) -> None:
     """Log each outcome and send the signals; no secrets (replies and addresses only)."""
     from .signals import message_failed, message_sent
 

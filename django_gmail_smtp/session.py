@@ -34,7 +34,7 @@ from .deadline import Deadline
 from .exceptions import GmailConfigError, TLSRequiredError, explain_exception, with_cause
 from .pipeline import Reply, Transaction
 from .redaction import Redactor, detach
-from .smtp_auth import SignIn, sign_in_for, sign_in_with_password
+from .smtp_auth import sign_in_for, sign_in_with_password
 from .smtp_client import (
     MAX_REPLY_BYTES,
     MAX_REPLY_LINES,
@@ -101,11 +101,8 @@ class SMTPSession:
         on_stage: Callable[[str], None] | None = None,
         ssl_context: Callable[[], ssl.SSLContext] | None = None,
         redactor: Redactor | None = None,
-        sign_in: SignIn | None = None,
     ) -> None:
         self.config = config
-        self.sign_in = sign_in
-        """How :meth:`login` signs in; None: as the configuration says (:func:`~.smtp_auth.sign_in_for`)."""
         self.transcript = transcript if transcript is not None else Transcript()
         self.redactor = redactor if redactor is not None else Redactor.for_config(config)
         """Hides the configuration's secrets (and the access tokens of its sign-ins) in replies."""
@@ -280,8 +277,7 @@ class SMTPSession:
             raise refused
         failure: BaseException
         try:
-            sign_in = self.sign_in if self.sign_in is not None else sign_in_for(cfg)
-            return sign_in(client, cfg, self.clock.for_reading())
+            return sign_in_for(cfg)(client, cfg, self.clock.for_reading())
         except GmailConfigError as exc:  # a setting, not the connection: never explained as a server failure
             self.abort()
             failure = exc
@@ -338,14 +334,6 @@ class SMTPSession:
     def has_extension(self, name: str) -> bool:
         client = self.client
         return client is not None and client.has_extn(name)
-
-    @property
-    def pipelining(self) -> bool:
-        return self.has_extension("pipelining")
-
-    @property
-    def chunking(self) -> bool:
-        return self.has_extension("chunking")
 
     @property
     def smtputf8(self) -> bool:

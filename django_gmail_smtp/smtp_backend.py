@@ -248,7 +248,7 @@ class EmailBackend(BaseEmailBackend):
             # Also when delivery raised: slots of messages that may have gone out stay taken, the
             # others are given back (never leaked).
             quota.settle(reservation, sum(1 for job in jobs if job.status.may_have_gone), stop_error)
-        report(jobs, type(self), stop_error)
+        report(jobs, type(self))
         if not self.fail_silently:
             failure = failure_to_raise(jobs, stop_error)
             if failure is not None:
