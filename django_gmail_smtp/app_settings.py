@@ -48,6 +48,7 @@ __all__ = [
     "legacy_setting",
     "mailers_enabled",
     "number_setting",
+    "token_uri",
     "validate_keys",
 ]
 
@@ -192,6 +193,13 @@ def number_setting(
 
 GENERATE_COMMAND = 'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
 KEYS_CHECK_ID = "gmail_smtp.E019"
+
+
+def token_uri() -> str:
+    """The OAuth2 token endpoint (``OAUTH_TOKEN_URI``): where refresh tokens and client secrets
+    are sent. One reader for both sides of that promise: the binding seals a stored secret to
+    this address, the OAuth client sends it here."""
+    return str(app_setting("OAUTH_TOKEN_URI"))
 
 
 def generate_hint() -> str:

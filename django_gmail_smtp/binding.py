@@ -32,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.views.decorators.debug import sensitive_variables
 
-from .app_settings import app_setting
+from .app_settings import token_uri
 from .hosts import normalize_host  # also importable from here
 
 __all__ = [
@@ -120,9 +120,8 @@ def uses_token_endpoint(secret: Mapping[str, Any]) -> bool:
     return any(secret.get(part) for part in OAUTH_PARTS)
 
 
-def current_token_uri() -> str:
-    """The token endpoint OAuth2 secrets are sent to now (``GMAIL_SMTP["OAUTH_TOKEN_URI"]``)."""
-    return str(app_setting("OAUTH_TOKEN_URI"))
+current_token_uri = token_uri
+"""The token endpoint OAuth2 secrets are sent to now: the one the OAuth client uses."""
 
 
 def destination_for(

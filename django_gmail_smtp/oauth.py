@@ -36,7 +36,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
 from . import rules
-from .app_settings import app_setting
+from .app_settings import app_setting, token_uri
 from .conf import SmtpConfig
 from .exceptions import OAuthError, ReplyTooLongError
 from .hosts import endpoint_is_safe  # also importable from here
@@ -64,6 +64,7 @@ __all__ = [
     "forget_token",
     "parse_challenge",
     "require_library",
+    "token_uri",
     "xoauth2_response",
 ]
 
@@ -96,10 +97,6 @@ def require_library(config: SmtpConfig | None = None) -> None:
     if config is not None:
         rules.raise_first_error(rules.check_oauth_library(config), config.alias)
     raise rules.to_error(rules.oauth_library_problem())
-
-
-def token_uri() -> str:
-    return str(app_setting("OAUTH_TOKEN_URI"))
 
 
 def auth_uri() -> str:
