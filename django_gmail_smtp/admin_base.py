@@ -21,7 +21,7 @@ from django.utils.decorators import method_decorator
 from django.utils.translation import gettext
 from django.views.decorators.debug import sensitive_post_parameters
 
-from .admin_forms import WRITE_ONLY_FIELDS
+from .admin_forms import WRITE_ONLY_FIELDS, GmailAccountForm
 from .models import GmailAccount
 
 __all__ = ["TEMPLATE_DIR", "TEST_PERMISSION", "AccountAdminBase", "sensitive_secret"]
@@ -46,6 +46,13 @@ class AccountAdminBase(admin.ModelAdmin):  # type: ignore[type-arg]
     def has_test_and_change_permission(self, request: HttpRequest, obj: GmailAccount | None = None) -> bool:
         """What the list action needs, as the buttons do (an action's ``permissions`` need only one)."""
         return self.has_test_permission(request) and self.has_change_permission(request, obj)
+
+    def posted_form(self, request: HttpRequest, obj: GmailAccount | None) -> GmailAccountForm:
+        """The account form bound to what a button posted (they post the whole form), validated."""
+        form_class = self.get_form(request, obj, change=obj is not None)
+        form = cast(GmailAccountForm, form_class(request.POST, request.FILES, instance=obj))
+        form.is_valid()  # builds form.config when the connection's fields are valid
+        return form
 
     # -- the admin history ----------------------------------------------------------------------
 

@@ -235,6 +235,10 @@ class GmailAccountForm(forms.ModelForm):  # type: ignore[type-arg]
         return [problem for problem in self.problems if not problem.is_error]
 
     @sensitive_variables()
+    def field_errors(self, fields: tuple[str, ...]) -> list[str]:
+        """The errors of ``fields``, each as "label: error", for a button's message."""
+        return [f"{self.fields[field].label}: {error}" for field in fields for error in self.errors.get(field, [])]
+
     def typed(self, field: str) -> str:
         """What was typed into ``field`` ("" for nothing, or before the form is cleaned)."""
         return str(getattr(self, "cleaned_data", {}).get(field) or "").strip()

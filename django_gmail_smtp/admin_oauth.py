@@ -10,7 +10,7 @@ stores it encrypted. Every start, refusal, failure and success is recorded in th
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.admin.utils import unquote
@@ -25,7 +25,7 @@ from django.views.decorators.http import require_POST
 
 from . import conf, oauth, oauth_flow
 from .admin_base import TEMPLATE_DIR, AccountAdminBase, sensitive_secret
-from .admin_forms import CLIENT_SECRET_FIELD, DESTINATION_FIELDS, GmailAccountForm
+from .admin_forms import CLIENT_SECRET_FIELD, DESTINATION_FIELDS
 from .causes import CATALOGUE
 from .exceptions import GmailConfigError, OAuthError
 from .models import GmailAccount
@@ -98,9 +98,6 @@ class AuthorizeViews(AccountAdminBase):
     def _callback_path(self) -> str:
         return self.page_url("oauth_callback")
 
-    def _may_authorize(self, request: HttpRequest, obj: GmailAccount) -> bool:
-        return self.has_test_permission(request) and self.has_change_permission(request, obj)
-
     def _posted_form_problem(self, request: HttpRequest, obj: GmailAccount) -> str:
         """Why the values posted with *Authorize with Google* forbid it ("" when they do not).
 
@@ -110,18 +107,11 @@ class AuthorizeViews(AccountAdminBase):
         """
         if not any(field in request.POST for field in DESTINATION_FIELDS):
             return ""  # not posted from the form: the saved account alone counts
-        form_class = self.get_form(request, obj, change=True)
-        form = cast(GmailAccountForm, form_class(request.POST, request.FILES, instance=obj))
-        form.is_valid()
+        form = self.posted_form(request, obj)
         changed = [field for field in DESTINATION_FIELDS if field in form.changed_data]
         if not changed:
             return ""
-        errors = [
-            f"{form.fields[field].label}: {error}"
-            for field in (CLIENT_SECRET_FIELD, *DESTINATION_FIELDS)
-            for error in form.errors.get(field, [])
-        ]
-        if errors:
+        if errors := form.field_errors((CLIENT_SECRET_FIELD, *DESTINATION_FIELDS)):
             return " ".join(errors)
         return gettext(
             "Save the account first: %(fields)s changed, and the authorization is stored for the saved values."
@@ -134,7 +124,7 @@ class AuthorizeViews(AccountAdminBase):
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
             raise Http404
-        if not self._may_authorize(request, obj):
+        if not self.has_test_and_change_permission(request, obj):
             raise PermissionDenied
         back = HttpResponseRedirect(self._change_url(obj))
         if obj.auth_method != GmailAccount.AuthMethod.OAUTH2:
@@ -200,7 +190,7 @@ class AuthorizeViews(AccountAdminBase):
         obj = GmailAccount.objects.filter(pk=entry["account"]).first()
         if obj is None:
             raise Http404
-        if not self._may_authorize(request, obj):
+        if not self.has_test_and_change_permission(request, obj):
             raise PermissionDenied
         try:
             code = oauth_flow.parse_redirect(request.META.get("QUERY_STRING", ""), state)

@@ -188,12 +188,8 @@ class TryAccountViews(AccountAdminBase):
         elif not self.has_add_permission(request):
             raise PermissionDenied
 
-        form_class = self.get_form(request, obj, change=obj is not None)
-        form = cast(GmailAccountForm, form_class(request.POST, request.FILES, instance=obj))
-        form.is_valid()  # builds form.config when the connection's fields are valid
-        errors: list[str] = []
-        for field in (SECRET_FIELD, *OAUTH_FIELDS, "username", "host", "port", "security", "timeout"):
-            errors += [f"{form.fields[field].label}: {error}" for error in form.errors.get(field, [])]
+        form = self.posted_form(request, obj)
+        errors = form.field_errors((SECRET_FIELD, *OAUTH_FIELDS, "username", "host", "port", "security", "timeout"))
         errors += [str(error) for error in form.non_field_errors()]
         if form.config is None and not errors:
             errors.append(gettext("Fill in the account's address, server, port, security and timeout first."))
