@@ -292,10 +292,9 @@ def _name_text(name: Any) -> str:
     return ", ".join(parts)
 
 
-def tls_facts(
-    step: Step, sock: ssl.SSLSocket, config: SmtpConfig, context: ssl.SSLContext, *, host: str | None = None
-) -> None:
+def tls_facts(step: Step, sock: ssl.SSLSocket, config: SmtpConfig, *, host: str | None = None) -> None:
     """The TLS facts of ``sock`` (a connection to ``host``, by default the SMTP host) on ``step``."""
+    context = sock.context  # the one it was wrapped with: what it verified
     host = host or config.host
     cipher = sock.cipher()
     cert = sock.getpeercert() or {}

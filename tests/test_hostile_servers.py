@@ -20,6 +20,7 @@ from django.urls import reverse
 from django_gmail_smtp import conf, delivery, diagnose, oauth
 from django_gmail_smtp import session as smtp_session
 from django_gmail_smtp.backend import EmailBackend
+from django_gmail_smtp.diagnose import probes
 from django_gmail_smtp.exceptions import OAuthError
 from django_gmail_smtp.retry import RetryPolicy
 
@@ -406,7 +407,7 @@ def test_the_greeting_probe_reads_one_bounded_piece_of_an_endless_greeting() -> 
 
     with HostileServer(endless_greeting) as server:
         config = conf.resolve({"host": server.host, "port": server.port, "use_ssl": True, "timeout": 1})
-        ended = call_within(GUARD, lambda: diagnose._probe_plain_greeting(config, 1.0))
+        ended = call_within(GUARD, lambda: probes.probe_plain_greeting(config, 1.0))
         assert not server.cut
     assert ended.error is None
     assert ended.value.startswith("220-ppp")

@@ -36,7 +36,6 @@ message), :mod:`.entry_points` and :mod:`.schema`. The result is
 from ..diagnosis import FAILED, OK, SCHEMA_VERSION, SKIPPED, WARNING, Diagnosis, Run, Step, StepCallback
 from ..exceptions import describe_error
 from ..exit_status import EXIT_CODES, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, ROUND_TRIP_EXIT_CODES
-from . import probes
 from .configuration import config_error
 from .entry_points import check, run_check
 from .schema import JSON_SCHEMA
@@ -67,5 +66,3 @@ __all__ = [
     "describe_error",
     "run_check",
 ]
-
-_probe_plain_greeting = probes.probe_plain_greeting  # its name before the split (tests/test_hostile_servers.py)

@@ -120,7 +120,7 @@ class Conversation:
         if config.use_ssl and self.tls_step is not None:
             sock = session.client.sock if session.client is not None else None
             if isinstance(sock, ssl.SSLSocket):
-                tls_facts(self.tls_step, sock, config, session.ssl_context)
+                tls_facts(self.tls_step, sock, config)
             self.run.end(self.tls_step, ended=self.marks.get("greeting", greeted))
             self.greeting_step = self.run.begin(
                 "greeting", title("greeting"), started=self.marks.get("greeting", greeted)
@@ -296,7 +296,7 @@ class Conversation:
         step.details.extend(server_lines_since(self.run.diagnosis.transcript, mark)[:1])
         sock = self.session.client.sock if self.session.client is not None else None
         if isinstance(sock, ssl.SSLSocket):
-            tls_facts(step, sock, self.config, self.session.ssl_context)
+            tls_facts(step, sock, self.config)
         self.run.end(step)
         return True
 

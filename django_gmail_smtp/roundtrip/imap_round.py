@@ -19,10 +19,8 @@ LONGEST_PAUSE = 5.0
 
 
 class ImapRound(MailboxRound[ImapClient]):
-    protocol = "IMAP"
     connect_name, auth_name, goodbye_name = "imap_connect", "imap_auth", "imap_logout"
     unreachable = "imap_unreachable"
-    protocol_cause = "imap_protocol"
     longest_pause = LONGEST_PAUSE
 
     roles: dict[str, ImapFolder]
@@ -91,7 +89,7 @@ class ImapRound(MailboxRound[ImapClient]):
                 else:
                     trip.sleep(wait)
         except Exception as exc:
-            self.failed(step, exc, "imap_protocol")
+            self.failed(step, exc, self.client.protocol_cause)
             return None
 
     def _search(self, step: Step, folder: ImapFolder) -> Delivered | None:

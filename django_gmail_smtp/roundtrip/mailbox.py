@@ -20,7 +20,7 @@ from ..deadline import Deadline
 from ..diagnosis import Run, Step, tls_facts
 from ..exceptions import GmailConfigError
 from ..mailbox_session import MailboxSession
-from ..session import Transcript, make_ssl_context
+from ..session import Transcript
 from .analysis import analyse
 from .cleanup import goodbye_step
 from .failures import connect_cause, describe_mailbox_error, mailbox_cause
@@ -54,14 +54,10 @@ class MailboxRound(Generic[Client]):
     how to find the message (:meth:`wait`) and delete it (:meth:`cleanup`).
     """
 
-    protocol = ""
-    """``"IMAP"`` or ``"POP3"``, as people read it."""
     connect_name = auth_name = goodbye_name = ""
     """The names of the connect, sign-in and sign-out steps."""
     unreachable = ""
     """The cause of a server that cannot be reached."""
-    protocol_cause = ""
-    """The cause of a conversation the server broke."""
     longest_pause = 5.0
     """Seconds between two searches at most."""
     inbox_only = False
@@ -142,7 +138,7 @@ class MailboxRound(Generic[Client]):
         step = self.run.begin(
             self.connect_name,
             _("%(protocol)s connection to %(host)s:%(port)s (implicit TLS)")
-            % {"protocol": self.protocol, "host": host, "port": port},
+            % {"protocol": client.protocol, "host": host, "port": port},
         )
         try:
             greeting = client.connect()
@@ -158,7 +154,7 @@ class MailboxRound(Generic[Client]):
             return False
         sock = client.tls_socket
         if sock is not None:
-            tls_facts(step, sock, self.config, make_ssl_context(self.config), host=host)
+            tls_facts(step, sock, self.config, host=host)
         step.details.insert(0, greeting)
         step.data.update(host=host, port=port, greeting=greeting)
         self.run.end(step)

@@ -20,10 +20,8 @@ POP_NEWEST = 20
 
 
 class PopRound(MailboxRound[PopClient]):
-    protocol = "POP3"
     connect_name, auth_name, goodbye_name = "pop_connect", "pop_auth", "pop_quit"
     unreachable = "pop_unreachable"
-    protocol_cause = "pop_protocol"
     longest_pause = POP_PAUSE
     inbox_only = True
 
@@ -75,7 +73,7 @@ class PopRound(MailboxRound[PopClient]):
                 step.data["sessions"] += 1
         except Exception as exc:
             self.client.abort()
-            self.failed(step, exc, "pop_protocol")
+            self.failed(step, exc, self.client.protocol_cause)
             return None
 
     def cleanup(self, found: Delivered) -> None:
