@@ -100,12 +100,13 @@ def _status_reply(message: EmailMessage) -> str:
 class Attempt:
     """One run of the task for one message."""
 
-    def __init__(self, log_id: int, generation: int, backup: bool, *, scheduler: Scheduler, timing: Timing) -> None:
+    def __init__(self, log_id: int, generation: int, backup: bool, *, scheduler: Scheduler) -> None:
         self.log_id = log_id
         self.generation = generation
         self.backup = backup
         self.scheduler = scheduler
-        self.timing = timing
+        self.timing: Timing = scheduler.timing
+        """The clock the attempt claims, holds and retries by: the scheduler's (tests pass their own)."""
 
     @property
     def log(self) -> QuerySet[DeliveryLog]:

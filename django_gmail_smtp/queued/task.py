@@ -29,7 +29,7 @@ def deliver(
     ``not due``, ``watching``, ``taken`` (another attempt holds it), ``sent``/``failed`` (done already).
     """
     scheduler = SCHEDULER if timing is None else SCHEDULER.with_timing(timing)
-    return Attempt(log_id, generation, backup, scheduler=scheduler, timing=scheduler.timing).run()
+    return Attempt(log_id, generation, backup, scheduler=scheduler).run()
 
 
 def _task(payload: dict[str, Any] | None = None, log_id: int = 0, generation: int = 1, backup: bool = False) -> str:

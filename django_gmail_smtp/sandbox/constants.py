@@ -20,5 +20,8 @@ DEFAULT_SERVER_NAME = "gmail-sandbox.localhost"
 DEFAULT_IDLE_SECONDS = 300.0
 """Idle time after which the sandbox says ``451 4.4.2 Timeout`` (Gmail's is undocumented)."""
 
+MAIL_SCOPE = "https://mail.google.com/"
+"""The one OAuth2 scope Gmail accepts for SMTP, IMAP and POP: the sandbox's tokens carry it."""
+
 SANDBOX_CA_ORGANIZATION = "django-gmail-smtp sandbox"
 """The organization (O=) of every sandbox CA: how ``gmail_check`` recognises a sandbox's certificate."""

@@ -35,12 +35,12 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from .constants import SANDBOX_USER
+from .constants import MAIL_SCOPE, SANDBOX_USER
 from .loopback import loopback_host
 
 __all__ = ["SANDBOX_CLIENT_ID", "SANDBOX_CLIENT_SECRET", "SCOPE", "OAuthServer"]
 
-SCOPE = "https://mail.google.com/"
+SCOPE = MAIL_SCOPE
 SANDBOX_CLIENT_ID = "sandbox-client.apps.googleusercontent.com"
 SANDBOX_CLIENT_SECRET = "GOCSPX-sandbox-client-secret"  # noqa: S105 - a public, sandbox-only secret
 CODE_LIFETIME = 600.0

@@ -16,12 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from .constants import MAIL_SCOPE  # also importable from here
 from .injections import InjectionBoard
 from .received import ReceivedMessage
 
 __all__ = ["MAIL_SCOPE", "XOAUTH2_CHALLENGE", "AuthRecord", "SandboxState", "new_session_id", "parse_xoauth2"]
 
-MAIL_SCOPE = "https://mail.google.com/"
 
 # The base64 JSON challenge Gmail sends after a rejected XOAUTH2 token, byte for byte.
 XOAUTH2_CHALLENGE = base64.b64encode(
