@@ -27,7 +27,7 @@ from typing import Any
 from django.utils.translation import gettext as _
 
 from .bounded_io import BoundedReader, ReplyTooLarge
-from .causes import CATALOGUE, Cause
+from .causes import CATALOGUE, Cause, Reply
 from .exceptions import MailboxError
 from .mailbox_session import MailboxSession, Refusals, explain_refusal, library_text
 from .mutf7 import decode_mutf7, encode_mutf7
@@ -123,10 +123,10 @@ def parse_list_line(item: bytes | tuple[bytes, bytes]) -> ImapFolder | None:
 
 
 IMAP_REFUSALS: Refusals = (
-    (("not enabled for imap", "imap access is disabled", "imap is disabled"), "imap_disabled"),
-    (("application-specific password required",), "imap_app_password_required"),
-    (("web browser", "weblogin"), "imap_web_login_required"),
-    (("too many simultaneous connections", "[unavailable]", "[limit]"), "imap_unavailable"),
+    Reply("imap_disabled", words=("not enabled for imap", "imap access is disabled", "imap is disabled")),
+    Reply("imap_app_password_required", words=("application-specific password required",)),
+    Reply("imap_web_login_required", words=("web browser", "weblogin")),
+    Reply("imap_unavailable", words=("too many simultaneous connections", "[unavailable]", "[limit]")),
 )
 """What Gmail's words in a ``NO`` to LOGIN or AUTHENTICATE mean."""
 

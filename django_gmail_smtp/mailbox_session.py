@@ -19,7 +19,7 @@ from typing import Generic, Protocol, TypeVar
 from django.utils.translation import gettext as _
 
 from .bounded_io import BoundedReader, ReplyTooLarge, shut
-from .causes import CATALOGUE, Cause
+from .causes import CATALOGUE, Cause, Reply
 from .conf import SmtpConfig
 from .deadline import Deadline
 from .exceptions import MailboxError, with_cause
@@ -31,18 +31,17 @@ __all__ = ["AccessTokenSource", "MailboxSession", "Refusals", "explain_refusal",
 AccessTokenSource = Callable[[bool], tuple[str, bool]]
 """``source(force_refresh) -> (access token, came from the cache)``, for XOAUTH2."""
 
-Refusals = Sequence[tuple[tuple[str, ...], str]]
-"""Rows of ``(words, cause id)``: a refusal whose text holds one of the words has that cause."""
+Refusals = Sequence[Reply]
+"""Rows of the cause catalogue's :class:`~.causes.Reply` with words only: a refusal whose text
+holds one of a row's words has that row's cause."""
 
 
 def explain_refusal(text: str, refusals: Refusals) -> Cause:
     """The cause of a refused sign-in: the first row of ``refusals`` whose words the server's
     ``text`` holds (any case); else wrong credentials."""
     low = text.lower()
-    for words, cause in refusals:
-        if any(word in low for word in words):
-            return CATALOGUE[cause]
-    return CATALOGUE["imap_bad_credentials"]
+    found = next((row.cause for row in refusals if row.matches(0, "", low)), "imap_bad_credentials")
+    return CATALOGUE[found]
 
 
 def library_text(value: object) -> str:

@@ -19,7 +19,7 @@ import poplib
 import ssl
 
 from .bounded_io import BoundedReader
-from .causes import Cause
+from .causes import Cause, Reply
 from .mailbox_session import MailboxSession, Refusals, explain_refusal, library_text
 from .session import CLIENT, SERVER
 from .xoauth2 import xoauth2_response
@@ -34,10 +34,10 @@ MAX_LINES = 100000
 
 
 POP_REFUSALS: Refusals = (
-    (("not enabled for pop", "pop access is disabled"), "pop_disabled"),
-    (("application-specific password required",), "imap_app_password_required"),
-    (("web login required", "web browser"), "imap_web_login_required"),
-    (("[in-use]", "[sys/temp]"), "imap_unavailable"),
+    Reply("pop_disabled", words=("not enabled for pop", "pop access is disabled")),
+    Reply("imap_app_password_required", words=("application-specific password required",)),
+    Reply("imap_web_login_required", words=("web login required", "web browser")),
+    Reply("imap_unavailable", words=("[in-use]", "[sys/temp]")),
 )
 """What Gmail's words in an ``-ERR`` to the sign-in mean."""
 

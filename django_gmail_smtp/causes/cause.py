@@ -53,9 +53,10 @@ class Cause:
 
 @dataclass(frozen=True)
 class Reply:
-    """SMTP replies that mean the cause ``cause``: a reply code among ``codes`` (any code when
-    empty) and, when ``statuses`` or ``words`` are given, one of those enhanced status codes
-    (``5.7.14``) or one of those words in the reply's text (lower case)."""
+    """Replies that mean the cause ``cause``: a reply code among ``codes`` (any code when empty)
+    and, when ``statuses`` or ``words`` are given, one of those enhanced status codes
+    (``5.7.14``) or one of those words in the reply's text (lower case). SMTP replies, and the
+    words of a mailbox's refused sign-in (no code, no status)."""
 
     cause: str
     codes: Collection[int] = ()
