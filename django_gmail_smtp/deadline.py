@@ -101,8 +101,9 @@ class Deadline:
         return min(timeout, self.left())
 
     def earlier(self, other: Deadline | None) -> Deadline:
-        """Whichever of the two ends first."""
-        return other if other is not None and other.at < self.at else self
+        """Whichever of the two ends first (by the time each has left on its own clock: a
+        batch's budget may run on an injected clock, a reply's on the monotonic one)."""
+        return other if other is not None and other.remaining() < self.remaining() else self
 
     def error(self, received: int = 0) -> DeadlineExceeded:
         """The exception for this deadline; ``received``: bytes of the unfinished answer that arrived."""
