@@ -31,7 +31,7 @@ from .causes import CATALOGUE, Cause, Reply
 from .exceptions import MailboxError
 from .mailbox_session import MailboxSession, Refusals, explain_refusal, library_text
 from .mutf7 import decode_mutf7, encode_mutf7
-from .session import CLIENT, INFO, SERVER
+from .transcript import CLIENT, INFO, SERVER
 from .xoauth2 import parse_challenge, xoauth2_response
 
 __all__ = [

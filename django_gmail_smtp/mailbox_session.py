@@ -24,7 +24,8 @@ from .conf import SmtpConfig
 from .deadline import Deadline
 from .exceptions import MailboxError, with_cause
 from .redaction import Redactor
-from .session import INFO, Transcript, make_ssl_context
+from .smtp_client import make_ssl_context
+from .transcript import INFO, Transcript
 
 __all__ = ["AccessTokenSource", "MailboxSession", "Refusals", "explain_refusal", "library_text"]
 

@@ -21,7 +21,7 @@ import ssl
 from .bounded_io import BoundedReader
 from .causes import Cause, Reply
 from .mailbox_session import MailboxSession, Refusals, explain_refusal, library_text
-from .session import CLIENT, SERVER
+from .transcript import CLIENT, SERVER
 from .xoauth2 import xoauth2_response
 
 __all__ = ["PopClient", "explain_pop_reply"]

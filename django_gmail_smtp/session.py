@@ -29,9 +29,10 @@ from django.utils.translation import gettext_lazy
 
 from . import pipeline
 from .causes import cause
-from .conf import SmtpConfig, is_loopback
+from .conf import SmtpConfig
 from .deadline import Deadline
 from .exceptions import GmailConfigError, TLSRequiredError, explain_exception, with_cause
+from .hosts import is_loopback
 from .pipeline import Reply, Transaction
 from .redaction import Redactor, detach
 from .smtp_auth import sign_in_for, sign_in_with_password
