@@ -405,9 +405,7 @@ def reserve_sync(config: SmtpConfig, count: int, *, clock: Clock | None = None) 
     return reserve(account_key(config), count, limit=limit, clock=clock)
 
 
-def settle(
-    reservation: Reservation | None, sent: int, error: BaseException | None = None, *, clock: Clock | None = None
-) -> None:
+def settle(reservation: Reservation | None, sent: int, error: BaseException | None = None) -> None:
     """After sending: keep the slots of the ``sent`` messages, give back the rest.
 
     ``error`` is what stopped the batch, if anything: Gmail's own ``550 5.4.5`` blocks the
@@ -423,4 +421,4 @@ def settle(
         and found.id == "daily_quota"
         and not isinstance(error, QuotaExceededError)
     ):
-        block(reservation.account, reason=one_line(error), clock=clock)
+        block(reservation.account, reason=one_line(error))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -170,10 +171,7 @@ class QueuedEmailBackend(BaseEmailBackend):
                 schedule(entry)
         elif transaction.get_connection(db).in_atomic_block:  # a worker must not look before the entry exists
             entry = create()
-            transaction.on_commit(
-                self.scheduler.later(self.task_backend, self.queue_name, log_id=entry.pk, generation=1, when=current),
-                using=db,
-            )
+            transaction.on_commit(functools.partial(schedule, entry), using=db)
         else:
             entry = create()
             schedule(entry)
