@@ -31,6 +31,7 @@ from .causes import CATALOGUE, Cause, Reply
 from .exceptions import MailboxError
 from .mailbox_session import MailboxSession, Refusals, explain_refusal, library_text
 from .mutf7 import decode_mutf7, encode_mutf7
+from .redaction import REDACTED
 from .transcript import CLIENT, INFO, SERVER
 from .xoauth2 import parse_challenge, xoauth2_response
 
@@ -217,9 +218,9 @@ class ImapClient(MailboxSession[_IMAP]):
         if len(words) >= 2 and words[1].upper() in ("LOGIN", "AUTHENTICATE"):
             self._secret_exchange = True
             keep = 3 if words[1].upper() == "AUTHENTICATE" else 2
-            text = " ".join(words[:keep] + (["<redacted>"] if len(words) > keep else []))
+            text = " ".join(words[:keep] + ([REDACTED] if len(words) > keep else []))
         elif self._secret_exchange:
-            text = "<redacted>"
+            text = REDACTED
         self.record(CLIENT, text)
 
     def heard(self, line: bytes) -> None:

@@ -21,6 +21,7 @@ import ssl
 from .bounded_io import BoundedReader
 from .causes import Cause, Reply
 from .mailbox_session import MailboxSession, Refusals, explain_refusal, library_text
+from .redaction import REDACTED
 from .transcript import CLIENT, SERVER
 from .xoauth2 import xoauth2_response
 
@@ -97,11 +98,11 @@ class PopClient(MailboxSession[_POP3]):
         command = words[0].upper()
         if command == "AUTH":
             self._secret_exchange = True
-            text = " ".join(words[:2] + (["<redacted>"] if len(words) > 2 else []))
+            text = " ".join(words[:2] + ([REDACTED] if len(words) > 2 else []))
         elif command in ("PASS", "APOP"):
-            text = f"{words[0]} <redacted>"
+            text = f"{words[0]} {REDACTED}"
         elif self._secret_exchange:
-            text = "<redacted>"
+            text = REDACTED
         self.record(CLIENT, text)
 
     def heard(self, line: bytes) -> None:
